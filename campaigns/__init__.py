@@ -1,0 +1,1 @@
+"""Outbound work: call lists (dialer), SMS blasts and SMS channels."""

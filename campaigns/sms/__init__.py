@@ -1,0 +1,1 @@
+"""SMS: encoding, segmenting, channels (Twilio, Kannel, GSM modem)."""

@@ -1,0 +1,1 @@
+"""The CRM store: schema, migrations, contacts, phones, touches, follow-ups, users."""

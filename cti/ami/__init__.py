@@ -1,0 +1,1 @@
+"""Asterisk Manager Interface: a pure protocol layer and a thin asyncio client."""

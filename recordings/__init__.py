@@ -1,0 +1,1 @@
+"""Call recordings: ingest, index, search, playback and export, retention."""

@@ -1,0 +1,1 @@
+"""Merge codes: one sandboxed renderer for email and SMS; email templates and SMTP sending."""
