@@ -1,0 +1,473 @@
+"""Contacts: validation of their fields, create/update/upsert, lookup by any phone format."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+import phonenumbers.timezone as pn_timezone
+
+from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.errors import NotFound, ValidationError
+from crm_link.models import Contact, ContactPhone, Page, check_limit, decode_cursor, encode_cursor
+from crm_link.phones import Phone, normalize_phone, try_e164
+
+_EMAIL = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
+_TAG = re.compile(r"^[\w][\w .:/+-]{0,63}$")
+
+CONTACT_FIELDS = (
+    "external_id",
+    "first_name",
+    "last_name",
+    "email",
+    "owner",
+    "time_zone",
+    "phones",
+    "tags",
+    "attributes",
+    "do_not_call",
+    "sms_opt_out",
+    "email_opt_out",
+)
+
+
+@dataclass(slots=True)
+class ContactFields:
+    """Checked contact input; only the names in `present` were given (for partial updates)."""
+
+    present: set[str] = field(default_factory=set)
+    external_id: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+    email: str | None = None
+    owner: str | None = None
+    time_zone: str | None = None
+    phones: list[Phone] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    do_not_call: bool = False
+    sms_opt_out: bool = False
+    email_opt_out: bool = False
+
+
+def _text(data: Mapping[str, Any], name: str, max_len: int = 200) -> str | None:
+    value = data[name]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(name, f"must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if len(value) > max_len:
+        raise ValidationError(name, f"is longer than {max_len} characters")
+    if any(ord(ch) < 32 for ch in value):
+        raise ValidationError(name, "contains control characters")
+    return value
+
+
+def _bool(data: Mapping[str, Any], name: str) -> bool:
+    value = data[name]
+    if isinstance(value, bool):
+        return value
+    raise ValidationError(name, f"must be true or false, got {value!r}")
+
+
+def validate_email(value: str, field_name: str = "email") -> str:
+    """A plausible single email address, or ValidationError."""
+    if not _EMAIL.match(value) or len(value) > 254:
+        raise ValidationError(field_name, f"{value!r} is not an email address")
+    return value
+
+
+def validate_time_zone(value: str, field_name: str = "time_zone") -> str:
+    """An IANA time zone name, or ValidationError."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            field_name, f"{value!r} is not an IANA time zone (e.g. America/Chicago)"
+        ) from None
+    return value
+
+
+def validate_contact(
+    data: Mapping[str, Any], *, region: str, partial: bool = False, allowed: Sequence[str] = CONTACT_FIELDS
+) -> ContactFields:
+    """Check API/CSV contact input field by field; unknown fields and wrong types are errors."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("body", "must be a JSON object")
+    for name in data:
+        if name not in allowed:
+            raise ValidationError(name, "unknown field")
+    out = ContactFields(present=set(data))
+    for name in ("external_id", "first_name", "last_name", "owner"):
+        if name in data:
+            value = _text(data, name)
+            if name in ("first_name", "last_name"):
+                value = value or ""
+            setattr(out, name, value or (None if name in ("external_id", "owner") else ""))
+    if "email" in data:
+        value = _text(data, "email", 254)
+        out.email = validate_email(value) if value else None
+    if "time_zone" in data:
+        value = _text(data, "time_zone", 64)
+        out.time_zone = validate_time_zone(value) if value else None
+    if "phones" in data:
+        phones = data["phones"]
+        if isinstance(phones, str):
+            phones = [phones]
+        if not isinstance(phones, list):
+            raise ValidationError("phones", "must be a list of phone numbers")
+        seen: set[str] = set()
+        for i, item in enumerate(phones):
+            raw = item.get("number") if isinstance(item, Mapping) else item
+            if not isinstance(raw, str):
+                raise ValidationError(f"phones[{i}]", "must be a phone number string")
+            phone = normalize_phone(raw, region, field=f"phones[{i}]")
+            if phone.e164 not in seen:
+                seen.add(phone.e164)
+                out.phones.append(phone)
+    if "tags" in data:
+        tags = data["tags"]
+        if isinstance(tags, str):
+            tags = [t for t in (s.strip() for s in tags.split(",")) if t]
+        if not isinstance(tags, list):
+            raise ValidationError("tags", "must be a list of strings")
+        clean: list[str] = []
+        for i, tag in enumerate(tags):
+            if not isinstance(tag, str) or not _TAG.match(tag.strip()):
+                raise ValidationError(f"tags[{i}]", "must be 1-64 letters, digits, spaces or . : / + -")
+            if tag.strip().lower() not in (t.lower() for t in clean):
+                clean.append(tag.strip())
+        out.tags = clean
+    if "attributes" in data:
+        attrs = data["attributes"]
+        if attrs is None:
+            attrs = {}
+        if not isinstance(attrs, Mapping):
+            raise ValidationError("attributes", "must be an object")
+        for key in attrs:
+            if not isinstance(key, str) or not key or len(key) > 64:
+                raise ValidationError("attributes", f"key {key!r} must be a name of 1-64 characters")
+        try:
+            encoded = json.dumps(dict(attrs))
+        except (TypeError, ValueError):
+            raise ValidationError(
+                "attributes", "values must be JSON (strings, numbers, lists, objects)"
+            ) from None
+        if len(encoded) > 20_000:
+            raise ValidationError("attributes", "is larger than 20 kB")
+        out.attributes = dict(attrs)
+    for name in ("do_not_call", "sms_opt_out", "email_opt_out"):
+        if name in data:
+            setattr(out, name, _bool(data, name))
+    if not partial and not (out.first_name or out.last_name or out.phones or out.email):
+        raise ValidationError("body", "a contact needs a name, a phone number or an email")
+    return out
+
+
+def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None:
+    """The zone of the first number whose area maps to exactly one zone, else `fallback`."""
+    for phone in phones:
+        try:
+            zones = pn_timezone.time_zones_for_number(phonenumbers.parse(phone.e164))
+        except phonenumbers.NumberParseException:
+            continue
+        real = [z for z in zones if z != "Etc/Unknown"]
+        if len(real) == 1:
+            return real[0]
+    return fallback
+
+
+_CONTACT_SELECT = """
+SELECT c.*, u.username AS owner_username,
+       COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name
+FROM contacts c LEFT JOIN users u ON u.id = c.owner_id
+"""
+
+
+class Contacts:
+    """Contacts, their phones and tags."""
+
+    def __init__(self, db: Database, region: str, default_time_zone: str | None) -> None:
+        self._db = db
+        self.region = region
+        self.default_time_zone = default_time_zone
+
+    async def _owner_id(self, conn: Any, username: str | None) -> int | None:
+        if username is None:
+            return None
+        async with conn.execute("SELECT id FROM users WHERE username = ?", (username,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise ValidationError("owner", f"no user named {username!r}")
+        return int(row[0])
+
+    async def create(self, fields: ContactFields) -> Contact:
+        """Insert one contact with its phones and tags, all or nothing."""
+        async with self._db.transaction() as tx:
+            contact_id = await self.insert_in(tx, fields)
+        return await self.get(contact_id)
+
+    async def insert_in(self, tx: Any, fields: ContactFields) -> int:
+        """Insert within an open transaction; the new id."""
+        now = to_db_time(utcnow())
+        owner_id = await self._owner_id(tx, fields.owner)
+        tz = fields.time_zone or guess_time_zone(fields.phones, self.default_time_zone)
+        if fields.external_id:
+            async with tx.execute(
+                "SELECT 1 FROM contacts WHERE external_id = ?", (fields.external_id,)
+            ) as cur:
+                if await cur.fetchone():
+                    raise ValidationError(
+                        "external_id", f"{fields.external_id!r} is already used", code="conflict"
+                    )
+        async with tx.execute(
+            "INSERT INTO contacts (external_id, first_name, last_name, email, owner_id, time_zone, attributes,"
+            " do_not_call, sms_opt_out, email_opt_out, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (
+                fields.external_id,
+                fields.first_name,
+                fields.last_name,
+                fields.email,
+                owner_id,
+                tz,
+                json.dumps(fields.attributes),
+                int(fields.do_not_call),
+                int(fields.sms_opt_out),
+                int(fields.email_opt_out),
+                now,
+                now,
+            ),
+        ) as cur:
+            contact_id = int((await cur.fetchone())[0])
+        await self._replace_phones(tx, contact_id, fields.phones)
+        await self._replace_tags(tx, contact_id, fields.tags)
+        return contact_id
+
+    async def update_in(
+        self, tx: Any, contact_id: int, fields: ContactFields, *, merge: bool = False
+    ) -> None:
+        """Apply the given fields to a contact within an open transaction.
+
+        With `merge`, phones and tags are added to the existing ones and attributes merged
+        (what an import wants); otherwise they replace them (what a PUT wants).
+        """
+        sets: list[str] = []
+        params: list[Any] = []
+        simple = ("external_id", "first_name", "last_name", "email", "time_zone")
+        for name in simple:
+            if name in fields.present:
+                sets.append(f"{name} = ?")
+                params.append(getattr(fields, name))
+        for name in ("do_not_call", "sms_opt_out", "email_opt_out"):
+            if name in fields.present:
+                sets.append(f"{name} = ?")
+                params.append(int(getattr(fields, name)))
+        if "owner" in fields.present:
+            sets.append("owner_id = ?")
+            params.append(await self._owner_id(tx, fields.owner))
+        if "attributes" in fields.present:
+            if merge:
+                sets.append("attributes = json_patch(attributes, ?)")
+            else:
+                sets.append("attributes = ?")
+            params.append(json.dumps(fields.attributes))
+        sets.append("updated_at = ?")
+        params.append(to_db_time(utcnow()))
+        params.append(contact_id)
+        async with tx.execute(f"UPDATE contacts SET {', '.join(sets)} WHERE id = ?", params) as cur:
+            if cur.rowcount == 0:
+                raise NotFound("contact", contact_id)
+        if "phones" in fields.present:
+            await self._replace_phones(tx, contact_id, fields.phones, keep_existing=merge)
+        if "tags" in fields.present:
+            await self._replace_tags(tx, contact_id, fields.tags, keep_existing=merge)
+
+    async def update(self, contact_id: int, fields: ContactFields) -> Contact:
+        """Change the given fields of one contact."""
+        async with self._db.transaction() as tx:
+            await self.update_in(tx, contact_id, fields)
+        return await self.get(contact_id)
+
+    async def set_flags(self, contact_id: int, **flags: bool) -> None:
+        """Set consent flags (do_not_call, sms_opt_out, email_opt_out)."""
+        fields = ContactFields(present=set(flags))
+        for name, value in flags.items():
+            if name not in ("do_not_call", "sms_opt_out", "email_opt_out"):
+                raise ValidationError(name, "not a consent flag")
+            setattr(fields, name, bool(value))
+        async with self._db.transaction() as tx:
+            await self.update_in(tx, contact_id, fields)
+
+    async def _replace_phones(
+        self, tx: Any, contact_id: int, phones: list[Phone], keep_existing: bool = False
+    ) -> None:
+        if not keep_existing:
+            await tx.execute("DELETE FROM contact_phones WHERE contact_id = ?", (contact_id,))
+        await tx.executemany(
+            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (contact_id, e164) DO NOTHING",
+            [(contact_id, p.raw, p.e164, int(p.valid), p.kind, i) for i, p in enumerate(phones)],
+        )
+
+    async def _replace_tags(
+        self, tx: Any, contact_id: int, tags: list[str], keep_existing: bool = False
+    ) -> None:
+        if not keep_existing:
+            await tx.execute("DELETE FROM contact_tags WHERE contact_id = ?", (contact_id,))
+        await tx.executemany(
+            "INSERT INTO contact_tags (tag, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(t, contact_id) for t in tags],
+        )
+
+    async def get(self, contact_id: int) -> Contact:
+        """One contact with phones and tags; NotFound when absent."""
+        rows = await self._db.fetchall(_CONTACT_SELECT + " WHERE c.id = ?", (contact_id,))
+        if not rows:
+            raise NotFound("contact", contact_id)
+        return (await self._hydrate(rows))[0]
+
+    async def get_many(self, ids: Sequence[int]) -> list[Contact]:
+        """Contacts by id, in the order given (missing ones left out)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetchall(_CONTACT_SELECT + f" WHERE c.id IN ({marks})", list(ids))
+        by_id = {c.id: c for c in await self._hydrate(rows)}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def find_by_phone(self, raw: str) -> list[Contact]:
+        """Every contact with this number, whatever format it is written in (caller-ID lookup)."""
+        e164 = try_e164(raw, self.region)
+        if e164 is None:
+            return []
+        rows = await self._db.fetchall(
+            _CONTACT_SELECT
+            + " WHERE c.id IN (SELECT contact_id FROM contact_phones WHERE e164 = ?) ORDER BY c.id",
+            (e164,),
+        )
+        return await self._hydrate(rows)
+
+    async def ids_by_phone(self, e164: str) -> list[int]:
+        """Contact ids for an E.164 number: the indexed equality behind caller ID."""
+        rows = await self._db.fetchall(
+            "SELECT contact_id FROM contact_phones WHERE e164 = ? ORDER BY contact_id", (e164,)
+        )
+        return [r[0] for r in rows]
+
+    async def search(
+        self,
+        *,
+        q: str | None = None,
+        phone: str | None = None,
+        tag: str | None = None,
+        owner_id: int | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page:
+        """Contacts matching every filter given, by id, one page at a time."""
+        limit = check_limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
+        if phone is not None and phone.strip():
+            e164 = normalize_phone(phone, self.region, field="phone").e164
+            where.append("c.id IN (SELECT contact_id FROM contact_phones WHERE e164 = ?)")
+            params.append(e164)
+        if tag:
+            where.append("c.id IN (SELECT contact_id FROM contact_tags WHERE tag = ?)")
+            params.append(tag.strip())
+        if q and q.strip():
+            words = q.strip().split()
+            for word in words[:4]:
+                like = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                where.append(
+                    "(c.first_name LIKE ? ESCAPE '\\' OR c.last_name LIKE ? ESCAPE '\\' OR c.email LIKE ? ESCAPE '\\')"
+                )
+                params += [like, like, like]
+        if owner_id is not None:
+            where.append("c.owner_id = ?")
+            params.append(owner_id)
+        if cursor:
+            (last_id,) = decode_cursor(cursor, 1)
+            where.append("c.id > ?")
+            params.append(int(last_id))
+        sql = _CONTACT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY c.id LIMIT ?"
+        rows = await self._db.fetchall(sql, [*params, limit + 1])
+        items = await self._hydrate(rows[:limit])
+        next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    async def count(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM contacts")
+        return int(row[0]) if row else 0
+
+    async def _hydrate(self, rows: Sequence[Any]) -> list[Contact]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        phones: dict[int, list[ContactPhone]] = {i: [] for i in ids}
+        for p in await self._db.fetchall(
+            f"SELECT contact_id, raw, e164, valid, kind FROM contact_phones WHERE contact_id IN ({marks})"
+            " ORDER BY contact_id, position, id",
+            ids,
+        ):
+            phones[p[0]].append(ContactPhone(p[1], p[2], bool(p[3]), p[4]))
+        tags: dict[int, list[str]] = {i: [] for i in ids}
+        for t in await self._db.fetchall(
+            f"SELECT contact_id, tag FROM contact_tags WHERE contact_id IN ({marks}) ORDER BY tag", ids
+        ):
+            tags[t[0]].append(t[1])
+        return [
+            Contact(
+                id=r["id"],
+                external_id=r["external_id"],
+                first_name=r["first_name"],
+                last_name=r["last_name"],
+                email=r["email"],
+                owner_id=r["owner_id"],
+                owner_username=r["owner_username"],
+                owner_name=r["owner_name"],
+                time_zone=r["time_zone"],
+                attributes=json.loads(r["attributes"]),
+                do_not_call=bool(r["do_not_call"]),
+                sms_opt_out=bool(r["sms_opt_out"]),
+                email_opt_out=bool(r["email_opt_out"]),
+                created_at=from_db_time(r["created_at"]),  # type: ignore[arg-type]
+                updated_at=from_db_time(r["updated_at"]),  # type: ignore[arg-type]
+                phones=phones[r["id"]],
+                tags=tags[r["id"]],
+            )
+            for r in rows
+        ]
+
+    async def match_for_upsert(self, tx: Any, fields: ContactFields) -> int | None:
+        """The contact an imported row updates: by external id, then phone, then email."""
+        if fields.external_id:
+            async with tx.execute(
+                "SELECT id FROM contacts WHERE external_id = ?", (fields.external_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row:
+                return int(row[0])
+        for p in fields.phones:
+            async with tx.execute(
+                "SELECT contact_id FROM contact_phones WHERE e164 = ? LIMIT 1", (p.e164,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row:
+                return int(row[0])
+        if fields.email:
+            async with tx.execute(
+                "SELECT id FROM contacts WHERE email = ? COLLATE NOCASE LIMIT 1", (fields.email,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row:
+                return int(row[0])
+        return None

@@ -1,0 +1,218 @@
+"""CSV contact import: header mapping, per-row validation, upsert in batches, a per-row error report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crm_link.contacts import validate_contact
+from crm_link.errors import ValidationError
+from crm_link.store import Store
+
+ALIASES = {
+    "first_name": ("first_name", "first", "firstname", "given_name", "forename"),
+    "last_name": ("last_name", "last", "lastname", "surname", "family_name"),
+    "email": ("email", "e_mail", "email_address", "mail"),
+    "owner": ("owner", "salesperson", "sales_rep", "rep", "assigned_to"),
+    "tags": ("tags", "tag", "labels"),
+    "external_id": ("external_id", "customer_id", "customer_number", "dms_id", "id"),
+    "time_zone": ("time_zone", "timezone", "tz"),
+    "do_not_call": ("do_not_call", "dnc"),
+    "sms_opt_out": ("sms_opt_out", "no_sms"),
+    "email_opt_out": ("email_opt_out", "no_email"),
+}
+PHONE_ALIASES = (
+    "phone",
+    "phones",
+    "phone_number",
+    "mobile",
+    "cell",
+    "cell_phone",
+    "mobile_phone",
+    "home_phone",
+    "work_phone",
+    "telephone",
+    "tel",
+)
+_TRUE = {"1", "true", "yes", "y", "x"}
+_FALSE = {"0", "false", "no", "n", ""}
+
+
+def _norm_header(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int  # 1-based data row number (the header is row 0); line numbers may differ for multi-line cells
+    field: str
+    reason: str
+
+
+@dataclass(slots=True)
+class ImportReport:
+    total: int = 0
+    created: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> int:
+        return len({e.row for e in self.errors})
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMap:
+    """Which CSV column feeds which contact field; unknown columns become attributes."""
+
+    fields: dict[str, int]
+    phones: list[int]
+    attributes: dict[str, int]
+
+
+def map_headers(headers: list[str]) -> HeaderMap:
+    """Map a CSV header row; ValidationError when nothing identifies a contact."""
+    fields: dict[str, int] = {}
+    phones: list[int] = []
+    attributes: dict[str, int] = {}
+    seen: set[str] = set()
+    for i, raw in enumerate(headers):
+        name = _norm_header(raw)
+        if not name:
+            continue
+        if name in seen:
+            raise ValidationError("header", f"column {raw!r} appears twice")
+        seen.add(name)
+        target = next((f for f, names in ALIASES.items() if name in names), None)
+        if target and target not in fields:
+            fields[target] = i
+        elif name in PHONE_ALIASES:
+            phones.append(i)
+        else:
+            attributes[name] = i
+    if not (phones or "email" in fields or "first_name" in fields or "last_name" in fields):
+        raise ValidationError(
+            "header",
+            "no column for a name, phone or email (expected e.g. first_name, last_name, phone, email)",
+        )
+    return HeaderMap(fields, phones, attributes)
+
+
+def _flag(value: str, column: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValidationError(column, f"{value!r} is not yes/no")
+
+
+def row_to_input(row: list[str], hm: HeaderMap) -> dict[str, Any]:
+    """One CSV row as contact input for validate_contact."""
+    data: dict[str, Any] = {}
+    for name, i in hm.fields.items():
+        value = row[i].strip() if i < len(row) else ""
+        if name in ("do_not_call", "sms_opt_out", "email_opt_out"):
+            if value:
+                data[name] = _flag(value, name)
+        elif name == "tags":
+            if value:
+                data["tags"] = [t.strip() for t in re.split(r"[;,|]", value) if t.strip()]
+        elif value:
+            data[name] = value
+    phones = []
+    for i in hm.phones:
+        value = row[i].strip() if i < len(row) else ""
+        phones += [p.strip() for p in re.split(r"[;|/]", value) if p.strip()]
+    if phones:
+        data["phones"] = phones
+    attrs = {name: row[i].strip() for name, i in hm.attributes.items() if i < len(row) and row[i].strip()}
+    if attrs:
+        data["attributes"] = attrs
+    return data
+
+
+def read_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+    """Headers and rows of a UTF-8 (BOM allowed) CSV; ValidationError naming the line on bad bytes."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ValidationError("file", f"line {line} is not UTF-8 (save the CSV as UTF-8)") from None
+    except OSError as exc:
+        raise ValidationError("file", f"cannot read {path}: {exc.strerror}") from None
+    sample = text[:4096]
+    try:
+        dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    try:
+        headers = next(reader)
+    except StopIteration:
+        raise ValidationError("file", "is empty") from None
+    return headers, reader
+
+
+async def import_contacts(
+    store: Store,
+    path: Path,
+    *,
+    dry_run: bool = False,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
+    """Validate every row; write the good ones (create or update) in batches; report the bad ones."""
+    headers, rows = read_csv(path)
+    hm = map_headers(headers)
+    all_rows = list(rows)
+    report = ImportReport(total=len(all_rows), dry_run=dry_run)
+    owners = {u.username for u in await store.users.list()}
+    batch: list[tuple[int, Any]] = []
+    done = 0
+
+    async def flush() -> None:
+        nonlocal batch
+        if not batch or dry_run:
+            batch = []
+            return
+        async with store.db.transaction() as tx:
+            for _, fields in batch:
+                existing = await store.contacts.match_for_upsert(tx, fields)
+                if existing is None:
+                    await store.contacts.insert_in(tx, fields)
+                    report.created += 1
+                else:
+                    await store.contacts.update_in(tx, existing, fields, merge=True)
+                    report.updated += 1
+        batch = []
+
+    for n, row in enumerate(all_rows, start=1):
+        if not any(cell.strip() for cell in row):
+            done += 1
+            continue
+        try:
+            if len(row) > len(headers):
+                raise ValidationError("row", f"has {len(row)} cells but the header has {len(headers)}")
+            fields = validate_contact(row_to_input(row, hm), region=store.region)
+            if fields.owner is not None and fields.owner not in owners:
+                raise ValidationError("owner", f"no user named {fields.owner!r}")
+        except ValidationError as exc:
+            report.errors.append(RowError(n, exc.field, exc.reason))
+        else:
+            batch.append((n, fields))
+        if len(batch) >= batch_size:
+            await flush()
+        done += 1
+        if progress and (done % 500 == 0):
+            progress(done, report.total)
+    await flush()
+    if progress:
+        progress(report.total, report.total)
+    return report

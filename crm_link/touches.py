@@ -1,0 +1,453 @@
+"""Touches (every call, SMS, email, note on a customer's history) and follow-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from crm_link.cadence import end_of_day, next_cadence
+from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.errors import NotFound, StoreError, ValidationError
+from crm_link.models import (
+    DIRECTIONS,
+    TOUCH_KINDS,
+    FollowUp,
+    Page,
+    Touch,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
+
+log = logging.getLogger("crm_link.touches")
+
+NextFollowup = datetime | Literal["cadence", "none"] | None
+
+
+@dataclass(slots=True)
+class TouchInput:
+    """One touch to record; `source_key` makes recording it again an update, never a second row."""
+
+    source_key: str
+    kind: str
+    direction: str
+    started_at: datetime
+    contact_id: int | None = None
+    user_id: int | None = None
+    channel: str = ""
+    status: str = ""
+    number: str | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    summary: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    close_followups: bool = False
+    next_followup: NextFollowup = None
+    followup_note: str = ""
+    followup_kind: str = "followup"
+    followup_assignee_id: int | None = None
+
+    def check(self) -> None:
+        if not self.source_key or len(self.source_key) > 200:
+            raise ValidationError("source_key", "must be 1-200 characters")
+        if self.kind not in TOUCH_KINDS:
+            raise ValidationError("kind", f"must be one of {', '.join(TOUCH_KINDS)}")
+        if self.direction not in DIRECTIONS:
+            raise ValidationError("direction", f"must be one of {', '.join(DIRECTIONS)}")
+        if self.started_at.tzinfo is None:
+            raise ValidationError("started_at", "must carry a time zone")
+        if len(self.summary) > 10_000:
+            raise ValidationError("summary", "is longer than 10,000 characters")
+
+
+_TOUCH_SELECT = "SELECT t.*, u.username FROM touches t LEFT JOIN users u ON u.id = t.user_id"
+_FOLLOWUP_SELECT = (
+    "SELECT f.*, u.username AS assignee_username, trim(c.first_name || ' ' || c.last_name) AS contact_name"
+    " FROM followups f JOIN contacts c ON c.id = f.contact_id LEFT JOIN users u ON u.id = f.assignee_id"
+)
+
+
+def _touch(r: Any, created: bool = False) -> Touch:
+    return Touch(
+        id=r["id"],
+        source_key=r["source_key"],
+        contact_id=r["contact_id"],
+        user_id=r["user_id"],
+        username=r["username"],
+        kind=r["kind"],
+        direction=r["direction"],
+        channel=r["channel"],
+        status=r["status"],
+        number=r["number"],
+        started_at=from_db_time(r["started_at"]),  # type: ignore[arg-type]
+        ended_at=from_db_time(r["ended_at"]),
+        duration_s=r["duration_s"],
+        summary=r["summary"],
+        payload=json.loads(r["payload"]),
+        created=created,
+    )
+
+
+def _followup(r: Any) -> FollowUp:
+    return FollowUp(
+        id=r["id"],
+        contact_id=r["contact_id"],
+        contact_name=r["contact_name"],
+        assignee_id=r["assignee_id"],
+        assignee_username=r["assignee_username"],
+        kind=r["kind"],
+        due_at=from_db_time(r["due_at"]),  # type: ignore[arg-type]
+        note=r["note"],
+        status=r["status"],
+        created_by_touch_id=r["created_by_touch_id"],
+        closed_by_touch_id=r["closed_by_touch_id"],
+    )
+
+
+class Touches:
+    """The history of every contact, written exactly once per source event."""
+
+    def __init__(self, db: Database, default_time_zone: str) -> None:
+        self._db = db
+        self.default_time_zone = default_time_zone
+        self._queue: asyncio.Queue[tuple[TouchInput, asyncio.Future[Touch]]] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.max_batch = 500
+
+    # group commit ---------------------------------------------------------------------------
+
+    async def start_batching(self) -> None:
+        """Record concurrent touches in shared transactions (group commit) from now on."""
+        self._queue = asyncio.Queue()
+        self._flusher = asyncio.create_task(self._flush_loop(), name="touch-group-commit")
+
+    async def stop_batching(self) -> None:
+        """Finish what is queued, then go back to one transaction per call."""
+        queue, task = self._queue, self._flusher
+        if queue is None or task is None:
+            return
+        await queue.join()
+        self._queue = None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._flusher = None
+
+    async def _flush_loop(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                results = await self._record_batch([item for item, _ in batch])
+                for (_, fut), touch in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(touch)
+            except Exception:
+                # one bad touch must not sink its neighbours: retry each on its own
+                for item, fut in batch:
+                    try:
+                        (touch,) = await self._record_batch([item])
+                    except Exception as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    else:
+                        if not fut.done():
+                            fut.set_result(touch)
+            finally:
+                for _ in batch:
+                    queue.task_done()
+
+    # writes ---------------------------------------------------------------------------------
+
+    async def record(self, item: TouchInput) -> Touch:
+        """Insert or update the touch for `item.source_key`; returns once it is committed."""
+        item.check()
+        if self._queue is not None:
+            fut: asyncio.Future[Touch] = asyncio.get_running_loop().create_future()
+            await self._queue.put((item, fut))
+            return await fut
+        (touch,) = await self._record_batch([item])
+        return touch
+
+    async def record_many(self, items: Sequence[TouchInput]) -> list[Touch]:
+        """Record several touches in one transaction (all or none)."""
+        for item in items:
+            item.check()
+        return await self._record_batch(list(items))
+
+    async def _record_batch(self, items: list[TouchInput]) -> list[Touch]:
+        out = []
+        async with self._db.transaction() as tx:
+            for item in items:
+                out.append(await self._record_in(tx, item))
+        return out
+
+    async def _record_in(self, tx: Any, item: TouchInput) -> Touch:
+        now = to_db_time(utcnow())
+        params = (
+            item.source_key,
+            item.contact_id,
+            item.user_id,
+            item.kind,
+            item.direction,
+            item.channel,
+            item.status,
+            item.number,
+            to_db_time(item.started_at),
+            to_db_time(item.ended_at) if item.ended_at else None,
+            item.duration_s,
+            item.summary,
+            json.dumps(item.payload),
+            now,
+            now,
+        )
+        async with tx.execute(
+            "INSERT INTO touches (source_key, contact_id, user_id, kind, direction, channel, status, number,"
+            " started_at, ended_at, duration_s, summary, payload, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (source_key) DO NOTHING RETURNING id",
+            params,
+        ) as cur:
+            row = await cur.fetchone()
+        created = row is not None
+        if created:
+            touch_id = int(row[0])
+        else:
+            async with tx.execute(
+                "UPDATE touches SET contact_id = COALESCE(?, contact_id), user_id = COALESCE(?, user_id),"
+                " status = CASE WHEN ? != '' THEN ? ELSE status END, number = COALESCE(?, number),"
+                " ended_at = COALESCE(?, ended_at), duration_s = COALESCE(?, duration_s),"
+                " summary = CASE WHEN ? != '' THEN ? ELSE summary END,"
+                " payload = json_patch(payload, ?), updated_at = ? WHERE source_key = ? RETURNING id",
+                (
+                    item.contact_id,
+                    item.user_id,
+                    item.status,
+                    item.status,
+                    item.number,
+                    params[9],
+                    item.duration_s,
+                    item.summary,
+                    item.summary,
+                    params[12],
+                    now,
+                    item.source_key,
+                ),
+            ) as cur:
+                touch_id = int((await cur.fetchone())[0])
+        if created and item.contact_id is not None:
+            await self._followups_for(tx, touch_id, item)
+        async with tx.execute(_TOUCH_SELECT + " WHERE t.id = ?", (touch_id,)) as cur:
+            return _touch(await cur.fetchone(), created)
+
+    async def _followups_for(self, tx: Any, touch_id: int, item: TouchInput) -> None:
+        now = utcnow()
+        closes = item.close_followups
+        if closes:
+            horizon = end_of_day(now, self.default_time_zone)
+            await tx.execute(
+                "UPDATE followups SET status = 'done', closed_by_touch_id = ?, closed_at = ?"
+                " WHERE contact_id = ? AND status = 'open' AND due_at < ?",
+                (touch_id, to_db_time(now), item.contact_id, to_db_time(horizon)),
+            )
+        nxt = item.next_followup
+        note = item.followup_note
+        if nxt == "cadence":
+            async with tx.execute(
+                "SELECT attributes, time_zone FROM contacts WHERE id = ?", (item.contact_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            planned = next_cadence(json.loads(row[0]), now, row[1] or self.default_time_zone) if row else None
+            if planned is None:
+                return
+            nxt, note = planned[0], note or planned[1]
+        if isinstance(nxt, datetime):
+            assignee = item.followup_assignee_id
+            if assignee is None:
+                async with tx.execute(
+                    "SELECT COALESCE(?, owner_id) FROM contacts WHERE id = ?", (item.user_id, item.contact_id)
+                ) as cur:
+                    assignee = (await cur.fetchone())[0]
+            await tx.execute(
+                "INSERT INTO followups (contact_id, assignee_id, kind, due_at, note, created_by_touch_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    item.contact_id,
+                    assignee,
+                    item.followup_kind,
+                    to_db_time(nxt),
+                    note,
+                    touch_id,
+                    to_db_time(now),
+                ),
+            )
+
+    async def set_note(self, touch_id: int, note: str, *, disposition: str | None = None) -> Touch:
+        """Put a rep's note (and disposition) on a touch, e.g. the call they just had."""
+        patch = {"disposition": disposition} if disposition else {}
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE touches SET summary = ?, payload = json_patch(payload, ?), updated_at = ? WHERE id = ?",
+                (note, json.dumps(patch), to_db_time(utcnow()), touch_id),
+            ) as cur:
+                if cur.rowcount == 0:
+                    raise NotFound("touch", touch_id)
+        return await self.get(touch_id)
+
+    # reads ----------------------------------------------------------------------------------
+
+    async def get(self, touch_id: int) -> Touch:
+        row = await self._db.fetchone(_TOUCH_SELECT + " WHERE t.id = ?", (touch_id,))
+        if row is None:
+            raise NotFound("touch", touch_id)
+        return _touch(row)
+
+    async def by_source_key(self, source_key: str) -> Touch | None:
+        row = await self._db.fetchone(_TOUCH_SELECT + " WHERE t.source_key = ?", (source_key,))
+        return _touch(row) if row else None
+
+    async def history(self, contact_id: int, *, limit: int | None = None, cursor: str | None = None) -> Page:
+        """A contact's touches, newest first."""
+        limit = check_limit(limit)
+        where, params = "t.contact_id = ?", [contact_id]
+        if cursor:
+            started, last_id = decode_cursor(cursor, 2)
+            where += " AND (t.started_at < ? OR (t.started_at = ? AND t.id < ?))"
+            params += [started, started, int(last_id)]
+        rows = await self._db.fetchall(
+            _TOUCH_SELECT + f" WHERE {where} ORDER BY t.started_at DESC, t.id DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        items = [_touch(r) for r in rows[:limit]]
+        nxt = encode_cursor(rows[limit - 1]["started_at"], items[-1].id) if len(rows) > limit else None
+        return Page(items, nxt)
+
+    async def count(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM touches")
+        return int(row[0]) if row else 0
+
+    # follow-ups -----------------------------------------------------------------------------
+
+    async def add_followup(
+        self,
+        contact_id: int,
+        due_at: datetime,
+        *,
+        kind: str = "followup",
+        note: str = "",
+        assignee_id: int | None = None,
+        created_by_touch_id: int | None = None,
+    ) -> FollowUp | None:
+        """A follow-up (assigned to the contact's owner unless said); None if this touch already made one."""
+        if due_at.tzinfo is None:
+            raise ValidationError("due_at", "must carry a time zone")
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO followups (contact_id, assignee_id, kind, due_at, note, created_by_touch_id, created_at)"
+                " SELECT id, COALESCE(?, owner_id), ?, ?, ?, ?, ? FROM contacts WHERE id = ?"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (
+                    assignee_id,
+                    kind,
+                    to_db_time(due_at),
+                    note,
+                    created_by_touch_id,
+                    to_db_time(utcnow()),
+                    contact_id,
+                ),
+            ) as cur:
+                row = await cur.fetchone()
+        if row is None:
+            return None
+        return await self.followup(int(row[0]))
+
+    async def followup(self, followup_id: int) -> FollowUp:
+        row = await self._db.fetchone(_FOLLOWUP_SELECT + " WHERE f.id = ?", (followup_id,))
+        if row is None:
+            raise NotFound("follow-up", followup_id)
+        return _followup(row)
+
+    async def open_followups(self, contact_id: int) -> list[FollowUp]:
+        rows = await self._db.fetchall(
+            _FOLLOWUP_SELECT + " WHERE f.contact_id = ? AND f.status = 'open' ORDER BY f.due_at",
+            (contact_id,),
+        )
+        return [_followup(r) for r in rows]
+
+    async def due_for(self, user_id: int, until: datetime) -> list[FollowUp]:
+        """Open follow-ups assigned to a user and due before `until` (overdue included), soonest first."""
+        rows = await self._db.fetchall(
+            _FOLLOWUP_SELECT + " WHERE f.assignee_id = ? AND f.status = 'open' AND f.due_at < ?"
+            " ORDER BY f.due_at LIMIT 500",
+            (user_id, to_db_time(until)),
+        )
+        return [_followup(r) for r in rows]
+
+    async def close_followup(self, followup_id: int, status: str = "done") -> None:
+        if status not in ("done", "cancelled"):
+            raise ValidationError("status", "must be done or cancelled")
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE followups SET status = ?, closed_at = ? WHERE id = ? AND status = 'open'",
+                (status, to_db_time(utcnow()), followup_id),
+            )
+
+
+class Audit:
+    """Who did what, when: plays, exports, logins, admin changes."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def write(
+        self,
+        action: str,
+        *,
+        user_id: int | None,
+        object_type: str = "",
+        object_id: object = "",
+        **detail: Any,
+    ) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit_log (at, user_id, action, object_type, object_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    to_db_time(utcnow()),
+                    user_id,
+                    action,
+                    object_type,
+                    str(object_id),
+                    json.dumps(detail, default=str),
+                ),
+            )
+
+    async def recent(self, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT a.*, u.username FROM audit_log a LEFT JOIN users u ON u.id = a.user_id"
+        params: list[Any] = []
+        if action:
+            sql += " WHERE a.action = ?"
+            params.append(action)
+        rows = await self._db.fetchall(sql + " ORDER BY a.id DESC LIMIT ?", [*params, limit])
+        return [
+            {
+                "at": r["at"],
+                "user": r["username"],
+                "action": r["action"],
+                "object_type": r["object_type"],
+                "object_id": r["object_id"],
+                "detail": json.loads(r["detail"]),
+            }
+            for r in rows
+        ]
+
+
+__all__ = ["Audit", "StoreError", "TouchInput", "Touches"]

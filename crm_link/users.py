@@ -1,0 +1,234 @@
+"""Users, API tokens and web sessions. Passwords are argon2 hashes; tokens are stored hashed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.errors import Conflict, NotFound, ValidationError
+from crm_link.models import ROLES, User
+
+_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,31}$")
+_EXTENSION = re.compile(r"^[0-9*#]{2,10}$")
+_hasher = PasswordHasher()
+# a hash of a random password: verifying against it costs as much as a real user (no timing oracle)
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def _sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_username(name: str) -> str:
+    """A login name: 2-32 lowercase letters, digits, dot, dash, underscore."""
+    if not isinstance(name, str) or not _USERNAME.match(name):
+        raise ValidationError("username", "must be 2-32 characters: lowercase letters, digits, . _ -")
+    return name
+
+
+def validate_password(password: str) -> str:
+    """A password of 8 to 256 characters."""
+    if not isinstance(password, str) or not 8 <= len(password) <= 256:
+        raise ValidationError("password", "must be 8-256 characters")
+    return password
+
+
+def _user(row: Any, interfaces: list[str]) -> User:
+    return User(
+        id=row["id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        email=row["email"],
+        role=row["role"],
+        extension=row["extension"],
+        active=bool(row["active"]),
+        time_zone=row["time_zone"],
+        interfaces=interfaces,
+    )
+
+
+class Users:
+    """Staff accounts and how they prove who they are."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        username: str,
+        *,
+        role: str,
+        password: str,
+        display_name: str = "",
+        email: str | None = None,
+        extension: str | None = None,
+        interfaces: list[str] | None = None,
+        time_zone: str | None = None,
+    ) -> User:
+        """Create a user; Conflict when the username or extension is taken."""
+        validate_username(username)
+        if role not in ROLES:
+            raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
+        validate_password(password)
+        if extension is not None and not _EXTENSION.match(extension):
+            raise ValidationError("extension", "must be 2-10 digits")
+        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with self._db.transaction() as tx:
+            async with tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)) as cur:
+                if await cur.fetchone():
+                    raise Conflict("username", f"{username!r} already exists")
+            if extension is not None:
+                async with tx.execute("SELECT username FROM users WHERE extension = ?", (extension,)) as cur:
+                    row = await cur.fetchone()
+                if row:
+                    raise Conflict("extension", f"{extension} already belongs to {row[0]}")
+            async with tx.execute(
+                "INSERT INTO users (username, display_name, email, role, extension, password_hash, time_zone, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (username, display_name, email, role, extension, pw_hash, time_zone, to_db_time(utcnow())),
+            ) as cur:
+                user_id = int((await cur.fetchone())[0])
+            for iface in interfaces or []:
+                async with tx.execute("SELECT 1 FROM user_interfaces WHERE interface = ?", (iface,)) as cur:
+                    if await cur.fetchone():
+                        raise Conflict("interfaces", f"{iface} already belongs to another user")
+                await tx.execute(
+                    "INSERT INTO user_interfaces (interface, user_id) VALUES (?, ?)", (iface, user_id)
+                )
+        return await self.get(user_id)
+
+    async def set_password(self, user_id: int, password: str) -> None:
+        validate_password(password)
+        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        async with self._db.transaction() as tx:
+            await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (pw_hash, user_id))
+            await tx.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    async def set_active(self, user_id: int, active: bool) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute("UPDATE users SET active = ? WHERE id = ?", (int(active), user_id))
+            if not active:
+                await tx.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+
+    async def get(self, user_id: int) -> User:
+        row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        if row is None:
+            raise NotFound("user", user_id)
+        return _user(row, await self._interfaces(user_id))
+
+    async def by_username(self, username: str) -> User | None:
+        row = await self._db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
+        return _user(row, await self._interfaces(row["id"])) if row else None
+
+    async def list(self) -> list[User]:
+        rows = await self._db.fetchall("SELECT * FROM users ORDER BY username")
+        ifaces: dict[int, list[str]] = {}
+        for r in await self._db.fetchall("SELECT user_id, interface FROM user_interfaces ORDER BY interface"):
+            ifaces.setdefault(r[0], []).append(r[1])
+        return [_user(r, ifaces.get(r["id"], [])) for r in rows]
+
+    async def _interfaces(self, user_id: int) -> list[str]:
+        rows = await self._db.fetchall(
+            "SELECT interface FROM user_interfaces WHERE user_id = ? ORDER BY interface", (user_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def authenticate(self, username: str, password: str) -> User | None:
+        """The active user whose password this is, or None (same cost either way)."""
+        row = await self._db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
+        stored = row["password_hash"] if row is not None else _DUMMY_HASH
+        try:
+            await asyncio.to_thread(_hasher.verify, stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return None
+        if row is None or not row["active"]:
+            return None
+        if _hasher.check_needs_rehash(stored):
+            new_hash = await asyncio.to_thread(_hasher.hash, password)
+            async with self._db.transaction() as tx:
+                await tx.execute("UPDATE users SET password_hash = ? WHERE id = ?", (new_hash, row["id"]))
+        return _user(row, await self._interfaces(row["id"]))
+
+    # API tokens ---------------------------------------------------------------------------
+
+    async def create_token(self, user_id: int, name: str = "") -> str:
+        """A new API token for the user; only its hash is kept, so this is the one chance to see it."""
+        token = "sb_" + secrets.token_urlsafe(32)
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                (user_id, name, _sha256(token), to_db_time(utcnow())),
+            )
+        return token
+
+    async def user_for_token(self, token: str) -> User | None:
+        """The active user an API token belongs to, or None."""
+        row = await self._db.fetchone(
+            "SELECT u.* FROM api_tokens t JOIN users u ON u.id = t.user_id"
+            " WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.active = 1",
+            (_sha256(token),),
+        )
+        return _user(row, await self._interfaces(row["id"])) if row else None
+
+    async def revoke_tokens(self, user_id: int) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                (to_db_time(utcnow()), user_id),
+            )
+
+    # web sessions -------------------------------------------------------------------------
+
+    async def create_session(self, user_id: int, lifetime: timedelta) -> tuple[str, str]:
+        """A new session: (cookie value, CSRF token)."""
+        sid = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        now = utcnow()
+        async with self._db.transaction() as tx:
+            await tx.execute("DELETE FROM sessions WHERE expires_at < ?", (to_db_time(now),))
+            await tx.execute(
+                "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (_sha256(sid), user_id, csrf, to_db_time(now), to_db_time(now + lifetime)),
+            )
+        return sid, csrf
+
+    async def session(self, sid: str) -> tuple[User, str] | None:
+        """(user, CSRF token) of a live session cookie, or None."""
+        row = await self._db.fetchone(
+            "SELECT u.*, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.id_hash = ? AND u.active = 1",
+            (_sha256(sid),),
+        )
+        if row is None:
+            return None
+        expires = from_db_time(row["expires_at"])
+        if expires is None or expires < utcnow():
+            return None
+        return _user(row, await self._interfaces(row["id"])), row["csrf_token"]
+
+    async def end_session(self, sid: str) -> None:
+        async with self._db.transaction() as tx:
+            await tx.execute("DELETE FROM sessions WHERE id_hash = ?", (_sha256(sid),))
+
+    async def interface_map(self) -> dict[str, str]:
+        """Every interface and extension known to belong to a user → username."""
+        out: dict[str, str] = {}
+        for r in await self._db.fetchall("SELECT extension, username FROM users WHERE extension IS NOT NULL"):
+            out[r[0]] = r[1]
+        for r in await self._db.fetchall(
+            "SELECT i.interface, u.username FROM user_interfaces i JOIN users u ON u.id = i.user_id"
+        ):
+            out[r[0]] = r[1]
+        return out
+
+
+def session_expiry(now: datetime, lifetime: timedelta) -> datetime:
+    return now + lifetime

@@ -1,0 +1,80 @@
+"""The app factory: settings in, an aiohttp application with an ordered start/stop lifecycle out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from crm_link.store import Store
+from switchboard.hub import Hub
+from switchboard.keys import HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+from switchboard.settings import Settings
+from switchboard.web.auth import LoginLimiter, make_auth_middleware
+from switchboard.web.errors import error_middleware
+from switchboard.web.render import setup_pages
+
+log = logging.getLogger("switchboard.app")
+
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the settings point at (not yet opened)."""
+    return Store(
+        settings.store.sqlite_path, region=settings.store.default_region, time_zone=settings.server.time_zone
+    )
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = open_store(app[SETTINGS])
+    await store.open()
+    await store.touches.start_batching()
+    app[STORE] = store
+    app[HEALTH]["store"] = lambda: "up"
+    log.info("event=store_open path=%s", store.db.path)
+    yield
+    await store.close()
+    log.info("event=store_closed")
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all()
+
+
+def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> web.Application:
+    """Build the application; `contexts` are extra resources started after the store, stopped before it."""
+    app = web.Application(
+        middlewares=[error_middleware, make_auth_middleware(lambda r: r.app[STORE])],
+        client_max_size=32 * 1024**2,
+    )
+    app[SETTINGS] = settings
+    app[HUB] = Hub()
+    app[HEALTH] = {}
+    app[MY_DAY_EXTRAS] = []
+    app[SERVICES] = {}
+    app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
+    app.cleanup_ctx.append(_store_ctx)
+    for ctx in contexts:
+        app.cleanup_ctx.append(ctx)
+    app.on_shutdown.append(_close_websockets)
+    setup_pages(app)
+    from switchboard.web import api, pages, ws
+
+    app.router.add_static("/static/", WEB_DIR / "static", name="static")
+    app.router.add_get("/healthz", healthz)
+    api.setup(app)
+    pages.setup(app)
+    ws.setup(app)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus each connector's state (no auth)."""
+    states = {name: fn() for name, fn in request.app[HEALTH].items()}
+    status = "ok" if all(s in ("up", "disabled") for s in states.values()) else "degraded"
+    return web.json_response({"status": status, "connectors": states})

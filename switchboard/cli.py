@@ -1,0 +1,204 @@
+"""The `switchboard` command: init, serve, demo, user add, token create, import contacts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from crm_link.errors import Conflict, StoreError, ValidationError
+from crm_link.models import ROLES
+from crm_link.store import Store
+from switchboard.settings import Settings, SettingsError, load_settings
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with this one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"switchboard: error: {message}\n")
+
+
+def _open(settings: Settings) -> Store:
+    from switchboard.app import open_store
+
+    return open_store(settings)
+
+
+async def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    async with _open(settings) as store:
+        existing = await store.users.by_username("admin")
+        if existing is None:
+            password = args.admin_password or secrets.token_urlsafe(12)
+            await store.users.add("admin", role="admin", password=password, display_name="Administrator")
+            print("created user admin")
+            if not args.admin_password:
+                print(f"admin password: {password}")
+        else:
+            print("store is up to date; user admin already exists")
+    print(f"store ready: {settings.store.url}")
+    return 0
+
+
+async def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    password = args.password or secrets.token_urlsafe(12)
+    async with _open(settings) as store:
+        user = await store.users.add(
+            args.name,
+            role=args.role,
+            password=password,
+            display_name=args.display_name or "",
+            extension=args.extension,
+            interfaces=args.interface or [],
+        )
+    print(f"added {user.username} ({user.role}{', ext ' + user.extension if user.extension else ''})")
+    if not args.password:
+        print(f"password: {password}")
+    return 0
+
+
+async def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    async with _open(settings) as store:
+        user = await store.users.by_username(args.name)
+        if user is None:
+            raise UsageError(f"NAME: no user named {args.name!r}")
+        token = await store.users.create_token(user.id, args.label or "cli")
+    print(token)
+    return 0
+
+
+async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_link.importer import import_contacts
+    from switchboard.progress import ProgressBar
+
+    path = Path(args.file)
+    if not await asyncio.to_thread(path.is_file):
+        raise UsageError(f"FILE: no such file: {path}")
+    async with _open(settings) as store:
+        report = await import_contacts(store, path, dry_run=args.dry_run, progress=ProgressBar("import"))
+    for err in report.errors[:200]:
+        print(f"row {err.row}: {err.field}: {err.reason}", file=sys.stderr)
+    if len(report.errors) > 200:
+        print(f"... and {len(report.errors) - 200} more errors", file=sys.stderr)
+    verb = "would import" if args.dry_run else "imported"
+    ok = report.total - report.failed
+    print(
+        f"{verb} {ok} of {report.total} rows"
+        + ("" if args.dry_run else f" ({report.created} created, {report.updated} updated)")
+        + f"; {report.failed} rows with errors"
+    )
+    return 1 if report.failed else 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from switchboard.service import run_service
+
+    run_service(settings)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from switchboard.demo import run_demo
+
+    run_demo(settings, port=args.port, data_dir=Path(args.data_dir))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="TOML settings (default ./switchboard.toml if present)"
+    )
+    p = _Parser(
+        prog="switchboard", description="Contact-center service: screen-pops, call lists, SMS, email."
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("init", parents=[common], help="create or migrate the store and the admin user")
+    s.add_argument("--admin-password", metavar="PW")
+    s.set_defaults(run=cmd_init)
+
+    s = sub.add_parser("serve", parents=[common], help="run the service")
+    s.set_defaults(run=cmd_serve, sync=True)
+
+    s = sub.add_parser("demo", parents=[common], help="run with simulators and sample data")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument(
+        "--data-dir", default="demo-data", help="where the demo keeps its store (default ./demo-data)"
+    )
+    s.set_defaults(run=cmd_demo, sync=True)
+
+    user = sub.add_parser("user", help="manage users").add_subparsers(
+        dest="user_cmd", required=True, parser_class=_Parser
+    )
+    s = user.add_parser("add", parents=[common], help="add a user")
+    s.add_argument("name")
+    s.add_argument("--role", required=True, choices=ROLES)
+    s.add_argument("--extension")
+    s.add_argument("--interface", action="append", help="a PBX interface of this user (repeatable)")
+    s.add_argument("--display-name")
+    s.add_argument("--password", metavar="PW")
+    s.set_defaults(run=cmd_user_add)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_cmd", required=True, parser_class=_Parser
+    )
+    s = token.add_parser("create", parents=[common], help="print a new API token for a user")
+    s.add_argument("name")
+    s.add_argument("--label")
+    s.set_defaults(run=cmd_token_create)
+
+    imp = sub.add_parser("import", help="import data").add_subparsers(
+        dest="import_cmd", required=True, parser_class=_Parser
+    )
+    s = imp.add_parser("contacts", parents=[common], help="import/update contacts from a CSV")
+    s.add_argument("file", metavar="FILE.csv")
+    s.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
+    s.set_defaults(run=cmd_import_contacts)
+    for extra in EXTRA_COMMANDS:
+        extra(sub, common)
+    return p
+
+
+# other packages add subcommands here: fn(subparsers, common_parent)
+EXTRA_COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    from switchboard.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        setup_logging("WARNING" if not getattr(args, "sync", False) else "INFO")
+        run: Callable[[Settings, argparse.Namespace], Any] = args.run
+        if getattr(args, "sync", False):
+            return int(run(settings, args))
+        coro: Awaitable[int] = run(settings, args)
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except SettingsError as exc:
+        print(f"switchboard: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, Conflict) as exc:
+        print(f"switchboard: error: {exc.field}: {exc.reason}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"switchboard: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"switchboard: error: store: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

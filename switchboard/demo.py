@@ -1,0 +1,208 @@
+"""`switchboard demo`: the service on an embedded store with sample data and built-in simulators."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+from pathlib import Path
+
+from crm_link.contacts import validate_contact
+from crm_link.db import utcnow
+from crm_link.store import Store
+from crm_link.touches import TouchInput
+from switchboard.app import CleanupCtx, open_store
+from switchboard.settings import Settings
+
+DEMO_PASSWORD = "switchboard"
+# username, role, display name, extension, PBX interfaces (as in the recorded Asterisk's queues)
+DEMO_USERS = (
+    ("admin", "admin", "Administrator", None, ()),
+    ("maria", "manager", "Maria Lopez", None, ()),
+    (
+        "jsmith",
+        "rep",
+        "John Smith",
+        "1001",
+        ("PJSIP/1001", "Local/agent1@agents/n", "Local/click1001@agents"),
+    ),
+    (
+        "agarcia",
+        "rep",
+        "Ana Garcia",
+        "1002",
+        ("PJSIP/1002", "Local/agent2@agents/n", "Local/click1002@agents"),
+    ),
+    ("kim", "marketing", "Kim Park", None, ()),
+)
+# the customers of the recorded calls, so replayed transcripts pop a known record
+KNOWN = (
+    ("Jane", "Doe", "+15551234567", "jsmith", {"vehicle": "2024 Civic EX", "purchase_date": None}),
+    ("John", "Smith", "+15559876543", "agarcia", {"vehicle": "2021 CR-V"}),
+    ("Pat", "Taylor", "+15557654321", "jsmith", {"vehicle": "2025 Accord"}),
+    ("Chris", "Lee", "+15550001111", "agarcia", {}),
+)
+FIRST = "Olivia Liam Emma Noah Ava Elijah Sophia James Isabella William Mia Benjamin Charlotte Lucas Amelia Henry Harper Theo Evelyn Jack".split()
+LAST = "Johnson Williams Brown Jones Miller Davis Rodriguez Martinez Hernandez Wilson Anderson Thomas Moore Jackson Martin White Harris Clark Lewis Walker".split()
+VEHICLES = (
+    "2023 Civic LX",
+    "2024 Accord Sport",
+    "2022 CR-V EX",
+    "2025 Pilot",
+    "2021 Odyssey",
+    "2024 HR-V",
+    "2023 Ridgeline",
+)
+AREAS = ("212", "312", "415", "512", "602", "713", "917", "305", "206", "303")
+ZONES = {
+    "212": "America/New_York",
+    "917": "America/New_York",
+    "305": "America/New_York",
+    "312": "America/Chicago",
+    "512": "America/Chicago",
+    "713": "America/Chicago",
+    "303": "America/Denver",
+    "602": "America/Phoenix",
+    "415": "America/Los_Angeles",
+    "206": "America/Los_Angeles",
+}
+
+
+async def seed(store: Store, contacts: int = 300) -> bool:
+    """Users, contacts, history and follow-ups; does nothing when the demo store is already seeded."""
+    if await store.users.by_username("jsmith") is not None:
+        return False
+    for username, role, name, ext, ifaces in DEMO_USERS:
+        if await store.users.by_username(username) is None:
+            await store.users.add(
+                username,
+                role=role,
+                password=DEMO_PASSWORD,
+                display_name=name,
+                extension=ext,
+                interfaces=list(ifaces),
+                email=f"{username}@example.com",
+            )
+    rng = random.Random(42)
+    today = utcnow().date()
+    rows = []
+    for first, last, phone, owner, attrs in KNOWN:
+        data = {
+            "first_name": first,
+            "last_name": last,
+            "phones": [phone],
+            "owner": owner,
+            "email": f"{first.lower()}.{last.lower()}@example.com",
+            "time_zone": "America/Chicago",
+            "attributes": {k: v for k, v in attrs.items() if v},
+            "tags": ["demo"],
+        }
+        rows.append(data)
+    for i in range(contacts):
+        area = rng.choice(AREAS)
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        attrs: dict[str, object] = {"vehicle": rng.choice(VEHICLES)}
+        tags = []
+        kind = rng.random()
+        if kind < 0.3:
+            bought = today - timedelta(days=rng.choice((3, 4, 5, 24, 25, 26, 90, 200, 510, 517)))
+            attrs["purchase_date"] = bought.isoformat()
+            tags.append("customer")
+        elif kind < 0.6:
+            tags.append("prospect")
+        else:
+            attrs["last_service_date"] = (today - timedelta(days=rng.randint(20, 400))).isoformat()
+            attrs["service_visits"] = rng.randint(1, 8)
+            tags.append("service")
+        if rng.random() < 0.2:
+            attrs["birth_date"] = f"19{rng.randint(50, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+        rows.append(
+            {
+                "first_name": first,
+                "last_name": last,
+                "phones": [f"+1{area}555{i:04d}"[:12]]
+                + ([f"+1{area}555{(i + 5000):04d}"] if rng.random() < 0.15 else []),
+                "email": f"{first.lower()}.{last.lower()}{i}@example.com",
+                "owner": rng.choice(("jsmith", "agarcia")),
+                "time_zone": ZONES[area],
+                "attributes": attrs,
+                "tags": tags,
+                "do_not_call": rng.random() < 0.03,
+                "sms_opt_out": rng.random() < 0.05,
+            }
+        )
+    async with store.db.transaction() as tx:
+        ids = [await store.contacts.insert_in(tx, validate_contact(r, region=store.region)) for r in rows]
+    users = {u.username: u for u in await store.users.list()}
+    now = utcnow()
+    touches = []
+    for n, cid in enumerate(ids[:120]):
+        owner = users["jsmith" if n % 2 == 0 else "agarcia"]
+        for k in range(rng.randint(1, 3)):
+            at = now - timedelta(days=rng.randint(1, 60), minutes=rng.randint(0, 600))
+            kind = rng.choice(("call", "call", "email", "sms", "note"))
+            touches.append(
+                TouchInput(
+                    source_key=f"demo:{cid}:{k}",
+                    kind=kind,
+                    direction="none" if kind == "note" else rng.choice(("inbound", "outbound")),
+                    started_at=at,
+                    contact_id=cid,
+                    user_id=owner.id,
+                    channel="demo",
+                    status={"call": "answered", "email": "sent", "sms": "delivered", "note": "logged"}[kind],
+                    duration_s=float(rng.randint(30, 600)) if kind == "call" else None,
+                    summary=rng.choice(
+                        (
+                            "Asked about trade-in value",
+                            "Wants a test drive Saturday",
+                            "Service reminder sent",
+                            "Happy with the car",
+                            "Call back next week",
+                        )
+                    ),
+                )
+            )
+    await store.touches.record_many(touches)
+    for n, cid in enumerate(ids[:40]):
+        owner = users["jsmith" if n % 2 == 0 else "agarcia"]
+        due = now + timedelta(hours=rng.randint(-30, 6))
+        await store.touches.add_followup(
+            cid,
+            due,
+            note=rng.choice(
+                ("Call about the test drive", "Send the trade-in estimate", "4-day after-sale call")
+            ),
+            assignee_id=owner.id,
+        )
+    return True
+
+
+def demo_contexts(settings: Settings, data_dir: Path) -> list[CleanupCtx]:
+    """The simulators the demo runs in-process (PBX, gateways, SMTP) as cleanup contexts."""
+    return []
+
+
+def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
+    """Seed (first run only) and serve the demo until interrupted."""
+    from switchboard.service import run_service
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings.store.url = f"sqlite:///{(data_dir / 'demo.db').resolve()}"
+    settings.server.port = port
+    if not settings.server.public_url:
+        settings.server.public_url = f"http://127.0.0.1:{port}"
+
+    async def prepare() -> bool:
+        async with open_store(settings) as store:
+            return await seed(store)
+
+    seeded = asyncio.run(prepare())
+    url = f"http://{settings.server.host}:{port}/"
+    print(f"Switchboard demo {'(new sample data)' if seeded else '(existing sample data)'} at {url}")
+    print(f"  store: {settings.store.url}")
+    print(f"  logins (password '{DEMO_PASSWORD}' for each):")
+    for username, role, name, ext, _ in DEMO_USERS:
+        print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
+    print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
+    run_service(settings, demo_contexts(settings, data_dir))

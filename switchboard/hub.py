@@ -1,0 +1,83 @@
+"""The event hub: fans screen-pops and call updates out to each user's open browser tabs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+log = logging.getLogger("switchboard.hub")
+
+
+class Hub:
+    """WebSocket subscribers by user id, and the pops still live for each (replayed on reconnect)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[int, set[web.WebSocketResponse]] = {}
+        self._all: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+        self._live: dict[int, dict[str, dict[str, Any]]] = {}
+        self.sent = 0
+        self.dropped = 0
+
+    @property
+    def connections(self) -> int:
+        return len(self._all)
+
+    def subscribe(self, user_id: int, ws: web.WebSocketResponse) -> list[dict[str, Any]]:
+        """Register a tab; returns the live pops it should show at once."""
+        self._subs.setdefault(user_id, set()).add(ws)
+        self._all.add(ws)
+        return list(self._live.get(user_id, {}).values())
+
+    def unsubscribe(self, user_id: int, ws: web.WebSocketResponse) -> None:
+        subs = self._subs.get(user_id)
+        if subs is not None:
+            subs.discard(ws)
+            if not subs:
+                del self._subs[user_id]
+
+    def set_live(self, user_id: int, call_id: str, message: dict[str, Any]) -> None:
+        """Remember a ringing pop so a tab that (re)connects during the call gets it."""
+        self._live.setdefault(user_id, {})[call_id] = message
+
+    def clear_live(self, call_id: str) -> list[int]:
+        """Forget a call's pops; returns the users that had it."""
+        users = []
+        for user_id, calls in list(self._live.items()):
+            if calls.pop(call_id, None) is not None:
+                users.append(user_id)
+            if not calls:
+                del self._live[user_id]
+        return users
+
+    async def publish(self, user_id: int, message: dict[str, Any]) -> int:
+        """Send one message to every tab of a user; returns how many tabs got it."""
+        subs = self._subs.get(user_id)
+        if not subs:
+            return 0
+        text = json.dumps(message, separators=(",", ":"), default=str)
+        delivered = 0
+        for ws in list(subs):
+            if ws.closed:
+                subs.discard(ws)
+                continue
+            try:
+                await ws.send_str(text)
+                delivered += 1
+            except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                self.dropped += 1
+                subs.discard(ws)
+        self.sent += delivered
+        return delivered
+
+    async def close_all(self) -> None:
+        """Close every socket with GOING_AWAY (graceful shutdown)."""
+        for ws in list(self._all):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        self._subs.clear()

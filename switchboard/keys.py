@@ -1,0 +1,23 @@
+"""Typed keys under which the app keeps its resources (no module-level singletons)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from crm_link.store import Store
+from switchboard.hub import Hub
+from switchboard.settings import Settings
+from switchboard.web.auth import LoginLimiter
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+LIMITER = web.AppKey("login_limiter", LoginLimiter)
+# connector name -> a function returning its state ("up", "down", "connecting", "disabled")
+HEALTH = web.AppKey("health", dict)
+# async functions (request, user) -> dict merged into My Day (call lists add their entries)
+MY_DAY_EXTRAS = web.AppKey("my_day_extras", list)
+# name -> long-lived service object (AMI client, dialer, blast sender …) for handlers to reach
+SERVICES = web.AppKey("services", dict[str, Any])

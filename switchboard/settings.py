@@ -1,0 +1,340 @@
+"""One typed settings object, loaded once from TOML plus SWITCHBOARD_<SECTION>_<KEY> overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; `key` names it as `section.key`."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"setting {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class Secret:
+    """A string that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that needs it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _hhmm(key: str, value: str) -> str:
+    parts = value.split(":")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise SettingsError(key, f"expected HH:MM, got {value!r}")
+    h, m = int(parts[0]), int(parts[1])
+    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
+        raise SettingsError(key, f"not a time of day: {value!r}")
+    return f"{h:02d}:{m:02d}"
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    session_secret: Secret = field(default_factory=lambda: Secret(""))
+    cookie_secure: bool | None = None  # None: secure when public_url is https
+    login_attempts_per_minute: int = 10
+    time_zone: str = "UTC"  # the dealership's zone, shown to staff
+
+
+@dataclass(slots=True)
+class StoreSettings:
+    url: str = "sqlite:///switchboard.db"
+    default_region: str = "US"
+
+    @property
+    def sqlite_path(self) -> str:
+        """File path of an sqlite:/// URL (or :memory:)."""
+        return self.url.removeprefix("sqlite:///") if self.url.startswith("sqlite:///") else self.url
+
+
+@dataclass(slots=True)
+class AsteriskSettings:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "switchboard"
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    recordings_dir: str = "/var/spool/asterisk/monitor"
+    originate_context: str = "from-internal"
+    originate_timeout_s: int = 30
+
+
+@dataclass(slots=True)
+class TwilioSettings:
+    enabled: bool = False
+    account_sid: str = ""
+    auth_token: Secret = field(default_factory=lambda: Secret(""))
+    api_base: str = ""
+    caller_id: str = ""
+    fallback_queue: str = "sales"
+    record_calls: bool = True
+
+
+@dataclass(slots=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 25
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    starttls: str = "auto"
+    use_tls: bool = False
+    rate_per_second: float = 20.0
+    from_: str = field(default="Sales <sales@example.com>", metadata={"toml": "from"})
+
+
+@dataclass(slots=True)
+class CallingHoursSettings:
+    start: str = "08:00"
+    end: str = "21:00"
+    holidays: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DealerSettings:
+    name: str = "Switchboard Motors"
+    phone: str = ""
+    address: str = ""
+    website: str = ""
+
+
+@dataclass(slots=True)
+class SmsChannelSettings:
+    name: str
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+    rate_per_second: float = 1.0
+
+
+@dataclass(slots=True)
+class SmsSettings:
+    quiet_start: str = "21:00"
+    quiet_end: str = "08:00"
+    max_parts: int = 10
+    help_text: str = "Reply STOP to opt out."
+    channels: dict[str, SmsChannelSettings] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything Switchboard reads at start; built once and passed down."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    asterisk: AsteriskSettings = field(default_factory=AsteriskSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    calling_hours: CallingHoursSettings = field(default_factory=CallingHoursSettings)
+    dealer: DealerSettings = field(default_factory=DealerSettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
+    # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
+    interfaces: dict[str, str] = field(default_factory=dict)
+
+
+_SECTIONS = ("server", "store", "asterisk", "twilio", "smtp", "calling_hours", "dealer")
+_SMS_CHANNEL_TYPES = ("twilio", "kannel", "modem")
+
+
+def _toml_name(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("toml", f.name))
+
+
+def _coerce(key: str, tp: Any, value: Any) -> Any:
+    """Convert a TOML or environment value to the field's type, naming the key on failure."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        return _coerce(key, args[0], value)
+    if tp is Secret:
+        if not isinstance(value, str):
+            raise SettingsError(key, "expected a string")
+        return Secret(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(key, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise SettingsError(key, "expected an integer, got a boolean")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(key, f"expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(key, f"expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise SettingsError(key, f"expected a string, got {type(value).__name__}")
+        return str(value)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(key, "expected a list")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(f"{key}[{i}]", item_tp, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SettingsError(key, "expected a table")
+        return dict(value)
+    raise SettingsError(key, f"unsupported setting type {tp!r}")
+
+
+def _fill(section_name: str, obj: Any, table: dict[str, Any], env: dict[str, str]) -> None:
+    hints = typing.get_type_hints(type(obj))
+    known = {_toml_name(f): f for f in dataclasses.fields(obj)}
+    for name in table:
+        if name not in known:
+            raise SettingsError(f"{section_name}.{name}", "unknown setting")
+    for toml_name, f in known.items():
+        key = f"{section_name}.{toml_name}"
+        env_name = f"SWITCHBOARD_{section_name.upper()}_{toml_name.upper()}"
+        if env_name in env:
+            setattr(obj, f.name, _coerce(key, hints[f.name], env[env_name]))
+        elif toml_name in table:
+            setattr(obj, f.name, _coerce(key, hints[f.name], table[toml_name]))
+
+
+def _validate(s: Settings) -> None:
+    if not (0 < s.server.port < 65536):
+        raise SettingsError("server.port", f"must be 1-65535, got {s.server.port}")
+    if s.server.public_url and not s.server.public_url.startswith(("http://", "https://")):
+        raise SettingsError("server.public_url", "must start with http:// or https://")
+    for key, zone in (("server.time_zone", s.server.time_zone),):
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(key, f"unknown IANA time zone {zone!r}") from None
+    if not s.store.url.startswith(("sqlite:///", "postgresql://")) and s.store.url != ":memory:":
+        raise SettingsError("store.url", "must be sqlite:///PATH (postgresql:// is planned)")
+    if s.store.url.startswith("postgresql://"):
+        raise SettingsError("store.url", "PostgreSQL is not supported yet; use sqlite:///PATH")
+    region = s.store.default_region.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise SettingsError("store.default_region", f"unknown region code {s.store.default_region!r}")
+    s.store.default_region = region
+    for key in ("calling_hours.start", "calling_hours.end"):
+        name = key.split(".")[1]
+        setattr(s.calling_hours, name, _hhmm(key, getattr(s.calling_hours, name)))
+    for i, day in enumerate(s.calling_hours.holidays):
+        try:
+            from datetime import date
+
+            date.fromisoformat(day)
+        except ValueError:
+            raise SettingsError(f"calling_hours.holidays[{i}]", f"expected YYYY-MM-DD, got {day!r}") from None
+    s.sms.quiet_start = _hhmm("sms.quiet_start", s.sms.quiet_start)
+    s.sms.quiet_end = _hhmm("sms.quiet_end", s.sms.quiet_end)
+    if s.smtp.starttls not in ("auto", "always", "never"):
+        raise SettingsError("smtp.starttls", "must be auto, always or never")
+    if s.asterisk.enabled and not s.asterisk.secret:
+        raise SettingsError("asterisk.secret", "required when asterisk.enabled is true")
+    if s.twilio.enabled:
+        if not s.twilio.account_sid.startswith("AC"):
+            raise SettingsError("twilio.account_sid", "must start with AC")
+        if not s.twilio.auth_token:
+            raise SettingsError("twilio.auth_token", "required when twilio.enabled is true")
+        if not s.server.public_url:
+            raise SettingsError("server.public_url", "required with Twilio: it is the URL Twilio signs")
+
+
+def _load_sms(table: dict[str, Any], env: dict[str, str]) -> SmsSettings:
+    sms = SmsSettings()
+    channels = table.get("channels", {})
+    if not isinstance(channels, dict):
+        raise SettingsError("sms.channels", "expected a table of channels")
+    _fill("sms", sms, {k: v for k, v in table.items() if k != "channels"}, env)
+    for name, ch in channels.items():
+        key = f"sms.channels.{name}"
+        if not isinstance(ch, dict):
+            raise SettingsError(key, "expected a table")
+        ch = dict(ch)
+        prefix = f"SWITCHBOARD_SMS_CHANNELS_{name.upper()}_"
+        for env_name, value in env.items():
+            if env_name.startswith(prefix):
+                ch[env_name.removeprefix(prefix).lower()] = value
+        ch_type = ch.pop("type", None)
+        if ch_type not in _SMS_CHANNEL_TYPES:
+            raise SettingsError(f"{key}.type", f"must be one of {', '.join(_SMS_CHANNEL_TYPES)}")
+        rate = _coerce(f"{key}.rate_per_second", float, ch.pop("rate_per_second", 1.0))
+        if rate <= 0:
+            raise SettingsError(f"{key}.rate_per_second", "must be greater than 0")
+        sms.channels[name] = SmsChannelSettings(name=name, type=ch_type, options=ch, rate_per_second=rate)
+    return sms
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Read TOML (path, else ./switchboard.toml if present) and environment overrides; validate."""
+    env = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    if path is None and Path("switchboard.toml").is_file():
+        path = "switchboard.toml"
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError("--config", f"file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError("--config", f"{p} is not valid TOML: {exc}") from None
+    known = {*_SECTIONS, "sms", "interfaces"}
+    for name in data:
+        if name not in known:
+            raise SettingsError(name, "unknown section")
+    s = Settings()
+    for section in _SECTIONS:
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise SettingsError(section, "expected a table")
+        _fill(section, getattr(s, section), table, env)
+    s.sms = _load_sms(data.get("sms", {}), env)
+    interfaces = data.get("interfaces", {})
+    if not isinstance(interfaces, dict) or not all(isinstance(v, str) for v in interfaces.values()):
+        raise SettingsError("interfaces", 'expected a table of interface = "username"')
+    s.interfaces = dict(interfaces)
+    _validate(s)
+    return s

@@ -1,0 +1,1 @@
+"""HTTP: JSON API, server-rendered pages, WebSocket."""

@@ -1,0 +1,257 @@
+"""The JSON API under /api/v1: contacts, their history, My Day, users."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from crm_link.cadence import end_of_day
+from crm_link.contacts import validate_contact
+from crm_link.db import utcnow
+from crm_link.errors import ValidationError
+from crm_link.models import Contact, User
+from crm_link.store import Store
+from crm_link.touches import NextFollowup, TouchInput
+from switchboard.keys import MY_DAY_EXTRAS, STORE
+from switchboard.web.auth import require
+from switchboard.web.errors import ApiError, json_body, path_int, query_int
+
+ALL_STAFF = ("rep", "manager", "marketing", "admin")
+
+
+def store_of(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """An ISO-8601 time with a zone (Z or +hh:mm), or a 400 naming the field."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an ISO-8601 time such as 2026-11-23T15:00:00Z")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValidationError(
+            field, f"{value!r} is not an ISO-8601 time such as 2026-11-23T15:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValidationError(field, "must include a time zone offset (Z or +hh:mm)")
+    return parsed
+
+
+def can_see_contact(user: User, contact: Contact) -> bool:
+    """Reps work their own customers (and unowned ones); other roles see everyone."""
+    return user.role != "rep" or contact.owner_id in (None, user.id)
+
+
+async def visible_contact(request: web.Request, user: User, contact_id: int) -> Contact:
+    contact = await store_of(request).contacts.get(contact_id)
+    if not can_see_contact(user, contact):
+        raise ApiError(403, "forbidden", f"contact {contact_id} belongs to another salesperson")
+    return contact
+
+
+async def create_contact(request: web.Request) -> web.Response:
+    user = require(request, *ALL_STAFF)
+    store = store_of(request)
+    data = await json_body(request)
+    fields = validate_contact(data, region=store.region)
+    if "owner" not in fields.present and user.role == "rep":
+        fields.owner, fields.present = user.username, fields.present | {"owner"}
+    contact = await store.contacts.create(fields)
+    await store.audit.write("contact.create", user_id=user.id, object_type="contact", object_id=contact.id)
+    return web.json_response(contact.to_dict(), status=201)
+
+
+async def update_contact(request: web.Request) -> web.Response:
+    user = require(request, *ALL_STAFF)
+    store = store_of(request)
+    contact = await visible_contact(request, user, path_int(request))
+    fields = validate_contact(await json_body(request), region=store.region, partial=True)
+    if user.role == "rep" and "owner" in fields.present and fields.owner != user.username:
+        raise ApiError(403, "forbidden", "a rep cannot give a contact to someone else", "owner")
+    updated = await store.contacts.update(contact.id, fields)
+    await store.audit.write("contact.update", user_id=user.id, object_type="contact", object_id=contact.id)
+    return web.json_response(updated.to_dict())
+
+
+async def list_contacts(request: web.Request) -> web.Response:
+    user = require(request, *ALL_STAFF)
+    store = store_of(request)
+    for key in request.query:
+        if key not in ("phone", "q", "tag", "limit", "cursor", "owner"):
+            raise ApiError(400, "unknown_field", f"unknown query parameter {key!r}", key)
+    owner_id = user.id if user.role == "rep" else None
+    if (owner := request.query.get("owner")) and user.role != "rep":
+        found = await store.users.by_username(owner)
+        if found is None:
+            raise ApiError(400, "invalid", f"no user named {owner!r}", "owner")
+        owner_id = found.id
+    page = await store.contacts.search(
+        q=request.query.get("q"),
+        phone=request.query.get("phone"),
+        tag=request.query.get("tag"),
+        owner_id=owner_id,
+        limit=query_int(request, "limit"),
+        cursor=request.query.get("cursor"),
+    )
+    return web.json_response({"items": [c.to_dict() for c in page.items], "next_cursor": page.next_cursor})
+
+
+async def get_contact(request: web.Request) -> web.Response:
+    user = require(request, *ALL_STAFF)
+    contact = await visible_contact(request, user, path_int(request))
+    followups = await store_of(request).touches.open_followups(contact.id)
+    body = contact.to_dict() | {"open_followups": [f.to_dict() for f in followups]}
+    return web.json_response(body)
+
+
+async def contact_touches(request: web.Request) -> web.Response:
+    user = require(request, *ALL_STAFF)
+    contact = await visible_contact(request, user, path_int(request))
+    page = await store_of(request).touches.history(
+        contact.id, limit=query_int(request, "limit"), cursor=request.query.get("cursor")
+    )
+    return web.json_response({"items": [t.to_dict() for t in page.items], "next_cursor": page.next_cursor})
+
+
+TOUCH_FIELDS = ("kind", "direction", "summary", "next_followup_at", "close_followup", "idempotency_key", "at")
+
+
+def next_followup_of(data: dict[str, Any]) -> NextFollowup:
+    """`next_followup_at`: a time; absent or null → the cadence decides; "none" → no follow-up."""
+    value = data.get("next_followup_at")
+    if value is None:
+        return "cadence"
+    if value == "none":
+        return "none"
+    return parse_time(value, "next_followup_at")
+
+
+async def add_touch(request: web.Request) -> web.Response:
+    """Log a note or a manual touch; it closes today's follow-up and sets the next one."""
+    user = require(request, "rep", "manager", "admin")
+    store = store_of(request)
+    contact = await visible_contact(request, user, path_int(request))
+    data = await json_body(request, allowed=TOUCH_FIELDS)
+    kind = data.get("kind", "note")
+    if kind not in ("note", "call", "email", "sms"):
+        raise ValidationError("kind", "must be note, call, email or sms")
+    direction = data.get("direction", "none" if kind == "note" else "outbound")
+    summary = data.get("summary", "")
+    if not isinstance(summary, str) or not summary.strip():
+        raise ValidationError("summary", "write what happened")
+    close = data.get("close_followup", True)
+    if not isinstance(close, bool):
+        raise ValidationError("close_followup", "must be true or false")
+    key = data.get("idempotency_key") or request.headers.get("Idempotency-Key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 100):
+        raise ValidationError("idempotency_key", "must be a string of 1-100 characters")
+    at = parse_time(data["at"], "at") if "at" in data else utcnow()
+    touch = await store.touches.record(
+        TouchInput(
+            source_key=f"manual:{user.id}:{key}" if key else f"manual:{uuid.uuid4()}",
+            kind=kind,
+            direction=direction,
+            started_at=at,
+            contact_id=contact.id,
+            user_id=user.id,
+            channel="manual",
+            status="logged",
+            summary=summary.strip(),
+            close_followups=close,
+            next_followup=next_followup_of(data),
+            followup_assignee_id=contact.owner_id or user.id,
+        )
+    )
+    return web.json_response(touch.to_dict(), status=201 if touch.created else 200)
+
+
+async def my_day(request: web.Request) -> web.Response:
+    """Due follow-ups, callbacks, missed calls and replies for the signed-in user."""
+    user = require(request, *ALL_STAFF)
+    store = store_of(request)
+    zone = user.time_zone or store.time_zone
+    due = await store.touches.due_for(user.id, end_of_day(utcnow(), zone))
+    groups: dict[str, list[dict[str, Any]]] = {
+        "followups": [],
+        "callbacks": [],
+        "missed_calls": [],
+        "replies": [],
+    }
+    names = {"callback": "callbacks", "missed_call": "missed_calls", "sms_reply": "replies"}
+    for f in due:
+        groups[names.get(f.kind, "followups")].append(f.to_dict())
+    extra = request.app[MY_DAY_EXTRAS]
+    body: dict[str, Any] = {"user": user.username, "time_zone": zone, **groups}
+    for fn in extra:
+        body.update(await fn(request, user))
+    return web.json_response(body)
+
+
+USER_FIELDS = (
+    "username",
+    "role",
+    "password",
+    "display_name",
+    "email",
+    "extension",
+    "interfaces",
+    "time_zone",
+)
+
+
+async def add_user(request: web.Request) -> web.Response:
+    admin = require(request, "admin")
+    store = store_of(request)
+    data = await json_body(request, allowed=USER_FIELDS)
+    for name in ("username", "role", "password"):
+        if name not in data:
+            raise ValidationError(name, "is required")
+    interfaces = data.get("interfaces", [])
+    if not isinstance(interfaces, list) or not all(isinstance(i, str) and i for i in interfaces):
+        raise ValidationError("interfaces", "must be a list of interface names such as PJSIP/1001")
+    for name in ("display_name", "email", "extension", "time_zone"):
+        if name in data and data[name] is not None and not isinstance(data[name], str):
+            raise ValidationError(name, "must be a string")
+    user = await store.users.add(
+        data["username"],
+        role=data["role"],
+        password=data["password"],
+        display_name=data.get("display_name") or "",
+        email=data.get("email"),
+        extension=data.get("extension"),
+        interfaces=interfaces,
+        time_zone=data.get("time_zone"),
+    )
+    await store.audit.write(
+        "user.add", user_id=admin.id, object_type="user", object_id=user.id, role=user.role
+    )
+    return web.json_response(user.to_dict(), status=201)
+
+
+async def list_users(request: web.Request) -> web.Response:
+    require(request, "admin", "manager")
+    users = await store_of(request).users.list()
+    return web.json_response({"items": [u.to_dict() for u in users], "next_cursor": None})
+
+
+async def me(request: web.Request) -> web.Response:
+    user = require(request)
+    return web.json_response(user.to_dict())
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/contacts", create_contact)
+    r.add_get("/api/v1/contacts", list_contacts)
+    r.add_get("/api/v1/contacts/{id}", get_contact)
+    r.add_patch("/api/v1/contacts/{id}", update_contact)
+    r.add_get("/api/v1/contacts/{id}/touches", contact_touches)
+    r.add_post("/api/v1/contacts/{id}/touches", add_touch)
+    r.add_get("/api/v1/me", me)
+    r.add_get("/api/v1/me/day", my_day)
+    r.add_post("/api/v1/users", add_user)
+    r.add_get("/api/v1/users", list_users)

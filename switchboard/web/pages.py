@@ -1,0 +1,284 @@
+"""Server-rendered pages: login, My Day, contacts, a contact's history, admin."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from crm_link.cadence import end_of_day
+from crm_link.contacts import validate_contact
+from crm_link.db import utcnow
+from crm_link.errors import Conflict, ValidationError
+from crm_link.touches import NextFollowup, TouchInput
+from switchboard.keys import LIMITER, SETTINGS, STORE
+from switchboard.web.api import can_see_contact
+from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
+from switchboard.web.errors import path_int
+from switchboard.web.render import render
+
+PRELOGIN = "sb_prelogin"
+
+
+def _safe_next(target: str | None) -> str:
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _cookie_secure(request: web.Request) -> bool:
+    server = request.app[SETTINGS].server
+    if server.cookie_secure is not None:
+        return server.cookie_secure
+    return server.public_url.startswith("https://")
+
+
+async def login_form(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    token = secrets.token_urlsafe(16)
+    resp = render(
+        request,
+        "login.html",
+        {"error": error, "login_token": token, "next": _safe_next(request.query.get("next"))},
+        status=status,
+    )
+    resp.set_cookie(
+        PRELOGIN, token, httponly=True, samesite="Strict", secure=_cookie_secure(request), max_age=3600
+    )
+    return resp
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    username = str(form.get("username", "")).strip().lower()
+    password = str(form.get("password", ""))
+    sent = str(form.get("login_token", ""))
+    if not sent or not hmac.compare_digest(sent, request.cookies.get(PRELOGIN, "")):
+        return await login_form(request, "Your login form expired; please try again.", 403)
+    peer = request.remote or "?"
+    if not request.app[LIMITER].allow(f"ip:{peer}", f"user:{username}"):
+        return await login_form(request, "Too many attempts. Wait a minute and try again.", 429)
+    store = request.app[STORE]
+    user = await store.users.authenticate(username, password) if username and password else None
+    if user is None:
+        await store.audit.write("login.failed", user_id=None, username=username, remote=peer)
+        return await login_form(request, "Wrong username or password.", 401)
+    sid, _csrf = await store.users.create_session(user.id, SESSION_LIFETIME)
+    await store.audit.write("login", user_id=user.id, remote=peer)
+    resp = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
+    resp.set_cookie(
+        COOKIE,
+        sid,
+        httponly=True,
+        samesite="Lax",
+        secure=_cookie_secure(request),
+        max_age=int(SESSION_LIFETIME.total_seconds()),
+        path="/",
+    )
+    resp.del_cookie(PRELOGIN)
+    raise resp
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    auth = auth_of(request)
+    if auth.session_id:
+        await request.app[STORE].users.end_session(auth.session_id)
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
+
+
+def _local(dt: datetime | None, zone: str) -> str:
+    if dt is None:
+        return ""
+    return dt.astimezone(ZoneInfo(zone)).strftime("%a %d %b %Y %H:%M")
+
+
+def _zone(request: web.Request) -> str:
+    user = auth_of(request).user
+    return (user.time_zone if user else None) or request.app[SETTINGS].server.time_zone
+
+
+async def my_day_page(request: web.Request) -> web.Response:
+    user = require(request)
+    store = request.app[STORE]
+    zone = _zone(request)
+    due = await store.touches.due_for(user.id, end_of_day(utcnow(), zone))
+    return render(
+        request,
+        "my_day.html",
+        {"due": due, "zone": zone, "local": lambda d: _local(d, zone), "now": utcnow()},
+    )
+
+
+async def contacts_page(request: web.Request) -> web.Response:
+    user = require(request)
+    store = request.app[STORE]
+    q = request.query.get("q", "").strip()
+    error = None
+    page = None
+    phone = None
+    if q:
+        # a query that reads as a phone number searches by number, otherwise by name/email
+        digits = sum(ch.isdigit() for ch in q)
+        phone = q if digits >= 7 and digits >= len(q.replace(" ", "")) - 4 else None
+        try:
+            page = await store.contacts.search(
+                q=None if phone else q,
+                phone=phone,
+                owner_id=user.id if user.role == "rep" else None,
+                limit=50,
+                cursor=request.query.get("cursor") or None,
+            )
+        except ValidationError as exc:
+            error = f"{exc.field}: {exc.reason}"
+    elif request.query.get("tag"):
+        page = await store.contacts.search(
+            tag=request.query["tag"], owner_id=user.id if user.role == "rep" else None, limit=50
+        )
+    return render(request, "contacts.html", {"q": q, "page": page, "error": error, "phone": phone})
+
+
+async def contact_page(request: web.Request) -> web.Response:
+    user = require(request)
+    store = request.app[STORE]
+    contact = await store.contacts.get(path_int(request))
+    if not can_see_contact(user, contact):
+        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    zone = _zone(request)
+    history = await store.touches.history(contact.id, limit=100)
+    followups = await store.touches.open_followups(contact.id)
+    return render(
+        request,
+        "contact.html",
+        {
+            "contact": contact,
+            "history": history.items,
+            "followups": followups,
+            "zone": zone,
+            "local": lambda d: _local(d, zone),
+            "error": request.query.get("error"),
+        },
+    )
+
+
+async def contact_note_submit(request: web.Request) -> web.StreamResponse:
+    """The contact page's "log a touch" form."""
+    user = require(request, "rep", "manager", "admin")
+    store = request.app[STORE]
+    contact = await store.contacts.get(path_int(request))
+    if not can_see_contact(user, contact):
+        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    form = await request.post()
+    summary = str(form.get("summary", "")).strip()
+    kind = str(form.get("kind", "note"))
+    if kind not in ("note", "call", "email", "sms") or not summary:
+        raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Write+what+happened")
+    when = str(form.get("next_followup_at", "")).strip()
+    nxt: NextFollowup = "cadence"
+    if form.get("no_followup"):
+        nxt = "none"
+    elif when:
+        try:
+            nxt = datetime.fromisoformat(when).replace(tzinfo=ZoneInfo(_zone(request)))
+        except ValueError:
+            raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Next+follow-up+is+not+a+date") from None
+    await store.touches.record(
+        TouchInput(
+            source_key=f"manual:{user.id}:{form.get('idempotency_key') or secrets.token_hex(8)}",
+            kind=kind,
+            direction="none" if kind == "note" else "outbound",
+            started_at=utcnow(),
+            contact_id=contact.id,
+            user_id=user.id,
+            channel="manual",
+            status="logged",
+            summary=summary,
+            close_followups=True,
+            next_followup=nxt,
+            followup_note=str(form.get("followup_note", "")).strip(),
+            followup_assignee_id=contact.owner_id or user.id,
+        )
+    )
+    raise web.HTTPSeeOther(f"/contacts/{contact.id}")
+
+
+async def contact_new_page(request: web.Request) -> web.Response:
+    require(request, "rep", "manager", "admin", "marketing")
+    return render(
+        request, "contact_new.html", {"phone": request.query.get("phone", ""), "error": None, "form": {}}
+    )
+
+
+async def contact_new_submit(request: web.Request) -> web.StreamResponse:
+    user = require(request, "rep", "manager", "admin", "marketing")
+    store = request.app[STORE]
+    form = await request.post()
+    data: dict[str, Any] = {k: str(form.get(k, "")).strip() for k in ("first_name", "last_name", "email")}
+    if not data["email"]:
+        data.pop("email")
+    if phone := str(form.get("phone", "")).strip():
+        data["phones"] = [phone]
+    if user.role == "rep":
+        data["owner"] = user.username
+    try:
+        contact = await store.contacts.create(validate_contact(data, region=store.region))
+    except (ValidationError, Conflict) as exc:
+        return render(
+            request,
+            "contact_new.html",
+            {"phone": phone, "error": f"{exc.field}: {exc.reason}", "form": data},
+            status=400,
+        )
+    raise web.HTTPSeeOther(f"/contacts/{contact.id}")
+
+
+async def admin_page(request: web.Request) -> web.Response:
+    require(request, "admin")
+    users = await request.app[STORE].users.list()
+    return {
+        "users": users,
+        "error": request.query.get("error"),
+        "audit": await request.app[STORE].audit.recent(20),
+    }
+
+
+async def admin_add_user(request: web.Request) -> web.StreamResponse:
+    admin = require(request, "admin")
+    store = request.app[STORE]
+    form = await request.post()
+    try:
+        user = await store.users.add(
+            str(form.get("username", "")).strip().lower(),
+            role=str(form.get("role", "")),
+            password=str(form.get("password", "")),
+            display_name=str(form.get("display_name", "")).strip(),
+            extension=str(form.get("extension", "")).strip() or None,
+            interfaces=[i.strip() for i in str(form.get("interfaces", "")).split(",") if i.strip()],
+        )
+    except (ValidationError, Conflict) as exc:
+        from urllib.parse import quote
+
+        raise web.HTTPSeeOther(f"/admin?error={quote(f'{exc.field}: {exc.reason}')}") from None
+    await store.audit.write(
+        "user.add", user_id=admin.id, object_type="user", object_id=user.id, role=user.role
+    )
+    raise web.HTTPSeeOther("/admin")
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/login", login_form)
+    r.add_post("/login", login_submit)
+    r.add_post("/logout", logout)
+    r.add_get("/", my_day_page)
+    r.add_get("/contacts", contacts_page)
+    r.add_get("/contacts/new", contact_new_page)
+    r.add_post("/contacts/new", contact_new_submit)
+    r.add_get("/contacts/{id:\\d+}", contact_page)
+    r.add_post("/contacts/{id:\\d+}/touches", contact_note_submit)
+    r.add_get("/admin", admin_page)
+    r.add_post("/admin/users", admin_add_user)

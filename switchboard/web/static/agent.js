@@ -1,0 +1,100 @@
+// The rep's live call panel: listens on /ws/agent and shows the caller's record without a reload.
+(function () {
+  "use strict";
+  const panel = document.getElementById("pops");
+  const state = document.getElementById("ws-state");
+  const template = document.getElementById("pop-template");
+  if (!panel || !template) return;
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const pops = new Map();
+  let retry = 500;
+
+  function text(el, value) { el.textContent = value == null ? "" : String(value); }
+  function fmt(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+
+  function render(msg) {
+    const call = msg.call;
+    let el = pops.get(call.id);
+    if (!el) {
+      el = template.content.firstElementChild.cloneNode(true);
+      el.dataset.callId = call.id;
+      panel.prepend(el);
+      pops.set(call.id, el);
+      el.querySelector(".pop-note").addEventListener("submit", (ev) => saveNote(ev, call.id, el));
+    }
+    const none = document.getElementById("no-calls");
+    if (none) none.hidden = true;
+    const number = call.direction === "outbound" ? call.to : call.from;
+    const contact = msg.contact;
+    const choices = el.querySelector(".pop-choices");
+    choices.textContent = "";
+    if (contact) {
+      const a = document.createElement("a");
+      a.href = contact.url; text(a, contact.name || number);
+      const name = el.querySelector(".pop-name"); name.textContent = ""; name.append(a);
+      text(el.querySelector(".pop-owner"), contact.owner_name ? "Owner: " + contact.owner_name : "No owner");
+    } else if (msg.candidates && msg.candidates.length) {
+      text(el.querySelector(".pop-name"), "Several customers share " + number);
+      for (const c of msg.candidates) {
+        const a = document.createElement("a"); a.href = c.url; text(a, c.name); a.className = "button secondary";
+        choices.append(a, document.createTextNode(" "));
+      }
+    } else {
+      text(el.querySelector(".pop-name"), "Unknown caller");
+      const a = document.createElement("a");
+      a.href = "/contacts/new?phone=" + encodeURIComponent(number || "");
+      a.className = "button new-prospect"; text(a, "New prospect");
+      choices.append(a);
+      text(el.querySelector(".pop-owner"), "");
+    }
+    text(el.querySelector(".pop-number"), (call.direction || "") + " · " + (number || "") + (call.queue ? " · queue " + call.queue : ""));
+    const touches = el.querySelector(".pop-touches"); touches.textContent = "";
+    for (const t of msg.recent_touches || []) {
+      const li = document.createElement("li");
+      text(li, fmt(t.at) + " · " + t.kind + " " + (t.direction || "") + " · " + (t.summary || t.status || ""));
+      touches.append(li);
+    }
+    const fu = el.querySelector(".pop-followups"); fu.textContent = "";
+    for (const f of msg.open_followups || []) {
+      const li = document.createElement("li"); text(li, "Due " + fmt(f.due_at) + " · " + (f.note || f.kind)); fu.append(li);
+    }
+    setState(el, call.state);
+  }
+
+  function setState(el, s) {
+    const badge = el.querySelector(".pop-state");
+    text(badge, s);
+    badge.className = "pop-state badge " + (s === "answered" ? "ok" : s === "missed" ? "bad" : "");
+    el.classList.toggle("ended", s === "ended" || s === "missed");
+  }
+
+  async function saveNote(ev, callId, el) {
+    ev.preventDefault();
+    const form = ev.target;
+    const body = { summary: form.summary.value, disposition: form.disposition.value || null };
+    if (form.next_followup_at.value) body.next_followup_at = new Date(form.next_followup_at.value).toISOString();
+    const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/disposition", {
+      method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body),
+    });
+    const out = el.querySelector(".pop-saved");
+    if (res.ok) { text(out, "saved"); } else { const e = await res.json().catch(() => ({})); text(out, (e.error && e.error.message) || "not saved"); }
+  }
+
+  function connect() {
+    const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/agent");
+    ws.onopen = () => { retry = 500; text(state, "live"); state.className = "badge ok"; };
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "screen_pop") render(msg);
+      else if (msg.type === "call_update") {
+        const el = pops.get(msg.call.id);
+        if (el) setState(el, msg.call.state);
+      }
+    };
+    ws.onclose = () => {
+      text(state, "reconnecting…"); state.className = "badge warn";
+      setTimeout(connect, retry); retry = Math.min(retry * 2, 10000);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,94 @@
+"""Shared fixtures: settings on a temporary store, the real app on a loopback server, users, tokens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from crm_link.store import Store
+from switchboard.app import create_app
+from switchboard.keys import STORE
+from switchboard.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+PASSWORD = "correct-horse-1"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = load_settings(env={})
+    s.store.url = f"sqlite:///{tmp_path / 'test.db'}"
+    s.server.time_zone = "America/Chicago"
+    return s
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    from switchboard.app import open_store
+
+    async with open_store(settings) as s:
+        yield s
+
+
+class Api:
+    """A client for one user: bearer token on every request."""
+
+    def __init__(self, client: TestClient, token: str, user: Any) -> None:
+        self.client = client
+        self.token = token
+        self.user = user
+
+    def _h(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **(extra or {})}
+
+    async def get(self, path: str, **kw: Any) -> Any:
+        return await self.client.get(path, headers=self._h(), **kw)
+
+    async def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return await self.client.post(path, json=json, headers=self._h(kw.pop("headers", None)), **kw)
+
+    async def patch(self, path: str, json: Any = None) -> Any:
+        return await self.client.patch(path, json=json, headers=self._h())
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    app = create_app(settings)
+    return await aiohttp_client(app)
+
+
+@pytest.fixture
+def app_store(client: TestClient) -> Store:
+    return client.server.app[STORE]
+
+
+async def make_api(client: TestClient, username: str, role: str, **kw: Any) -> Api:
+    store = client.server.app[STORE]
+    user = await store.users.add(username, role=role, password=PASSWORD, **kw)
+    token = await store.users.create_token(user.id, "test")
+    return Api(client, token, user)
+
+
+@pytest.fixture
+async def admin(client: TestClient) -> Api:
+    return await make_api(client, "admin", "admin")
+
+
+@pytest.fixture
+async def rep(client: TestClient) -> Api:
+    return await make_api(client, "jsmith", "rep", extension="1001", display_name="John Smith")
+
+
+@pytest.fixture
+async def manager(client: TestClient) -> Api:
+    return await make_api(client, "maria", "manager")
+
+
+@pytest.fixture
+async def marketing(client: TestClient) -> Api:
+    return await make_api(client, "kim", "marketing")

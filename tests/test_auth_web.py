@@ -1,0 +1,87 @@
+"""Login, session cookie, CSRF and rate limiting through the real pages."""
+
+import re
+from typing import Any
+
+from tests.conftest import PASSWORD, make_api
+
+
+async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
+    page = await (await client.get("/login")).text()
+    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    return await client.post(
+        "/login",
+        data={"username": username, "password": password, "login_token": token},
+        allow_redirects=False,
+    )
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+async def test_login_sets_secure_cookie_and_opens_my_day(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await _login(client, "jsmith")
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    cookie = resp.headers.getall("Set-Cookie")
+    session = next(c for c in cookie if c.startswith("sb_session="))
+    assert "HttpOnly" in session and "SameSite=Lax" in session
+    page = await client.get("/")
+    assert page.status == 200 and "Due today" in await page.text()
+
+
+async def test_wrong_password_and_rate_limit(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await _login(client, "jsmith", "nope-nope")
+    assert resp.status == 401 and "Wrong username or password" in await resp.text()
+    statuses = [(await _login(client, "jsmith", "nope-nope")).status for _ in range(12)]
+    assert 429 in statuses
+    # even the right password is refused while limited
+    assert (await _login(client, "jsmith")).status == 429
+
+
+async def test_csrf_required_for_form_posts(client: Any) -> None:
+    api = await make_api(client, "jsmith", "rep")
+    resp = await api.post("/api/v1/contacts", json={"first_name": "A", "phones": ["+12125550100"]})
+    cid = (await resp.json())["id"]
+    await _login(client, "jsmith")
+    resp = await client.post(f"/contacts/{cid}/touches", data={"summary": "hi"}, allow_redirects=False)
+    assert resp.status == 403
+    html = await (await client.get(f"/contacts/{cid}")).text()
+    resp = await client.post(
+        f"/contacts/{cid}/touches", data={"summary": "hi", "csrf_token": _csrf(html)}, allow_redirects=False
+    )
+    assert resp.status == 303
+    # JSON with the session cookie needs the header
+    resp = await client.post("/api/v1/contacts", json={"first_name": "B"})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf"
+    resp = await client.post(
+        "/api/v1/contacts", json={"first_name": "B"}, headers={"X-CSRF-Token": _csrf(html)}
+    )
+    assert resp.status == 201
+
+
+async def test_pages_redirect_to_login_and_logout_ends_session(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await client.get("/contacts", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"].startswith("/login")
+    await _login(client, "jsmith")
+    html = await (await client.get("/")).text()
+    resp = await client.post("/logout", data={"csrf_token": _csrf(html)}, allow_redirects=False)
+    assert resp.status == 303
+    resp = await client.get("/", allow_redirects=False)
+    assert resp.status == 303
+
+
+async def test_admin_page_is_admin_only(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    await _login(client, "jsmith")
+    resp = await client.get("/admin")
+    assert resp.status == 403
+
+
+async def test_login_redirect_target_is_local_only(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    page = await (await client.get("/login?next=//evil.example.com/")).text()
+    assert 'name="next" value="/"' in page

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from switchboard.settings import SettingsError, load_settings
+
+
+def test_defaults_and_env_override() -> None:
+    s = load_settings(env={"SWITCHBOARD_SERVER_PORT": "9000", "SWITCHBOARD_ASTERISK_SECRET": "s3cret"})
+    assert s.server.port == 9000
+    assert s.asterisk.secret.reveal() == "s3cret"
+    assert "s3cret" not in repr(s)
+
+
+def test_toml_file_and_env_precedence(tmp_path: Path) -> None:
+    cfg = tmp_path / "sb.toml"
+    cfg.write_text(
+        '[server]\nport = 8081\n[smtp]\nfrom = "Sales <s@x.com>"\n'
+        '[sms.channels.main]\ntype = "kannel"\nsendsms_url = "http://127.0.0.1:13013/cgi-bin/sendsms"\nrate_per_second = 5\n'
+        '[interfaces]\n"PJSIP/1001" = "jsmith"\n'
+    )
+    s = load_settings(cfg, env={"SWITCHBOARD_SERVER_PORT": "8082"})
+    assert s.server.port == 8082
+    assert s.smtp.from_ == "Sales <s@x.com>"
+    assert s.sms.channels["main"].type == "kannel"
+    assert s.sms.channels["main"].rate_per_second == 5
+    assert s.interfaces == {"PJSIP/1001": "jsmith"}
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key"),
+    [
+        ("[server]\nport = 'x'\n", {}, "server.port"),
+        ("", {"SWITCHBOARD_SERVER_PORT": "70000"}, "server.port"),
+        ("[server]\nbogus = 1\n", {}, "server.bogus"),
+        ("[nonsense]\n", {}, "nonsense"),
+        ("[store]\ndefault_region = 'ZZ'\n", {}, "store.default_region"),
+        ("[calling_hours]\nstart = '25:00'\n", {}, "calling_hours.start"),
+        ("[server]\ntime_zone = 'Mars/Base'\n", {}, "server.time_zone"),
+        ("[asterisk]\nenabled = true\n", {}, "asterisk.secret"),
+        ("[twilio]\nenabled = true\naccount_sid = 'XX1'\n", {}, "twilio.account_sid"),
+        ("[sms.channels.a]\ntype = 'pigeon'\n", {}, "sms.channels.a.type"),
+        ("", {"SWITCHBOARD_ASTERISK_ENABLED": "maybe"}, "asterisk.enabled"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
+    cfg = tmp_path / "sb.toml"
+    cfg.write_text(toml)
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg, env=env)
+    assert exc.value.key == key
+    assert key in str(exc.value)
+
+
+def test_missing_and_broken_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="not found"):
+        load_settings(tmp_path / "nope.toml", env={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(bad, env={})

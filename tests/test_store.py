@@ -1,0 +1,200 @@
+"""The store against a real SQLite file: idempotent touches, follow-ups, lookup by any format."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crm_link.cadence import next_cadence
+from crm_link.contacts import validate_contact
+from crm_link.errors import Conflict, ValidationError
+from crm_link.store import Store
+from crm_link.touches import TouchInput
+
+
+async def _contact(store: Store, **kw):
+    data = {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"]} | kw
+    return await store.contacts.create(validate_contact(data, region="US"))
+
+
+async def test_lookup_by_any_format(store: Store) -> None:
+    c = await _contact(store, phones=["(555) 123-4567", "+1 212 736 5000"])
+    for raw in ("+15551234567", "5551234567", "1-555-123-4567", "+12127365000", "212.736.5000"):
+        found = await store.contacts.find_by_phone(raw)
+        assert [x.id for x in found] == [c.id], raw
+    assert await store.contacts.find_by_phone("+15550000000") == []
+    assert await store.contacts.find_by_phone("garbage") == []
+    assert [p.valid for p in c.phones] == [False, True]
+
+
+async def test_record_touch_is_idempotent(store: Store) -> None:
+    c = await _contact(store)
+    t0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    first = await store.touches.record(
+        TouchInput(
+            source_key="asterisk:1795346245.0",
+            kind="call",
+            direction="inbound",
+            started_at=t0,
+            contact_id=c.id,
+            status="ringing",
+            number="+15551234567",
+        )
+    )
+    again = await store.touches.record(
+        TouchInput(
+            source_key="asterisk:1795346245.0",
+            kind="call",
+            direction="inbound",
+            started_at=t0,
+            status="answered",
+            duration_s=9.0,
+            payload={"queue": "sales"},
+        )
+    )
+    assert first.created and not again.created
+    assert again.id == first.id
+    assert again.status == "answered" and again.duration_s == 9.0
+    assert again.contact_id == c.id  # kept from the first write
+    assert again.payload == {"queue": "sales"}
+    assert await store.touches.count() == 1
+
+
+async def test_concurrent_replays_write_one_row(store: Store) -> None:
+    c = await _contact(store)
+    await store.touches.start_batching()
+    t0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    items = [
+        TouchInput(source_key=f"k{i % 10}", kind="sms", direction="outbound", started_at=t0, contact_id=c.id)
+        for i in range(200)
+    ]
+    results = await asyncio.gather(*(store.touches.record(i) for i in items))
+    assert sum(r.created for r in results) == 10
+    assert await store.touches.count() == 10
+    await store.touches.stop_batching()
+
+
+async def test_bad_touch_in_batch_does_not_sink_neighbours(store: Store) -> None:
+    c = await _contact(store)
+    await store.touches.start_batching()
+    t0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    good = [
+        TouchInput(source_key=f"g{i}", kind="sms", direction="outbound", started_at=t0, contact_id=c.id)
+        for i in range(5)
+    ]
+    bad = TouchInput(source_key="bad", kind="sms", direction="outbound", started_at=t0, contact_id=999_999)
+    results = await asyncio.gather(
+        *(store.touches.record(i) for i in [*good[:2], bad, *good[2:]]), return_exceptions=True
+    )
+    assert isinstance(results[2], Exception)  # foreign key: no such contact
+    assert all(not isinstance(r, Exception) for i, r in enumerate(results) if i != 2)
+    assert await store.touches.count() == 5
+    await store.touches.stop_batching()
+
+
+async def test_touch_closes_due_followup_and_sets_next(store: Store) -> None:
+    owner = await store.users.add("jsmith", role="rep", password="password-1")
+    c = await _contact(store, owner="jsmith")
+    now = datetime.now(UTC)
+    fu = await store.touches.add_followup(c.id, now - timedelta(hours=1), note="call back")
+    assert fu is not None and fu.assignee_id == owner.id
+    nxt = now + timedelta(days=3)
+    t = await store.touches.record(
+        TouchInput(
+            source_key="n1",
+            kind="call",
+            direction="outbound",
+            started_at=now,
+            contact_id=c.id,
+            user_id=owner.id,
+            close_followups=True,
+            next_followup=nxt,
+            followup_note="send quote",
+        )
+    )
+    open_now = await store.touches.open_followups(c.id)
+    assert [(f.note, f.created_by_touch_id) for f in open_now] == [("send quote", t.id)]
+    closed = await store.touches.followup(fu.id)
+    assert closed.status == "done" and closed.closed_by_touch_id == t.id
+    # replaying the same touch neither closes nor creates anything more
+    await store.touches.record(
+        TouchInput(
+            source_key="n1",
+            kind="call",
+            direction="outbound",
+            started_at=now,
+            contact_id=c.id,
+            close_followups=True,
+            next_followup=nxt + timedelta(days=1),
+        )
+    )
+    assert len(await store.touches.open_followups(c.id)) == 1
+
+
+async def test_no_next_contact_falls_back_to_cadence(store: Store) -> None:
+    await store.users.add("jsmith", role="rep", password="password-1")
+    bought = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    c = await _contact(
+        store, owner="jsmith", attributes={"purchase_date": bought}, time_zone="America/Chicago"
+    )
+    await store.touches.record(
+        TouchInput(
+            source_key="n2",
+            kind="note",
+            direction="none",
+            started_at=datetime.now(UTC),
+            contact_id=c.id,
+            close_followups=True,
+            next_followup="cadence",
+        )
+    )
+    (f,) = await store.touches.open_followups(c.id)
+    assert "4-day" in f.note
+    assert f.due_at.astimezone().date() >= datetime.now(UTC).date()
+
+
+def test_cadence_milestones() -> None:
+    now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
+    due, note = next_cadence({"purchase_date": "2026-11-10"}, now, "America/New_York")
+    assert due.date().isoformat() == "2026-12-05" and "25-day" in note
+    due, note = next_cadence({"purchase_date": "2026-01-10"}, now, "UTC")
+    assert due.date().isoformat() == "2027-06-10" and "17-month" in note
+    assert next_cadence({"purchase_date": "2020-01-01"}, now, "UTC") is None
+    due, _ = next_cadence({}, now, "UTC")
+    assert due.date().isoformat() == "2026-11-29"
+
+
+async def test_duplicate_username_and_extension(store: Store) -> None:
+    await store.users.add("jsmith", role="rep", password="password-1", extension="1001")
+    with pytest.raises(Conflict) as exc:
+        await store.users.add("JSmith".lower(), role="rep", password="password-1")
+    assert exc.value.field == "username"
+    with pytest.raises(Conflict) as exc:
+        await store.users.add("other", role="rep", password="password-1", extension="1001")
+    assert exc.value.field == "extension"
+    with pytest.raises(ValidationError) as exc:
+        await store.users.add("x y", role="rep", password="password-1")
+    assert exc.value.field == "username"
+
+
+async def test_passwords_and_tokens(store: Store) -> None:
+    u = await store.users.add("jsmith", role="rep", password="password-1")
+    assert (await store.users.authenticate("jsmith", "password-1")).id == u.id
+    assert await store.users.authenticate("jsmith", "wrong-password") is None
+    assert await store.users.authenticate("nobody", "password-1") is None
+    token = await store.users.create_token(u.id)
+    assert (await store.users.user_for_token(token)).id == u.id
+    row = await store.db.fetchone("SELECT token_hash FROM api_tokens")
+    assert token not in row[0]
+    await store.users.revoke_tokens(u.id)
+    assert await store.users.user_for_token(token) is None
+
+
+async def test_reopen_applies_no_migration_twice(settings) -> None:
+    from switchboard.app import open_store
+
+    async with open_store(settings) as s:
+        assert await s.db.migrate() == []
+    async with open_store(settings) as s:
+        rows = await s.db.fetchall("SELECT version FROM schema_migrations")
+        assert len(rows) >= 1
