@@ -92,3 +92,13 @@ async def manager(client: TestClient) -> Api:
 @pytest.fixture
 async def marketing(client: TestClient) -> Api:
     return await make_api(client, "kim", "marketing")
+
+
+pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture
+async def live_app(aiohttp_server: Any, settings: Settings) -> Any:
+    """The real app on a loopback port, for browsers and external clients."""
+    app = create_app(settings)
+    return await aiohttp_server(app)

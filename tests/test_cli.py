@@ -16,8 +16,14 @@ def run(tmp_path: Path, *args: str, check: int | None = 0) -> subprocess.Complet
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env["SWITCHBOARD_STORE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([sys.executable, "-m", "switchboard", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchboard", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check is not None:
         assert proc.returncode == check, proc.stdout + proc.stderr
     return proc
@@ -27,7 +33,18 @@ def test_init_user_token(tmp_path: Path) -> None:
     out = run(tmp_path, "init").stdout
     assert "admin password:" in out
     assert "already exists" in run(tmp_path, "init").stdout  # safe to run twice
-    run(tmp_path, "user", "add", "jsmith", "--role", "rep", "--extension", "1001", "--password", "pw-long-enough")
+    run(
+        tmp_path,
+        "user",
+        "add",
+        "jsmith",
+        "--role",
+        "rep",
+        "--extension",
+        "1001",
+        "--password",
+        "pw-long-enough",
+    )
     token = run(tmp_path, "token", "create", "jsmith").stdout
     assert token.startswith("sb_") and token.count("\n") == 1
     dup = run(tmp_path, "user", "add", "jsmith", "--role", "rep", check=2)
@@ -76,7 +93,9 @@ def test_import_reports_row_errors_and_writes_only_good_rows(tmp_path: Path) -> 
     assert "imported 2 of 5 rows (1 created, 1 updated); 3 rows with errors" in proc.stdout
     assert "import [" in proc.stderr  # the progress bar
     # the last row matched Jane by phone and updated her
-    again = run(tmp_path, "import", "contacts", str(_csv(tmp_path, "phone,last_name\n5551234567,Doe\n", "d.csv")))
+    again = run(
+        tmp_path, "import", "contacts", str(_csv(tmp_path, "phone,last_name\n5551234567,Doe\n", "d.csv"))
+    )
     assert "(0 created, 1 updated)" in again.stdout
 
 
