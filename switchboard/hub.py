@@ -44,6 +44,12 @@ class Hub:
         """Remember a ringing pop so a tab that (re)connects during the call gets it."""
         self._live.setdefault(user_id, {})[call_id] = message
 
+    def update_live(self, call_id: str, **call_fields: Any) -> None:
+        """Change the call part of a call's remembered pops (e.g. its state once answered)."""
+        for calls in self._live.values():
+            if call_id in calls:
+                calls[call_id]["call"].update(call_fields)
+
     def clear_live(self, call_id: str) -> list[int]:
         """Forget a call's pops; returns the users that had it."""
         users = []

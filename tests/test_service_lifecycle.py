@@ -33,7 +33,9 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], deadline_s: float = 60
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"process exited early: {proc.returncode}\n{proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"process exited early: {proc.returncode}\n{proc.stderr.read() if proc.stderr else ''}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
                 return json.loads(resp.read())
@@ -45,8 +47,14 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], deadline_s: float = 60
 def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     env = _env(tmp_path) | {"SWITCHBOARD_SERVER_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "switchboard", "serve"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "switchboard", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         health = _wait_healthy(port, proc)
         assert health["status"] == "ok"
@@ -64,9 +72,14 @@ def test_demo_twice_reuses_its_data(tmp_path: Path) -> None:
     outputs = []
     for _ in range(2):
         port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "switchboard", "demo", "--port", str(port)],
-                                cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "switchboard", "demo", "--port", str(port)],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _wait_healthy(port, proc)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as resp:
@@ -78,6 +91,10 @@ def test_demo_twice_reuses_its_data(tmp_path: Path) -> None:
                 proc.kill()
         assert proc.returncode == 0, err
         outputs.append(out)
-    assert "(new sample data)" in outputs[0] and "jsmith" in outputs[0] and "password 'switchboard'" in outputs[0]
+    assert (
+        "(new sample data)" in outputs[0]
+        and "jsmith" in outputs[0]
+        and "password 'switchboard'" in outputs[0]
+    )
     assert "(existing sample data)" in outputs[1]
     assert (tmp_path / "demo-data" / "demo.db").exists()

@@ -1,0 +1,78 @@
+"""Which user an interface (PJSIP/1001, Local/agent1@agents/n, client:jsmith) belongs to."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from crm_link.models import User
+from crm_link.store import Store
+
+
+class InterfaceDirectory:
+    """Interface → user, from settings (`[interfaces]`) and the users' extensions and interfaces.
+
+    Rules, in order: an interface listed in settings or on a user; `client:NAME` (Twilio Client) is
+    user NAME; `TECH/EXT` is the user whose extension is EXT. Reloaded from the store at most every
+    `ttl` seconds, and at once on a miss (an admin may just have added the user).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        configured: dict[str, str],
+        *,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._configured = dict(configured)
+        self._ttl = ttl
+        self._clock = clock
+        self._loaded_at = -1e18
+        self._by_interface: dict[str, User] = {}
+        self._by_extension: dict[str, User] = {}
+        self._by_username: dict[str, User] = {}
+
+    async def reload(self) -> None:
+        users = [u for u in await self._store.users.list() if u.active]
+        self._by_username = {u.username: u for u in users}
+        self._by_extension = {u.extension: u for u in users if u.extension}
+        self._by_interface = {}
+        for u in users:
+            for iface in u.interfaces:
+                self._by_interface[iface] = u
+        for iface, username in self._configured.items():
+            if username in self._by_username:
+                self._by_interface[iface] = self._by_username[username]
+        self._loaded_at = self._clock()
+
+    def _find(self, interface: str) -> User | None:
+        if interface in self._by_interface:
+            return self._by_interface[interface]
+        if interface.startswith("client:"):
+            return self._by_username.get(interface[7:])
+        if "/" in interface:
+            resource = interface.split("/", 1)[1]
+            return self._by_extension.get(resource)
+        return self._by_extension.get(interface)
+
+    async def user_for(self, interface: str | None) -> User | None:
+        """The active user behind an interface, or None."""
+        if not interface:
+            return None
+        stale = self._clock() - self._loaded_at > self._ttl
+        if stale:
+            await self.reload()
+        user = self._find(interface)
+        if user is None and not stale and self._clock() - self._loaded_at > 1.0:
+            await self.reload()
+            user = self._find(interface)
+        return user
+
+    async def interfaces_of(self, user: User) -> list[str]:
+        """Every interface that reaches this user (for originating their leg)."""
+        if self._clock() - self._loaded_at > self._ttl:
+            await self.reload()
+        out = [i for i, u in self._by_interface.items() if u.id == user.id]
+        return out

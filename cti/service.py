@@ -1,0 +1,271 @@
+"""The call service: domain events in; screen-pops, call updates, touches and follow-ups out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from crm_link.models import Contact, User, iso
+from crm_link.store import Store
+from crm_link.touches import TouchInput
+from cti.directory import InterfaceDirectory
+from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, RecordingReady
+from cti.screenpop import build_pop, lookup_caller
+from switchboard.hub import Hub
+
+log = logging.getLogger("cti.service")
+
+
+class RecordingSink(Protocol):
+    """Where recording facts go (the recordings package implements it)."""
+
+    async def announce(self, call_id: str, pbx_path: str, *, source: str = "asterisk") -> None: ...
+
+    async def call_finished(self, call_id: str, **facts: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class LiveCall:
+    call_id: str
+    direction: str
+    from_number: str | None
+    to_number: str | None
+    started_at: datetime
+    queue: str | None
+    lookup: asyncio.Task[list[Contact]]
+    popped: dict[int, User] = field(default_factory=dict)
+    answered_by: User | None = None
+    touch_id: int | None = None
+
+    @property
+    def customer_number(self) -> str | None:
+        return self.to_number if self.direction == "outbound" else self.from_number
+
+
+class CallService:
+    """Folds one source's call events into the CRM and the agents' browsers.
+
+    The caller lookup starts the moment a call is first seen and runs beside the event stream, so
+    the pop is ready when the agent's phone rings; every call becomes exactly one touch, keyed
+    `<source>:<call id>`, written when it first rings and completed when it ends.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        directory: InterfaceDirectory,
+        *,
+        source: str,
+        recordings: RecordingSink | None = None,
+        missed_followup_after: timedelta = timedelta(minutes=0),
+        on_ended: Callable[[CallEnded, int | None], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.directory = directory
+        self.source = source
+        self.recordings = recordings
+        self.missed_followup_after = missed_followup_after
+        self.on_ended = on_ended
+        self.calls: dict[str, LiveCall] = {}
+        self.pops_sent = 0
+        self.touches_written = 0
+
+    def source_key(self, call_id: str) -> str:
+        return f"{self.source}:{call_id}"
+
+    def _call(self, event: CallRinging | CallEnded) -> LiveCall:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            number = event.to_number if event.direction == "outbound" else event.from_number
+            started = event.at if isinstance(event, CallRinging) else event.started_at
+            call = LiveCall(
+                call_id=event.call_id,
+                direction=event.direction,
+                from_number=event.from_number,
+                to_number=event.to_number,
+                started_at=started,
+                queue=event.queue,
+                lookup=asyncio.create_task(lookup_caller(self.store, number), name=f"lookup-{event.call_id}"),
+            )
+            self.calls[event.call_id] = call
+        return call
+
+    async def handle(self, event: CallEvent) -> None:
+        """Apply one event; errors are logged, never raised into the event reader."""
+        try:
+            if isinstance(event, CallRinging):
+                await self._ringing(event)
+            elif isinstance(event, CallAnswered):
+                await self._answered(event)
+            elif isinstance(event, CallEnded):
+                await self._ended(event)
+            elif isinstance(event, RecordingReady) and self.recordings is not None:
+                await self.recordings.announce(event.call_id, event.path, source=self.source)
+        except Exception:
+            log.exception("event=call_event_failed source=%s type=%s", self.source, type(event).__name__)
+
+    def _call_json(self, call: LiveCall, state: str, user: User | None) -> dict[str, Any]:
+        return {
+            "id": call.call_id,
+            "direction": call.direction,
+            "from": call.from_number,
+            "to": call.to_number,
+            "extension": user.extension if user else None,
+            "queue": call.queue,
+            "state": state,
+            "started_at": iso(call.started_at),
+        }
+
+    async def _ringing(self, ev: CallRinging) -> None:
+        call = self._call(ev)
+        user = await self.directory.user_for(ev.interface)
+        if user is None:
+            log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
+            return
+        matches = await call.lookup
+        if call.touch_id is None and call.direction != "internal":
+            touch = await self.store.touches.record(
+                TouchInput(
+                    source_key=self.source_key(call.call_id),
+                    kind="call",
+                    direction=call.direction,
+                    started_at=call.started_at,
+                    contact_id=matches[0].id if len(matches) == 1 else None,
+                    channel=self.source,
+                    status="ringing",
+                    number=call.customer_number,
+                    payload={"queue": call.queue} if call.queue else {},
+                )
+            )
+            call.touch_id = touch.id
+        if user.id in call.popped:
+            return
+        call.popped[user.id] = user
+        pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
+        pop["call"]["touch_id"] = call.touch_id
+        self.hub.set_live(user.id, call.call_id, pop)
+        self.pops_sent += await self.hub.publish(user.id, pop)
+
+    async def _answered(self, ev: CallAnswered) -> None:
+        call = self.calls.get(ev.call_id)
+        if call is None:
+            return
+        user = await self.directory.user_for(ev.interface)
+        if user is not None:
+            call.answered_by = user
+        self.hub.update_live(call.call_id, state="answered")
+        for uid, viewer in call.popped.items():
+            update = {
+                "type": "call_update",
+                "call": self._call_json(call, "answered", viewer)
+                | {"answered_by": user.username if user else None, "answered_at": iso(ev.at)},
+            }
+            await self.hub.publish(uid, update)
+
+    async def _ended(self, ev: CallEnded) -> None:
+        call = self._call(ev)
+        try:
+            matches = await call.lookup
+            user = call.answered_by or await self.directory.user_for(ev.answered_by)
+            touch_id = None
+            if ev.direction != "internal":
+                touch_id = await self._write_touch(ev, call, matches, user)
+            state = "ended" if ev.answered else "missed"
+            for uid, viewer in call.popped.items():
+                await self.hub.publish(
+                    uid,
+                    {
+                        "type": "call_update",
+                        "call": self._call_json(call, state, viewer)
+                        | {
+                            "duration_s": round(ev.duration_s, 1),
+                            "touch_id": touch_id,
+                            "hangup_cause": ev.hangup_cause,
+                        },
+                    },
+                )
+            if self.recordings is not None and touch_id is not None:
+                await self.recordings.call_finished(
+                    ev.call_id,
+                    touch_id=touch_id,
+                    contact_id=matches[0].id if len(matches) == 1 else None,
+                    extension=user.extension if user else None,
+                    agent_user_id=user.id if user else None,
+                    direction=ev.direction,
+                    from_number=ev.from_number,
+                    to_number=ev.to_number,
+                    started_at=ev.started_at,
+                    duration_s=ev.duration_s,
+                )
+            if self.on_ended is not None:
+                await self.on_ended(ev, touch_id)
+        finally:
+            self.hub.clear_live(ev.call_id)
+            self.calls.pop(ev.call_id, None)
+
+    async def _write_touch(
+        self, ev: CallEnded, call: LiveCall, matches: list[Contact], user: User | None
+    ) -> int:
+        contact = matches[0] if len(matches) == 1 else None
+        payload: dict[str, Any] = {
+            "queue": ev.queue,
+            "answered_by": user.username if user else None,
+            "extension": user.extension if user else None,
+            "hangup_cause": ev.hangup_cause,
+            "hangup_cause_text": ev.hangup_cause_text,
+            "transferred_to": ev.transferred_to,
+            "answered_at": iso(ev.answered_at),
+            "talk_s": ev.talk_s,
+            "recording_files": list(ev.recording_files),
+            "candidates": [c.id for c in matches] if len(matches) > 1 else None,
+        }
+        touch = await self.store.touches.record(
+            TouchInput(
+                source_key=self.source_key(ev.call_id),
+                kind="call",
+                direction=ev.direction,
+                started_at=ev.started_at,
+                contact_id=contact.id if contact else None,
+                user_id=user.id if user else None,
+                channel=self.source,
+                status="answered" if ev.answered else "missed",
+                number=call.customer_number,
+                ended_at=ev.ended_at,
+                duration_s=round(ev.duration_s, 3),
+                summary=self._summary(ev, user),
+                payload={k: v for k, v in payload.items() if v is not None},
+            )
+        )
+        self.touches_written += 1
+        if not ev.answered and ev.direction == "inbound" and contact is not None:
+            await self.store.touches.add_followup(
+                contact.id,
+                ev.ended_at + self.missed_followup_after,
+                kind="missed_call",
+                note=f"Missed call from {call.customer_number}"
+                + (f" (queue {ev.queue})" if ev.queue else ""),
+                created_by_touch_id=touch.id,
+            )
+        return touch.id
+
+    @staticmethod
+    def _summary(ev: CallEnded, user: User | None) -> str:
+        if not ev.answered:
+            return "Missed call" + (f" in queue {ev.queue}" if ev.queue else "")
+        who = f" by {user.name}" if user else ""
+        talk = f", talked {ev.talk_s:.0f} s" if ev.talk_s else ""
+        moved = f", transferred to {ev.transferred_to}" if ev.transferred_to else ""
+        return f"Answered{who}{talk}{moved}"
+
+    async def close(self) -> None:
+        """Cancel pending lookups (calls in flight are resynced on the next start)."""
+        for call in self.calls.values():
+            call.lookup.cancel()
+        await asyncio.gather(*(c.lookup for c in self.calls.values()), return_exceptions=True)
+        self.calls.clear()
