@@ -15,9 +15,20 @@ from crm_link.touches import TouchInput
 from cti.directory import InterfaceDirectory
 from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, RecordingReady
 from cti.screenpop import build_pop, lookup_caller
-from switchboard.hub import Hub
 
 log = logging.getLogger("cti.service")
+
+
+class PopPublisher(Protocol):
+    """Where pops go: the hub that fans out to each user's browser tabs."""
+
+    def set_live(self, user_id: int, call_id: str, message: dict[str, Any]) -> None: ...
+
+    def update_live(self, call_id: str, **call_fields: Any) -> None: ...
+
+    def clear_live(self, call_id: str) -> list[int]: ...
+
+    async def publish(self, user_id: int, message: dict[str, Any]) -> int: ...
 
 
 class RecordingSink(Protocol):
@@ -57,7 +68,7 @@ class CallService:
     def __init__(
         self,
         store: Store,
-        hub: Hub,
+        hub: PopPublisher,
         directory: InterfaceDirectory,
         *,
         source: str,
@@ -169,6 +180,15 @@ class CallService:
             await self.hub.publish(uid, update)
 
     async def _ended(self, ev: CallEnded) -> None:
+        done = await self.store.touches.by_source_key(self.source_key(ev.call_id))
+        if done is not None and done.ended_at is not None:
+            # a replayed end (provider retry, resync after a restart): the touch is final already
+            log.info("event=call_end_replayed call=%s", ev.call_id)
+            self.hub.clear_live(ev.call_id)
+            live = self.calls.pop(ev.call_id, None)
+            if live is not None:
+                live.lookup.cancel()
+            return
         call = self._call(ev)
         try:
             matches = await call.lookup

@@ -47,7 +47,11 @@ async def _close_websockets(app: web.Application) -> None:
 
 
 def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> web.Application:
-    """Build the application; `contexts` are extra resources started after the store, stopped before it."""
+    """Build the application.
+
+    Start order: the store, then `contexts` (e.g. the demo's simulators), then the connectors the
+    settings enable (telephony, gateways); shutdown runs the same list in reverse.
+    """
     app = web.Application(
         middlewares=[error_middleware, make_auth_middleware(lambda r: r.app[STORE])],
         client_max_size=32 * 1024**2,
@@ -58,9 +62,12 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     app[MY_DAY_EXTRAS] = []
     app[SERVICES] = {}
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
+    from switchboard import telephony
+
     app.cleanup_ctx.append(_store_ctx)
     for ctx in contexts:
         app.cleanup_ctx.append(ctx)
+    app.cleanup_ctx.append(telephony.telephony_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
     from switchboard.web import api, pages, ws
@@ -70,6 +77,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     api.setup(app)
     pages.setup(app)
     ws.setup(app)
+    telephony.setup_routes(app)
     return app
 
 

@@ -27,6 +27,10 @@ class Hub:
     def connections(self) -> int:
         return len(self._all)
 
+    def online_user_ids(self) -> list[int]:
+        """Users with at least one open tab (the agents who can take a call now)."""
+        return [uid for uid, subs in self._subs.items() if any(not ws.closed for ws in subs)]
+
     def subscribe(self, user_id: int, ws: web.WebSocketResponse) -> list[dict[str, Any]]:
         """Register a tab; returns the live pops it should show at once."""
         self._subs.setdefault(user_id, set()).add(ws)

@@ -1,0 +1,172 @@
+"""Twilio voice webhooks: signature-checked, answered with TwiML, folded into call events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from crm_link.store import Store
+from cti.service import CallService
+from cti.twilio_voice import CLIENT_PREFIX, TwilioCallFolder, TwilioParamError
+
+log = logging.getLogger("cti.twilio")
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, "field": field}}, status=status)
+
+
+def twiml(response: VoiceResponse) -> web.Response:
+    return web.Response(text=str(response), content_type="application/xml")
+
+
+class TwilioVoiceWebhooks:
+    """The `/twilio/voice/*` endpoints; every request must carry a valid X-Twilio-Signature."""
+
+    def __init__(
+        self,
+        *,
+        auth_token: str,
+        public_url: str,
+        store: Store,
+        service: CallService,
+        online_users: Callable[[], Awaitable[list[str]]],
+        fallback_queue: str,
+        record: bool,
+        folder: TwilioCallFolder | None = None,
+    ) -> None:
+        self.validator = RequestValidator(auth_token)
+        self.public_url = public_url.rstrip("/")
+        self.store = store
+        self.service = service
+        self.online_users = online_users
+        self.fallback_queue = fallback_queue
+        self.record = record
+        self.folder = folder or TwilioCallFolder()
+
+    def url(self, path: str) -> str:
+        return self.public_url + path
+
+    async def verified(self, request: web.Request) -> dict[str, str] | web.Response:
+        """The form parameters if Twilio signed them for this URL; otherwise a 403 response."""
+        form = await request.post()
+        params = {k: str(v) for k, v in form.items()}
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature or not self.validator.validate(self.url(request.path_qs), params, signature):
+            log.warning("event=twilio_bad_signature path=%s", request.path)
+            return _error(
+                403, "bad_signature", "X-Twilio-Signature is missing or does not match", "X-Twilio-Signature"
+            )
+        return params
+
+    async def _feed(self, events: list[Any]) -> None:
+        for ev in events:
+            await self.service.handle(ev)
+
+    async def incoming(self, request: web.Request) -> web.Response:
+        """Route to the customer's owner if online, else ring the online reps, else queue."""
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        try:
+            caller = params.get("From", "")
+            matches = await self.store.contacts.find_by_phone(caller) if caller else []
+            online = await self.online_users()
+            owner = matches[0].owner_username if len(matches) == 1 else None
+            targets = [owner] if owner and owner in online else online
+            resp = VoiceResponse()
+            queue = None if targets else self.fallback_queue
+            if targets:
+                dial_kw: dict[str, Any] = {"action": self.url("/twilio/voice/dial-result"), "timeout": 20}
+                if self.record:
+                    dial_kw |= {
+                        "record": "record-from-answer-dual",
+                        "recording_status_callback": self.url("/twilio/voice/recording"),
+                    }
+                dial = Dial(**dial_kw)
+                for username in targets:
+                    dial.client(
+                        username,
+                        status_callback=self.url("/twilio/voice/leg-status"),
+                        status_callback_event="answered completed",
+                    )
+                resp.append(dial)
+            else:
+                resp.enqueue(self.fallback_queue)
+            events = self.folder.incoming(params, [CLIENT_PREFIX + u for u in targets], queue)
+        except TwilioParamError as exc:
+            return _error(400, "invalid", str(exc), exc.field)
+        await self._feed(events)
+        return twiml(resp)
+
+    async def leg_status(self, request: web.Request) -> web.Response:
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        try:
+            events = self.folder.leg_status(params)
+        except TwilioParamError as exc:
+            return _error(400, "invalid", str(exc), exc.field)
+        await self._feed(events)
+        return web.Response(status=204)
+
+    async def status(self, request: web.Request) -> web.Response:
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        try:
+            events = self.folder.call_status(params)
+        except TwilioParamError as exc:
+            return _error(400, "invalid", str(exc), exc.field)
+        await self._feed(events)
+        return web.Response(status=204)
+
+    async def dial_result(self, request: web.Request) -> web.Response:
+        """After the <Dial>: hang up when it was answered, else apologise (the status ends the call)."""
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        resp = VoiceResponse()
+        if params.get("DialCallStatus") not in ("completed", "answered"):
+            resp.say("Sorry, nobody could take your call. We will call you back shortly.")
+        resp.hangup()
+        return twiml(resp)
+
+    async def outbound_connect(self, request: web.Request) -> web.Response:
+        """TwiML for a click-to-call once the agent's leg answers: dial the customer."""
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        to = request.query.get("to", "")
+        if not to:
+            return _error(400, "invalid", "to is missing", "to")
+        resp = VoiceResponse()
+        dial_kw: dict[str, Any] = {"caller_id": request.query.get("caller_id") or None}
+        if self.record:
+            dial_kw |= {
+                "record": "record-from-answer-dual",
+                "recording_status_callback": self.url("/twilio/voice/recording"),
+            }
+        dial = Dial(**{k: v for k, v in dial_kw.items() if v})
+        dial.number(to)
+        resp.append(dial)
+        return twiml(resp)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/twilio/voice/incoming", self.incoming),
+            web.post("/twilio/voice/leg-status", self.leg_status),
+            web.post("/twilio/voice/status", self.status),
+            web.post("/twilio/voice/dial-result", self.dial_result),
+            web.post("/twilio/voice/outbound-connect", self.outbound_connect),
+        ]
+
+
+def signed_headers(validator: RequestValidator, url: str, params: Mapping[str, str]) -> dict[str, str]:
+    """Headers Twilio would send for these parameters (used by simulators and tests)."""
+    return {"X-Twilio-Signature": validator.compute_signature(url, dict(params))}

@@ -1,0 +1,75 @@
+"""Wiring of telephony: the call services of each enabled source, their webhooks and connectors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+
+from aiohttp import web
+
+from cti.directory import InterfaceDirectory
+from cti.service import CallService
+from cti.twilio_web import TwilioVoiceWebhooks
+from switchboard.keys import HEALTH, HUB, SERVICES, SETTINGS, STORE
+
+log = logging.getLogger("switchboard.telephony")
+
+DIRECTORY = web.AppKey("interface_directory", InterfaceDirectory)
+TWILIO_VOICE_PATHS = {
+    "/twilio/voice/incoming": "incoming",
+    "/twilio/voice/leg-status": "leg_status",
+    "/twilio/voice/status": "status",
+    "/twilio/voice/dial-result": "dial_result",
+    "/twilio/voice/outbound-connect": "outbound_connect",
+}
+
+
+async def _twilio_voice(name: str, request: web.Request) -> web.StreamResponse:
+    hooks = request.app[SERVICES].get("twilio_voice")
+    if hooks is None:
+        raise web.HTTPNotFound(text="Twilio is not enabled")
+    handler = getattr(hooks, name)
+    return await handler(request)  # type: ignore[no-any-return]
+
+
+def setup_routes(app: web.Application) -> None:
+    """Webhook routes exist from the start; their handlers come alive when the connector starts."""
+    if app[SETTINGS].twilio.enabled:
+        for path, name in TWILIO_VOICE_PATHS.items():
+            app.router.add_post(path, partial(_twilio_voice, name))
+
+
+async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the call services of the enabled sources; stop them in reverse."""
+    settings, store, hub = app[SETTINGS], app[STORE], app[HUB]
+    directory = InterfaceDirectory(store, settings.interfaces)
+    app[DIRECTORY] = directory
+    services: list[CallService] = []
+    if settings.twilio.enabled:
+        service = CallService(
+            store, hub, directory, source="twilio", recordings=app[SERVICES].get("recordings")
+        )
+
+        async def online() -> list[str]:
+            ids = set(hub.online_user_ids())
+            return [
+                u.username for u in await store.users.list() if u.id in ids and u.role in ("rep", "manager")
+            ]
+
+        app[SERVICES]["twilio_voice"] = TwilioVoiceWebhooks(
+            auth_token=settings.twilio.auth_token.reveal(),
+            public_url=settings.server.public_url,
+            store=store,
+            service=service,
+            online_users=online,
+            fallback_queue=settings.twilio.fallback_queue,
+            record=settings.twilio.record_calls,
+        )
+        app[SERVICES]["calls:twilio"] = service
+        app[HEALTH]["twilio_voice"] = lambda: "up"
+        services.append(service)
+    yield
+    app[SERVICES].pop("twilio_voice", None)
+    for service in reversed(services):
+        await service.close()
