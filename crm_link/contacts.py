@@ -335,11 +335,13 @@ class Contacts:
 
     async def get_many(self, ids: Sequence[int]) -> list[Contact]:
         """Contacts by id, in the order given (missing ones left out)."""
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        rows = await self._db.fetchall(_CONTACT_SELECT + f" WHERE c.id IN ({marks})", list(ids))
-        by_id = {c.id: c for c in await self._hydrate(rows)}
+        by_id: dict[int, Contact] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._db.fetchall(_CONTACT_SELECT + f" WHERE c.id IN ({marks})", chunk)
+            by_id.update((c.id, c) for c in await self._hydrate(rows))
         return [by_id[i] for i in ids if i in by_id]
 
     async def find_by_phone(self, raw: str) -> list[Contact]:
@@ -353,6 +355,13 @@ class Contacts:
             (e164,),
         )
         return await self._hydrate(rows)
+
+    async def ids_with_tag(self, tag: str) -> list[int]:
+        """Ids of every contact carrying a tag (case-insensitive)."""
+        rows = await self._db.fetchall(
+            "SELECT contact_id FROM contact_tags WHERE tag = ? ORDER BY contact_id", (tag,)
+        )
+        return [r[0] for r in rows]
 
     async def ids_by_phone(self, e164: str) -> list[int]:
         """Contact ids for an E.164 number: the indexed equality behind caller ID."""

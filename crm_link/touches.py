@@ -188,10 +188,10 @@ class Touches:
         out = []
         async with self._db.transaction() as tx:
             for item in items:
-                out.append(await self._record_in(tx, item))
+                out.append(await self.record_in(tx, item))
         return out
 
-    async def _record_in(self, tx: Any, item: TouchInput) -> Touch:
+    async def record_in(self, tx: Any, item: TouchInput) -> Touch:
         now = to_db_time(utcnow())
         params = (
             item.source_key,

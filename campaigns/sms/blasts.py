@@ -1,0 +1,294 @@
+"""SMS blasts: validate, resolve the audience, render per recipient, queue one outbox row each."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from campaigns.sms.quiet import quiet_until
+from crm_link.errors import ValidationError
+from crm_link.models import Contact
+from crm_link.sms import OutboxRow
+from crm_link.store import Store
+
+log = logging.getLogger("campaigns.sms.blasts")
+
+# (text) -> (encoding, segments); raises ValueError when the text is too long
+Analyzer = Callable[[str], tuple[str, int]]
+# (template, contact) -> rendered text; raises ValueError naming a missing merge code
+Renderer = Callable[[str, Contact], str]
+SENDABLE_KINDS = ("mobile", "fixed_or_mobile", "voip", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class BlastSpec:
+    name: str
+    text: str
+    channel: str
+    audience: dict[str, Any]
+    send_at: datetime | None = None
+    cron: str | None = None
+    time_zone: str = "UTC"
+    rate_per_second: float | None = None
+
+
+@dataclass(slots=True)
+class Materialized:
+    rows: list[OutboxRow] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def pick_number(contact: Contact) -> tuple[str | None, str | None]:
+    """The number to text and, when there is none, why."""
+    if not contact.phones:
+        return None, "no phone number"
+    valid = [p for p in contact.phones if p.valid]
+    if not valid:
+        return None, "invalid number"
+    mobile = [p for p in valid if p.kind in SENDABLE_KINDS]
+    if not mobile:
+        return None, "landline"
+    return mobile[0].e164, None
+
+
+class BlastService:
+    """Creates blasts and turns each due run into outbox rows in one transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        channels: Callable[[], list[str]],
+        render: Renderer,
+        analyze: Analyzer,
+        quiet_start: str,
+        quiet_end: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        segment_ids: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.render = render
+        self.analyze = analyze
+        self.quiet_start = quiet_start
+        self.quiet_end = quiet_end
+        self.clock = clock
+        self.segment_ids = segment_ids
+
+    async def audience_ids(self, audience: dict[str, Any]) -> list[int]:
+        """Contact ids of an audience: {contact_ids}, {tag}, {segment} or {numbers} (from a CSV)."""
+        if not isinstance(audience, dict) or len(audience) != 1:
+            raise ValidationError("audience", "give exactly one of contact_ids, tag, segment, csv")
+        ((kind, value),) = audience.items()
+        if kind == "contact_ids":
+            if not isinstance(value, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in value
+            ):
+                raise ValidationError("audience.contact_ids", "must be a list of contact ids")
+            found = {c.id for c in await self.store.contacts.get_many(value)}
+            missing = [i for i in value if i not in found]
+            if missing:
+                raise ValidationError("audience.contact_ids", f"no such contacts: {missing[:10]}")
+            return list(dict.fromkeys(value))
+        if kind == "tag":
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError("audience.tag", "must be a tag name")
+            return await self.store.contacts.ids_with_tag(value.strip())
+        if kind == "segment":
+            if self.segment_ids is None:
+                raise ValidationError("audience.segment", "segments are not available")
+            return list(await self.segment_ids(value))
+        if kind == "csv":
+            return await self._csv_ids(value)
+        raise ValidationError("audience", f"unknown audience kind {kind!r}")
+
+    async def _csv_ids(self, text: Any) -> list[int]:
+        import csv
+        import io
+
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("audience.csv", "must be CSV text with a phone column")
+        rows = list(csv.reader(io.StringIO(text)))
+        header = [h.strip().lower() for h in rows[0]]
+        col = next(
+            (i for i, h in enumerate(header) if h in ("phone", "mobile", "number", "phone_number")), None
+        )
+        if col is None:
+            raise ValidationError("audience.csv", "needs a column named phone")
+        ids: list[int] = []
+        problems: list[str] = []
+        for n, row in enumerate(rows[1:], start=1):
+            raw = row[col].strip() if col < len(row) else ""
+            if not raw:
+                continue
+            try:
+                from crm_link.phones import normalize_phone
+
+                e164 = normalize_phone(raw, self.store.region).e164
+            except ValidationError as exc:
+                problems.append(f"row {n}: {exc.reason}")
+                continue
+            found = await self.store.contacts.ids_by_phone(e164)
+            if not found:
+                problems.append(f"row {n}: {raw} is not a contact")
+            ids += found[:1]
+        if problems:
+            raise ValidationError(
+                "audience.csv", "; ".join(problems[:10]) + (" …" if len(problems) > 10 else "")
+            )
+        return list(dict.fromkeys(ids))
+
+    def check_text(self, text: Any) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("text", "is empty")
+        return text
+
+    async def validate(self, spec: BlastSpec) -> list[Contact]:
+        """Everything that can be wrong before a blast starts; returns its contacts."""
+        self.check_text(spec.text)
+        if not spec.name.strip():
+            raise ValidationError("name", "is empty")
+        if spec.channel not in self.channels():
+            raise ValidationError(
+                "channel", f"unknown channel {spec.channel!r}; configured: {self.channels()}"
+            )
+        if spec.send_at is not None and spec.send_at <= self.clock():
+            raise ValidationError("send_at", "is in the past")
+        if spec.cron is not None and not croniter.is_valid(spec.cron):
+            raise ValidationError("cron", f"{spec.cron!r} is not a cron expression (e.g. '0 9 * * *')")
+        if spec.rate_per_second is not None and spec.rate_per_second <= 0:
+            raise ValidationError("rate_per_second", "must be greater than 0")
+        ids = await self.audience_ids(spec.audience)
+        if not ids and spec.cron is None:
+            raise ValidationError("audience", "has no contacts")
+        contacts = await self.store.contacts.get_many(ids)
+        missing: dict[str, list[str]] = {}
+        for c in contacts:
+            try:
+                text = self.render(spec.text, c)
+            except ValueError as exc:
+                missing.setdefault(str(exc), []).append(c.name or str(c.id))
+                continue
+            try:
+                self.analyze(text)
+            except ValueError as exc:
+                raise ValidationError("text", f"for {c.name}: {exc}") from None
+        if missing:
+            detail = "; ".join(
+                f"{problem} (e.g. {', '.join(names[:3])}; {len(names)} recipients)"
+                for problem, names in list(missing.items())[:5]
+            )
+            raise ValidationError("text", detail, code="missing_merge_code")
+        return contacts
+
+    def next_run(self, spec_cron: str, time_zone: str, after: datetime) -> datetime:
+        local = after.astimezone(ZoneInfo(time_zone))
+        return croniter(spec_cron, local).get_next(datetime).astimezone(UTC)
+
+    async def create(self, spec: BlastSpec, *, created_by: int | None) -> dict[str, Any]:
+        """Validate and store a blast; one with no send_at and no cron is queued at once."""
+        await self.validate(spec)
+        now = self.clock()
+        if spec.cron:
+            first = spec.send_at or self.next_run(spec.cron, spec.time_zone, now)
+        else:
+            first = spec.send_at or now
+        blast_id = await self.store.sms.create_blast(
+            name=spec.name.strip(),
+            text=spec.text,
+            channel=spec.channel,
+            audience=spec.audience,
+            created_by=created_by,
+            send_at=spec.send_at,
+            cron=spec.cron,
+            time_zone=spec.time_zone,
+            rate_per_second=spec.rate_per_second,
+            next_run_at=first,
+        )
+        if spec.send_at is None and spec.cron is None:
+            await self.run(blast_id)
+        return await self.store.sms.blast(blast_id)
+
+    async def materialize(self, blast: dict[str, Any], contacts: list[Contact], at: datetime) -> Materialized:
+        """One outbox row per recipient: rendered, deduplicated by number, skipped with a reason."""
+        out = Materialized()
+        seen: set[str] = set()
+        for c in contacts:
+            number, why = pick_number(c)
+            if number is not None and number in seen:
+                out.duplicates += 1
+                continue
+            text, encoding, segments = blast["text"], "gsm7", 1
+            state, reason = "queued", None
+            if number is None:
+                state, reason = "skipped", why
+                number = c.phones[0].e164 if c.phones else f"none:{c.id}"
+            elif c.sms_opt_out:
+                state, reason = "skipped", "opted out of SMS"
+            else:
+                try:
+                    text = self.render(blast["text"], c)
+                    encoding, segments = self.analyze(text)
+                except ValueError as exc:
+                    state, reason = "skipped", str(exc)
+            if number in seen:
+                out.duplicates += 1
+                continue
+            seen.add(number)
+            hold = (
+                quiet_until(at, c.time_zone, self.quiet_start, self.quiet_end) if state == "queued" else None
+            )
+            out.rows.append(
+                OutboxRow(
+                    to_e164=number,
+                    text=text,
+                    channel=blast["channel"],
+                    not_before=hold or at,
+                    contact_id=c.id,
+                    user_id=blast["created_by"],
+                    encoding=encoding,
+                    segments=segments,
+                    state=state,
+                    reason=reason,
+                    time_zone=c.time_zone,
+                )
+            )
+        return out
+
+    async def run(self, blast_id: int) -> tuple[int, int]:
+        """Queue the next run of a blast now (materialize its audience as of now)."""
+        blast = await self.store.sms.blast(blast_id)
+        now = self.clock()
+        ids = await self.audience_ids(blast["audience"])
+        contacts = await self.store.contacts.get_many(ids)
+        made = await self.materialize(blast, contacts, now)
+        nxt = self.next_run(blast["cron"], blast["time_zone"], now) if blast["cron"] else None
+        queued, skipped = await self.store.sms.materialize(blast_id, made.rows, next_run_at=nxt)
+        log.info(
+            "event=blast_run blast=%d queued=%d skipped=%d duplicates=%d",
+            blast_id,
+            queued,
+            skipped,
+            made.duplicates,
+        )
+        return queued, skipped
+
+    async def run_due(self) -> list[int]:
+        """Start every blast whose time has come; returns their ids."""
+        started = []
+        for blast in await self.store.sms.due_blasts(self.clock()):
+            if blast["state"] == "paused":
+                continue
+            try:
+                await self.run(blast["id"])
+                started.append(blast["id"])
+            except ValidationError as exc:
+                log.warning("event=blast_run_failed blast=%d reason=%s", blast["id"], exc)
+                await self.store.sms.set_blast_state(blast["id"], "paused", reason=str(exc))
+        return started

@@ -1,0 +1,145 @@
+"""What customers send back: delivery reports, STOP/START/HELP keywords, and replies."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from campaigns.sms.channel import DeliveryReport, InboundSms
+from crm_link.sms import OutboxRow
+from crm_link.store import Store
+from crm_link.touches import TouchInput
+
+log = logging.getLogger("campaigns.sms.inbound")
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+def keyword(text: str) -> str | None:
+    """The opt-out/opt-in/help keyword a message consists of, if any (case and punctuation ignored)."""
+    word = "".join(ch for ch in text.strip().upper() if ch.isalnum())
+    if word in STOP_WORDS:
+        return "stop"
+    if word in START_WORDS:
+        return "start"
+    if word in HELP_WORDS:
+        return "help"
+    return None
+
+
+class SmsEvents:
+    """The ChannelSink every channel reports to; writes touches, flags and replies."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        help_text: str,
+        stop_reply: str = "You are unsubscribed and will receive no more messages. Reply START to resubscribe.",
+        start_reply: str = "You are subscribed again. Reply STOP to unsubscribe.",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_queued: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.help_text = help_text
+        self.stop_reply = stop_reply
+        self.start_reply = start_reply
+        self.clock = clock
+        self.on_queued = on_queued
+        self.reports = 0
+        self.unmatched_reports = 0
+
+    async def on_delivery(self, report: DeliveryReport) -> None:
+        message_id = None
+        if report.message_id is not None:
+            try:
+                message_id = int(report.message_id)
+            except ValueError:
+                message_id = None
+        updated = await self.store.sms.apply_report(
+            report.channel,
+            message_id=message_id,
+            provider_id=report.provider_id,
+            status=report.status,
+            error_code=report.error_code,
+            error_text=report.error_text,
+        )
+        self.reports += 1
+        if updated is None:
+            self.unmatched_reports += 1
+            log.info(
+                "event=sms_report_ignored channel=%s id=%s provider_id=%s status=%s",
+                report.channel,
+                report.message_id,
+                report.provider_id,
+                report.status,
+            )
+
+    def _inbound_key(self, msg: InboundSms) -> str:
+        if msg.provider_id:
+            return f"sms-in:{msg.channel}:{msg.provider_id}"
+        at = (msg.at or self.clock()).isoformat(timespec="minutes")
+        digest = hashlib.sha256(f"{msg.from_number}|{msg.text}|{at}".encode()).hexdigest()[:24]
+        return f"sms-in:{msg.channel}:{digest}"
+
+    async def on_inbound(self, msg: InboundSms) -> None:
+        contacts = await self.store.contacts.find_by_phone(msg.from_number)
+        key = self._inbound_key(msg)
+        word = keyword(msg.text)
+        at = msg.at or self.clock()
+        touch = None
+        for contact in contacts or [None]:
+            touch = await self.store.touches.record(
+                TouchInput(
+                    source_key=key if contact is None or contact is contacts[0] else f"{key}:{contact.id}",
+                    kind="sms",
+                    direction="inbound",
+                    started_at=at,
+                    contact_id=contact.id if contact else None,
+                    channel=msg.channel,
+                    status="received",
+                    number=msg.from_number,
+                    summary=msg.text[:1000],
+                    payload={"provider_id": msg.provider_id, "keyword": word},
+                )
+            )
+        if touch is not None and not touch.created:
+            return  # a redelivered webhook: already handled
+        if word == "stop":
+            for c in contacts:
+                await self.store.contacts.set_flags(c.id, sms_opt_out=True)
+            await self._reply(msg, self.stop_reply, contacts, key)
+        elif word == "start":
+            for c in contacts:
+                await self.store.contacts.set_flags(c.id, sms_opt_out=False)
+            await self._reply(msg, self.start_reply, contacts, key)
+        elif word == "help":
+            await self._reply(msg, self.help_text, contacts, key)
+        else:
+            for c in contacts:
+                await self.store.touches.add_followup(
+                    c.id,
+                    at,
+                    kind="sms_reply",
+                    note=f"SMS reply: {msg.text[:200]}",
+                    created_by_touch_id=touch.id,
+                )
+
+    async def _reply(self, msg: InboundSms, text: str, contacts: list, key: str) -> None:
+        """Queue exactly one reply per inbound message (the dedupe key is the inbound's)."""
+        queued = await self.store.sms.enqueue(
+            OutboxRow(
+                to_e164=msg.from_number,
+                text=text,
+                channel=msg.channel,
+                not_before=self.clock() - timedelta(seconds=1),
+                contact_id=contacts[0].id if contacts else None,
+                dedupe_key=f"reply:{key}",
+            )
+        )
+        if queued is not None and self.on_queued is not None:
+            self.on_queued(msg.channel)

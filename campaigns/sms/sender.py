@@ -1,0 +1,167 @@
+"""The send loop of one SMS channel: claim due rows, mark them sending, send at the channel's rate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from campaigns.ratelimit import TokenBucket
+from campaigns.sms.channel import ChannelError, OutboundSms, SmsChannel
+from campaigns.sms.quiet import quiet_until
+from crm_link.sms import OutboxMessage
+from crm_link.store import Store
+
+log = logging.getLogger("campaigns.sms.sender")
+
+Outcome = tuple[OutboxMessage, str, str | None, str | None, str | None]
+
+
+class ChannelWorker:
+    """Sends a channel's queued messages exactly once each.
+
+    A row is committed as `sending` before the gateway is called and as `sent` (with the provider's
+    id) after; a crash in between leaves it `sending`, which the next start turns into `unknown`
+    instead of sending it again. Rate: a token bucket in segments per second. Quiet hours are
+    checked again at send time in the recipient's zone; a held row keeps its place.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        channel: SmsChannel,
+        *,
+        name: str,
+        rate_per_second: float,
+        quiet_start: str,
+        quiet_end: str,
+        window: int = 16,
+        max_attempts: int = 5,
+        retry_after: timedelta = timedelta(seconds=30),
+        auto_pause_after: int = 20,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        idle_poll: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.channel = channel
+        self.name = name
+        self.quiet_start = quiet_start
+        self.quiet_end = quiet_end
+        self.window = window
+        self.max_attempts = max_attempts
+        self.retry_after = retry_after
+        self.auto_pause_after = auto_pause_after
+        self.clock = clock
+        self.sleep = sleep
+        self.idle_poll = idle_poll
+        mono = monotonic or (lambda: self.clock().timestamp())
+        self.bucket = TokenBucket(rate_per_second, burst=max(1.0, rate_per_second), clock=mono)
+        self._blast_buckets: dict[int, TokenBucket] = {}
+        self._mono = mono
+        self._errors: dict[int | None, int] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.sent = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        """New work was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def recover(self) -> int:
+        """Turn this channel's rows left `sending` by a crash into `unknown`."""
+        n = await self.store.sms.recover_after_crash(self.name)
+        if n:
+            log.warning("event=sms_unknown_after_restart channel=%s rows=%d", self.name, n)
+        return n
+
+    async def run(self) -> None:
+        """Loop until stopped; never dies of one bad message."""
+        await self.recover()
+        while not self._stopping:
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=sms_worker_error channel=%s", self.name)
+                busy = False
+            if not busy:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def step(self) -> bool:
+        """Claim and send one window of due messages; False when there was nothing to do."""
+        batch = await self.store.sms.claim(self.name, self.clock(), self.window)
+        if not batch:
+            await self.store.sms.finish_blasts()
+            return False
+        rates: dict[int, float | None] = {}
+        for bid in {m.blast_id for m in batch if m.blast_id is not None}:
+            rates[bid] = (await self.store.sms.blast(bid))["rate_per_second"]
+        outcomes = await asyncio.gather(*(self._send_one(m, rates) for m in batch))
+        await self.store.sms.settle([o for o in outcomes if o is not None])
+        await self._pause_failing_blasts(batch, outcomes)
+        return True
+
+    async def _throttle(self, msg: OutboxMessage, rates: dict[int, float | None]) -> None:
+        delay = self.bucket.take(msg.segments)
+        if msg.blast_id is not None:
+            rate = rates.get(msg.blast_id)
+            if rate:
+                bucket = self._blast_buckets.setdefault(msg.blast_id, TokenBucket(rate, clock=self._mono))
+                delay = max(delay, bucket.take(msg.segments))
+        if delay > 0:
+            await self.sleep(delay)
+
+    async def _send_one(self, msg: OutboxMessage, rates: dict[int, float | None]) -> Outcome | None:
+        now = self.clock()
+        # quiet hours hold blasts; a rep's own text or a STOP confirmation goes at once
+        hold = quiet_until(now, msg.time_zone, self.quiet_start, self.quiet_end) if msg.blast_id else None
+        if hold is not None:
+            await self.store.sms.hold(msg.id, hold, "quiet hours")
+            return None
+        await self._throttle(msg, rates)
+        try:
+            result = await self.channel.send(OutboundSms(str(msg.id), msg.to_e164, msg.text))
+        except ChannelError as exc:
+            if exc.code == "ambiguous":
+                return (msg, "unknown", None, exc.reason, exc.code)
+            if exc.retryable and msg.attempts < self.max_attempts:
+                backoff = self.retry_after * (2 ** (msg.attempts - 1))
+                await self.store.sms.hold(msg.id, self.clock() + backoff, f"retrying: {exc.reason}")
+                return None
+            self.failed += 1
+            return (msg, "failed", None, exc.reason, exc.code)
+        except Exception as exc:
+            # the gateway call blew up in a way we cannot read: it may have gone out
+            log.exception("event=sms_send_error channel=%s message=%d", self.name, msg.id)
+            return (msg, "unknown", None, f"send error: {type(exc).__name__}", None)
+        self.sent += 1
+        return (msg, "sent", result.provider_id, None, None)
+
+    async def _pause_failing_blasts(self, batch: list[OutboxMessage], outcomes: list[Outcome | None]) -> None:
+        for msg, outcome in zip(batch, outcomes, strict=True):
+            if outcome is None:
+                continue
+            if outcome[1] == "failed":
+                self._errors[msg.blast_id] = self._errors.get(msg.blast_id, 0) + 1
+            else:
+                self._errors[msg.blast_id] = 0
+        for blast_id, n in list(self._errors.items()):
+            if blast_id is not None and n >= self.auto_pause_after:
+                await self.store.sms.set_blast_state(
+                    blast_id, "paused", reason=f"{n} consecutive send errors"
+                )
+                log.warning("event=blast_auto_paused blast=%d errors=%d", blast_id, n)
+                self._errors[blast_id] = 0

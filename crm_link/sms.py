@@ -1,0 +1,438 @@
+"""SMS blasts and the outbox: every outbound SMS is a row whose state only moves forward."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.errors import NotFound, ValidationError
+from crm_link.touches import Touches, TouchInput
+
+OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "skipped", "unknown")
+BLAST_STATES = ("scheduled", "running", "paused", "cancelled", "done")
+# a delivery report may only move a message forward along these
+_FORWARD = {
+    "sending": {"sent", "delivered", "failed"},
+    "unknown": {"sent", "delivered", "failed"},
+    "sent": {"delivered", "failed"},
+    "failed": {"delivered"},  # an "undelivered" later contradicted by a real delivery
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A message to queue: who, what, when at the earliest, or skipped with a reason."""
+
+    to_e164: str
+    text: str
+    channel: str
+    not_before: datetime
+    contact_id: int | None = None
+    user_id: int | None = None
+    encoding: str = "gsm7"
+    segments: int = 1
+    state: str = "queued"
+    reason: str | None = None
+    dedupe_key: str | None = None
+    time_zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    id: int
+    blast_id: int | None
+    contact_id: int | None
+    user_id: int | None
+    to_e164: str
+    text: str
+    encoding: str
+    segments: int
+    channel: str
+    state: str
+    reason: str | None
+    provider_id: str | None
+    attempts: int
+    not_before: datetime
+    time_zone: str | None
+
+
+def _msg(r: Any) -> OutboxMessage:
+    return OutboxMessage(
+        id=r["id"],
+        blast_id=r["blast_id"],
+        contact_id=r["contact_id"],
+        user_id=r["user_id"],
+        to_e164=r["to_e164"],
+        text=r["text"],
+        encoding=r["encoding"],
+        segments=r["segments"],
+        channel=r["channel"],
+        state=r["state"],
+        reason=r["reason"],
+        provider_id=r["provider_id"],
+        attempts=r["attempts"],
+        not_before=from_db_time(r["not_before"]),  # type: ignore[arg-type]
+        time_zone=r["time_zone"],
+    )
+
+
+def _blast(r: Any) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "text": r["text"],
+        "channel": r["channel"],
+        "audience": json.loads(r["audience"]),
+        "state": r["state"],
+        "send_at": r["send_at"],
+        "cron": r["cron"],
+        "time_zone": r["time_zone"],
+        "next_run_at": r["next_run_at"],
+        "runs": r["runs"],
+        "rate_per_second": r["rate_per_second"],
+        "pause_reason": r["pause_reason"],
+        "created_by": r["created_by"],
+        "created_at": r["created_at"],
+        "started_at": r["started_at"],
+        "finished_at": r["finished_at"],
+    }
+
+
+def _sms_touch(msg: OutboxMessage, status: str, at: datetime, provider_id: str | None) -> TouchInput:
+    return TouchInput(
+        source_key=f"sms:{msg.id}",
+        kind="sms",
+        direction="outbound",
+        started_at=at,
+        contact_id=msg.contact_id,
+        user_id=msg.user_id,
+        channel=msg.channel,
+        status=status,
+        number=msg.to_e164,
+        summary=msg.text[:500],
+        payload={"blast_id": msg.blast_id, "segments": msg.segments, "provider_id": provider_id},
+    )
+
+
+class SmsStore:
+    """Blasts, outbox rows and their transitions (touches written in the same transaction)."""
+
+    def __init__(self, db: Database, touches: Touches) -> None:
+        self._db = db
+        self._touches = touches
+
+    # blasts ---------------------------------------------------------------------------------
+
+    async def create_blast(
+        self,
+        *,
+        name: str,
+        text: str,
+        channel: str,
+        audience: dict[str, Any],
+        created_by: int | None,
+        send_at: datetime | None,
+        cron: str | None,
+        time_zone: str,
+        rate_per_second: float | None,
+        next_run_at: datetime | None,
+    ) -> int:
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO sms_blasts (name, text, channel, audience, state, send_at, cron, time_zone, next_run_at,"
+                " rate_per_second, created_by, created_at) VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
+                (
+                    name,
+                    text,
+                    channel,
+                    json.dumps(audience),
+                    to_db_time(send_at) if send_at else None,
+                    cron,
+                    time_zone,
+                    to_db_time(next_run_at) if next_run_at else None,
+                    rate_per_second,
+                    created_by,
+                    now,
+                ),
+            ) as cur:
+                return int((await cur.fetchone())[0])
+
+    async def blast(self, blast_id: int) -> dict[str, Any]:
+        row = await self._db.fetchone("SELECT * FROM sms_blasts WHERE id = ?", (blast_id,))
+        if row is None:
+            raise NotFound("blast", blast_id)
+        return _blast(row)
+
+    async def blasts(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._db.fetchall("SELECT * FROM sms_blasts ORDER BY id DESC LIMIT ?", (limit,))
+        return [_blast(r) for r in rows]
+
+    async def due_blasts(self, now: datetime) -> list[dict[str, Any]]:
+        """Scheduled (or recurring running) blasts whose next run is due."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM sms_blasts WHERE state IN ('scheduled', 'running') AND next_run_at IS NOT NULL"
+            " AND next_run_at <= ? ORDER BY next_run_at",
+            (to_db_time(now),),
+        )
+        return [_blast(r) for r in rows]
+
+    async def materialize(
+        self, blast_id: int, rows: Sequence[OutboxRow], *, next_run_at: datetime | None
+    ) -> tuple[int, int]:
+        """Queue one run of a blast (one row per recipient) and mark it running, atomically.
+
+        Returns (queued, skipped). A recipient already in this run is not queued twice.
+        """
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            async with tx.execute("SELECT state, runs FROM sms_blasts WHERE id = ?", (blast_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound("blast", blast_id)
+            run = int(row["runs"]) + 1
+            await tx.executemany(
+                "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
+                " channel, state, reason, not_before, created_at, updated_at, final_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        blast_id,
+                        run,
+                        r.contact_id,
+                        r.user_id,
+                        r.to_e164,
+                        r.time_zone,
+                        r.text,
+                        r.encoding,
+                        r.segments,
+                        r.channel,
+                        r.state,
+                        r.reason,
+                        to_db_time(r.not_before),
+                        now,
+                        now,
+                        now if r.state == "skipped" else None,
+                    )
+                    for r in rows
+                ],
+            )
+            await tx.execute(
+                "UPDATE sms_blasts SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END,"
+                " runs = ?, next_run_at = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
+                (run, to_db_time(next_run_at) if next_run_at else None, now, blast_id),
+            )
+        queued = sum(r.state == "queued" for r in rows)
+        return queued, len(rows) - queued
+
+    async def set_blast_state(self, blast_id: int, state: str, *, reason: str | None = None) -> None:
+        if state not in BLAST_STATES:
+            raise ValidationError("state", f"must be one of {', '.join(BLAST_STATES)}")
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE sms_blasts SET state = ?, pause_reason = ?,"
+                " finished_at = CASE WHEN ? IN ('cancelled', 'done') THEN ? ELSE finished_at END WHERE id = ?",
+                (state, reason, state, now, blast_id),
+            )
+            if state == "cancelled":
+                await tx.execute(
+                    "UPDATE sms_outbox SET state = 'skipped', reason = 'cancelled', updated_at = ?, final_at = ?"
+                    " WHERE blast_id = ? AND state = 'queued'",
+                    (now, now, blast_id),
+                )
+
+    async def finish_blasts(self) -> list[int]:
+        """Mark running one-off blasts with nothing left queued or sending as done."""
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE sms_blasts SET state = 'done', finished_at = ? WHERE state = 'running' AND cron IS NULL"
+                " AND NOT EXISTS (SELECT 1 FROM sms_outbox o WHERE o.blast_id = sms_blasts.id"
+                " AND o.state IN ('queued', 'sending')) RETURNING id",
+                (now,),
+            ) as cur:
+                return [r[0] for r in await cur.fetchall()]
+
+    async def progress(self, blast_id: int) -> dict[str, Any]:
+        """Counts by state, segments and the latest errors of a blast."""
+        counts = dict.fromkeys(OUTBOX_STATES, 0)
+        segments = 0
+        for r in await self._db.fetchall(
+            "SELECT state, count(*), sum(segments) FROM sms_outbox WHERE blast_id = ? GROUP BY state",
+            (blast_id,),
+        ):
+            counts[r[0]] = r[1]
+            if r[0] not in ("skipped",):
+                segments += r[2] or 0
+        reasons = await self._db.fetchall(
+            "SELECT state, reason, count(*) AS n FROM sms_outbox WHERE blast_id = ? AND state IN ('skipped', 'failed',"
+            " 'unknown') AND reason IS NOT NULL GROUP BY state, reason ORDER BY n DESC LIMIT 20",
+            (blast_id,),
+        )
+        return {
+            "counts": counts,
+            "total": sum(counts.values()),
+            "segments": segments,
+            "errors": [{"state": r[0], "reason": r[1], "count": r[2]} for r in reasons],
+        }
+
+    # single messages ------------------------------------------------------------------------
+
+    async def enqueue(self, row: OutboxRow) -> OutboxMessage | None:
+        """Queue one message (a rep's text, an opt-out confirmation); None if its dedupe key exists."""
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO sms_outbox (dedupe_key, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
+                " channel, state, reason, not_before, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                (
+                    row.dedupe_key,
+                    row.contact_id,
+                    row.user_id,
+                    row.to_e164,
+                    row.time_zone,
+                    row.text,
+                    row.encoding,
+                    row.segments,
+                    row.channel,
+                    row.state,
+                    row.reason,
+                    to_db_time(row.not_before),
+                    now,
+                    now,
+                ),
+            ) as cur:
+                r = await cur.fetchone()
+        return _msg(r) if r else None
+
+    async def message(self, message_id: int) -> OutboxMessage:
+        row = await self._db.fetchone("SELECT * FROM sms_outbox WHERE id = ?", (message_id,))
+        if row is None:
+            raise NotFound("message", message_id)
+        return _msg(row)
+
+    # the sender's transitions ---------------------------------------------------------------
+
+    async def recover_after_crash(self, channel: str) -> int:
+        """A channel's rows left `sending` by a stopped process become `unknown`: never resent blindly.
+
+        Each gets a touch with status unknown, so the customer's history shows the message may have gone.
+        """
+        now = utcnow()
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE sms_outbox SET state = 'unknown', reason = 'process stopped while sending',"
+                " updated_at = ? WHERE channel = ? AND state = 'sending' RETURNING *",
+                (to_db_time(now), channel),
+            ) as cur:
+                rows = [_msg(r) for r in await cur.fetchall()]
+            for msg in rows:
+                await self._touches.record_in(tx, _sms_touch(msg, "unknown", now, None))
+        return len(rows)
+
+    async def claim(self, channel: str, now: datetime, limit: int) -> list[OutboxMessage]:
+        """Mark up to `limit` due queued messages of a channel `sending` (committed before any send)."""
+        ts = to_db_time(now)
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?"
+                " WHERE id IN (SELECT o.id FROM sms_outbox o WHERE o.channel = ? AND o.state = 'queued'"
+                " AND o.not_before <= ? AND (o.blast_id IS NULL OR EXISTS (SELECT 1 FROM sms_blasts b"
+                " WHERE b.id = o.blast_id AND b.state = 'running')) ORDER BY o.not_before, o.id LIMIT ?)"
+                " RETURNING *",
+                (ts, channel, ts, limit),
+            ) as cur:
+                rows = await cur.fetchall()
+        return sorted((_msg(r) for r in rows), key=lambda m: m.id)
+
+    async def hold(self, message_id: int, until: datetime, reason: str) -> None:
+        """Put a claimed message back in the queue until `until` (quiet hours, retry later)."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE sms_outbox SET state = 'queued', not_before = ?, reason = ?, updated_at = ?"
+                " WHERE id = ? AND state = 'sending'",
+                (to_db_time(until), reason, to_db_time(utcnow()), message_id),
+            )
+
+    async def settle(
+        self, outcomes: Sequence[tuple[OutboxMessage, str, str | None, str | None, str | None]]
+    ) -> None:
+        """Record send outcomes (message, state sent|failed|unknown, provider id, reason, code) and touches."""
+        now = utcnow()
+        ts = to_db_time(now)
+        async with self._db.transaction() as tx:
+            for msg, state, provider_id, reason, code in outcomes:
+                await tx.execute(
+                    "UPDATE sms_outbox SET state = ?, provider_id = COALESCE(?, provider_id), reason = ?,"
+                    " error_code = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
+                    " final_at = CASE WHEN ? IN ('failed') THEN ? ELSE final_at END WHERE id = ? AND state = 'sending'",
+                    (state, provider_id, reason, code, ts, state, ts, state, ts, msg.id),
+                )
+                if state in ("sent", "unknown"):
+                    await self._touches.record_in(tx, _sms_touch(msg, state, now, provider_id))
+
+    async def apply_report(
+        self,
+        channel: str,
+        *,
+        message_id: int | None,
+        provider_id: str | None,
+        status: str,
+        error_code: str | None,
+        error_text: str | None,
+    ) -> OutboxMessage | None:
+        """Apply a delivery report if it moves the message forward; None when unmatched or stale."""
+        if status not in ("sent", "delivered", "failed", "undelivered"):
+            return None
+        target = "failed" if status == "undelivered" else status
+        async with self._db.transaction() as tx:
+            if message_id is not None:
+                sql, params = "SELECT * FROM sms_outbox WHERE id = ? AND channel = ?", (message_id, channel)
+            elif provider_id:
+                sql, params = (
+                    "SELECT * FROM sms_outbox WHERE channel = ? AND provider_id = ?",
+                    (channel, provider_id),
+                )
+            else:
+                return None
+            async with tx.execute(sql, params) as cur:
+                row = await cur.fetchone()
+            if row is None or target not in _FORWARD.get(row["state"], set()):
+                return None
+            now = to_db_time(utcnow())
+            reason = error_text if target == "failed" else None
+            await tx.execute(
+                "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code), reason = COALESCE(?, reason),"
+                " provider_id = COALESCE(provider_id, ?), updated_at = ?,"
+                " final_at = CASE WHEN ? IN ('delivered', 'failed') THEN ? ELSE final_at END WHERE id = ?",
+                (target, error_code, reason, provider_id, now, target, now, row["id"]),
+            )
+            await tx.execute(
+                "UPDATE touches SET status = ?, updated_at = ? WHERE source_key = ?",
+                (target, now, f"sms:{row['id']}"),
+            )
+            async with tx.execute("SELECT * FROM sms_outbox WHERE id = ?", (row["id"],)) as cur:
+                return _msg(await cur.fetchone())
+
+    async def requeue_unknown(self, message_ids: Sequence[int]) -> int:
+        """An operator decided these `unknown` rows were not sent: queue them again."""
+        marks = ",".join("?" * len(message_ids))
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                f"UPDATE sms_outbox SET state = 'queued', updated_at = ? WHERE state = 'unknown' AND id IN ({marks})",
+                (to_db_time(utcnow()), *message_ids),
+            ) as cur:
+                return cur.rowcount
+
+    async def sent_in_window(self, channel: str, since: datetime) -> int:
+        row = await self._db.fetchone(
+            "SELECT count(*) FROM sms_outbox WHERE channel = ? AND sent_at >= ?", (channel, to_db_time(since))
+        )
+        return int(row[0]) if row else 0
