@@ -70,13 +70,14 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     app.cleanup_ctx.append(telephony.telephony_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
-    from switchboard.web import api, pages, ws
+    from switchboard.web import api, pages, sms, ws
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     app.router.add_get("/healthz", healthz)
     api.setup(app)
     pages.setup(app)
     ws.setup(app)
+    sms.setup(app)
     telephony.setup_routes(app)
     return app
 

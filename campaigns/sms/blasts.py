@@ -19,8 +19,8 @@ from crm_link.store import Store
 
 log = logging.getLogger("campaigns.sms.blasts")
 
-# (text) -> (encoding, segments); raises ValueError when the text is too long
-Analyzer = Callable[[str], tuple[str, int]]
+# (text) -> {"encoding": "gsm7"|"ucs2", "segments": n, "warnings": [...]}; ValueError when too long
+Analyzer = Callable[[str], dict[str, Any]]
 # (template, contact) -> rendered text; raises ValueError naming a missing merge code
 Renderer = Callable[[str, Contact], str]
 SENDABLE_KINDS = ("mobile", "fixed_or_mobile", "voip", "unknown")
@@ -144,6 +144,19 @@ class BlastService:
             )
         return list(dict.fromkeys(ids))
 
+    def describe(self, text: str) -> dict[str, Any]:
+        """The preview of a rendered text: encoding, segments, warnings; ValidationError if too long."""
+        try:
+            info = self.analyze(text)
+        except ValueError as exc:
+            raise ValidationError("text", str(exc)) from None
+        return {
+            "text": text,
+            "encoding": info["encoding"],
+            "segments": info["segments"],
+            "warnings": list(info.get("warnings", [])),
+        }
+
     def check_text(self, text: Any) -> str:
         if not isinstance(text, str) or not text.strip():
             raise ValidationError("text", "is empty")
@@ -178,7 +191,7 @@ class BlastService:
             try:
                 self.analyze(text)
             except ValueError as exc:
-                raise ValidationError("text", f"for {c.name}: {exc}") from None
+                raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
         if missing:
             detail = "; ".join(
                 f"{problem} (e.g. {', '.join(names[:3])}; {len(names)} recipients)"
@@ -234,7 +247,8 @@ class BlastService:
             else:
                 try:
                     text = self.render(blast["text"], c)
-                    encoding, segments = self.analyze(text)
+                    info = self.analyze(text)
+                    encoding, segments = info["encoding"], info["segments"]
                 except ValueError as exc:
                     state, reason = "skipped", str(exc)
             if number in seen:

@@ -26,10 +26,10 @@ def _render(text: str, contact: Any) -> str:
     return text.replace("{{ contact.first_name }}", contact.first_name)
 
 
-def _analyze(text: str) -> tuple[str, int]:
+def _analyze(text: str) -> dict[str, Any]:
     if len(text) > 1530:
         raise ValueError("too long")
-    return ("gsm7", 1 if len(text) <= 160 else -(-len(text) // 153))
+    return {"encoding": "gsm7", "segments": 1 if len(text) <= 160 else -(-len(text) // 153), "warnings": []}
 
 
 async def _people(store: Store, n: int, **overrides: Any) -> list[int]:

@@ -1,0 +1,225 @@
+"""SMS over HTTP: blasts (create, progress, cancel/pause/resume), preview, a rep's one-off text, the page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from campaigns.sms.blasts import BlastService, BlastSpec
+from campaigns.sms.sender import ChannelWorker
+from crm_link.db import utcnow
+from crm_link.errors import ValidationError
+from crm_link.sms import OutboxRow
+from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.web.api import can_see_contact
+from switchboard.web.auth import require
+from switchboard.web.errors import ApiError, json_body, path_int
+from switchboard.web.render import render
+
+SENDERS = ("marketing", "manager", "admin")
+BLAST_FIELDS = ("name", "text", "audience", "channel", "send_at", "cron", "rate_per_second", "time_zone")
+
+
+@dataclass(slots=True)
+class SmsRuntime:
+    """What the SMS endpoints need at run time (built by the messaging connector)."""
+
+    blasts: BlastService
+    workers: dict[str, ChannelWorker]
+    cost_per_segment: float = 0.0079
+
+    def wake(self, channel: str) -> None:
+        worker = self.workers.get(channel)
+        if worker is not None:
+            worker.wake()
+
+
+def runtime(request: web.Request) -> SmsRuntime:
+    rt = request.app[SERVICES].get("sms")
+    if rt is None:
+        raise ApiError(
+            503, "sms_unavailable", "no SMS channel is configured ([sms.channels.NAME] in the settings)"
+        )
+    return rt  # type: ignore[no-any-return]
+
+
+def _local_time(value: Any, field: str, zone: str) -> datetime:
+    """An ISO time; without an offset it is read in the sender's time zone."""
+    if not isinstance(value, str):
+        raise ValidationError(field, "must be an ISO-8601 time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(field, f"{value!r} is not an ISO-8601 time such as 2026-11-28T09:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(zone))
+
+
+async def _blast_json(request: web.Request, blast: dict[str, Any]) -> dict[str, Any]:
+    progress = await request.app[STORE].sms.progress(blast["id"])
+    rt = request.app[SERVICES].get("sms")
+    cost = round(progress["segments"] * (rt.cost_per_segment if rt else 0), 2)
+    return blast | progress | {"cost_estimate": cost}
+
+
+async def create_blast(request: web.Request) -> web.Response:
+    user = require(request, *SENDERS)
+    rt = runtime(request)
+    data = await json_body(request, allowed=BLAST_FIELDS)
+    zone = data.get("time_zone") or user.time_zone or request.app[SETTINGS].server.time_zone
+    try:
+        ZoneInfo(zone)
+    except (ValueError, KeyError):
+        raise ValidationError("time_zone", f"{zone!r} is not an IANA time zone") from None
+    for name in ("name", "text", "audience", "channel"):
+        if name not in data:
+            raise ValidationError(name, "is required")
+    if not isinstance(data["name"], str):
+        raise ValidationError("name", "must be a string")
+    if not isinstance(data["channel"], str):
+        raise ValidationError("channel", "must be a channel name")
+    rate = data.get("rate_per_second")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+        raise ValidationError("rate_per_second", "must be a number")
+    cron = data.get("cron")
+    if cron is not None and not isinstance(cron, str):
+        raise ValidationError("cron", "must be a cron expression such as '0 9 * * *'")
+    spec = BlastSpec(
+        name=data["name"],
+        text=data["text"] if isinstance(data["text"], str) else "",
+        channel=data["channel"],
+        audience=data["audience"],
+        send_at=_local_time(data["send_at"], "send_at", zone) if data.get("send_at") else None,
+        cron=cron,
+        time_zone=zone,
+        rate_per_second=float(rate) if rate is not None else None,
+    )
+    blast = await rt.blasts.create(spec, created_by=user.id)
+    rt.wake(spec.channel)
+    await request.app[STORE].audit.write(
+        "sms.blast.create", user_id=user.id, object_type="blast", object_id=blast["id"]
+    )
+    return web.json_response(await _blast_json(request, blast), status=201)
+
+
+async def get_blast(request: web.Request) -> web.Response:
+    require(request, *SENDERS)
+    blast = await request.app[STORE].sms.blast(path_int(request))
+    return web.json_response(await _blast_json(request, blast))
+
+
+async def list_blasts(request: web.Request) -> web.Response:
+    require(request, *SENDERS)
+    items = [await _blast_json(request, b) for b in await request.app[STORE].sms.blasts()]
+    return web.json_response({"items": items, "next_cursor": None})
+
+
+async def control_blast(request: web.Request) -> web.Response:
+    user = require(request, *SENDERS)
+    store = request.app[STORE]
+    blast_id = path_int(request)
+    blast = await store.sms.blast(blast_id)
+    action = request.match_info["action"]
+    allowed = {
+        "cancel": ("scheduled", "running", "paused"),
+        "pause": ("scheduled", "running"),
+        "resume": ("paused",),
+    }
+    if blast["state"] not in allowed[action]:
+        raise ApiError(409, "conflict", f"cannot {action} a blast that is {blast['state']}", "state")
+    target = {
+        "cancel": "cancelled",
+        "pause": "paused",
+        "resume": "running" if blast["runs"] else "scheduled",
+    }[action]
+    await store.sms.set_blast_state(
+        blast_id, target, reason=f"{action} by {user.username}" if action == "pause" else None
+    )
+    if action == "resume":
+        runtime(request).wake(blast["channel"])
+    await store.audit.write(f"sms.blast.{action}", user_id=user.id, object_type="blast", object_id=blast_id)
+    return web.json_response(await _blast_json(request, await store.sms.blast(blast_id)))
+
+
+async def preview(request: web.Request) -> web.Response:
+    """Rendered text, encoding, segments, cost and warnings for one customer."""
+    user = require(request, *SENDERS, "rep")
+    rt = runtime(request)
+    data = await json_body(request, allowed=("text", "contact_id"))
+    text = rt.blasts.check_text(data.get("text"))
+    contact_id = data.get("contact_id")
+    if contact_id is not None:
+        if isinstance(contact_id, bool) or not isinstance(contact_id, int):
+            raise ValidationError("contact_id", "must be a contact id")
+        contact = await request.app[STORE].contacts.get(contact_id)
+        if not can_see_contact(user, contact):
+            raise ApiError(403, "forbidden", "this customer belongs to another salesperson")
+        try:
+            text = rt.blasts.render(text, contact)
+        except ValueError as exc:
+            raise ValidationError("text", str(exc), code="missing_merge_code") from None
+    info = rt.blasts.describe(text)
+    return web.json_response(info | {"cost": round(info["segments"] * rt.cost_per_segment, 4)})
+
+
+async def send_one(request: web.Request) -> web.Response:
+    """A rep texts one customer now (quiet hours do not hold a person's own text)."""
+    user = require(request, "rep", "manager", "admin")
+    rt = runtime(request)
+    store = request.app[STORE]
+    data = await json_body(request, allowed=("contact_id", "text", "channel"))
+    contact_id = data.get("contact_id")
+    if isinstance(contact_id, bool) or not isinstance(contact_id, int):
+        raise ValidationError("contact_id", "must be a contact id")
+    contact = await store.contacts.get(contact_id)
+    if not can_see_contact(user, contact):
+        raise ApiError(403, "forbidden", "this customer belongs to another salesperson")
+    channel = data.get("channel") or next(iter(rt.workers), None)
+    if channel not in rt.workers:
+        raise ValidationError("channel", f"unknown channel {channel!r}")
+    if contact.sms_opt_out:
+        raise ApiError(409, "opted_out", "this customer has opted out of SMS", "contact_id")
+    from campaigns.sms.blasts import pick_number
+
+    number, why = pick_number(contact)
+    if number is None:
+        raise ValidationError("contact_id", f"cannot text this customer: {why}")
+    text = rt.blasts.render(rt.blasts.check_text(data.get("text")), contact)
+    info = rt.blasts.describe(text)
+    msg = await store.sms.enqueue(
+        OutboxRow(
+            to_e164=number,
+            text=text,
+            channel=channel,
+            not_before=utcnow() - timedelta(seconds=1),
+            contact_id=contact.id,
+            user_id=user.id,
+            encoding=info["encoding"],
+            segments=info["segments"],
+        )
+    )
+    rt.wake(channel)
+    return web.json_response(
+        {"id": msg.id if msg else None, "state": "queued", "to": number} | info, status=202
+    )
+
+
+async def blasts_page(request: web.Request) -> web.Response:
+    require(request, *SENDERS)
+    rt = request.app[SERVICES].get("sms")
+    channels = list(rt.workers) if rt else []
+    return render(request, "sms_blasts.html", {"channels": channels, "available": rt is not None})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/sms/blasts", create_blast)
+    r.add_get("/api/v1/sms/blasts", list_blasts)
+    r.add_get("/api/v1/sms/blasts/{id}", get_blast)
+    r.add_post("/api/v1/sms/blasts/{id}/{action:cancel|pause|resume}", control_blast)
+    r.add_post("/api/v1/sms/preview", preview)
+    r.add_post("/api/v1/sms/send", send_one)
+    r.add_get("/sms/blasts", blasts_page)
