@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from crm_link.models import User
 from crm_link.store import Store
+from cti.interfaces import normalize_interface
 
 
 class InterfaceDirectory:
@@ -41,13 +42,14 @@ class InterfaceDirectory:
         self._by_interface = {}
         for u in users:
             for iface in u.interfaces:
-                self._by_interface[iface] = u
+                self._by_interface[normalize_interface(iface) or iface] = u
         for iface, username in self._configured.items():
             if username in self._by_username:
-                self._by_interface[iface] = self._by_username[username]
+                self._by_interface[normalize_interface(iface) or iface] = self._by_username[username]
         self._loaded_at = self._clock()
 
     def _find(self, interface: str) -> User | None:
+        interface = normalize_interface(interface) or interface
         if interface in self._by_interface:
             return self._by_interface[interface]
         if interface.startswith("client:"):
@@ -69,6 +71,10 @@ class InterfaceDirectory:
             await self.reload()
             user = self._find(interface)
         return user
+
+    def is_agent(self, interface: str | None) -> bool:
+        """Whether an interface belongs to a user, from the last load (no I/O: the tracker asks often)."""
+        return bool(interface) and self._find(interface) is not None  # type: ignore[arg-type]
 
     async def interfaces_of(self, user: User) -> list[str]:
         """Every interface that reaches this user (for originating their leg)."""

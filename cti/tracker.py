@@ -1,0 +1,420 @@
+"""Folds the AMI event stream of a real Asterisk into calls keyed by Linkedid (pure, no I/O).
+
+Feed events with `feed()`; it returns domain events: CallRinging when an agent's interface rings,
+CallAnswered when an agent (or, on an outbound call, the customer) answers, RecordingReady when
+MixMonitor's file is announced, and exactly one CallEnded when the last channel of a call hangs up.
+Which interfaces are agents is asked of `is_agent` (built from settings and users), never guessed
+from channel-name patterns. Unknown events and events with missing keys are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cti.ami.protocol import Event
+from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, Direction, RecordingReady
+from cti.interfaces import normalize_interface
+
+log = logging.getLogger("cti.tracker")
+
+UNKNOWN = ("", "<unknown>", "unknown", None)
+
+
+def _ts(ev: Event, fallback: datetime) -> datetime:
+    raw = ev.get("Timestamp")
+    if raw:
+        try:
+            return datetime.fromtimestamp(float(raw), UTC)
+        except (ValueError, OverflowError):
+            pass
+    return fallback
+
+
+@dataclass(slots=True)
+class _Channel:
+    uniqueid: str
+    name: str
+    interface: str | None
+    caller: str | None = None
+    exten: str | None = None
+    dialed: str | None = None  # the extension it was created for (what an inbound caller dialled)
+    up: bool = False
+    hung: bool = False
+
+
+@dataclass(slots=True)
+class _Call:
+    linkedid: str
+    started_at: datetime
+    channels: dict[str, _Channel] = field(default_factory=dict)
+    first: str | None = None  # uniqueid of the channel that started the call
+    direction: Direction | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    queue: str | None = None
+    rung: set[str] = field(default_factory=set)
+    answered_by: str | None = None
+    answered_at: datetime | None = None
+    abandoned: bool = False
+    customer: str | None = None  # uniqueid of the customer's channel, once known
+    party: str | None = None  # uniqueid of the channel bridged to the agent when answered
+    exten_at_answer: str | None = None
+    hangup_cause: int | None = None
+    hangup_cause_text: str | None = None
+    recordings: list[str] = field(default_factory=list)
+    last_seen: datetime | None = None
+
+    def live(self) -> bool:
+        return any(not c.hung for c in self.channels.values())
+
+
+class CallTracker:
+    """Calls in progress, built from events; see the module docstring."""
+
+    def __init__(
+        self, is_agent: Callable[[str | None], bool], clock: Callable[[], datetime] | None = None
+    ) -> None:
+        self.is_agent = is_agent
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.calls: dict[str, _Call] = {}
+        self._chan_call: dict[str, str] = {}  # uniqueid -> linkedid
+        self._by_name: dict[str, str] = {}  # channel name -> uniqueid
+        self.skipped = 0
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _agent(self, channel_name: str | None) -> str | None:
+        iface = normalize_interface(channel_name)
+        return iface if iface and self.is_agent(iface) else None
+
+    def _call_of(self, ev: Event) -> _Call | None:
+        linkedid = ev.get("Linkedid")
+        if linkedid:
+            return self.calls.get(linkedid)
+        uid = ev.get("Uniqueid") or ev.get("DestUniqueid")
+        if uid and uid in self._chan_call:
+            return self.calls.get(self._chan_call[uid])
+        return None
+
+    def _number(self, value: str | None) -> str | None:
+        return None if value in UNKNOWN else value
+
+    # -- the fold ----------------------------------------------------------------------------
+
+    def feed(self, ev: Event) -> list[CallEvent]:
+        """Apply one event; the domain events it causes (usually none)."""
+        handler = getattr(self, "_on_" + ev.name, None)
+        if handler is None:
+            return []
+        try:
+            out: list[CallEvent] = handler(ev, _ts(ev, self.clock()))
+            return out
+        except (KeyError, ValueError, TypeError) as exc:
+            self.skipped += 1
+            log.warning("event=ami_event_skipped name=%s reason=%r", ev.name, exc)
+            return []
+
+    def _on_Newchannel(self, ev: Event, at: datetime) -> list[CallEvent]:
+        uid, linkedid, name = ev.headers["Uniqueid"], ev.headers["Linkedid"], ev.headers["Channel"]
+        call = self.calls.get(linkedid)
+        if call is None:
+            call = _Call(linkedid=linkedid, started_at=at)
+            self.calls[linkedid] = call
+        if call.first is None or uid == linkedid:
+            call.first = uid
+        exten = ev.get("Exten")
+        call.channels[uid] = _Channel(
+            uid, name, normalize_interface(name), self._number(ev.get("CallerIDNum")), exten, exten
+        )
+        call.last_seen = at
+        self._chan_call[uid] = linkedid
+        self._by_name[name] = uid
+        return []
+
+    def _channel(self, ev: Event) -> tuple[_Call, _Channel] | None:
+        call = self._call_of(ev)
+        uid = ev.get("Uniqueid")
+        if call is None or uid is None or uid not in call.channels:
+            return None
+        return call, call.channels[uid]
+
+    def _on_NewCallerid(self, ev: Event, at: datetime) -> list[CallEvent]:
+        found = self._channel(ev)
+        if found:
+            number = self._number(ev.get("CallerIDNum"))
+            if number:
+                found[1].caller = number
+        return []
+
+    def _on_Newexten(self, ev: Event, at: datetime) -> list[CallEvent]:
+        found = self._channel(ev)
+        if found and ev.get("Exten"):
+            found[1].exten = ev.get("Exten")
+        return []
+
+    def _on_Newstate(self, ev: Event, at: datetime) -> list[CallEvent]:
+        found = self._channel(ev)
+        if found:
+            found[1].up = ev.get("ChannelStateDesc") == "Up"
+            if ev.get("Exten"):
+                found[1].exten = ev.get("Exten")
+        return []
+
+    def _on_VarSet(self, ev: Event, at: datetime) -> list[CallEvent]:
+        if ev.get("Variable") != "MIXMONITOR_FILENAME":
+            return []
+        call = self._call_of(ev)
+        path = ev.get("Value")
+        if call is None or not path or path in call.recordings:
+            return []
+        call.recordings.append(path)
+        return [RecordingReady(call.linkedid, path)]
+
+    def _on_QueueCallerJoin(self, ev: Event, at: datetime) -> list[CallEvent]:
+        call = self._call_of(ev)
+        if call is not None:
+            call.queue = ev.get("Queue")
+        return []
+
+    def _on_QueueCallerAbandon(self, ev: Event, at: datetime) -> list[CallEvent]:
+        call = self._call_of(ev) or self.calls.get(self._chan_call.get(ev.get("Uniqueid") or "", ""))
+        if call is not None:
+            call.abandoned = True
+            call.queue = call.queue or ev.get("Queue")
+        return []
+
+    def _decide_direction(self, call: _Call) -> None:
+        if call.direction is not None:
+            return
+        first = call.channels.get(call.first or "")
+        starter = first.interface if first else None
+        if starter and self.is_agent(starter):
+            call.direction = "outbound"
+        else:
+            call.direction = "inbound"
+            if first is not None:
+                call.customer = first.uniqueid
+                call.from_number = call.from_number or first.caller
+                call.to_number = call.to_number or first.dialed
+
+    def _ring(self, call: _Call, iface: str, at: datetime) -> list[CallEvent]:
+        self._decide_direction(call)
+        if call.direction == "inbound":
+            first = call.channels.get(call.first or "")
+            if first is not None and first.caller:
+                call.from_number = first.caller
+        if iface in call.rung:
+            return []
+        call.rung.add(iface)
+        assert call.direction is not None
+        return [
+            CallRinging(
+                call.linkedid, call.direction, call.from_number, call.to_number, iface, call.queue, at
+            )
+        ]
+
+    def _on_AgentCalled(self, ev: Event, at: datetime) -> list[CallEvent]:
+        call = self._call_of(ev)
+        iface = normalize_interface(ev.get("Interface"))
+        if call is None or not iface or not self.is_agent(iface):
+            return []
+        call.queue = call.queue or ev.get("Queue")
+        return self._ring(call, iface, at)
+
+    def _on_DialBegin(self, ev: Event, at: datetime) -> list[CallEvent]:
+        call = self.calls.get(ev.get("DestLinkedid") or "") or self._call_of(ev)
+        if call is None:
+            return []
+        dest_agent = self._agent(ev.get("DestChannel"))
+        src_agent = self._agent(ev.get("Channel"))
+        if dest_agent and ev.get("Channel"):
+            if src_agent and call.direction is None:
+                call.direction = "internal"
+                call.from_number = call.channels.get(
+                    ev.get("Uniqueid") or "", _Channel("", "", None)
+                ).caller or (self._number(ev.get("CallerIDNum")))
+                call.to_number = ev.get("DestExten") or dest_agent
+            return self._ring(call, dest_agent, at)
+        if src_agent and not dest_agent:
+            # an agent dialling out: the customer is the destination
+            self._decide_direction(call)
+            if call.direction == "outbound":
+                number = self._number(ev.get("DestCallerIDNum")) or self._number(ev.get("DestExten"))
+                call.to_number = number
+                call.customer = ev.get("DestUniqueid")
+                src = call.channels.get(ev.get("Uniqueid") or "")
+                call.from_number = call.from_number or (src.caller if src else None)
+                return self._ring(call, src_agent, at)
+        return []
+
+    def _answer(self, call: _Call, iface: str, at: datetime, party: str | None) -> list[CallEvent]:
+        if call.answered_by is not None:
+            return []
+        call.answered_by = iface
+        call.answered_at = at
+        call.party = party if party in call.channels else call.customer
+        bridged = call.channels.get(call.party or "")
+        call.exten_at_answer = bridged.exten if bridged else None
+        return [CallAnswered(call.linkedid, iface, at)]
+
+    def _on_DialEnd(self, ev: Event, at: datetime) -> list[CallEvent]:
+        if ev.get("DialStatus") != "ANSWER":
+            return []
+        call = self.calls.get(ev.get("DestLinkedid") or "") or self._call_of(ev)
+        if call is None:
+            return []
+        dest_agent = self._agent(ev.get("DestChannel"))
+        src_agent = self._agent(ev.get("Channel"))
+        if dest_agent and ev.get("Channel") and call.direction in ("inbound", "internal"):
+            return self._answer(call, dest_agent, at, ev.get("Uniqueid"))
+        if src_agent and not dest_agent and call.direction == "outbound":
+            return self._answer(call, src_agent, at, ev.get("DestUniqueid"))
+        return []
+
+    def _on_AgentConnect(self, ev: Event, at: datetime) -> list[CallEvent]:
+        call = self._call_of(ev)
+        iface = normalize_interface(ev.get("Interface"))
+        if call is None or not iface or not self.is_agent(iface):
+            return []
+        return self._answer(call, iface, at, ev.get("Uniqueid"))
+
+    def _on_Hangup(self, ev: Event, at: datetime) -> list[CallEvent]:
+        uid = ev.headers["Uniqueid"]
+        linkedid = ev.get("Linkedid") or self._chan_call.get(uid)
+        call = self.calls.get(linkedid or "")
+        if call is None:
+            return []
+        chan = call.channels.get(uid)
+        if chan is not None:
+            chan.hung = True
+            chan.exten = ev.get("Exten") or chan.exten
+        cause = ev.get("Cause")
+        if uid in (call.customer, call.first) or call.hangup_cause is None:
+            if (
+                cause
+                and cause.isdigit()
+                and (uid in (call.customer, call.first) or call.hangup_cause is None)
+            ):
+                call.hangup_cause = int(cause)
+                call.hangup_cause_text = ev.get("Cause-txt")
+        self._by_name.pop(ev.get("Channel") or "", None)
+        if call.live():
+            return []
+        return self._end(call, at)
+
+    def _end(self, call: _Call, at: datetime) -> list[CallEvent]:
+        self._decide_direction(call)
+        assert call.direction is not None
+        for uid in call.channels:
+            self._chan_call.pop(uid, None)
+        del self.calls[call.linkedid]
+        answered = call.answered_by is not None and not (call.abandoned and call.direction == "inbound")
+        party = call.channels.get(call.party or "")
+        moved = None
+        if answered and party is not None and call.exten_at_answer and party.exten != call.exten_at_answer:
+            moved = party.exten
+        if call.direction == "inbound" and not call.from_number:
+            first = call.channels.get(call.first or "")
+            call.from_number = first.caller if first else None
+        duration = max(0.0, (at - call.started_at).total_seconds())
+        talk = (at - call.answered_at).total_seconds() if answered and call.answered_at else None
+        return [
+            CallEnded(
+                call_id=call.linkedid,
+                direction=call.direction,
+                from_number=call.from_number,
+                to_number=call.to_number,
+                answered=answered,
+                answered_by=call.answered_by if answered else None,
+                queue=call.queue,
+                started_at=call.started_at,
+                answered_at=call.answered_at if answered else None,
+                ended_at=at,
+                duration_s=round(duration, 3),
+                talk_s=round(talk, 3) if talk is not None else None,
+                hangup_cause=call.hangup_cause,
+                hangup_cause_text=call.hangup_cause_text,
+                transferred_to=moved,
+                recording_files=tuple(call.recordings),
+            )
+        ]
+
+    # -- reconnects --------------------------------------------------------------------------
+
+    def reset_channels(self) -> None:
+        """FullyBooted: channel state may be stale; keep what we know of calls, forget channels."""
+        self._by_name.clear()
+
+    def resync(self, channels: Iterable[Event], at: datetime | None = None) -> list[CallEvent]:
+        """Reconcile with a CoreShowChannels listing taken after a (re)connect.
+
+        Calls we knew that have no channel left ended while we were away: each gets its CallEnded
+        now. Channels we knew that are gone are marked hung; unknown live calls are adopted so
+        their end is recorded too.
+        """
+        at = at or self.clock()
+        present: dict[str, list[Event]] = {}
+        for ev in channels:
+            linkedid = ev.get("Linkedid")
+            if linkedid and ev.get("Uniqueid"):
+                present.setdefault(linkedid, []).append(ev)
+        out: list[CallEvent] = []
+        for linkedid, call in list(self.calls.items()):
+            live = {ev.headers["Uniqueid"] for ev in present.get(linkedid, [])}
+            for uid, chan in call.channels.items():
+                if uid not in live:
+                    chan.hung = True
+            if not live:
+                out += self._end(call, at)
+        for linkedid, evs in present.items():
+            call = self.calls.get(linkedid)
+            if call is None:
+                started = at
+                for ev in evs:
+                    dur = ev.get("Duration") or ""
+                    secs = _hms(dur)
+                    if secs is not None:
+                        started = min(started, datetime.fromtimestamp(at.timestamp() - secs, UTC))
+                call = _Call(linkedid=linkedid, started_at=started)
+                self.calls[linkedid] = call
+            for ev in evs:
+                uid, name = ev.headers["Uniqueid"], ev.get("Channel") or ""
+                chan = call.channels.get(uid)
+                if chan is None:
+                    chan = _Channel(
+                        uid,
+                        name,
+                        normalize_interface(name),
+                        self._number(ev.get("CallerIDNum")),
+                        ev.get("Exten"),
+                    )
+                    call.channels[uid] = chan
+                    self._chan_call[uid] = linkedid
+                    if uid == linkedid or call.first is None:
+                        call.first = uid
+                chan.hung = False
+                chan.up = ev.get("ChannelStateDesc") == "Up"
+                self._by_name[name] = uid
+                iface = chan.interface
+                if (
+                    chan.up
+                    and ev.get("BridgeId")
+                    and iface
+                    and self.is_agent(iface)
+                    and call.answered_by is None
+                ):
+                    self._decide_direction(call)
+                    if uid != call.first or call.direction != "outbound":
+                        call.answered_by, call.answered_at = iface, at
+        return out
+
+
+def _hms(text: str) -> int | None:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    h, m, s = (int(p) for p in parts)
+    return h * 3600 + m * 60 + s
