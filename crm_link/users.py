@@ -60,6 +60,8 @@ class Users:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # bumped on every change to users or their interfaces, so caches in this process can tell
+        self.version = 0
 
     async def add(
         self,
@@ -103,6 +105,7 @@ class Users:
                 await tx.execute(
                     "INSERT INTO user_interfaces (interface, user_id) VALUES (?, ?)", (iface, user_id)
                 )
+        self.version += 1
         return await self.get(user_id)
 
     async def set_password(self, user_id: int, password: str) -> None:
@@ -117,6 +120,7 @@ class Users:
             await tx.execute("UPDATE users SET active = ? WHERE id = ?", (int(active), user_id))
             if not active:
                 await tx.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+        self.version += 1
 
     async def get(self, user_id: int) -> User:
         row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))

@@ -31,11 +31,17 @@ class InterfaceDirectory:
         self._ttl = ttl
         self._clock = clock
         self._loaded_at = -1e18
+        self._version = -1
         self._by_interface: dict[str, User] = {}
         self._by_extension: dict[str, User] = {}
         self._by_username: dict[str, User] = {}
 
+    def stale(self) -> bool:
+        """Users changed in this process, or the cache is older than its TTL."""
+        return self._version != self._store.users.version or self._clock() - self._loaded_at > self._ttl
+
     async def reload(self) -> None:
+        self._version = self._store.users.version
         users = [u for u in await self._store.users.list() if u.active]
         self._by_username = {u.username: u for u in users}
         self._by_extension = {u.extension: u for u in users if u.extension}

@@ -84,8 +84,18 @@ class CallService:
         self.missed_followup_after = missed_followup_after
         self.on_ended = on_ended
         self.calls: dict[str, LiveCall] = {}
+        self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
         self.pops_sent = 0
         self.touches_written = 0
+
+    def prefetch(self, call_id: str, number: str | None) -> None:
+        """Start the caller lookup as soon as a call appears, before any phone rings."""
+        if number and call_id not in self._prefetched:
+            if len(self._prefetched) > 10_000:  # calls that never ended: drop the oldest lookups
+                for _, task in self._prefetched.values():
+                    task.cancel()
+                self._prefetched.clear()
+            self._prefetched[call_id] = (number, asyncio.create_task(lookup_caller(self.store, number)))
 
     def source_key(self, call_id: str) -> str:
         return f"{self.source}:{call_id}"
@@ -95,6 +105,13 @@ class CallService:
         if call is None:
             number = event.to_number if event.direction == "outbound" else event.from_number
             started = event.at if isinstance(event, CallRinging) else event.started_at
+            lookup = None
+            prefetched = self._prefetched.pop(event.call_id, None)
+            if prefetched is not None:
+                if prefetched[0] == number:
+                    lookup = prefetched[1]
+                else:
+                    prefetched[1].cancel()  # it looked up the agent's side of an outbound call
             call = LiveCall(
                 call_id=event.call_id,
                 direction=event.direction,
@@ -102,7 +119,8 @@ class CallService:
                 to_number=event.to_number,
                 started_at=started,
                 queue=event.queue,
-                lookup=asyncio.create_task(lookup_caller(self.store, number), name=f"lookup-{event.call_id}"),
+                lookup=lookup
+                or asyncio.create_task(lookup_caller(self.store, number), name=f"lookup-{event.call_id}"),
             )
             self.calls[event.call_id] = call
         return call
@@ -139,6 +157,8 @@ class CallService:
         if user is None:
             log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
             return
+        if call.direction == "internal":
+            return  # a colleague calling: no customer to pop
         matches = await call.lookup
         if call.touch_id is None and call.direction != "internal":
             touch = await self.store.touches.record(
@@ -285,7 +305,9 @@ class CallService:
 
     async def close(self) -> None:
         """Cancel pending lookups (calls in flight are resynced on the next start)."""
-        for call in self.calls.values():
-            call.lookup.cancel()
-        await asyncio.gather(*(c.lookup for c in self.calls.values()), return_exceptions=True)
+        tasks = [c.lookup for c in self.calls.values()] + [t for _, t in self._prefetched.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.calls.clear()
+        self._prefetched.clear()

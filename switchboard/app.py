@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     app.cleanup_ctx.append(telephony.telephony_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
-    from switchboard.web import api, pages, sms, ws
+    from switchboard.web import api, calls, pages, sms, ws
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     app.router.add_get("/healthz", healthz)
@@ -78,6 +78,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     pages.setup(app)
     ws.setup(app)
     sms.setup(app)
+    calls.setup(app)
     telephony.setup_routes(app)
     return app
 

@@ -93,6 +93,8 @@ class AsteriskSettings:
     recordings_dir: str = "/var/spool/asterisk/monitor"
     originate_context: str = "from-internal"
     originate_timeout_s: int = 30
+    auth: str = "md5"  # md5 (challenge, the secret never crosses the wire) or plain
+    ping_seconds: float = 20.0
 
 
 @dataclass(slots=True)
@@ -271,6 +273,8 @@ def _validate(s: Settings) -> None:
     s.sms.quiet_end = _hhmm("sms.quiet_end", s.sms.quiet_end)
     if s.smtp.starttls not in ("auto", "always", "never"):
         raise SettingsError("smtp.starttls", "must be auto, always or never")
+    if s.asterisk.auth not in ("md5", "plain"):
+        raise SettingsError("asterisk.auth", "must be md5 or plain")
     if s.asterisk.enabled and not s.asterisk.secret:
         raise SettingsError("asterisk.secret", "required when asterisk.enabled is true")
     if s.twilio.enabled:

@@ -8,6 +8,8 @@ from functools import partial
 
 from aiohttp import web
 
+from cti.ami.client import AmiClient
+from cti.asterisk import AsteriskSource
 from cti.directory import InterfaceDirectory
 from cti.service import CallService
 from cti.twilio_web import TwilioVoiceWebhooks
@@ -46,6 +48,21 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     directory = InterfaceDirectory(store, settings.interfaces)
     app[DIRECTORY] = directory
     services: list[CallService] = []
+    source: AsteriskSource | None = None
+    if settings.asterisk.enabled:
+        a = settings.asterisk
+        client = AmiClient(
+            a.host, a.port, a.username, a.secret.reveal(), auth=a.auth, ping_interval=a.ping_seconds
+        )
+        service = CallService(
+            store, hub, directory, source="asterisk", recordings=app[SERVICES].get("recordings")
+        )
+        source = AsteriskSource(client, service, directory)
+        await source.start()
+        app[SERVICES]["asterisk"] = source
+        app[SERVICES]["calls:asterisk"] = service
+        app[HEALTH]["asterisk"] = lambda: client.state
+        services.append(service)
     if settings.twilio.enabled:
         service = CallService(
             store, hub, directory, source="twilio", recordings=app[SERVICES].get("recordings")
@@ -71,5 +88,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
         services.append(service)
     yield
     app[SERVICES].pop("twilio_voice", None)
+    if source is not None:
+        await source.close()
     for service in reversed(services):
         await service.close()

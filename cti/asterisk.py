@@ -1,0 +1,129 @@
+"""Asterisk as a call source: AMI events → tracker → call service, with resync on every (re)connect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from cti.ami.client import RESYNC, AmiClient, AmiError
+from cti.ami.protocol import Event
+from cti.directory import InterfaceDirectory
+from cti.service import CallService
+from cti.tracker import CallTracker
+
+log = logging.getLogger("cti.asterisk")
+
+
+class AsteriskSource:
+    """Reads the AMI event queue, keeps the tracker in step with the PBX, feeds the call service."""
+
+    def __init__(self, client: AmiClient, service: CallService, directory: InterfaceDirectory) -> None:
+        self.client = client
+        self.service = service
+        self.directory = directory
+        self.tracker = CallTracker(directory.is_agent)
+        self.events_seen = 0
+        self.resyncs = 0
+        self._task: asyncio.Task[None] | None = None
+        self._originations: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.directory.reload()
+        await self.client.start()
+        self._task = asyncio.create_task(self._consume(), name="asterisk-events")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._originations):
+            task.cancel()
+        await asyncio.gather(*self._originations, return_exceptions=True)
+        await self.client.close()
+
+    async def _consume(self) -> None:
+        while True:
+            ev = await self.client.events.get()
+            self.events_seen += 1
+            try:
+                if ev.name in ("FullyBooted", RESYNC):
+                    await self.resync()
+                    continue
+                if self.directory.stale():
+                    await self.directory.reload()
+                self._prefetch(ev)
+                for domain_event in self.tracker.feed(ev):
+                    await self.service.handle(domain_event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=asterisk_event_failed name=%s", ev.name)
+
+    def _prefetch(self, ev: Event) -> None:
+        if ev.name == "NewCallerid" and ev.get("Uniqueid") == ev.get("Linkedid"):
+            self.service.prefetch(ev.get("Linkedid") or "", ev.get("CallerIDNum"))
+
+    async def resync(self) -> None:
+        """Forget channel state, list the PBX's live channels, end the calls that vanished."""
+        self.resyncs += 1
+        await self.directory.reload()
+        self.tracker.reset_channels()
+        try:
+            _, channels = await self.client.send_list_action("CoreShowChannels")
+        except AmiError as exc:
+            log.warning("event=asterisk_resync_failed error=%r", exc)
+            return
+        for domain_event in self.tracker.resync(channels):
+            await self.service.handle(domain_event)
+        log.info(
+            "event=asterisk_resynced live_channels=%d live_calls=%d", len(channels), len(self.tracker.calls)
+        )
+
+    async def click_to_call(
+        self,
+        *,
+        interface: str,
+        number: str,
+        context: str,
+        caller_id: str | None,
+        variables: dict[str, str],
+        timeout_s: int,
+    ) -> str:
+        """Originate the agent's leg, which then dials the customer; returns the originate id at once.
+
+        The OriginateResponse is awaited by an owned task that logs a failure (agent did not
+        answer, interface unreachable); the call itself is followed through the event stream.
+        """
+        action_id = f"c2c-{abs(hash((interface, number, asyncio.get_running_loop().time()))):x}"
+
+        async def run() -> None:
+            try:
+                resp = await self.client.originate(
+                    interface,
+                    context=context,
+                    exten=number,
+                    caller_id=caller_id,
+                    timeout_ms=timeout_s * 1000,
+                    variables=variables,
+                    action_id=action_id,
+                    wait=timeout_s + 30,
+                )
+                if resp.get("Response") != "Success":
+                    log.warning(
+                        "event=originate_failed id=%s interface=%s reason=%s",
+                        action_id,
+                        interface,
+                        resp.get("Reason"),
+                    )
+            except AmiError as exc:
+                log.warning("event=originate_failed id=%s interface=%s error=%r", action_id, interface, exc)
+
+        if self.client.state != "up":
+            raise AmiError("the PBX is not connected")
+        task = asyncio.create_task(run(), name=f"originate-{action_id}")
+        self._originations.add(task)
+        task.add_done_callback(self._originations.discard)
+        return action_id

@@ -1,0 +1,90 @@
+"""Click-to-call: `POST /api/v1/calls` rings the rep's phone, then dials the customer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from crm_link.errors import ValidationError
+from crm_link.phones import normalize_phone
+from cti.ami.client import AmiError
+from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.web.api import can_see_contact
+from switchboard.web.auth import require
+from switchboard.web.errors import ApiError, json_body
+
+
+async def click_to_call(request: web.Request) -> web.Response:
+    user = require(request, "rep", "manager", "admin")
+    store = request.app[STORE]
+    settings = request.app[SETTINGS]
+    data = await json_body(request, allowed=("contact_id", "number", "from_extension"))
+    contact = None
+    if data.get("contact_id") is not None:
+        cid = data["contact_id"]
+        if isinstance(cid, bool) or not isinstance(cid, int):
+            raise ValidationError("contact_id", "must be a contact id")
+        contact = await store.contacts.get(cid)
+        if not can_see_contact(user, contact):
+            raise ApiError(403, "forbidden", "this customer belongs to another salesperson")
+        if contact.do_not_call:
+            raise ApiError(409, "do_not_call", "this customer is on the do-not-call list", "contact_id")
+        raw = data.get("number") or (contact.phones[0].e164 if contact.phones else None)
+        if raw is None:
+            raise ValidationError("contact_id", "this customer has no phone number")
+    elif data.get("number"):
+        raw = data["number"]
+    else:
+        raise ValidationError("number", "give contact_id or number")
+    if not isinstance(raw, str):
+        raise ValidationError("number", "must be a phone number")
+    number = normalize_phone(raw, store.region, field="number").e164
+    extension = data.get("from_extension") or user.extension
+    if not extension or not isinstance(extension, str):
+        raise ValidationError("from_extension", "you have no extension; give from_extension")
+    if user.role == "rep" and extension != user.extension:
+        raise ApiError(403, "forbidden", "a rep can only call from their own extension", "from_extension")
+    source = request.app[SERVICES].get("asterisk")
+    if source is None:
+        raise ApiError(
+            503, "no_phone_system", "click-to-call needs the Asterisk connector ([asterisk] enabled)"
+        )
+    owner = await store.users.by_username(user.username) if extension == user.extension else None
+    interfaces = await source.directory.interfaces_of(owner) if owner else []
+    interface = next((i for i in interfaces if i.startswith("Local/click")), None) or f"PJSIP/{extension}"
+    caller_name = (contact.name if contact else number).replace('"', "")
+    try:
+        originate_id = await source.click_to_call(
+            interface=interface,
+            number=number,
+            context=settings.asterisk.originate_context,
+            caller_id=f'"{caller_name}" <{number}>',
+            variables={
+                "SWITCHBOARD_USER": user.username,
+                "SWITCHBOARD_CONTACT": str(contact.id if contact else ""),
+            },
+            timeout_s=settings.asterisk.originate_timeout_s,
+        )
+    except AmiError as exc:
+        raise ApiError(503, "pbx_unavailable", str(exc)) from None
+    await store.audit.write(
+        "call.originate",
+        user_id=user.id,
+        object_type="contact",
+        object_id=contact.id if contact else "",
+        number=number,
+        interface=interface,
+    )
+    return web.json_response(
+        {
+            "id": originate_id,
+            "state": "originating",
+            "interface": interface,
+            "number": number,
+            "contact_id": contact.id if contact else None,
+        },
+        status=202,
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/api/v1/calls", click_to_call)

@@ -1,0 +1,42 @@
+"""AMI fixtures: the recorded transcripts and a test PBX on a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cti.ami.server import AmiTestServer
+from cti.interfaces import normalize_interface
+from tests.conftest import FIXTURES
+
+AMI = FIXTURES / "ami"
+AGENTS = {
+    normalize_interface(i)
+    for i in (
+        "PJSIP/1001",
+        "PJSIP/1002",
+        "Local/agent1@agents/n",
+        "Local/agent2@agents/n",
+        "Local/click1001@agents",
+    )
+}
+TRANSCRIPTS = sorted(p for p in AMI.glob("*.ami") if not p.name.endswith(".sent.ami"))
+
+
+def is_agent(iface: str | None) -> bool:
+    return iface in AGENTS
+
+
+@pytest.fixture
+def ami_dir() -> Path:
+    if not AMI.is_dir():
+        pytest.fail(f"AMI fixtures not found at {AMI} (the repository's sibling shared/fixtures)")
+    return AMI
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[AmiTestServer]:
+    async with AmiTestServer(secret="crm-secret", speed=0.01) as server:
+        yield server
