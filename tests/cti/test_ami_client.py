@@ -246,6 +246,6 @@ async def test_originate_is_correlated(pbx: AmiTestServer) -> None:
     assert (
         resp.name == "OriginateResponse" and resp.get("Reason") == "4" and resp.get("Response") == "Success"
     )
-    sent = [a for a in pbx.actions if a.name == "Originate"][0]
+    sent = next(a for a in pbx.actions if a.name == "Originate")
     assert sent.get("Async") == "true" and sent.variables == ("SWITCHBOARD_USER=jsmith",)
     await client.close()

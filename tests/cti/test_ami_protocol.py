@@ -54,10 +54,10 @@ def test_random_chunks(cuts: list[int]) -> None:
 
 
 def test_command_output_and_cdr_spelling() -> None:
-    msgs = _whole([p for p in TRANSCRIPTS if p.stem == "status-idle"][0].read_bytes())
-    cmd = [m for m in msgs if isinstance(m, Response) and m.message == "Command output follows"][0]
+    msgs = _whole(next(p for p in TRANSCRIPTS if p.stem == "status-idle").read_bytes())
+    cmd = next(m for m in msgs if isinstance(m, Response) and m.message == "Command output follows")
     assert cmd.output[0].startswith("Asterisk 22.10.1")
-    cdr = [m for m in _whole(TRANSCRIPTS[0].read_bytes()) if isinstance(m, Event) and m.name == "Cdr"][0]
+    cdr = next(m for m in _whole(TRANSCRIPTS[0].read_bytes()) if isinstance(m, Event) and m.name == "Cdr")
     assert cdr.get("Uniqueid") == cdr.headers["UniqueID"]  # case-insensitive lookup
 
 

@@ -127,7 +127,7 @@ async def test_click_to_call_originates_from_the_reps_phone(
         while not (hist := (await store.touches.history(c.id)).items) or hist[0].ended_at is None:
             await asyncio.sleep(0.02)
     assert hist[0].direction == "outbound" and hist[0].status == "answered" and hist[0].username == "jsmith"
-    originate = [a for a in pbx.actions if a.name == "Originate"][0]
+    originate = next(a for a in pbx.actions if a.name == "Originate")
     assert originate.get("Channel") == "PJSIP/1001" and originate.get("Exten") == "+15557654321"
     # do-not-call and bad input
     await store.contacts.set_flags(c.id, do_not_call=True)
