@@ -183,9 +183,15 @@ def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None
     return fallback
 
 
+# one round trip per page of contacts: phones and tags come along as JSON arrays
 _CONTACT_SELECT = """
 SELECT c.*, u.username AS owner_username,
-       COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name
+       COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name,
+       (SELECT json_group_array(json_array(raw, e164, valid, kind)) FROM
+          (SELECT raw, e164, valid, kind FROM contact_phones p WHERE p.contact_id = c.id ORDER BY position, id))
+         AS phones_json,
+       (SELECT json_group_array(tag) FROM
+          (SELECT tag FROM contact_tags t WHERE t.contact_id = c.id ORDER BY tag)) AS tags_json
 FROM contacts c LEFT JOIN users u ON u.id = c.owner_id
 """
 
@@ -412,27 +418,103 @@ class Contacts:
         next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
         return Page(items, next_cursor)
 
+    async def bulk_insert(self, rows: Sequence[ContactFields]) -> int:
+        """Insert many new contacts in one transaction (loading, benchmarks); returns the count."""
+        owners = {u: i for u, i in await self._owner_ids()}
+        async with self._db.transaction() as tx:
+            await self.insert_many_in(tx, rows, owners)
+        return len(rows)
+
+    async def _owner_ids(self) -> list[tuple[str, int]]:
+        return [(r[0], r[1]) for r in await self._db.fetchall("SELECT username, id FROM users")]
+
+    async def insert_many_in(
+        self, tx: Any, rows: Sequence[ContactFields], owner_ids: dict[str, int]
+    ) -> list[int]:
+        """Insert new contacts inside an open transaction with three statements; their ids, in order."""
+        if not rows:
+            return []
+        now = to_db_time(utcnow())
+        async with tx.execute("SELECT COALESCE(MAX(id), 0) FROM contacts") as cur:
+            first = int((await cur.fetchone())[0]) + 1
+        ids = list(range(first, first + len(rows)))
+        params = []
+        for cid, f in zip(ids, rows, strict=True):
+            if f.owner is not None and f.owner not in owner_ids:
+                raise ValidationError("owner", f"no user named {f.owner!r}")
+            tz = f.time_zone or guess_time_zone(f.phones, self.default_time_zone)
+            params.append(
+                (
+                    cid,
+                    f.external_id,
+                    f.first_name,
+                    f.last_name,
+                    f.email,
+                    owner_ids.get(f.owner) if f.owner else None,
+                    tz,
+                    json.dumps(f.attributes),
+                    int(f.do_not_call),
+                    int(f.sms_opt_out),
+                    int(f.email_opt_out),
+                    now,
+                    now,
+                )
+            )
+        await tx.executemany(
+            "INSERT INTO contacts (id, external_id, first_name, last_name, email, owner_id, time_zone, attributes,"
+            " do_not_call, sms_opt_out, email_opt_out, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            params,
+        )
+        await tx.executemany(
+            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (contact_id, e164) DO NOTHING",
+            [
+                (cid, p.raw, p.e164, int(p.valid), p.kind, n)
+                for cid, f in zip(ids, rows, strict=True)
+                for n, p in enumerate(f.phones)
+            ],
+        )
+        await tx.executemany(
+            "INSERT INTO contact_tags (tag, contact_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(t, cid) for cid, f in zip(ids, rows, strict=True) for t in f.tags],
+        )
+        return ids
+
+    async def match_many_in(
+        self, tx: Any, rows: Sequence[ContactFields]
+    ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Existing contacts for a batch: by external id, by E.164 and by lower-case email."""
+        ext = list({f.external_id for f in rows if f.external_id})
+        phones = list({p.e164 for f in rows for p in f.phones})
+        emails = list({f.email.lower() for f in rows if f.email})
+        by_ext: dict[str, int] = {}
+        by_phone: dict[str, int] = {}
+        by_email: dict[str, int] = {}
+        for values, sql, target in (
+            (ext, "SELECT external_id, id FROM contacts WHERE external_id IN ({})", by_ext),
+            (
+                phones,
+                "SELECT e164, MIN(contact_id) FROM contact_phones WHERE e164 IN ({}) GROUP BY e164",
+                by_phone,
+            ),
+            (
+                emails,
+                "SELECT lower(email), MIN(id) FROM contacts WHERE lower(email) IN ({}) GROUP BY lower(email)",
+                by_email,
+            ),
+        ):
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                async with tx.execute(sql.format(",".join("?" * len(chunk))), chunk) as cur:
+                    target.update((r[0], r[1]) for r in await cur.fetchall())
+        return by_ext, by_phone, by_email
+
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM contacts")
         return int(row[0]) if row else 0
 
     async def _hydrate(self, rows: Sequence[Any]) -> list[Contact]:
-        if not rows:
-            return []
-        ids = [r["id"] for r in rows]
-        marks = ",".join("?" * len(ids))
-        phones: dict[int, list[ContactPhone]] = {i: [] for i in ids}
-        for p in await self._db.fetchall(
-            f"SELECT contact_id, raw, e164, valid, kind FROM contact_phones WHERE contact_id IN ({marks})"
-            " ORDER BY contact_id, position, id",
-            ids,
-        ):
-            phones[p[0]].append(ContactPhone(p[1], p[2], bool(p[3]), p[4]))
-        tags: dict[int, list[str]] = {i: [] for i in ids}
-        for t in await self._db.fetchall(
-            f"SELECT contact_id, tag FROM contact_tags WHERE contact_id IN ({marks}) ORDER BY tag", ids
-        ):
-            tags[t[0]].append(t[1])
         return [
             Contact(
                 id=r["id"],
@@ -450,33 +532,8 @@ class Contacts:
                 email_opt_out=bool(r["email_opt_out"]),
                 created_at=from_db_time(r["created_at"]),  # type: ignore[arg-type]
                 updated_at=from_db_time(r["updated_at"]),  # type: ignore[arg-type]
-                phones=phones[r["id"]],
-                tags=tags[r["id"]],
+                phones=[ContactPhone(p[0], p[1], bool(p[2]), p[3]) for p in json.loads(r["phones_json"])],
+                tags=json.loads(r["tags_json"]),
             )
             for r in rows
         ]
-
-    async def match_for_upsert(self, tx: Any, fields: ContactFields) -> int | None:
-        """The contact an imported row updates: by external id, then phone, then email."""
-        if fields.external_id:
-            async with tx.execute(
-                "SELECT id FROM contacts WHERE external_id = ?", (fields.external_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row:
-                return int(row[0])
-        for p in fields.phones:
-            async with tx.execute(
-                "SELECT contact_id FROM contact_phones WHERE e164 = ? LIMIT 1", (p.e164,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row:
-                return int(row[0])
-        if fields.email:
-            async with tx.execute(
-                "SELECT id FROM contacts WHERE email = ? COLLATE NOCASE LIMIT 1", (fields.email,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row:
-                return int(row[0])
-        return None

@@ -173,7 +173,8 @@ async def import_contacts(
     hm = map_headers(headers)
     all_rows = list(rows)
     report = ImportReport(total=len(all_rows), dry_run=dry_run)
-    owners = {u.username for u in await store.users.list()}
+    owner_ids = {u.username: u.id for u in await store.users.list()}
+    owners = set(owner_ids)
     batch: list[tuple[int, Any]] = []
     done = 0
 
@@ -182,15 +183,38 @@ async def import_contacts(
         if not batch or dry_run:
             batch = []
             return
+        fields_list = [f for _, f in batch]
         async with store.db.transaction() as tx:
-            for _, fields in batch:
-                existing = await store.contacts.match_for_upsert(tx, fields)
-                if existing is None:
-                    await store.contacts.insert_in(tx, fields)
-                    report.created += 1
+            by_ext, by_phone, by_email = await store.contacts.match_many_in(tx, fields_list)
+            new: list[Any] = []
+            pending: dict[str, int] = {}  # keys of rows created earlier in this batch -> index in `new`
+            updates: list[tuple[int, Any]] = []
+            for fields in fields_list:
+                keys = (
+                    ([f"x:{fields.external_id}"] if fields.external_id else [])
+                    + [f"p:{p.e164}" for p in fields.phones]
+                    + ([f"e:{fields.email.lower()}"] if fields.email else [])
+                )
+                existing = (
+                    by_ext.get(fields.external_id or "")
+                    or next((by_phone[p.e164] for p in fields.phones if p.e164 in by_phone), None)
+                    or (by_email.get(fields.email.lower()) if fields.email else None)
+                )
+                earlier = next((pending[k] for k in keys if k in pending), None)
+                if existing is not None:
+                    updates.append((existing, fields))
+                elif earlier is not None:
+                    updates.append((-1 - earlier, fields))  # a later row for a contact this batch creates
                 else:
-                    await store.contacts.update_in(tx, existing, fields, merge=True)
-                    report.updated += 1
+                    for k in keys:
+                        pending[k] = len(new)
+                    new.append(fields)
+            ids = await store.contacts.insert_many_in(tx, new, owner_ids)
+            report.created += len(new)
+            for target, fields in updates:
+                contact_id = ids[-1 - target] if target < 0 else target
+                await store.contacts.update_in(tx, contact_id, fields, merge=True)
+                report.updated += 1
         batch = []
 
     for n, row in enumerate(all_rows, start=1):

@@ -67,6 +67,18 @@ class TouchInput:
 
 
 _TOUCH_SELECT = "SELECT t.*, u.username FROM touches t LEFT JOIN users u ON u.id = t.user_id"
+_UPSERT = (
+    "INSERT INTO touches (source_key, contact_id, user_id, kind, direction, channel, status, number,"
+    " started_at, ended_at, duration_s, summary, payload, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (source_key) DO UPDATE SET"
+    " contact_id = COALESCE(excluded.contact_id, contact_id), user_id = COALESCE(excluded.user_id, user_id),"
+    " status = CASE WHEN excluded.status != '' THEN excluded.status ELSE status END,"
+    " number = COALESCE(excluded.number, number), ended_at = COALESCE(excluded.ended_at, ended_at),"
+    " duration_s = COALESCE(excluded.duration_s, duration_s),"
+    " summary = CASE WHEN excluded.summary != '' THEN excluded.summary ELSE summary END,"
+    " payload = json_patch(payload, excluded.payload), updated_at = excluded.updated_at"
+)
 _FOLLOWUP_SELECT = (
     "SELECT f.*, u.username AS assignee_username, trim(c.first_name || ' ' || c.last_name) AS contact_name"
     " FROM followups f JOIN contacts c ON c.id = f.contact_id LEFT JOIN users u ON u.id = f.assignee_id"
@@ -185,69 +197,72 @@ class Touches:
         return await self._record_batch(list(items))
 
     async def _record_batch(self, items: list[TouchInput]) -> list[Touch]:
-        out = []
         async with self._db.transaction() as tx:
-            for item in items:
-                out.append(await self.record_in(tx, item))
-        return out
+            return await self.record_many_in(tx, items)
 
     async def record_in(self, tx: Any, item: TouchInput) -> Touch:
-        now = to_db_time(utcnow())
-        params = (
-            item.source_key,
-            item.contact_id,
-            item.user_id,
-            item.kind,
-            item.direction,
-            item.channel,
-            item.status,
-            item.number,
-            to_db_time(item.started_at),
-            to_db_time(item.ended_at) if item.ended_at else None,
-            item.duration_s,
-            item.summary,
-            json.dumps(item.payload),
-            now,
-            now,
-        )
-        async with tx.execute(
-            "INSERT INTO touches (source_key, contact_id, user_id, kind, direction, channel, status, number,"
-            " started_at, ended_at, duration_s, summary, payload, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (source_key) DO NOTHING RETURNING id",
-            params,
-        ) as cur:
-            row = await cur.fetchone()
-        created = row is not None
-        if created:
-            touch_id = int(row[0])
-        else:
+        """Record one touch inside an open transaction."""
+        (touch,) = await self.record_many_in(tx, [item])
+        return touch
+
+    async def record_many_in(self, tx: Any, items: list[TouchInput]) -> list[Touch]:
+        """Upsert touches inside an open transaction with a handful of statements for the whole batch.
+
+        The first write of a source key creates the row (and its follow-ups); later writes of the
+        same key fill in what they know (status, end, duration, summary, payload merged), never a
+        second row.
+        """
+        if not items:
+            return []
+        keys = list(dict.fromkeys(i.source_key for i in items))
+        existing: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
             async with tx.execute(
-                "UPDATE touches SET contact_id = COALESCE(?, contact_id), user_id = COALESCE(?, user_id),"
-                " status = CASE WHEN ? != '' THEN ? ELSE status END, number = COALESCE(?, number),"
-                " ended_at = COALESCE(?, ended_at), duration_s = COALESCE(?, duration_s),"
-                " summary = CASE WHEN ? != '' THEN ? ELSE summary END,"
-                " payload = json_patch(payload, ?), updated_at = ? WHERE source_key = ? RETURNING id",
-                (
-                    item.contact_id,
-                    item.user_id,
-                    item.status,
-                    item.status,
-                    item.number,
-                    params[9],
-                    item.duration_s,
-                    item.summary,
-                    item.summary,
-                    params[12],
-                    now,
-                    item.source_key,
-                ),
+                f"SELECT source_key FROM touches WHERE source_key IN ({','.join('?' * len(chunk))})", chunk
             ) as cur:
-                touch_id = int((await cur.fetchone())[0])
-        if created and item.contact_id is not None:
-            await self._followups_for(tx, touch_id, item)
-        async with tx.execute(_TOUCH_SELECT + " WHERE t.id = ?", (touch_id,)) as cur:
-            return _touch(await cur.fetchone(), created)
+                existing.update(r[0] for r in await cur.fetchall())
+        now = to_db_time(utcnow())
+        await tx.executemany(
+            _UPSERT,
+            [
+                (
+                    i.source_key,
+                    i.contact_id,
+                    i.user_id,
+                    i.kind,
+                    i.direction,
+                    i.channel,
+                    i.status,
+                    i.number,
+                    to_db_time(i.started_at),
+                    to_db_time(i.ended_at) if i.ended_at else None,
+                    i.duration_s,
+                    i.summary,
+                    json.dumps(i.payload),
+                    now,
+                    now,
+                )
+                for i in items
+            ],
+        )
+        rows: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            async with tx.execute(
+                _TOUCH_SELECT + f" WHERE t.source_key IN ({','.join('?' * len(chunk))})", chunk
+            ) as cur:
+                rows.update((r["source_key"], r) for r in await cur.fetchall())
+        out: list[Touch] = []
+        seen: set[str] = set()
+        for item in items:
+            created = item.source_key not in existing and item.source_key not in seen
+            seen.add(item.source_key)
+            row = rows[item.source_key]
+            if created and item.contact_id is not None and (item.close_followups or item.next_followup):
+                await self._followups_for(tx, row["id"], item)
+            out.append(_touch(row, created))
+        return out
 
     async def _followups_for(self, tx: Any, touch_id: int, item: TouchInput) -> None:
         now = utcnow()

@@ -160,7 +160,14 @@ class CallService:
         if call.direction == "internal":
             return  # a colleague calling: no customer to pop
         matches = await call.lookup
-        if call.touch_id is None and call.direction != "internal":
+        if user.id not in call.popped:
+            # the pop goes out first; writing the ringing touch must not delay it
+            call.popped[user.id] = user
+            pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
+            self.hub.set_live(user.id, call.call_id, pop)
+            self.pops_sent += await self.hub.publish(user.id, pop)
+        if call.touch_id is None:
+            call.touch_id = -1  # claimed: concurrent ringing of other agents does not write it again
             touch = await self.store.touches.record(
                 TouchInput(
                     source_key=self.source_key(call.call_id),
@@ -175,13 +182,6 @@ class CallService:
                 )
             )
             call.touch_id = touch.id
-        if user.id in call.popped:
-            return
-        call.popped[user.id] = user
-        pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
-        pop["call"]["touch_id"] = call.touch_id
-        self.hub.set_live(user.id, call.call_id, pop)
-        self.pops_sent += await self.hub.publish(user.id, pop)
 
     async def _answered(self, ev: CallAnswered) -> None:
         call = self.calls.get(ev.call_id)
@@ -215,7 +215,9 @@ class CallService:
             user = call.answered_by or await self.directory.user_for(ev.answered_by)
             touch_id = None
             if ev.direction != "internal":
-                touch_id = await self._write_touch(ev, call, matches, user)
+                touch_id = await self._write_touch(
+                    ev, call, matches, user, keep_summary=bool(done and done.summary)
+                )
             state = "ended" if ev.answered else "missed"
             for uid, viewer in call.popped.items():
                 await self.hub.publish(
@@ -250,7 +252,7 @@ class CallService:
             self.calls.pop(ev.call_id, None)
 
     async def _write_touch(
-        self, ev: CallEnded, call: LiveCall, matches: list[Contact], user: User | None
+        self, ev: CallEnded, call: LiveCall, matches: list[Contact], user: User | None, *, keep_summary: bool
     ) -> int:
         contact = matches[0] if len(matches) == 1 else None
         payload: dict[str, Any] = {
@@ -278,7 +280,7 @@ class CallService:
                 number=call.customer_number,
                 ended_at=ev.ended_at,
                 duration_s=round(ev.duration_s, 3),
-                summary=self._summary(ev, user),
+                summary="" if keep_summary else self._summary(ev, user),  # a rep's note wins
                 payload={k: v for k, v in payload.items() if v is not None},
             )
         )

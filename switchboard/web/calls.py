@@ -86,5 +86,70 @@ async def click_to_call(request: web.Request) -> web.Response:
     )
 
 
+DISPOSITIONS = (
+    "sold",
+    "appointment set",
+    "call back",
+    "not interested",
+    "no answer",
+    "busy",
+    "wrong number",
+    "do not call",
+    "left message",
+    "other",
+)
+
+
+async def disposition(request: web.Request) -> web.Response:
+    """The rep's note and disposition on a call (during or after it), and the next follow-up."""
+    from crm_link.db import utcnow
+    from switchboard.web.api import parse_time
+
+    user = require(request, "rep", "manager", "admin")
+    store = request.app[STORE]
+    call_id = request.match_info["id"]
+    data = await json_body(request, allowed=("disposition", "note", "summary", "next_followup_at"))
+    touch = None
+    for source in ("asterisk", "twilio"):
+        touch = await store.touches.by_source_key(f"{source}:{call_id}")
+        if touch is not None:
+            break
+    if touch is None:
+        raise ApiError(404, "not_found", f"no call {call_id}")
+    if user.role == "rep" and touch.user_id not in (None, user.id):
+        raise ApiError(403, "forbidden", "this call was answered by someone else")
+    disp = data.get("disposition")
+    if disp is not None and disp not in DISPOSITIONS:
+        raise ValidationError("disposition", f"must be one of: {', '.join(DISPOSITIONS)}")
+    note = data.get("note", data.get("summary", ""))
+    if not isinstance(note, str):
+        raise ValidationError("note", "must be text")
+    due = parse_time(data["next_followup_at"], "next_followup_at") if data.get("next_followup_at") else None
+    if disp == "call back" and due is None:
+        raise ValidationError("next_followup_at", "a call back needs a time")
+    updated = await store.touches.set_note(touch.id, note.strip() or touch.summary, disposition=disp)
+    if touch.contact_id is not None:
+        if disp == "do not call":
+            await store.contacts.set_flags(touch.contact_id, do_not_call=True)
+        if due is not None:
+            await store.touches.add_followup(
+                touch.contact_id,
+                due,
+                kind="callback" if disp == "call back" else "followup",
+                note=note.strip() or (disp or ""),
+                assignee_id=user.id,
+            )
+    await store.audit.write(
+        "call.disposition",
+        user_id=user.id,
+        object_type="touch",
+        object_id=touch.id,
+        disposition=disp,
+        at=str(utcnow()),
+    )
+    return web.json_response(updated.to_dict())
+
+
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/calls", click_to_call)
+    app.router.add_post("/api/v1/calls/{id}/disposition", disposition)

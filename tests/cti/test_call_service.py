@@ -157,3 +157,34 @@ async def test_unmapped_interface_and_concurrent_calls(client: Any, rep: Api) ->
     got = {(await _next(tab))["call"]["id"] for _ in range(20)}
     assert got == {f"x{i}" for i in range(20)}
     await tab.close()
+
+
+async def test_disposition_lands_on_the_call_and_sets_the_callback(client: Any, rep: Api) -> None:
+    store = client.server.app[STORE]
+    jane = await store.contacts.create(
+        validate_contact(
+            {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},
+            region="US",
+        )
+    )
+    svc = _service(client)
+    await svc.handle(CallRinging("d1", "inbound", "+15551234567", "7000", "PJSIP/1001", "sales", T0))
+    await svc.handle(CallAnswered("d1", "PJSIP/1001", T0 + timedelta(seconds=2)))
+    resp = await rep.post(
+        "/api/v1/calls/d1/disposition",
+        json={
+            "disposition": "call back",
+            "note": "Wants a quote",
+            "next_followup_at": "2026-11-24T15:00:00Z",
+        },
+    )
+    assert resp.status == 200, await resp.text()
+    await svc.handle(_ended("d1", True, answered_by="PJSIP/1001"))
+    (touch,) = (await store.touches.history(jane.id)).items
+    assert touch.summary == "Wants a quote" and touch.payload["disposition"] == "call back"
+    assert touch.status == "answered"  # the end of the call kept the note
+    (fu,) = await store.touches.open_followups(jane.id)
+    assert fu.kind == "callback" and fu.due_at.isoformat() == "2026-11-24T15:00:00+00:00"
+    bad = await rep.post("/api/v1/calls/d1/disposition", json={"disposition": "maybe"})
+    assert bad.status == 400 and (await bad.json())["error"]["field"] == "disposition"
+    assert (await rep.post("/api/v1/calls/nope/disposition", json={"note": "x"})).status == 404

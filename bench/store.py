@@ -1,0 +1,225 @@
+"""Store benchmarks: caller-ID lookup on 1M contacts (2M phones), touch write-back, CSV import.
+
+python bench/store.py [--contacts 1000000] [--touches 20000] [--import-rows 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import random
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+from _common import CACHE, ROOT, describe_us, report
+
+from crm_link.contacts import ContactFields
+from crm_link.phones import Phone
+from crm_link.store import Store
+from crm_link.touches import TouchInput
+
+ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"]
+
+
+def number(i: int) -> str:
+    # +1 area (201..999) exchange 2xx-9xx: valid-looking North American numbers, unique per i
+    area = 201 + (i // 10_000_000) % 700
+    return f"+1{area}{2000000 + i % 8000000:07d}"
+
+
+async def build(path: str, n: int) -> float:
+    started = time.perf_counter()
+    async with Store(path) as store:
+        batch: list[ContactFields] = []
+        for i in range(n):
+            f = ContactFields(
+                present={"first_name", "last_name", "phones"},
+                first_name=f"F{i}",
+                last_name=f"L{i}",
+                time_zone=ZONES[i % 4],
+                phones=[
+                    Phone(number(2 * i), number(2 * i), True, "mobile"),
+                    Phone(number(2 * i + 1), number(2 * i + 1), True, "landline"),
+                ],
+            )
+            batch.append(f)
+            if len(batch) == 50_000:
+                await store.contacts.bulk_insert(batch)
+                batch = []
+        if batch:
+            await store.contacts.bulk_insert(batch)
+        await store.db.execute_many("ANALYZE", [()])
+    return time.perf_counter() - started
+
+
+async def lookups(path: str, n: int, samples: int, *, with_writes: bool) -> list[str]:
+    rng = random.Random(1)
+    out = []
+    async with Store(path) as store:
+        await store.touches.start_batching()
+        stop = asyncio.Event()
+        written = 0
+
+        async def writer() -> None:
+            nonlocal written
+            k = 0
+            while not stop.is_set():
+                await asyncio.gather(
+                    *(
+                        store.touches.record(
+                            TouchInput(
+                                source_key=f"bench-bg:{time.time_ns()}:{j}",
+                                kind="call",
+                                direction="inbound",
+                                started_at=datetime.now(UTC),
+                                contact_id=rng.randint(1, n),
+                            )
+                        )
+                        for j in range(20)
+                    )
+                )
+                written += 20
+                k += 1
+                await asyncio.sleep(0.01)  # ~2,000 touches/s in the background
+
+        bg = asyncio.create_task(writer()) if with_writes else None
+        for label, fn in (
+            ("ids_by_phone", store.contacts.ids_by_phone),
+            ("find_by_phone", store.contacts.find_by_phone),
+        ):
+            times = []
+            for _ in range(samples):
+                e164 = number(rng.randrange(2 * n))
+                t = time.perf_counter()
+                found = await fn(e164)
+                times.append(time.perf_counter() - t)
+                assert found, e164
+            out.append(
+                describe_us(
+                    f"caller_id_{label}",
+                    times,
+                    contacts=n,
+                    phones=2 * n,
+                    concurrent_touch_writes="yes" if with_writes else "no",
+                )
+            )
+        stop.set()
+        if bg:
+            await bg
+        await store.touches.stop_batching()
+    return out
+
+
+async def touch_writes(path: str, count: int) -> list[str]:
+    out = []
+    async with Store(path) as store:
+        # one transaction per touch, sequential callers
+        t = time.perf_counter()
+        for i in range(count // 4):
+            await store.touches.record(
+                TouchInput(
+                    source_key=f"seq:{i}",
+                    kind="sms",
+                    direction="outbound",
+                    started_at=datetime.now(UTC),
+                    contact_id=1 + i % 1000,
+                )
+            )
+        dt = time.perf_counter() - t
+        out.append(f"touch_write_one_tx_per_touch n={count // 4} touches_per_s={count / 4 / dt:,.0f}")
+        # group commit: 200 concurrent writers; 30% of keys are updates of earlier touches
+        await store.touches.start_batching()
+        acked: list[str] = []
+
+        async def one(i: int) -> None:
+            key = f"grp:{i if i % 10 >= 3 else i // 2}"
+            await store.touches.record(
+                TouchInput(
+                    source_key=key,
+                    kind="call",
+                    direction="inbound",
+                    started_at=datetime.now(UTC),
+                    contact_id=1 + i % 1000,
+                    status="answered",
+                )
+            )
+            acked.append(key)
+
+        t = time.perf_counter()
+        for start in range(0, count, 200):
+            await asyncio.gather(*(one(i) for i in range(start, min(count, start + 200))))
+        dt = time.perf_counter() - t
+        await store.touches.stop_batching()
+        rows = await store.db.fetchall(
+            "SELECT count(*) FROM touches WHERE source_key IN (SELECT value FROM json_each(?))",
+            (__import__("json").dumps(sorted(set(acked))),),
+        )
+        assert rows[0][0] == len(set(acked)), "an acknowledged touch is missing"
+        out.append(
+            f"touch_write_group_commit n={count} touches_per_s={count / dt:,.0f} acked_all_present=yes"
+            f" distinct_keys={len(set(acked))}"
+        )
+    return out
+
+
+def import_bench(rows: int) -> list[str]:
+    work = CACHE / "import"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    path = work / "contacts.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["First Name", "Last Name", "Mobile", "Email", "Vehicle", "Purchase Date", "Tags"])
+        for i in range(rows):
+            phone = "12" if i % 1000 == 999 else number(i)
+            w.writerow([f"F{i}", f"L{i}", phone, f"p{i}@example.com", "2024 Civic", "2026-11-18", "customer"])
+    env = {
+        "SWITCHBOARD_STORE_URL": f"sqlite:///{work / 'import.db'}",
+        "PYTHONPATH": str(ROOT),
+        "PATH": "/usr/bin:/bin",
+    }
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "switchboard", "import", "contacts", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    dt = time.perf_counter() - t
+    summary = proc.stdout.strip().splitlines()[-1]
+    return [
+        f'import_contacts_cli rows={rows} seconds={dt:.1f} rows_per_s={rows / dt:,.0f} result="{summary}"'
+    ]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--contacts", type=int, default=1_000_000)
+    ap.add_argument("--samples", type=int, default=20_000)
+    ap.add_argument("--touches", type=int, default=20_000)
+    ap.add_argument("--import-rows", type=int, default=100_000)
+    args = ap.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    db = CACHE / f"contacts-{args.contacts}.db"
+    lines = []
+    if not db.exists():
+        took = await build(str(db), args.contacts)
+        lines.append(f"build_store contacts={args.contacts} phones={2 * args.contacts} seconds={took:.1f}")
+    lines += await lookups(str(db), args.contacts, args.samples, with_writes=False)
+    lines += await lookups(str(db), args.contacts, args.samples // 4, with_writes=True)
+    tdb = CACHE / "touches.db"
+    for p in CACHE.glob("touches.db*"):
+        p.unlink()
+    async with Store(str(tdb)) as store:
+        await store.contacts.bulk_insert([ContactFields(first_name=f"T{i}") for i in range(1000)])
+    lines += await touch_writes(str(tdb), args.touches)
+    lines += import_bench(args.import_rows)
+    report(lines)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
