@@ -108,6 +108,23 @@ class Users:
         self.version += 1
         return await self.get(user_id)
 
+    async def add_many(self, rows: list[tuple[str, str, str | None]], *, password: str) -> int:
+        """Create many users (username, role, extension) sharing one initial password (hashed once)."""
+        validate_password(password)
+        for username, role, _ in rows:
+            validate_username(username)
+            if role not in ROLES:
+                raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
+        pw_hash = await asyncio.to_thread(_hasher.hash, password)
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                "INSERT INTO users (username, role, extension, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(u, r, e, pw_hash, now) for u, r, e in rows],
+            )
+        self.version += 1
+        return len(rows)
+
     async def set_password(self, user_id: int, password: str) -> None:
         validate_password(password)
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
