@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+
+from aiohttp import web
 
 from crm_link.contacts import validate_contact
 from crm_link.db import utcnow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 from switchboard.app import CleanupCtx, open_store
-from switchboard.settings import Settings
+from switchboard.settings import Secret, Settings
 
 DEMO_PASSWORD = "switchboard"
 # username, role, display name, extension, PBX interfaces (as in the recorded Asterisk's queues)
@@ -178,9 +181,50 @@ async def seed(store: Store, contacts: int = 300) -> bool:
     return True
 
 
-def demo_contexts(settings: Settings, data_dir: Path) -> list[CleanupCtx]:
-    """The simulators the demo runs in-process (PBX, gateways, SMTP) as cleanup contexts."""
-    return []
+# (caller, interfaces rung in order, the one that answers or None) the demo PBX cycles through
+DEMO_CALLS = (
+    ("+15551234567", ("Local/agent1@agents/n",), "Local/agent1@agents/n"),  # Jane Doe → John Smith answers
+    ("+15559876543", ("Local/agent1@agents/n", "Local/agent2@agents/n"), None),  # John Smith, missed
+    ("+12125550147", ("Local/agent1@agents/n",), "Local/agent1@agents/n"),  # an unknown number
+    ("+15550001111", ("Local/agent2@agents/n",), "Local/agent2@agents/n"),  # Chris Lee → Ana Garcia
+)
+
+
+def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.0) -> list[CleanupCtx]:
+    """The simulators the demo runs in-process, as cleanup contexts started before the connectors."""
+    import contextlib
+    import secrets
+
+    from cti.ami.server import AmiTestServer
+
+    async def pbx_ctx(app: web.Application) -> AsyncIterator[None]:
+        secret = secrets.token_urlsafe(16)
+        pbx = AmiTestServer(username="switchboard", secret=secret)
+        await pbx.start()
+        settings.asterisk.enabled = True
+        settings.asterisk.host, settings.asterisk.port = "127.0.0.1", pbx.port
+        settings.asterisk.username = "switchboard"
+        settings.asterisk.secret = Secret(secret)
+
+        async def calls() -> None:
+            n = 0
+            await asyncio.sleep(5)
+            while True:
+                number, agents, answer = DEMO_CALLS[n % len(DEMO_CALLS)]
+                n += 1
+                await pbx.inbound_call(
+                    number, agents=list(agents), answer=answer, ring_seconds=8, talk_seconds=12
+                )
+                await asyncio.sleep(call_every)
+
+        task = asyncio.create_task(calls(), name="demo-pbx-calls")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pbx.close()
+
+    return [pbx_ctx]
 
 
 def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
@@ -190,6 +234,8 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     settings.store.url = f"sqlite:///{(data_dir / 'demo.db').resolve()}"
     settings.server.port = port
+    if settings.server.time_zone == "UTC":
+        settings.server.time_zone = "America/Chicago"
     if not settings.server.public_url:
         settings.server.public_url = f"http://127.0.0.1:{port}"
 
@@ -204,5 +250,7 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
     print(f"  logins (password '{DEMO_PASSWORD}' for each):")
     for username, role, name, ext, _ in DEMO_USERS:
         print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
+    print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
+    print("  sign in as jsmith and keep My Day open to see the screen-pops.")
     print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
     run_service(settings, demo_contexts(settings, data_dir))
