@@ -157,6 +157,36 @@ class TwilioVoiceWebhooks:
         resp.append(dial)
         return twiml(resp)
 
+    async def click_to_call(self, client: Any, *, username: str, number: str, caller_id: str) -> str:
+        """Ring the rep's Twilio Client, then (TwiML at outbound-connect) dial the customer; the CallSid.
+
+        Creating a call is not idempotent, so a timeout is reported, never retried.
+        """
+        from urllib.parse import urlencode
+
+        call = await client.calls.create_async(
+            to=CLIENT_PREFIX + username,
+            from_=caller_id,
+            url=self.url(
+                "/twilio/voice/outbound-connect?" + urlencode({"to": number, "caller_id": caller_id})
+            ),
+            method="POST",
+            status_callback=self.url("/twilio/voice/status"),
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            status_callback_method="POST",
+        )
+        self.folder.outbound_started(call.sid, CLIENT_PREFIX + username, number, caller_id)
+        from datetime import UTC, datetime
+
+        from cti.events import CallRinging
+
+        await self.service.handle(
+            CallRinging(
+                call.sid, "outbound", caller_id, number, CLIENT_PREFIX + username, None, datetime.now(UTC)
+            )
+        )
+        return str(call.sid)
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/twilio/voice/incoming", self.incoming),

@@ -12,6 +12,7 @@ from cti.ami.client import AmiClient
 from cti.asterisk import AsteriskSource
 from cti.directory import InterfaceDirectory
 from cti.service import CallService
+from cti.twilio_rest import close_client, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from switchboard.keys import HEALTH, HUB, SERVICES, SETTINGS, STORE
 
@@ -84,10 +85,15 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             record=settings.twilio.record_calls,
         )
         app[SERVICES]["calls:twilio"] = service
+        app[SERVICES]["twilio_client"] = twilio_client(
+            settings.twilio.account_sid, settings.twilio.auth_token.reveal(), settings.twilio.api_base
+        )
         app[HEALTH]["twilio_voice"] = lambda: "up"
         services.append(service)
     yield
     app[SERVICES].pop("twilio_voice", None)
+    if "twilio_client" in app[SERVICES]:
+        await close_client(app[SERVICES].pop("twilio_client"))
     if source is not None:
         await source.close()
     for service in reversed(services):

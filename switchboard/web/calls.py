@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from crm_link.errors import ValidationError
@@ -39,6 +41,11 @@ async def click_to_call(request: web.Request) -> web.Response:
         raise ValidationError("number", "must be a phone number")
     number = normalize_phone(raw, store.region, field="number").e164
     extension = data.get("from_extension") or user.extension
+    if (
+        request.app[SERVICES].get("asterisk") is None
+        and request.app[SERVICES].get("twilio_voice") is not None
+    ):
+        return await _twilio_click_to_call(request, user, contact, number)
     if not extension or not isinstance(extension, str):
         raise ValidationError("from_extension", "you have no extension; give from_extension")
     if user.role == "rep" and extension != user.extension:
@@ -79,6 +86,47 @@ async def click_to_call(request: web.Request) -> web.Response:
             "id": originate_id,
             "state": "originating",
             "interface": interface,
+            "number": number,
+            "contact_id": contact.id if contact else None,
+        },
+        status=202,
+    )
+
+
+async def _twilio_click_to_call(request: web.Request, user: Any, contact: Any, number: str) -> web.Response:
+    from twilio.base.exceptions import TwilioRestException
+
+    settings = request.app[SETTINGS]
+    hooks = request.app[SERVICES]["twilio_voice"]
+    if not settings.twilio.caller_id:
+        raise ApiError(503, "no_caller_id", "set twilio.caller_id (the number customers see)")
+    try:
+        sid = await hooks.click_to_call(
+            request.app[SERVICES]["twilio_client"],
+            username=user.username,
+            number=number,
+            caller_id=settings.twilio.caller_id,
+        )
+    except TwilioRestException as exc:
+        raise ApiError(502, "twilio_error", f"Twilio refused the call: {exc.msg} (code {exc.code})") from None
+    except TimeoutError:
+        # the call may exist; creating it again could ring the customer twice
+        raise ApiError(
+            504, "ambiguous", "Twilio did not answer in time; check the call list before retrying"
+        ) from None
+    await request.app[STORE].audit.write(
+        "call.originate",
+        user_id=user.id,
+        object_type="contact",
+        object_id=contact.id if contact else "",
+        number=number,
+        call_sid=sid,
+    )
+    return web.json_response(
+        {
+            "id": sid,
+            "state": "originating",
+            "interface": f"client:{user.username}",
             "number": number,
             "contact_id": contact.id if contact else None,
         },

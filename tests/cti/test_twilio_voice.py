@@ -118,3 +118,93 @@ async def test_nobody_online_enqueues_and_unanswered_is_missed(tclient: Any) -> 
 async def test_malformed_webhook_is_400_naming_the_field(tclient: Any) -> None:
     resp = await post_signed(tclient, "/twilio/voice/status", {"CallStatus": "completed"})
     assert resp.status == 400 and (await resp.json())["error"]["field"] == "CallSid"
+
+
+async def test_click_to_call_through_the_rest_api(
+    aiohttp_server: Any, aiohttp_client: Any, settings: Any
+) -> None:
+    import socket
+
+    from switchboard.sim.twilio_api import FakeTwilioApi
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sid, token = "AC" + "2" * 32, "rest-token"
+    async with FakeTwilioApi(sid, token, talk_seconds=0.1) as fake:
+        settings.twilio.enabled = True
+        settings.twilio.account_sid = sid
+        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.api_base = fake.base_url
+        settings.twilio.caller_id = "+15557650000"
+        settings.server.public_url = f"http://127.0.0.1:{port}"
+        server = await aiohttp_server(create_app(settings), port=port)
+        client = await aiohttp_client(server)
+        rep = await make_api(client, "jsmith", "rep")
+        store = server.app[STORE]
+        c = await store.contacts.create(
+            validate_contact(
+                {"first_name": "Pat", "phones": ["+15557654321"], "owner": "jsmith"}, region="US"
+            )
+        )
+        ws = await client.ws_connect(f"/ws/agent?token={rep.token}")
+        await ws.receive(timeout=5)
+        resp = await rep.post("/api/v1/calls", json={"contact_id": c.id})
+        assert resp.status == 202, await resp.text()
+        call_sid = (await resp.json())["id"]
+        pop = json.loads((await ws.receive(timeout=5)).data)
+        assert pop["contact"]["id"] == c.id and pop["call"]["direction"] == "outbound"
+        states = []
+        while "ended" not in states:
+            states.append(json.loads((await ws.receive(timeout=5)).data)["call"]["state"])
+        assert states == ["answered", "ended"]
+        (created,) = [r for r in fake.requests if r[1].endswith("/Calls.json")]
+        assert created[2]["To"] == "client:jsmith" and created[2]["From"] == "+15557650000"
+        assert "<Number>+15557654321</Number>" in fake.calls[call_sid].twiml  # our TwiML dialled the customer
+        touch = await store.touches.by_source_key(f"twilio:{call_sid}")
+        assert touch.contact_id == c.id and touch.status == "answered" and touch.direction == "outbound"
+        # a refusal from Twilio is a clear error, and nothing is retried
+        fake.fail_next = 500
+        resp = await rep.post("/api/v1/calls", json={"contact_id": c.id})
+        assert resp.status == 502 and "Twilio refused" in (await resp.json())["error"]["message"]
+        assert len([r for r in fake.requests if r[1].endswith("/Calls.json")]) == 2
+        await ws.close()
+
+
+@pytest.mark.browser
+async def test_twilio_call_pops_in_the_browser(tclient: Any, browser: Any) -> None:
+    from tests.browser import login
+    from tests.conftest import PASSWORD
+
+    store = tclient.server.app[STORE]
+    await store.users.add("jsmith", role="rep", password=PASSWORD, display_name="John Smith")
+    jane = await store.contacts.create(
+        validate_contact(
+            {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},
+            region="US",
+        )
+    )
+    base = str(tclient.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    await login(page, base, "jsmith", PASSWORD)
+    await page.wait_for_selector("#ws-state.ok")
+    sid = "CA" + "d" * 32
+    resp = await post_signed(tclient, "/twilio/voice/incoming", incoming(sid, "+15551234567"))
+    assert resp.status == 200
+    pop = page.locator(".pop", has_text="Jane Doe")
+    await pop.wait_for(timeout=10_000)
+    assert await pop.locator(".pop-name a").get_attribute("href") == f"/contacts/{jane.id}"
+    # a forged webhook pops nothing
+    forged = await tclient.post(
+        "/twilio/voice/incoming",
+        data=incoming("CA" + "e" * 32, "+15550001111"),
+        headers={"X-Twilio-Signature": "forged"},
+    )
+    assert forged.status == 403
+    await post_signed(
+        tclient,
+        "/twilio/voice/status",
+        incoming(sid, "+15551234567") | {"CallStatus": "completed", "CallDuration": "3"},
+    )
+    await page.wait_for_selector(".pop .pop-state:text('missed')", timeout=10_000)
+    assert await page.locator(".pop").count() == 1
