@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from crm_link.contacts import Contacts
 from crm_link.db import Database
+from crm_link.email import EmailStore
 from crm_link.sms import SmsStore
 from crm_link.touches import Audit, Touches
 from crm_link.users import Users
@@ -21,6 +22,7 @@ class Store:
         self.touches = Touches(self.db, time_zone)
         self.audit = Audit(self.db)
         self.sms = SmsStore(self.db, self.touches)
+        self.email = EmailStore(self.db, self.touches)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

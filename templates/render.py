@@ -180,6 +180,9 @@ class Renderer:
             raise UnsafeTemplate(
                 f"line {node.lineno}: include, import and extends are not allowed in a template"
             )
+        for attr in ast.find_all(nodes.Getattr):
+            if attr.attr.startswith("_"):
+                raise UnsafeTemplate(f"line {attr.lineno}: {attr.attr!r} is not allowed in a template")
         return env.from_string(ast)
 
     def render(self, source: str, context: Mapping[str, Any], *, html: bool = False) -> str:

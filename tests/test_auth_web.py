@@ -76,9 +76,20 @@ async def test_pages_redirect_to_login_and_logout_ends_session(client: Any) -> N
 
 async def test_admin_page_is_admin_only(client: Any) -> None:
     await make_api(client, "jsmith", "rep")
+    await make_api(client, "boss", "admin")
     await _login(client, "jsmith")
     resp = await client.get("/admin")
     assert resp.status == 403
+    await _login(client, "boss")
+    html = await (await client.get("/admin")).text()
+    assert "jsmith" in html and "Add a user" in html
+    resp = await client.post(
+        "/admin/users",
+        data={"username": "newrep", "role": "rep", "password": "long-pass-1", "csrf_token": _csrf(html)},
+        allow_redirects=False,
+    )
+    assert resp.status == 303
+    assert "newrep" in await (await client.get("/admin")).text()
 
 
 async def test_login_redirect_target_is_local_only(client: Any) -> None:

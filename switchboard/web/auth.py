@@ -109,7 +109,8 @@ def make_auth_middleware(
             if found is not None:
                 auth = Auth(user=found[0], via="session", csrf=found[1], session_id=sid)
         request[AUTH] = auth
-        if auth.via == "session" and request.method not in SAFE_METHODS:
+        # /login carries its own pre-login token; every other cookie-authenticated write needs the CSRF token
+        if auth.via == "session" and request.method not in SAFE_METHODS and request.path != "/login":
             sent = request.headers.get("X-CSRF-Token")
             if sent is None and request.content_type in (
                 "application/x-www-form-urlencoded",

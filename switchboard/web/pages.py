@@ -161,6 +161,7 @@ async def contact_page(request: web.Request) -> web.Response:
             "zone": zone,
             "local": lambda d: _local(d, zone),
             "error": request.query.get("error"),
+            "email_templates": await store.email.templates(),
         },
     )
 
@@ -239,11 +240,10 @@ async def contact_new_submit(request: web.Request) -> web.StreamResponse:
 async def admin_page(request: web.Request) -> web.Response:
     require(request, "admin")
     users = await request.app[STORE].users.list()
-    return {
-        "users": users,
-        "error": request.query.get("error"),
-        "audit": await request.app[STORE].audit.recent(20),
-    }
+    audit = await request.app[STORE].audit.recent(20)
+    return render(
+        request, "admin.html", {"users": users, "error": request.query.get("error"), "audit": audit}
+    )
 
 
 async def admin_add_user(request: web.Request) -> web.StreamResponse:

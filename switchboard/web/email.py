@@ -1,0 +1,166 @@
+"""Email over HTTP: templates (CRUD, preview against a customer), sends, jobs, one-click unsubscribe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from crm_link.errors import ValidationError
+from switchboard.keys import SERVICES, STORE
+from switchboard.web.api import can_see_contact, parse_time
+from switchboard.web.auth import auth_of, require
+from switchboard.web.errors import ApiError, json_body, path_int
+from switchboard.web.render import render
+from templates.email_message import verify_unsubscribe_token
+from templates.email_service import EmailService
+
+WRITERS = ("rep", "manager", "marketing", "admin")
+TEMPLATE_FIELDS = ("name", "subject", "html", "text")
+
+
+def service(request: web.Request) -> EmailService:
+    return request.app[SERVICES]["email"]  # type: ignore[no-any-return]
+
+
+async def _save(request: web.Request, template_id: int | None) -> web.Response:
+    user = require(request, *WRITERS)
+    data = await json_body(request, allowed=TEMPLATE_FIELDS)
+    svc = service(request)
+    codes = svc.validate(data.get("name"), data.get("subject"), data.get("html"), data.get("text"))
+    saved = await request.app[STORE].email.save_template(
+        template_id=template_id,
+        name=data["name"].strip(),
+        subject=data["subject"],
+        html=data["html"],
+        text=data.get("text") or "",
+        merge_codes=codes,
+        user_id=user.id,
+    )
+    return web.json_response(saved, status=201 if template_id is None else 200)
+
+
+async def create_template(request: web.Request) -> web.Response:
+    return await _save(request, None)
+
+
+async def update_template(request: web.Request) -> web.Response:
+    await request.app[STORE].email.template(path_int(request))
+    return await _save(request, path_int(request))
+
+
+async def get_template(request: web.Request) -> web.Response:
+    require(request, *WRITERS)
+    return web.json_response(await request.app[STORE].email.template(path_int(request)))
+
+
+async def list_templates(request: web.Request) -> web.Response:
+    require(request, *WRITERS)
+    return web.json_response({"items": await request.app[STORE].email.templates(), "next_cursor": None})
+
+
+async def _contact(request: web.Request, user: Any, value: Any, field: str = "contact_id") -> Any:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, "must be a contact id")
+    contact = await request.app[STORE].contacts.get(value)
+    if not can_see_contact(user, contact):
+        raise ApiError(403, "forbidden", f"contact {value} belongs to another salesperson", field)
+    return contact
+
+
+async def preview(request: web.Request) -> web.Response:
+    """The template rendered for one customer, or which merge codes that customer lacks."""
+    user = require(request, *WRITERS)
+    data = await json_body(request, allowed=("contact_id",))
+    template = await request.app[STORE].email.template(path_int(request))
+    contact = await _contact(request, user, data.get("contact_id"))
+    out = service(request).render(template, contact, user)
+    return web.json_response(out | {"to": contact.email, "email_opt_out": contact.email_opt_out})
+
+
+async def send(request: web.Request) -> web.Response:
+    """Send a template to one or many customers now or at `send_at`; a job with progress."""
+    user = require(request, *WRITERS)
+    data = await json_body(request, allowed=("template_id", "contact_ids", "send_at", "next_followup_at"))
+    template_id = data.get("template_id")
+    if isinstance(template_id, bool) or not isinstance(template_id, int):
+        raise ValidationError("template_id", "must be a template id")
+    await request.app[STORE].email.template(template_id)
+    ids = data.get("contact_ids")
+    if not isinstance(ids, list) or not ids:
+        raise ValidationError("contact_ids", "must be a non-empty list of contact ids")
+    contacts = [await _contact(request, user, cid, "contact_ids") for cid in dict.fromkeys(ids)]
+    send_at = parse_time(data["send_at"], "send_at") if data.get("send_at") else None
+    nxt = data.get("next_followup_at")
+    if nxt not in (None, "none", "cadence"):
+        nxt = parse_time(nxt, "next_followup_at").isoformat()
+    if len(contacts) == 1:
+        out = service(request).render(await request.app[STORE].email.template(template_id), contacts[0], user)
+        if out["missing"]:
+            raise ValidationError(
+                "template_id",
+                "this customer has no value for: " + ", ".join(out["missing"]),
+                code="missing_merge_code",
+            )
+        if not contacts[0].email:
+            raise ValidationError("contact_ids", "this customer has no email address")
+        if contacts[0].email_opt_out:
+            raise ApiError(409, "unsubscribed", "this customer unsubscribed from email", "contact_ids")
+    job_id = await service(request).send(template_id, contacts, user, send_at=send_at, next_followup=nxt)
+    await request.app[STORE].audit.write(
+        "email.send", user_id=user.id, object_type="email_job", object_id=job_id, recipients=len(contacts)
+    )
+    return web.json_response(await request.app[STORE].email.job(job_id), status=202)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    require(request, *WRITERS)
+    return web.json_response(await request.app[STORE].email.job(path_int(request)))
+
+
+async def unsubscribe(request: web.Request) -> web.Response:
+    """GET shows a confirmation; POST (RFC 8058 one-click, or the button) sets the email opt-out."""
+    store = request.app[STORE]
+    contact_id = verify_unsubscribe_token(
+        await store.email.secret("unsubscribe"), request.match_info["token"]
+    )
+    if contact_id is None:
+        return web.Response(status=404, text="This unsubscribe link is not valid.")
+    if request.method == "POST":
+        await store.contacts.set_flags(contact_id, email_opt_out=True)
+        await store.audit.write(
+            "email.unsubscribe", user_id=None, object_type="contact", object_id=contact_id
+        )
+        if request.content_type == "application/x-www-form-urlencoded" and "List-Unsubscribe" in (
+            (await request.post()).get("List-Unsubscribe") or ""
+        ):
+            return web.Response(text="unsubscribed")
+    auth = auth_of(request)
+    return render(
+        request,
+        "unsubscribe.html",
+        {
+            "done": request.method == "POST",
+            "token": request.match_info["token"],
+            "csrf": auth.csrf if auth else None,
+        },
+    )
+
+
+async def templates_page(request: web.Request) -> web.Response:
+    require(request, *WRITERS)
+    return render(request, "email_templates.html", {"templates": await request.app[STORE].email.templates()})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/v1/email/templates", create_template)
+    r.add_get("/api/v1/email/templates", list_templates)
+    r.add_get("/api/v1/email/templates/{id}", get_template)
+    r.add_put("/api/v1/email/templates/{id}", update_template)
+    r.add_post("/api/v1/email/templates/{id}/preview", preview)
+    r.add_post("/api/v1/email/send", send)
+    r.add_get("/api/v1/email/jobs/{id}", get_job)
+    r.add_get("/email/unsubscribe/{token}", unsubscribe)
+    r.add_post("/email/unsubscribe/{token}", unsubscribe)
+    r.add_get("/email/templates", templates_page)

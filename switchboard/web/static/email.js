@@ -1,0 +1,88 @@
+// Email templates: edit, save with validation, preview against a customer, and (on a contact page) send.
+(function () {
+  "use strict";
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const api = (method, url, body) => fetch(url, {
+    method, headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: body ? JSON.stringify(body) : undefined,
+  }).then(async (r) => ({ ok: r.ok, status: r.status, body: await r.json().catch(() => ({})) }));
+  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text != null) e.textContent = String(text); if (cls) e.className = cls; return e; };
+  const errText = (b) => (b.error ? (b.error.field ? b.error.field + ": " : "") + b.error.message : "failed");
+
+  function showPreview(box, out) {
+    box.textContent = "";
+    if (out.missing && out.missing.length) {
+      box.append(el("p", "Missing for this customer: " + out.missing.join(", "), "error missing"));
+      return false;
+    }
+    box.append(el("p", "To: " + (out.to || "(no email address)"), "muted"));
+    box.append(el("h3", out.subject, "preview-subject"));
+    const frame = document.createElement("iframe");
+    frame.setAttribute("sandbox", "");
+    frame.className = "preview-html";
+    frame.style.width = "100%"; frame.style.minHeight = "220px"; frame.style.border = "1px solid #dde2ea";
+    frame.srcdoc = out.html;
+    box.append(frame);
+    return true;
+  }
+
+  // the templates page
+  const form = document.getElementById("template-form");
+  if (form) {
+    document.querySelectorAll("#template-list a[data-id]").forEach((a) => a.addEventListener("click", async (ev) => {
+      ev.preventDefault();
+      const r = await api("GET", "/api/v1/email/templates/" + a.dataset.id);
+      for (const k of ["id", "name", "subject", "html", "text"]) form[k].value = r.body[k] || "";
+      document.getElementById("editor-title").textContent = "Edit " + r.body.name;
+    }));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { name: form.name.value, subject: form.subject.value, html: form.html.value, text: form.text.value };
+      const r = form.id.value ? await api("PUT", "/api/v1/email/templates/" + form.id.value, body)
+        : await api("POST", "/api/v1/email/templates", body);
+      const out = document.getElementById("save-result");
+      if (r.ok) { form.id.value = r.body.id; out.className = "muted"; out.textContent = "Saved. Merge codes: " + r.body.merge_codes.join(", "); }
+      else { out.className = "error"; out.textContent = errText(r.body); }
+    });
+    document.getElementById("preview-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const box = document.getElementById("preview");
+      if (!form.id.value) { box.textContent = "Save the template first."; return; }
+      const r = await api("POST", "/api/v1/email/templates/" + form.id.value + "/preview", { contact_id: Number(ev.target.contact_id.value) });
+      if (!r.ok) { box.textContent = errText(r.body); return; }
+      showPreview(box, r.body);
+    });
+  }
+
+  // the contact page: pick a template, preview, send
+  const send = document.getElementById("email-send");
+  if (send) {
+    const contactId = Number(send.dataset.contactId);
+    const select = send.querySelector("select[name=template_id]");
+    const box = document.getElementById("email-preview");
+    const button = send.querySelector("button[type=submit]");
+    select.addEventListener("change", async () => {
+      button.disabled = true;
+      if (!select.value) { box.textContent = ""; return; }
+      const r = await api("POST", "/api/v1/email/templates/" + select.value + "/preview", { contact_id: contactId });
+      if (!r.ok) { box.textContent = errText(r.body); return; }
+      button.disabled = !showPreview(box, r.body) || !r.body.to || r.body.email_opt_out;
+    });
+    send.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const body = { template_id: Number(select.value), contact_ids: [contactId] };
+      const when = send.querySelector("input[name=next_followup_at]").value;
+      if (when) body.next_followup_at = new Date(when).toISOString();
+      const r = await api("POST", "/api/v1/email/send", body);
+      const out = document.getElementById("email-result");
+      if (!r.ok) { out.className = "error"; out.textContent = errText(r.body); return; }
+      out.className = "muted"; out.textContent = "Queued; it appears on the history once the mail server accepts it.";
+      button.disabled = true;
+      const job = r.body.id;
+      for (let i = 0; i < 40; i++) {
+        await new Promise((res) => setTimeout(res, 250));
+        const j = await api("GET", "/api/v1/email/jobs/" + job);
+        if (j.ok && j.body.state === "done") { location.reload(); return; }
+      }
+    });
+  }
+})();

@@ -1,0 +1,240 @@
+"""Email templates put to work: validate, preview against a customer, queue sends, and the send loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
+from typing import Any
+
+from crm_link.email import EmailRow, OutboxEmail
+from crm_link.errors import ValidationError
+from crm_link.models import Contact, User
+from crm_link.store import Store
+from templates.context import merge_context
+from templates.email_message import build_message, html_to_text, new_message_id, unsubscribe_token
+from templates.render import MissingMergeCode, Renderer, TemplateError
+from templates.smtp import SmtpSender
+
+log = logging.getLogger("templates.email")
+
+
+class EmailService:
+    """Everything email: the renderer, the store, the SMTP sender and the loop that drains the outbox."""
+
+    def __init__(
+        self,
+        store: Store,
+        renderer: Renderer,
+        smtp: SmtpSender,
+        *,
+        sender: str,
+        public_url: str,
+        dealer: dict[str, Any],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_attempts: int = 6,
+        retry_after: timedelta = timedelta(seconds=30),
+        window: int = 20,
+    ) -> None:
+        self.store, self.renderer, self.smtp = store, renderer, smtp
+        self.sender = sender
+        self.public_url = public_url.rstrip("/")
+        self.dealer = dealer
+        self.clock = clock
+        self.max_attempts, self.retry_after, self.window = max_attempts, retry_after, window
+        self.domain = parseaddr(sender)[1].partition("@")[2] or "switchboard.local"
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    # templates ------------------------------------------------------------------------------
+
+    def validate(self, name: Any, subject: Any, html: Any, text: Any) -> list[str]:
+        """Syntax (with line numbers) and the merge codes of a template's parts."""
+        for field, value in (("name", name), ("subject", subject), ("html", html)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValidationError(field, "is required")
+        if text is not None and not isinstance(text, str):
+            raise ValidationError("text", "must be text")
+        codes: set[str] = set()
+        for field, value, is_html in (
+            ("subject", subject, False),
+            ("html", html, True),
+            ("text", text or "", False),
+        ):
+            try:
+                codes.update(self.renderer.validate(value, html=is_html).merge_codes)
+            except TemplateError as exc:
+                raise ValidationError(field, str(exc), code="template_syntax") from None
+        return sorted(codes)
+
+    def render(self, template: dict[str, Any], contact: Contact, sender: User | None) -> dict[str, Any]:
+        """Subject, HTML and text for one customer, and the merge codes that have no value."""
+        ctx = merge_context(contact, sender=sender, dealer=self.dealer, now=self.clock())
+        missing = sorted(
+            {
+                *self.renderer.missing_codes(template["subject"], ctx),
+                *self.renderer.missing_codes(template["html"], ctx, html=True),
+                *self.renderer.missing_codes(template["text"] or "", ctx),
+            }
+        )
+        if missing:
+            return {"subject": None, "html": None, "text": None, "missing": missing}
+        try:
+            subject = self.renderer.render(template["subject"], ctx).strip()
+            html = self.renderer.render(template["html"], ctx, html=True)
+            text = self.renderer.render(template["text"], ctx) if template["text"] else html_to_text(html)
+        except MissingMergeCode as exc:
+            return {"subject": None, "html": None, "text": None, "missing": [exc.code]}
+        except TemplateError as exc:
+            raise ValidationError("template", str(exc)) from None
+        return {"subject": subject, "html": html, "text": text, "missing": []}
+
+    # sending --------------------------------------------------------------------------------
+
+    def _row(
+        self,
+        template: dict[str, Any],
+        contact: Contact,
+        sender: User | None,
+        at: datetime,
+        *,
+        close: bool,
+        next_followup: str | None,
+    ) -> EmailRow:
+        base = dict(
+            to_addr=contact.email or "",
+            to_name=contact.name,
+            message_id=new_message_id(self.domain),
+            not_before=at,
+            contact_id=contact.id,
+            user_id=sender.id if sender else None,
+            template_id=template["id"],
+            close_followups=close,
+            next_followup=next_followup,
+        )
+        if not contact.email:
+            return EmailRow(subject="", html="", text="", state="skipped", reason="no email address", **base)
+        if contact.email_opt_out:
+            return EmailRow(
+                subject="", html="", text="", state="skipped", reason="unsubscribed from email", **base
+            )
+        try:
+            out = self.render(template, contact, sender)
+        except ValidationError as exc:
+            return EmailRow(subject="", html="", text="", state="skipped", reason=exc.reason, **base)
+        if out["missing"]:
+            return EmailRow(
+                subject="",
+                html="",
+                text="",
+                state="skipped",
+                reason="missing merge codes: " + ", ".join(out["missing"]),
+                **base,
+            )
+        return EmailRow(subject=out["subject"], html=out["html"], text=out["text"], **base)
+
+    async def send(
+        self,
+        template_id: int,
+        contacts: list[Contact],
+        sender: User | None,
+        *,
+        send_at: datetime | None = None,
+        next_followup: str | None = None,
+    ) -> int:
+        """Queue a send job (one row per recipient, skipped ones with their reason); its id."""
+        template = await self.store.email.template(template_id)
+        at = send_at or self.clock()
+        single = len(contacts) == 1
+        rows = [
+            self._row(template, c, sender, at, close=single, next_followup=next_followup) for c in contacts
+        ]
+        job_id = await self.store.email.create_job(
+            template_id=template_id,
+            audience={"contact_ids": [c.id for c in contacts]},
+            send_at=at,
+            next_followup=next_followup,
+            user_id=sender.id if sender else None,
+            rows=rows,
+        )
+        self._wake.set()
+        return job_id
+
+    def _message(self, email: OutboxEmail, secret: str) -> Any:
+        unsubscribe = (
+            f"{self.public_url}/email/unsubscribe/{unsubscribe_token(secret, email.contact_id)}"
+            if email.contact_id is not None
+            else None
+        )
+        return build_message(
+            sender=self.sender,
+            to_addr=email.to_addr,
+            to_name=email.to_name,
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            message_id=email.message_id,
+            unsubscribe_url=unsubscribe,
+        )
+
+    def _next_followup(self, email: OutboxEmail) -> Any:
+        value = email.next_followup
+        if value in (None, "", "cadence"):
+            return "cadence" if email.close_followups else None
+        if value == "none":
+            return "none"
+        return datetime.fromisoformat(value)
+
+    async def step(self) -> bool:
+        """Send one window of due emails; False when nothing was due."""
+        batch = await self.store.email.claim(self.clock(), self.window)
+        if not batch:
+            await self.store.email.finish_jobs()
+            return False
+        secret = await self.store.email.secret("unsubscribe")
+        for n, email in enumerate(batch):
+            if self._stopping:
+                await self.store.email.release([e.id for e in batch[n:]])
+                return False
+            try:
+                outcome = await self.smtp.send(self._message(email, secret))
+            except asyncio.CancelledError:
+                # the one in flight stays `sending` (becomes `unknown`); the untouched rest go back
+                await asyncio.shield(self.store.email.release([e.id for e in batch[n + 1 :]]))
+                raise
+            if outcome.status == "sent":
+                await self.store.email.settle(email, "sent", next_followup=self._next_followup(email))
+            elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
+                delay = self.retry_after * (2 ** (email.attempts - 1))
+                await self.store.email.retry_later(
+                    email.id, self.clock() + delay, outcome.reason or "", outcome.code
+                )
+            else:
+                await self.store.email.settle(email, "failed", reason=outcome.reason, code=outcome.code)
+        return True
+
+    async def run(self, idle_poll: float = 1.0) -> None:
+        """The send loop: recover what a crash left in doubt, then drain the outbox as it fills."""
+        n = await self.store.email.recover_after_crash()
+        if n:
+            log.warning("event=email_unknown_after_restart rows=%d", n)
+        while not self._stopping:
+            try:
+                busy = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=email_worker_error")
+                busy = False
+            if not busy:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), idle_poll)
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
