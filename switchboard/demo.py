@@ -38,6 +38,27 @@ DEMO_USERS = (
     ),
     ("kim", "marketing", "Kim Park", None, ()),
 )
+DEMO_TEMPLATES = (
+    (
+        "Thank you for considering us",
+        "Thanks for visiting {{ dealer.name }}, {{ contact.first_name }}",
+        "<p>Hi {{ contact.first_name }},</p><p>Thank you for considering {{ dealer.name }}. If you have any questions"
+        " about the {{ contact.attributes.vehicle | default('car') }}, just reply to this email.</p>"
+        "<p>{{ user.name }}</p>",
+    ),
+    (
+        "Thank you for your purchase",
+        "Enjoy your {{ contact.attributes.vehicle }}, {{ contact.first_name }}!",
+        "<p>Hi {{ contact.first_name }},</p><p>Congratulations on your {{ contact.attributes.vehicle }}! Your first"
+        " service is due in about 90 days.</p><p>{{ user.name }}</p>",
+    ),
+    (
+        "Service reminder",
+        "Time for service, {{ contact.first_name }}",
+        "<p>Hi {{ contact.first_name }},</p><p>Your {{ contact.attributes.vehicle | default('car') }} is due for"
+        ' service. <a href="https://motors.example/service">Book a time</a>.</p><p>{{ user.name }}</p>',
+    ),
+)
 # the customers of the recorded calls, so replayed transcripts pop a known record
 KNOWN = (
     ("Jane", "Doe", "+15551234567", "jsmith", {"vehicle": "2024 Civic EX", "purchase_date": None}),
@@ -167,6 +188,16 @@ async def seed(store: Store, contacts: int = 300) -> bool:
                 )
             )
     await store.touches.record_many(touches)
+    from templates.render import Renderer
+
+    renderer = Renderer()
+    for name, subject, html in DEMO_TEMPLATES:
+        codes = sorted(
+            {*renderer.validate(subject).merge_codes, *renderer.validate(html, html=True).merge_codes}
+        )
+        await store.email.save_template(
+            template_id=None, name=name, subject=subject, html=html, text="", merge_codes=codes, user_id=None
+        )
     for n, cid in enumerate(ids[:40]):
         owner = users["jsmith" if n % 2 == 0 else "agarcia"]
         due = now + timedelta(hours=rng.randint(-30, 6))
@@ -224,7 +255,65 @@ def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.
             await task
         await pbx.close()
 
-    return [pbx_ctx]
+    async def smtp_ctx(app: web.Application) -> AsyncIterator[None]:
+        import socket
+
+        from aiosmtpd.controller import Controller
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        controller = Controller(DemoMailbox(app), hostname="127.0.0.1", port=port)
+        await asyncio.to_thread(controller.start)
+        settings.smtp.host, settings.smtp.port = "127.0.0.1", port
+        settings.smtp.starttls = "never"
+        yield
+        await asyncio.to_thread(controller.stop)
+
+    return [pbx_ctx, smtp_ctx]
+
+
+MAILBOX = web.AppKey("demo_mailbox", list)
+
+
+class DemoMailbox:
+    """The demo's SMTP sink: keeps the last 200 messages it accepted for the /demo/mail page."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.messages: list[dict[str, str]] = app.setdefault(MAILBOX, [])  # type: ignore[arg-type]
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        import email
+        from email.policy import default
+
+        msg = email.message_from_bytes(envelope.content, policy=default)  # type: ignore[attr-defined]
+        text = msg.get_body(("plain",))
+        html = msg.get_body(("html",))
+        self.messages.insert(
+            0,
+            {
+                "to": str(msg["To"]),
+                "subject": str(msg["Subject"]),
+                "date": str(msg["Date"]),
+                "message_id": str(msg["Message-ID"]),
+                "text": text.get_content() if text else "",
+                "html": html.get_content() if html else "",
+            },
+        )
+        del self.messages[200:]
+        return "250 OK"
+
+
+def demo_routes(app: web.Application) -> None:
+    """The demo's own page: what its SMTP sink received."""
+    from switchboard.web.auth import require
+    from switchboard.web.render import render
+
+    async def mail_page(request: web.Request) -> web.Response:
+        require(request)
+        return render(request, "demo_mail.html", {"messages": request.app.get(MAILBOX, [])})
+
+    app.router.add_get("/demo/mail", mail_page)
 
 
 def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
@@ -252,5 +341,6 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
         print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
     print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
     print("  sign in as jsmith and keep My Day open to see the screen-pops.")
+    print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
     print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
-    run_service(settings, demo_contexts(settings, data_dir))
+    run_service(settings, demo_contexts(settings, data_dir), demo_routes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -19,14 +19,25 @@ def connector_contexts(settings: Settings) -> list[CleanupCtx]:
     return contexts
 
 
-def build_app(settings: Settings, extra: Sequence[CleanupCtx] = ()) -> web.Application:
-    """The production app: store, then connectors, then anything extra (simulators in the demo)."""
-    return create_app(settings, contexts=[*extra, *connector_contexts(settings)])
+def build_app(
+    settings: Settings,
+    extra: Sequence[CleanupCtx] = (),
+    setup: Callable[[web.Application], None] | None = None,
+) -> web.Application:
+    """The production app: the store, anything extra (the demo's simulators), then the connectors."""
+    app = create_app(settings, contexts=[*extra, *connector_contexts(settings)])
+    if setup is not None:
+        setup(app)
+    return app
 
 
-def run_service(settings: Settings, extra: Sequence[CleanupCtx] = ()) -> None:
+def run_service(
+    settings: Settings,
+    extra: Sequence[CleanupCtx] = (),
+    setup: Callable[[web.Application], None] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM, then stop taking requests, close sockets and connectors in order."""
-    app = build_app(settings, extra)
+    app = build_app(settings, extra, setup)
     log.info("event=serve host=%s port=%d", settings.server.host, settings.server.port)
     web.run_app(
         app,
