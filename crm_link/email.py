@@ -174,12 +174,11 @@ class EmailStore:
         return ids[0]
 
     async def _insert(self, tx: Any, job_id: int | None, rows: Sequence[EmailRow], now: str) -> list[int]:
-        ids = []
-        for r in rows:
-            async with tx.execute(
-                "INSERT INTO email_outbox (job_id, template_id, contact_id, user_id, to_addr, to_name, subject, html,"
-                " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        await tx.executemany(
+            "INSERT INTO email_outbox (job_id, template_id, contact_id, user_id, to_addr, to_name, subject, html,"
+            " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 (
                     job_id,
                     r.template_id,
@@ -198,9 +197,19 @@ class EmailStore:
                     to_db_time(r.not_before),
                     now,
                     now,
-                ),
+                )
+                for r in rows
+            ],
+        )
+        ids: list[int] = []
+        for start in range(0, len(rows), 500):
+            chunk = [r.message_id for r in rows[start : start + 500]]
+            async with tx.execute(
+                f"SELECT message_id, id FROM email_outbox WHERE message_id IN ({','.join('?' * len(chunk))})",
+                chunk,
             ) as cur:
-                ids.append(int((await cur.fetchone())[0]))
+                found = {r[0]: r[1] for r in await cur.fetchall()}
+            ids += [found[m] for m in chunk]
         return ids
 
     async def job(self, job_id: int) -> dict[str, Any]:
@@ -288,16 +297,26 @@ class EmailStore:
         next_followup: Any = None,
     ) -> None:
         """Record the outcome; a sent email is a touch (and clears the due follow-up when asked)."""
+        await self.settle_many([(email, state, reason, code, next_followup)])
+
+    async def settle_many(
+        self, outcomes: Sequence[tuple[OutboxEmail, str, str | None, int | None, Any]]
+    ) -> None:
+        """Record several outcomes in one transaction, with a touch for each sent email."""
         now = utcnow()
+        ts = to_db_time(now)
         async with self._db.transaction() as tx:
-            await tx.execute(
+            await tx.executemany(
                 "UPDATE email_outbox SET state = ?, reason = ?, code = ?, updated_at = ?,"
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state = 'sending'",
-                (state, reason, code, to_db_time(now), state, to_db_time(now), email.id),
+                [
+                    (state, reason, code, ts, state, ts, email.id)
+                    for email, state, reason, code, _ in outcomes
+                ],
             )
-            if state == "sent":
-                await self._touches.record_in(
-                    tx,
+            await self._touches.record_many_in(
+                tx,
+                [
                     TouchInput(
                         source_key=f"email:{email.id}",
                         kind="email",
@@ -316,8 +335,11 @@ class EmailStore:
                         },
                         close_followups=email.close_followups,
                         next_followup=next_followup,
-                    ),
-                )
+                    )
+                    for email, state, _, _, next_followup in outcomes
+                    if state == "sent"
+                ],
+            )
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(EMAIL_STATES, 0)

@@ -194,25 +194,31 @@ class EmailService:
             await self.store.email.finish_jobs()
             return False
         secret = await self.store.email.secret("unsubscribe")
-        for n, email in enumerate(batch):
-            if self._stopping:
-                await self.store.email.release([e.id for e in batch[n:]])
-                return False
-            try:
-                outcome = await self.smtp.send(self._message(email, secret))
-            except asyncio.CancelledError:
-                # the one in flight stays `sending` (becomes `unknown`); the untouched rest go back
-                await asyncio.shield(self.store.email.release([e.id for e in batch[n + 1 :]]))
-                raise
-            if outcome.status == "sent":
-                await self.store.email.settle(email, "sent", next_followup=self._next_followup(email))
-            elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
-                delay = self.retry_after * (2 ** (email.attempts - 1))
-                await self.store.email.retry_later(
-                    email.id, self.clock() + delay, outcome.reason or "", outcome.code
-                )
-            else:
-                await self.store.email.settle(email, "failed", reason=outcome.reason, code=outcome.code)
+        done: list[tuple[OutboxEmail, str, str | None, int | None, Any]] = []
+        try:
+            for n, email in enumerate(batch):
+                if self._stopping:
+                    await self.store.email.release([e.id for e in batch[n:]])
+                    break
+                try:
+                    outcome = await self.smtp.send(self._message(email, secret))
+                except asyncio.CancelledError:
+                    # the one in flight stays `sending` (becomes `unknown`); the untouched rest go back
+                    await asyncio.shield(self.store.email.release([e.id for e in batch[n + 1 :]]))
+                    raise
+                if outcome.status == "sent":
+                    done.append((email, "sent", None, None, self._next_followup(email)))
+                elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
+                    delay = self.retry_after * (2 ** (email.attempts - 1))
+                    await self.store.email.retry_later(
+                        email.id, self.clock() + delay, outcome.reason or "", outcome.code
+                    )
+                else:
+                    done.append((email, "failed", outcome.reason, outcome.code, None))
+        finally:
+            # what the server accepted is recorded even when the loop is being cancelled
+            if done:
+                await asyncio.shield(self.store.email.settle_many(done))
         return True
 
     async def run(self, idle_poll: float = 1.0) -> None:

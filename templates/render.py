@@ -209,6 +209,10 @@ class Renderer:
 
     def validate(self, source: str, *, html: bool = False) -> TemplateInfo:
         """Check the syntax and list the merge codes a template uses (dotted, sorted)."""
+        return self._validate(source, html)
+
+    @lru_cache(maxsize=512)  # noqa: B019
+    def _validate(self, source: str, html: bool) -> TemplateInfo:
         self.compile(source, html)
         try:
             ast = self._envs[html].parse(source)
@@ -227,7 +231,7 @@ class Renderer:
     def missing_codes(self, source: str, context: Mapping[str, Any], *, html: bool = False) -> list[str]:
         """Every merge code the template uses that has no value in this context."""
         missing = []
-        for code in self.validate(source, html=html).merge_codes:
+        for code in self._validate(source, html).merge_codes:
             value: Any = context
             for part in code.split("."):
                 if isinstance(value, Mapping) and value.get(part) not in (None, ""):
