@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
         app.cleanup_ctx.append(ctx)
     app.cleanup_ctx.append(telephony.telephony_ctx)
     app.cleanup_ctx.append(messaging.email_ctx)
+    app.cleanup_ctx.append(messaging.sms_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
     from switchboard.web import api, calls, email, pages, sms, ws

@@ -270,7 +270,31 @@ def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.
         yield
         await asyncio.to_thread(controller.stop)
 
-    return [pbx_ctx, smtp_ctx]
+    async def sms_gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+        from campaigns.sms.kannel_standin import KannelStandIn
+        from switchboard.settings import SmsChannelSettings
+
+        secret = secrets.token_urlsafe(12)
+        async with KannelStandIn(username="demo", password=secret, dlr_delay=1.0) as gateway:
+            settings.sms.channels["main"] = SmsChannelSettings(
+                name="main",
+                type="kannel",
+                rate_per_second=5,
+                options={
+                    "sendsms_url": gateway.sendsms_url,
+                    "username": "demo",
+                    "password": secret,
+                    "secret": secret,
+                    "from": "55500",
+                },
+            )
+            gateway.inbound_url = (
+                f"{settings.server.public_url.rstrip('/')}/sms/kannel/incoming?channel=main&secret={secret}"
+            )
+            gateway.reply_stop_to = {"+15559876543"}  # John Smith texts STOP after a blast
+            yield
+
+    return [pbx_ctx, smtp_ctx, sms_gateway_ctx]
 
 
 MAILBOX = web.AppKey("demo_mailbox", list)
@@ -342,5 +366,7 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
     print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
     print("  sign in as jsmith and keep My Day open to see the screen-pops.")
     print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
+    print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
+    print(f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours).")
     print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
     run_service(settings, demo_contexts(settings, data_dir), demo_routes)

@@ -1,17 +1,30 @@
-"""Wiring of outbound messaging: the email sender (and its outbox loop) as a cleanup context."""
+"""Wiring of messaging: the email outbox loop, and the SMS channels, workers and blast scheduler."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from switchboard.keys import SERVICES, SETTINGS, STORE
+from campaigns.sms.blasts import BlastService
+from campaigns.sms.channel import SmsChannel
+from campaigns.sms.gsm7 import MessageTooLong, analyze
+from campaigns.sms.inbound import SmsEvents
+from campaigns.sms.kannel import KannelChannel
+from campaigns.sms.sender import ChannelWorker
+from crm_link.models import Contact
+from switchboard.keys import HEALTH, SERVICES, SETTINGS, STORE
+from switchboard.settings import Settings, SettingsError, SmsChannelSettings
+from switchboard.web.sms import SmsRuntime
+from templates.context import merge_context
 from templates.email_service import EmailService
-from templates.render import Renderer
+from templates.render import Renderer, TemplateError
 from templates.smtp import SmtpSender
+
+log = logging.getLogger("switchboard.messaging")
 
 
 async def email_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,3 +60,98 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await smtp.close()
+
+
+def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
+    """The channel a `[sms.channels.NAME]` table describes."""
+    o = cfg.options
+    key = f"sms.channels.{cfg.name}"
+    if cfg.type == "kannel":
+        for name in ("sendsms_url", "username", "password", "secret"):
+            if not o.get(name):
+                raise SettingsError(f"{key}.{name}", "is required for a kannel channel")
+        base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
+        return KannelChannel(
+            cfg.name,
+            o["sendsms_url"],
+            o["username"],
+            str(o["password"]),
+            sender=o.get("from"),
+            dlr_url=base.rstrip("/") + "/sms/kannel/dlr",
+            secret=str(o["secret"]),
+            max_parts=settings.sms.max_parts,
+        )
+    raise SettingsError(f"{key}.type", f"the {cfg.type} channel is not available in this version; use kannel")
+
+
+async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start every configured SMS channel, its send loop, and the blast scheduler."""
+    settings, store = app[SETTINGS], app[STORE]
+    if not settings.sms.channels:
+        yield
+        return
+    channels = {name: build_channel(cfg, settings) for name, cfg in settings.sms.channels.items()}
+    workers: dict[str, ChannelWorker] = {}
+    events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
+    renderer = Renderer(default_time_zone=settings.server.time_zone)
+    d = settings.dealer
+    dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
+
+    def render(text: str, contact: Contact) -> str:
+        ctx = merge_context(contact, dealer=dealer)
+        try:
+            return renderer.render(text, ctx)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    def describe(text: str) -> dict[str, object]:
+        try:
+            return analyze(text, settings.sms.max_parts).as_dict()
+        except MessageTooLong as exc:
+            raise ValueError(str(exc)) from None
+
+    for name, channel in channels.items():
+        await channel.start(events)
+        workers[name] = ChannelWorker(
+            store,
+            channel,
+            name=name,
+            rate_per_second=settings.sms.channels[name].rate_per_second,
+            quiet_start=settings.sms.quiet_start,
+            quiet_end=settings.sms.quiet_end,
+        )
+    blasts = BlastService(
+        store,
+        channels=lambda: list(channels),
+        render=render,
+        analyze=describe,
+        quiet_start=settings.sms.quiet_start,
+        quiet_end=settings.sms.quiet_end,
+    )
+    app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
+    app[SERVICES]["sms_events"] = events
+    app[SERVICES]["sms_channels"] = channels
+    for name in channels:
+        app[HEALTH][f"sms:{name}"] = lambda: "up"
+    tasks = [asyncio.create_task(w.run(), name=f"sms-{n}") for n, w in workers.items()]
+
+    async def scheduler() -> None:
+        while True:
+            try:
+                for blast_id in await blasts.run_due():
+                    blast = await store.sms.blast(blast_id)
+                    if blast["channel"] in workers:
+                        workers[blast["channel"]].wake()
+            except Exception:
+                log.exception("event=blast_scheduler_error")
+            await asyncio.sleep(1.0)
+
+    tasks.append(asyncio.create_task(scheduler(), name="sms-scheduler"))
+    yield
+    for w in workers.values():
+        w.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for channel in channels.values():
+        await channel.close()

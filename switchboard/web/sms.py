@@ -214,7 +214,32 @@ async def blasts_page(request: web.Request) -> web.Response:
     return render(request, "sms_blasts.html", {"channels": channels, "available": rt is not None})
 
 
+async def kannel_webhook(request: web.Request) -> web.Response:
+    """Kannel's DLR and sms-service GETs; authenticated by the channel's secret."""
+    from campaigns.sms.kannel import KannelChannel, parse_kannel_dlr, parse_kannel_inbound, secret_ok
+
+    q = request.query
+    channels = request.app[SERVICES].get("sms_channels", {})
+    channel = channels.get(q.get("channel", ""))
+    if not isinstance(channel, KannelChannel):
+        raise ApiError(404, "not_found", "no such Kannel channel", "channel")
+    if not secret_ok(q.get("secret"), channel.secret):
+        raise ApiError(403, "bad_secret", "the channel secret is missing or wrong", "secret")
+    events = request.app[SERVICES]["sms_events"]
+    try:
+        if request.path.endswith("/dlr"):
+            await events.on_delivery(parse_kannel_dlr(q, channel.name))
+        else:
+            await events.on_inbound(parse_kannel_inbound(q, channel.name))
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise ApiError(400, "invalid", reason or str(exc), field) from None
+    return web.Response(text="ok")
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_get("/sms/kannel/dlr", kannel_webhook)
+    app.router.add_get("/sms/kannel/incoming", kannel_webhook)
     r = app.router
     r.add_post("/api/v1/sms/blasts", create_blast)
     r.add_get("/api/v1/sms/blasts", list_blasts)
