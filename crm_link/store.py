@@ -5,6 +5,7 @@ from __future__ import annotations
 from crm_link.contacts import Contacts
 from crm_link.db import Database
 from crm_link.email import EmailStore
+from crm_link.recordings import Recordings
 from crm_link.sms import SmsStore
 from crm_link.touches import Audit, Touches
 from crm_link.users import Users
@@ -23,6 +24,7 @@ class Store:
         self.audit = Audit(self.db)
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
+        self.recordings = Recordings(self.db)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

@@ -235,6 +235,7 @@ class CallService:
             if self.recordings is not None and touch_id is not None:
                 await self.recordings.call_finished(
                     ev.call_id,
+                    source=self.source,
                     touch_id=touch_id,
                     contact_id=matches[0].id if len(matches) == 1 else None,
                     extension=user.extension if user else None,

@@ -97,6 +97,27 @@ async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> i
     return 1 if report.failed else 0
 
 
+async def cmd_recordings_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from recordings.service import RecordingService
+    from switchboard.progress import ProgressBar
+
+    directory = Path(args.dir or settings.asterisk.recordings_dir)
+    if not await asyncio.to_thread(directory.is_dir):
+        raise UsageError(f"DIR: not a directory: {directory}")
+    async with _open(settings) as store:
+        service = RecordingService(
+            store, watch_dir=directory, storage_dir=Path(settings.recordings.storage_dir)
+        )
+        report = await service.scan_once(directory, force=True, progress=ProgressBar("reindex"))
+    for err in report.errors:
+        print(f"error: {err}", file=sys.stderr)
+    print(
+        f"{report.seen} files: {report.indexed} indexed, {report.skipped} already indexed, "
+        f"{len(report.errors)} errors"
+    )
+    return 1 if report.errors else 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from switchboard.service import run_service
 
@@ -162,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE.csv")
     s.add_argument("--dry-run", action="store_true", help="check every row, write nothing")
     s.set_defaults(run=cmd_import_contacts)
+    rec = sub.add_parser("recordings", help="call recordings").add_subparsers(
+        dest="recordings_cmd", required=True, parser_class=_Parser
+    )
+    s = rec.add_parser(
+        "reindex", parents=[common], help="index every audio file of DIR (default: asterisk.recordings_dir)"
+    )
+    s.add_argument("dir", nargs="?", metavar="DIR")
+    s.set_defaults(run=cmd_recordings_reindex)
     for extra in EXTRA_COMMANDS:
         extra(sub, common)
     return p

@@ -153,6 +153,13 @@ class SmsSettings:
 
 
 @dataclass(slots=True)
+class RecordingsSettings:
+    storage_dir: str = "recordings"  # where Switchboard keeps its copies, under names it makes
+    retention_days: int = 0  # 0 keeps recordings for ever
+    poll_seconds: float = 5.0
+
+
+@dataclass(slots=True)
 class Settings:
     """Everything Switchboard reads at start; built once and passed down."""
 
@@ -164,11 +171,12 @@ class Settings:
     calling_hours: CallingHoursSettings = field(default_factory=CallingHoursSettings)
     dealer: DealerSettings = field(default_factory=DealerSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
+    recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
     # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
     interfaces: dict[str, str] = field(default_factory=dict)
 
 
-_SECTIONS = ("server", "store", "asterisk", "twilio", "smtp", "calling_hours", "dealer")
+_SECTIONS = ("server", "store", "asterisk", "twilio", "smtp", "calling_hours", "dealer", "recordings")
 _SMS_CHANNEL_TYPES = ("twilio", "kannel", "modem")
 
 

@@ -24,6 +24,8 @@ def settings(tmp_path: Path) -> Settings:
     s = load_settings(env={})
     s.store.url = f"sqlite:///{tmp_path / 'test.db'}"
     s.server.time_zone = "America/Chicago"
+    s.recordings.storage_dir = str(tmp_path / "recordings")
+    s.asterisk.recordings_dir = str(tmp_path / "monitor")
     return s
 
 
@@ -95,6 +97,15 @@ async def marketing(client: TestClient) -> Api:
 
 
 pytest_plugins = ["tests.browser"]
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[Any]:
+    """The AMI test PBX on a loopback port (scripted calls play at 1/100 of real time)."""
+    from cti.ami.server import AmiTestServer
+
+    async with AmiTestServer(secret="crm-secret", speed=0.01) as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from cti.ami.server import AmiTestServer
 from cti.interfaces import normalize_interface
 from tests.conftest import FIXTURES
 
@@ -34,9 +32,3 @@ def ami_dir() -> Path:
     if not AMI.is_dir():
         pytest.fail(f"AMI fixtures not found at {AMI} (the repository's sibling shared/fixtures)")
     return AMI
-
-
-@pytest.fixture
-async def pbx() -> AsyncIterator[AmiTestServer]:
-    async with AmiTestServer(secret="crm-secret", speed=0.01) as server:
-        yield server

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import email
 from datetime import timedelta
-from email.policy import default
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
@@ -20,44 +17,8 @@ from templates.smtp import SmtpSender
 from tests.conftest import make_api
 
 
-class Inbox:
-    """An aiosmtpd handler that keeps what it accepts and can answer with errors first."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.fail_with: list[str] = []  # responses to give to the next DATA commands
-        self.connections: set[int] = set()
-        self.block_after: int | None = None
-        self.blocked = asyncio.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.connections.add(id(session))
-        if self.fail_with:
-            return self.fail_with.pop(0)
-        if self.block_after is not None and len(self.messages) >= self.block_after:
-            self.blocked.set()
-            await asyncio.Event().wait()
-        self.messages.append(email.message_from_bytes(envelope.content, policy=default))
-        return "250 OK"
-
-
 @pytest.fixture
-def inbox() -> Any:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    handler.port = port
-    yield handler
-    controller.stop()
-
-
-@pytest.fixture
-async def mail_client(aiohttp_client: Any, settings: Any, inbox: Inbox) -> Any:
+async def mail_client(aiohttp_client: Any, settings: Any, inbox: Any) -> Any:
     settings.smtp.port = inbox.port
     settings.smtp.from_ = "Switchboard Motors <sales@motors.example>"
     settings.server.public_url = "https://crm.motors.example"
@@ -83,9 +44,7 @@ async def _job_done(api: Any, job_id: int) -> dict[str, Any]:
             await asyncio.sleep(0.05)
 
 
-async def test_merged_email_arrives_with_proper_headers_and_is_a_touch(
-    mail_client: Any, inbox: Inbox
-) -> None:
+async def test_merged_email_arrives_with_proper_headers_and_is_a_touch(mail_client: Any, inbox: Any) -> None:
     rep = await make_api(mail_client, "jsmith", "rep", display_name="John Smith")
     store = mail_client.server.app[STORE]
     c = await store.contacts.create(
@@ -142,7 +101,7 @@ async def test_merged_email_arrives_with_proper_headers_and_is_a_touch(
     assert (await mail_client.get("/email/unsubscribe/forged-token")).status == 404
 
 
-async def test_4xx_is_retried_5xx_fails_with_reason(mail_client: Any, inbox: Inbox) -> None:
+async def test_4xx_is_retried_5xx_fails_with_reason(mail_client: Any, inbox: Any) -> None:
     rep = await make_api(mail_client, "jsmith", "rep")
     store = mail_client.server.app[STORE]
     a = await store.contacts.create(
@@ -219,7 +178,7 @@ async def test_bad_templates_and_missing_codes(mail_client: Any) -> None:
     assert dup.status == 409 and (await dup.json())["error"]["field"] == "name"
 
 
-async def test_restart_in_the_middle_of_1000_sends_each_once(store: Any, inbox: Inbox) -> None:
+async def test_restart_in_the_middle_of_1000_sends_each_once(store: Any, inbox: Any) -> None:
     tpl = await store.email.save_template(
         template_id=None,
         name="n",
@@ -270,7 +229,7 @@ async def test_restart_in_the_middle_of_1000_sends_each_once(store: Any, inbox: 
     assert rows[0][0] == 1000
 
 
-async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Inbox) -> None:
+async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Any) -> None:
     tpl = await store.email.save_template(
         template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
     )

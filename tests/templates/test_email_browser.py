@@ -10,7 +10,6 @@ from crm_link.contacts import validate_contact
 from switchboard.keys import STORE
 from tests.browser import login
 from tests.conftest import PASSWORD
-from tests.templates.test_email import inbox  # noqa: F401  (the SMTP server fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.browser
 async def test_send_a_template_from_the_contact_page(
     aiohttp_server: Any,
     settings: Any,
-    inbox: Any,  # noqa: F811
+    inbox: Any,
     browser: Any,
 ) -> None:
     from switchboard.app import create_app

@@ -1,0 +1,199 @@
+"""Recording ingest: link each MixMonitor file to its call, copy it to our storage, index it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import uuid
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from crm_link.db import to_db_time
+from crm_link.store import Store
+
+log = logging.getLogger("recordings")
+
+AUDIO_SUFFIXES = {".wav": "wav", ".WAV": "wav", ".mp3": "mp3", ".gsm": "gsm", ".ogg": "ogg"}
+
+
+@dataclass(slots=True)
+class ScanReport:
+    seen: int = 0
+    indexed: int = 0
+    waiting: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def safe_name(pbx_path: str) -> str | None:
+    """The file name a PBX path ends in, if it is a plain name (it is only ever compared, never joined)."""
+    name = PurePosixPath(pbx_path.replace("\\", "/")).name
+    if not name or name in (".", "..") or "\x00" in name or name.startswith("."):
+        return None
+    return name
+
+
+def inspect_audio(path: Path, fmt: str) -> tuple[str, float | None]:
+    """(state, duration): `indexed`, `empty` (no audio: nothing was bridged) or `truncated`."""
+    if fmt != "wav":
+        return "indexed", None
+    try:
+        with wave.open(str(path), "rb") as w:
+            frames, rate, width, channels = (
+                w.getnframes(),
+                w.getframerate(),
+                w.getsampwidth(),
+                w.getnchannels(),
+            )
+    except (wave.Error, EOFError):
+        return "truncated", None
+    if frames == 0:
+        return "empty", 0.0
+    expected = frames * width * channels
+    actual = path.stat().st_size - 44
+    duration = frames / rate if rate else None
+    if actual + 1 < expected:
+        return "truncated", (actual / (width * channels) / rate) if rate else None
+    return "indexed", duration
+
+
+class RecordingService:
+    """Announcements (from the call service), the directory watcher, and retention."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        watch_dir: Path | None,
+        storage_dir: Path,
+        settle_seconds: float = 2.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.watch_dir = watch_dir
+        self.storage_dir = storage_dir
+        self.settle_seconds = settle_seconds
+        self.clock = clock
+        self._sizes: dict[str, int] = {}
+
+    async def announce(self, call_id: str, pbx_path: str, *, source: str = "asterisk") -> None:
+        name = safe_name(pbx_path)
+        if name is None:
+            log.warning("event=recording_bad_name call=%s", call_id)
+            return
+        await self.store.recordings.announce(source, name, f"{source}:{call_id}")
+
+    async def call_finished(self, call_id: str, *, source: str = "asterisk", **facts: Any) -> None:
+        started = facts.get("started_at")
+        if isinstance(started, datetime):
+            facts["started_at"] = to_db_time(started)
+        await self.store.recordings.call_facts(f"{source}:{call_id}", facts)
+
+    def _copy(self, src: Path, fmt: str) -> tuple[str, int, str, float]:
+        now = self.clock()
+        mtime = src.stat().st_mtime
+        rel = Path(f"{now:%Y}") / f"{now:%m}" / f"{uuid.uuid4().hex}.{fmt}"
+        dest = self.storage_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        tmp = dest.with_suffix(".part")
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            while chunk := fin.read(1 << 16):
+                digest.update(chunk)
+                fout.write(chunk)
+        tmp.replace(dest)
+        return str(rel), dest.stat().st_size, digest.hexdigest(), mtime
+
+    async def ingest(self, path: Path, source: str = "asterisk") -> int:
+        """Copy one complete file into storage under a name we make, and index it."""
+        fmt = AUDIO_SUFFIXES[path.suffix]
+        rel, size, sha, mtime_s = await asyncio.to_thread(self._copy, path, fmt)
+        state, duration = await asyncio.to_thread(inspect_audio, self.storage_dir / rel, fmt)
+        mtime = datetime.fromtimestamp(mtime_s, UTC)
+        rid = await self.store.recordings.store_file(
+            source,
+            path.name,
+            storage_path=rel,
+            size=size,
+            sha256=sha,
+            fmt=fmt,
+            duration_s=duration,
+            state=state,
+            mtime=mtime,
+        )
+        log.info("event=recording_indexed id=%d state=%s size=%d", rid, state, size)
+        return rid
+
+    async def scan_once(
+        self,
+        directory: Path | None = None,
+        *,
+        force: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ScanReport:
+        """Index the complete, not yet indexed audio files of a directory (the PBX's, by default).
+
+        A file counts as complete when its size did not change since the previous scan and it has
+        not been written to for `settle_seconds`; `force` (a reindex) takes every file as it is.
+        """
+        directory = directory or self.watch_dir
+        report = ScanReport()
+        if directory is None or not directory.is_dir():
+            return report
+        entries = [e for e in os.scandir(directory) if e.is_file() and Path(e.name).suffix in AUDIO_SUFFIXES]
+        now = self.clock().timestamp()
+        for n, entry in enumerate(entries, start=1):
+            report.seen += 1
+            st = entry.stat()
+            known = await self.store.recordings.by_name("asterisk", entry.name)
+            if known is not None and known["storage_path"] and known["size"] == st.st_size:
+                report.skipped += 1
+            elif not force and (
+                self._sizes.get(entry.name) != st.st_size or now - st.st_mtime < self.settle_seconds
+            ):
+                self._sizes[entry.name] = st.st_size
+                report.waiting += 1
+            else:
+                try:
+                    await self.ingest(Path(entry.path))
+                    report.indexed += 1
+                    self._sizes.pop(entry.name, None)
+                except OSError as exc:
+                    report.errors.append(f"{entry.name}: {exc.strerror}")
+            if progress is not None:
+                progress(n, len(entries))
+        return report
+
+    async def watch(self, poll_seconds: float) -> None:
+        """Poll the PBX's directory for ever (catches files written while we were down, too)."""
+        while True:
+            try:
+                await self.scan_once()
+            except Exception:
+                log.exception("event=recording_scan_failed")
+            await asyncio.sleep(poll_seconds)
+
+    async def apply_retention(self, days: int) -> int:
+        """Delete audio older than `days` from our storage; each deletion goes to the audit log."""
+        cutoff = self.clock() - timedelta(days=days)
+        deleted = 0
+        for row in await self.store.recordings.older_than(cutoff):
+            with contextlib.suppress(FileNotFoundError):
+                (self.storage_dir / row["storage_path"]).unlink()
+            await self.store.recordings.mark_deleted(row["id"])
+            await self.store.audit.write(
+                "recording.retention_delete",
+                user_id=None,
+                object_type="recording",
+                object_id=row["id"],
+                days=days,
+            )
+            deleted += 1
+        return deleted

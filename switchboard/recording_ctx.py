@@ -1,0 +1,53 @@
+"""Wiring of recordings: the service the call sources report to, the directory watcher, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from recordings.service import RecordingService
+from switchboard.keys import SERVICES, SETTINGS, STORE
+
+log = logging.getLogger("switchboard.recordings")
+RETENTION_EVERY = 6 * 3600.0
+
+
+def recording_service(app: web.Application) -> RecordingService:
+    settings = app[SETTINGS]
+    watch = Path(settings.asterisk.recordings_dir) if settings.asterisk.enabled else None
+    return RecordingService(app[STORE], watch_dir=watch, storage_dir=Path(settings.recordings.storage_dir))
+
+
+async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Started before the call sources, so they can announce recordings to it."""
+    settings = app[SETTINGS]
+    service = recording_service(app)
+    app[SERVICES]["recordings"] = service
+    tasks = []
+    if service.watch_dir is not None:
+        tasks.append(
+            asyncio.create_task(service.watch(settings.recordings.poll_seconds), name="recordings-watch")
+        )
+    if settings.recordings.retention_days > 0:
+
+        async def retention() -> None:
+            while True:
+                try:
+                    n = await service.apply_retention(settings.recordings.retention_days)
+                    if n:
+                        log.info("event=recordings_retention deleted=%d", n)
+                except Exception:
+                    log.exception("event=recordings_retention_failed")
+                await asyncio.sleep(RETENTION_EVERY)
+
+        tasks.append(asyncio.create_task(retention(), name="recordings-retention"))
+    yield
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,63 @@
+// Recordings: search with filters, play in the page (the audio element seeks with Range requests), export.
+(function () {
+  "use strict";
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const form = document.getElementById("rec-filters");
+  const tbody = document.querySelector("#rec-results tbody");
+  const more = document.getElementById("rec-more");
+  const player = document.getElementById("rec-player");
+  const errorBox = document.getElementById("rec-error");
+  let cursor = null;
+  const el = (tag, text, cls) => { const e = document.createElement(tag); if (text != null) e.textContent = String(text); if (cls) e.className = cls; return e; };
+
+  function params() {
+    const p = new URLSearchParams();
+    for (const f of ["extension", "agent", "direction", "number", "since", "until", "min_duration", "q"]) {
+      if (form[f].value) p.set(f, form[f].value);
+    }
+    return p;
+  }
+
+  async function load(append) {
+    const p = params();
+    if (append && cursor) p.set("cursor", cursor);
+    const res = await fetch("/api/v1/recordings?" + p.toString());
+    const body = await res.json();
+    errorBox.hidden = res.ok;
+    if (!res.ok) { errorBox.textContent = (body.error.field ? body.error.field + ": " : "") + body.error.message; return; }
+    if (!append) tbody.textContent = "";
+    for (const r of body.items) {
+      const tr = el("tr"); tr.dataset.id = r.id;
+      const box = el("input"); box.type = "checkbox"; box.value = r.id;
+      const td0 = el("td"); td0.append(box); tr.append(td0);
+      tr.append(el("td", r.started_at ? new Date(r.started_at).toLocaleString() : ""), el("td", r.direction || ""));
+      const who = el("td");
+      if (r.contact_id) { const a = el("a", r.contact_name || "#" + r.contact_id); a.href = "/contacts/" + r.contact_id; who.append(a); }
+      tr.append(who, el("td", r.direction === "outbound" ? r.to : r.from), el("td", r.extension || ""), el("td", r.agent || ""),
+        el("td", r.duration_s != null ? Math.round(r.duration_s) + " s" : ""), el("td", r.state, "badge"));
+      const play = el("td");
+      if (r.audio_url) {
+        const b = el("button", "Play", "secondary play"); b.type = "button";
+        b.onclick = () => { player.src = r.audio_url; player.play().catch(() => {}); };
+        play.append(b);
+      }
+      tr.append(play);
+      tbody.append(tr);
+    }
+    cursor = body.next_cursor;
+    more.hidden = !cursor;
+  }
+
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(false); });
+  more.addEventListener("click", () => load(true));
+  const exp = document.getElementById("rec-export");
+  if (exp) exp.addEventListener("click", async () => {
+    const ids = [...tbody.querySelectorAll("input[type=checkbox]:checked")].map((b) => Number(b.value));
+    if (!ids.length) return;
+    const res = await fetch("/api/v1/recordings/export", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify({ ids }) });
+    if (!res.ok) return;
+    const url = URL.createObjectURL(await res.blob());
+    const a = el("a"); a.href = url; a.download = "recordings.zip"; document.body.append(a); a.click(); a.remove();
+  });
+  load(false);
+})();

@@ -1,0 +1,47 @@
+"""The SMTP server the email tests send to: aiosmtpd on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import socket
+from email.policy import default
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it accepts and can answer with errors first."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.fail_with: list[str] = []  # responses to give to the next DATA commands
+        self.connections: set[int] = set()
+        self.block_after: int | None = None
+        self.blocked = asyncio.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.connections.add(id(session))
+        if self.fail_with:
+            return self.fail_with.pop(0)
+        if self.block_after is not None and len(self.messages) >= self.block_after:
+            self.blocked.set()
+            await asyncio.Event().wait()
+        self.messages.append(email.message_from_bytes(envelope.content, policy=default))
+        return "250 OK"
+
+
+@pytest.fixture
+def inbox() -> Any:
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    handler = Inbox()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    handler.port = port
+    yield handler
+    controller.stop()
