@@ -112,6 +112,25 @@ class Recordings:
         )
         await self._reindex_text(tx, call_key=call_key)
 
+    async def remember_remote(self, source: str, name: str, call_key: str, url: str) -> None:
+        """A provider holds the audio at `url`: keep the pointer durably before fetching it."""
+        now = to_db_time(utcnow())
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO recordings (source, pbx_name, call_key, remote_url, state, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (source, pbx_name) DO UPDATE SET"
+                " remote_url = excluded.remote_url, call_key = excluded.call_key",
+                (source, name, call_key, url, now, now),
+            )
+            await self._link(tx, call_key)
+
+    async def pending_downloads(self) -> list[dict[str, Any]]:
+        rows = await self._db.fetchall(
+            "SELECT source, pbx_name, remote_url FROM recordings WHERE remote_url IS NOT NULL"
+            " AND storage_path IS NULL AND state = 'pending' ORDER BY id"
+        )
+        return [dict(r) for r in rows]
+
     async def by_name(self, source: str, pbx_name: str) -> dict[str, Any] | None:
         row = await self._db.fetchone(
             "SELECT * FROM recordings WHERE source = ? AND pbx_name = ?", (source, pbx_name)

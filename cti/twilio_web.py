@@ -39,6 +39,8 @@ class TwilioVoiceWebhooks:
         fallback_queue: str,
         record: bool,
         folder: TwilioCallFolder | None = None,
+        recordings: Any = None,
+        on_recording: Callable[[], None] | None = None,
     ) -> None:
         self.validator = RequestValidator(auth_token)
         self.public_url = public_url.rstrip("/")
@@ -48,6 +50,8 @@ class TwilioVoiceWebhooks:
         self.fallback_queue = fallback_queue
         self.record = record
         self.folder = folder or TwilioCallFolder()
+        self.recordings = recordings
+        self.on_recording = on_recording
 
     def url(self, path: str) -> str:
         return self.public_url + path
@@ -186,6 +190,28 @@ class TwilioVoiceWebhooks:
             )
         )
         return str(call.sid)
+
+    async def recording(self, request: web.Request) -> web.Response:
+        """Recording status callback: keep the pointer durably, then the downloader fetches the audio."""
+        params = await self.verified(request)
+        if isinstance(params, web.Response):
+            return params
+        if params.get("RecordingStatus", "completed") != "completed":
+            return web.Response(status=204)
+        for name in ("RecordingSid", "RecordingUrl", "CallSid"):
+            if not params.get(name):
+                return _error(400, "invalid", f"{name} is missing", name)
+        if self.recordings is None:
+            return _error(503, "unavailable", "recordings are not enabled")
+        try:
+            await self.recordings.remember_remote(
+                "twilio", params["RecordingSid"], params["CallSid"], params["RecordingUrl"] + ".wav"
+            )
+        except ValueError as exc:
+            return _error(400, "invalid", str(exc), "RecordingSid")
+        if self.on_recording is not None:
+            self.on_recording()
+        return web.Response(status=204)
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -40,6 +40,11 @@ def safe_name(pbx_path: str) -> str | None:
     return name
 
 
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def inspect_audio(path: Path, fmt: str) -> tuple[str, float | None]:
     """(state, duration): `indexed`, `empty` (no audio: nothing was bridged) or `truncated`."""
     if fmt != "wav":
@@ -89,6 +94,41 @@ class RecordingService:
             log.warning("event=recording_bad_name call=%s", call_id)
             return
         await self.store.recordings.announce(source, name, f"{source}:{call_id}")
+
+    async def remember_remote(self, source: str, recording_sid: str, call_id: str, url: str) -> None:
+        name = safe_name(f"{recording_sid}.wav")
+        if name is None:
+            raise ValueError("RecordingSid: not a plain identifier")
+        await self.store.recordings.remember_remote(source, name, f"{source}:{call_id}", url)
+
+    async def download_pending(
+        self, fetch: Callable[[str], Any], *, attempts: int = 5, backoff: float = 1.0
+    ) -> int:
+        """Fetch every remembered remote recording (retrying with backoff); how many were stored."""
+        done = 0
+        for row in await self.store.recordings.pending_downloads():
+            for attempt in range(attempts):
+                try:
+                    data: bytes = await fetch(row["remote_url"])
+                    break
+                except Exception as exc:  # the pointer stays; the next pass tries again
+                    log.warning(
+                        "event=recording_download_failed name=%s attempt=%d error=%r",
+                        row["pbx_name"],
+                        attempt + 1,
+                        exc,
+                    )
+                    await asyncio.sleep(backoff * 2**attempt)
+            else:
+                continue
+            tmp = self.storage_dir / "incoming" / row["pbx_name"]
+            await asyncio.to_thread(_write, tmp, data)
+            try:
+                await self.ingest(tmp, source=row["source"])
+            finally:
+                await asyncio.to_thread(tmp.unlink, True)
+            done += 1
+        return done
 
     async def call_finished(self, call_id: str, *, source: str = "asterisk", **facts: Any) -> None:
         started = facts.get("started_at")

@@ -228,9 +228,18 @@ def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.
 
     from cti.ami.server import AmiTestServer
 
+    monitor = data_dir.resolve() / "monitor"
+    monitor.mkdir(parents=True, exist_ok=True)
+    settings.asterisk.recordings_dir = str(monitor)
+    settings.recordings.storage_dir = str(data_dir.resolve() / "recordings")
+
     async def pbx_ctx(app: web.Application) -> AsyncIterator[None]:
+        from recordings.demo_audio import record_demo_call
+
         secret = secrets.token_urlsafe(16)
-        pbx = AmiTestServer(username="switchboard", secret=secret)
+        pbx = AmiTestServer(
+            username="switchboard", secret=secret, recordings_dir=monitor, record=record_demo_call
+        )
         await pbx.start()
         settings.asterisk.enabled = True
         settings.asterisk.host, settings.asterisk.port = "127.0.0.1", pbx.port
@@ -365,6 +374,7 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
         print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
     print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
     print("  sign in as jsmith and keep My Day open to see the screen-pops.")
+    print(f"  Each call is recorded: sign in as maria (manager) to search and play them at {url}recordings.")
     print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
     print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
     print(f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours).")

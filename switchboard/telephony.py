@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
 
+import aiohttp
 from aiohttp import web
 
 from cti.ami.client import AmiClient
@@ -25,6 +29,7 @@ TWILIO_VOICE_PATHS = {
     "/twilio/voice/status": "status",
     "/twilio/voice/dial-result": "dial_result",
     "/twilio/voice/outbound-connect": "outbound_connect",
+    "/twilio/voice/recording": "recording",
 }
 
 
@@ -43,6 +48,33 @@ def setup_routes(app: web.Application) -> None:
             app.router.add_post(path, partial(_twilio_voice, name))
 
 
+async def _download_loop(app: web.Application, wake: asyncio.Event) -> None:
+    """Fetch Twilio recordings whose pointers were kept (at start, on each callback, and hourly)."""
+    settings = app[SETTINGS]
+    token = base64.b64encode(
+        f"{settings.twilio.account_sid}:{settings.twilio.auth_token.reveal()}".encode()
+    ).decode()
+    base = settings.twilio.api_base.rstrip("/")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def fetch(url: str) -> bytes:
+            if base and url.startswith("https://api.twilio.com"):
+                url = base + url[len("https://api.twilio.com") :]
+            async with session.get(url, headers={"Authorization": f"Basic {token}"}) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"Twilio answered {resp.status} for a recording")
+                return await resp.read()
+
+        while True:
+            try:
+                await app[SERVICES]["recordings"].download_pending(fetch)
+            except Exception:
+                log.exception("event=twilio_recording_downloads_failed")
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 3600)
+
+
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the call services of the enabled sources; stop them in reverse."""
     settings, store, hub = app[SETTINGS], app[STORE], app[HUB]
@@ -50,6 +82,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DIRECTORY] = directory
     services: list[CallService] = []
     source: AsteriskSource | None = None
+    downloads: asyncio.Task[None] | None = None
     if settings.asterisk.enabled:
         a = settings.asterisk
         client = AmiClient(
@@ -75,7 +108,10 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 u.username for u in await store.users.list() if u.id in ids and u.role in ("rep", "manager")
             ]
 
+        wake_downloads = asyncio.Event()
         app[SERVICES]["twilio_voice"] = TwilioVoiceWebhooks(
+            recordings=app[SERVICES].get("recordings"),
+            on_recording=wake_downloads.set,
             auth_token=settings.twilio.auth_token.reveal(),
             public_url=settings.server.public_url,
             store=store,
@@ -90,7 +126,13 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         app[HEALTH]["twilio_voice"] = lambda: "up"
         services.append(service)
+        if app[SERVICES].get("recordings") is not None:
+            downloads = asyncio.create_task(_download_loop(app, wake_downloads), name="twilio-recordings")
     yield
+    if downloads is not None:
+        downloads.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await downloads
     app[SERVICES].pop("twilio_voice", None)
     if "twilio_client" in app[SERVICES]:
         await close_client(app[SERVICES].pop("twilio_client"))

@@ -116,3 +116,21 @@ def test_import_refuses_broken_files(tmp_path: Path, content: str | bytes, messa
 def test_import_missing_file(tmp_path: Path) -> None:
     proc = run(tmp_path, "import", "contacts", "nope.csv", check=2)
     assert "no such file" in proc.stderr
+
+
+def test_recordings_reindex_is_idempotent(tmp_path: Path) -> None:
+    from tests.recordings.test_recordings import make_wav
+
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    for i in range(3):
+        make_wav(monitor / f"17953462{i}.1.wav", 0.5)
+    (monitor / "notes.txt").write_text("not audio")
+    run(tmp_path, "init", "--admin-password", "pw-long-enough")
+    first = run(tmp_path, "recordings", "reindex", str(monitor))
+    assert "3 files: 3 indexed, 0 already indexed, 0 errors" in first.stdout
+    assert "reindex [" in first.stderr  # the progress bar
+    second = run(tmp_path, "recordings", "reindex", str(monitor))
+    assert "3 files: 0 indexed, 3 already indexed, 0 errors" in second.stdout
+    stored = list((tmp_path / "recordings").rglob("*.wav"))
+    assert len(stored) == 3 and not any("17953462" in p.name for p in stored)

@@ -20,6 +20,7 @@ CREATE TABLE recordings (
     size         INTEGER,
     sha256       TEXT,
     storage_path TEXT,
+    remote_url   TEXT,
     state        TEXT NOT NULL CHECK (state IN ('pending', 'indexed', 'unlinked', 'empty', 'truncated', 'deleted')),
     notes        TEXT NOT NULL DEFAULT '',
     tags         TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(tags)),

@@ -52,6 +52,7 @@ class FakeTwilioApi:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.calls: dict[str, FakeCall] = {}
         self.fail_next: int | None = None  # answer the next create with this HTTP status
+        self.recordings: dict[str, bytes] = {}  # RecordingSid -> WAV bytes served at .../Recordings/{sid}.wav
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -62,6 +63,7 @@ class FakeTwilioApi:
         base = API.format(account="{account}")
         app.router.add_post(base + "/Calls.json", self._create_call)
         app.router.add_get(base + "/Calls/{sid}.json", self._get_call)
+        app.router.add_get(base + "/Recordings/{sid}.wav", self._get_recording)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -144,6 +146,18 @@ class FakeTwilioApi:
         if call is None:
             return self._error(404, 20404, "The requested resource was not found")
         return web.json_response(self._call_json(call))
+
+    async def _get_recording(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._error(401, 20003, "Authenticate")
+        audio = self.recordings.get(request.match_info["sid"])
+        if audio is None:
+            return self._error(404, 20404, "The requested resource was not found")
+        return web.Response(body=audio, content_type="audio/x-wav")
+
+    def recording_url(self, sid: str) -> str:
+        """Where Twilio would say a recording is (without the .wav a client adds)."""
+        return f"https://api.twilio.com{API.format(account=self.account_sid)}/Recordings/{sid}"
 
     async def _signed_post(self, url: str, params: dict[str, str]) -> aiohttp.ClientResponse:
         assert self._session is not None

@@ -208,3 +208,54 @@ async def test_twilio_call_pops_in_the_browser(tclient: Any, browser: Any) -> No
     )
     await page.wait_for_selector(".pop .pop-state:text('missed')", timeout=10_000)
     assert await page.locator(".pop").count() == 1
+
+
+async def test_twilio_recording_callback_downloads_and_links(
+    aiohttp_client: Any, settings: Any, tmp_path: Any
+) -> None:
+    import asyncio
+
+    from switchboard.sim.twilio_api import FakeTwilioApi
+    from tests.recordings.test_recordings import make_wav
+
+    sid, token = "AC" + "3" * 32, TOKEN
+    async with FakeTwilioApi(sid, token) as fake:
+        settings.twilio.enabled = True
+        settings.twilio.account_sid = sid
+        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.api_base = fake.base_url
+        settings.server.public_url = PUBLIC
+        client = await aiohttp_client(create_app(settings))
+        store = client.server.app[STORE]
+        manager = await make_api(client, "maria", "manager")
+        call_sid, rec_sid = "CA" + "7" * 32, "RE" + "8" * 32
+        audio = make_wav(tmp_path / "r.wav", 1.5)
+        fake.recordings[rec_sid] = audio
+        await post_signed(client, "/twilio/voice/incoming", incoming(call_sid, "+15551234567"))
+        await post_signed(
+            client,
+            "/twilio/voice/status",
+            incoming(call_sid, "+15551234567") | {"CallStatus": "completed", "CallDuration": "2"},
+        )
+        params = {
+            "AccountSid": sid,
+            "CallSid": call_sid,
+            "RecordingSid": rec_sid,
+            "RecordingUrl": fake.recording_url(rec_sid),
+            "RecordingStatus": "completed",
+            "RecordingDuration": "2",
+            "RecordingChannels": "2",
+            "RecordingSource": "DialVerb",
+        }
+        assert (await client.post("/twilio/voice/recording", data=params)).status == 403  # unsigned
+        assert (await post_signed(client, "/twilio/voice/recording", params)).status == 204
+        async with asyncio.timeout(10):
+            while True:
+                items = (await (await manager.get("/api/v1/recordings")).json())["items"]
+                if items and items[0]["audio_url"]:
+                    break
+                await asyncio.sleep(0.05)
+        (rec,) = items
+        touch = await store.touches.by_source_key(f"twilio:{call_sid}")
+        assert rec["source"] == "twilio" and rec["touch_id"] == touch.id and rec["size"] == len(audio)
+        assert await (await manager.get(rec["audio_url"])).read() == audio
