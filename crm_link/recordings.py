@@ -233,7 +233,8 @@ class Recordings:
         newest_first: bool = True,
     ) -> Page:
         limit = check_limit(limit)
-        where = ["r.state != 'pending'"]
+        # pending rows (announced, no file yet) have no start time; every other row has one
+        where = ["r.started_at IS NOT NULL", "r.state != 'pending'"]
         params: list[Any] = []
         for column, value in (
             ("r.extension", f.extension),
@@ -266,15 +267,13 @@ class Recordings:
         if cursor:
             started, last_id = decode_cursor(cursor, 2)
             op = "<" if newest_first else ">"
-            where.append(
-                f"(COALESCE(r.started_at, '') {op} ? OR (COALESCE(r.started_at, '') = ? AND r.id {op} ?))"
-            )
+            where.append(f"(r.started_at {op} ? OR (r.started_at = ? AND r.id {op} ?))")
             params += [started, started, int(last_id)]
         sql = (
             _SELECT
             + " WHERE "
             + " AND ".join(where)
-            + f" ORDER BY COALESCE(r.started_at, '') {order}, r.id {order} LIMIT ?"
+            + f" ORDER BY r.started_at {order}, r.id {order} LIMIT ?"
         )
         rows = await self._db.fetchall(sql, [*params, limit + 1])
         items = [recording_json(r) for r in rows[:limit]]
@@ -283,6 +282,40 @@ class Recordings:
             last = rows[limit - 1]
             nxt = encode_cursor(last["started_at"] or "", last["id"])
         return Page(items, nxt)
+
+    async def bulk_load(self, rows: list[dict[str, Any]]) -> int:
+        """Index many recordings at once (moving an archive in, benchmarks); each dict names the columns."""
+        now = to_db_time(utcnow())
+        cols = (
+            "source",
+            "pbx_name",
+            "call_key",
+            "contact_id",
+            "user_id",
+            "extension",
+            "direction",
+            "from_number",
+            "to_number",
+            "started_at",
+            "duration_s",
+            "format",
+            "size",
+            "storage_path",
+            "state",
+            "notes",
+        )
+        async with self._db.transaction() as tx:
+            await tx.executemany(
+                f"INSERT INTO recordings ({', '.join(cols)}, created_at, updated_at)"
+                f" VALUES ({', '.join('?' * len(cols))}, ?, ?)",
+                [(*tuple(r.get(c) for c in cols), now, now) for r in rows],
+            )
+            await tx.execute(
+                "INSERT INTO recordings_fts (rowid, body) SELECT r.id, trim(COALESCE(c.first_name, '') || ' ' ||"
+                " COALESCE(c.last_name, '') || ' ' || r.notes) FROM recordings r LEFT JOIN contacts c"
+                " ON c.id = r.contact_id WHERE r.id NOT IN (SELECT rowid FROM recordings_fts)"
+            )
+        return len(rows)
 
     async def older_than(self, cutoff: datetime) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(

@@ -250,3 +250,30 @@ async def test_manager_filters_and_plays_in_the_browser(
     await row.locator("button.play").click()
     await page.wait_for_function("document.getElementById('rec-player').readyState >= 1", timeout=10_000)
     assert await page.evaluate("document.getElementById('rec-player').duration") > 1
+
+
+async def test_transcriber_and_retention(store: Any, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from crm_link.recordings import RecordingFilter
+    from recordings.service import RecordingService
+
+    class Words:
+        async def transcribe(self, path: Path) -> str:
+            return "the customer asked about a trade-in"
+
+    monitor = tmp_path / "pbx"
+    monitor.mkdir()
+    make_wav(monitor / "a.wav", 1.0)
+    service = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store", transcriber=Words())
+    await service.scan_once(force=True)
+    (rec,) = (await store.recordings.search(RecordingFilter(q="trade"))).items
+    stored = tmp_path / "store" / (await store.recordings.get(rec["id"]))["_storage_path"]
+    assert stored.exists()
+    later = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store",
+                             clock=lambda: datetime.now(UTC) + timedelta(days=91))
+    assert await later.apply_retention(90) == 1
+    assert not stored.exists()
+    after = await store.recordings.get(rec["id"])
+    assert after["state"] == "deleted" and after["audio_url"] is None
+    assert (await store.audit.recent(action="recording.retention_delete"))[0]["object_id"] == str(rec["id"])

@@ -8,6 +8,7 @@
   const player = document.getElementById("rec-player");
   const errorBox = document.getElementById("rec-error");
   let cursor = null;
+  const canEdit = !!document.getElementById("rec-export");
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text != null) e.textContent = String(text); if (cls) e.className = cls; return e; };
 
   function params() {
@@ -39,9 +40,23 @@
       if (r.audio_url) {
         const b = el("button", "Play", "secondary play"); b.type = "button";
         b.onclick = () => { player.src = r.audio_url; player.play().catch(() => {}); };
-        play.append(b);
+        const dl = el("a", "Download", "download"); dl.href = r.audio_url; dl.download = "recording-" + r.id + "." + (r.format || "wav");
+        play.append(b, " ", dl);
       }
       tr.append(play);
+      if (canEdit) {
+        const notes = el("td");
+        const input = el("input"); input.value = r.notes || ""; input.placeholder = "notes"; input.className = "rec-notes";
+        const tags = el("input"); tags.value = (r.tags || []).join(", "); tags.placeholder = "tags"; tags.className = "rec-tags";
+        const save = el("button", "Save", "secondary"); save.type = "button";
+        save.onclick = async () => {
+          const res = await fetch("/api/v1/recordings/" + r.id, { method: "PATCH", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+            body: JSON.stringify({ notes: input.value, tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean) }) });
+          save.textContent = res.ok ? "Saved" : "Not saved";
+        };
+        notes.append(input, tags, save);
+        tr.append(notes);
+      }
       tbody.append(tr);
     }
     cursor = body.next_cursor;
