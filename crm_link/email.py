@@ -140,6 +140,26 @@ class EmailStore:
             raise NotFound("template", template_id)
         return _template(row)
 
+    async def delete_template(self, template_id: int) -> None:
+        """Remove a template; jobs that used it keep their rendered messages."""
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "SELECT 1 FROM email_jobs WHERE template_id = ? AND state IN ('scheduled', 'running')",
+                (template_id,),
+            ) as cur:
+                if await cur.fetchone():
+                    raise Conflict("id", "a send job using this template is still running")
+            await tx.execute(
+                "UPDATE email_outbox SET template_id = NULL WHERE template_id = ?", (template_id,)
+            )
+            await tx.execute(
+                "DELETE FROM email_jobs WHERE template_id = ? AND state IN ('done', 'cancelled')",
+                (template_id,),
+            )
+            async with tx.execute("DELETE FROM email_templates WHERE id = ?", (template_id,)) as cur:
+                if cur.rowcount == 0:
+                    raise NotFound("template", template_id)
+
     async def templates(self) -> list[dict[str, Any]]:
         return [_template(r) for r in await self._db.fetchall("SELECT * FROM email_templates ORDER BY name")]
 

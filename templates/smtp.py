@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 
@@ -79,7 +79,7 @@ class SmtpSender:
                 self._smtp.close()
             self._smtp = None
 
-    async def send(self, message: EmailMessage) -> SendOutcome:
+    async def send(self, message: Message) -> SendOutcome:
         """Send one message: `sent`, `retry_later` (4xx, connection trouble) or `failed` (5xx)."""
         async with self._lock:
             now = self.clock()

@@ -49,6 +49,15 @@ async def update_template(request: web.Request) -> web.Response:
     return await _save(request, path_int(request))
 
 
+async def delete_template(request: web.Request) -> web.Response:
+    user = require(request, "manager", "marketing", "admin")
+    await request.app[STORE].email.delete_template(path_int(request))
+    await request.app[STORE].audit.write(
+        "email.template.delete", user_id=user.id, object_type="template", object_id=path_int(request)
+    )
+    return web.Response(status=204)
+
+
 async def get_template(request: web.Request) -> web.Response:
     require(request, *WRITERS)
     return web.json_response(await request.app[STORE].email.template(path_int(request)))
@@ -81,12 +90,20 @@ async def preview(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     """Send a template to one or many customers now or at `send_at`; a job with progress."""
     user = require(request, *WRITERS)
-    data = await json_body(request, allowed=("template_id", "contact_ids", "send_at", "next_followup_at"))
+    data = await json_body(
+        request, allowed=("template_id", "contact_ids", "tag", "send_at", "next_followup_at")
+    )
     template_id = data.get("template_id")
     if isinstance(template_id, bool) or not isinstance(template_id, int):
         raise ValidationError("template_id", "must be a template id")
     await request.app[STORE].email.template(template_id)
     ids = data.get("contact_ids")
+    if data.get("tag") is not None:
+        if ids is not None or not isinstance(data["tag"], str) or not data["tag"].strip():
+            raise ValidationError("tag", "give a tag name, or contact_ids, not both")
+        ids = await request.app[STORE].contacts.ids_with_tag(data["tag"].strip())
+        if not ids:
+            raise ValidationError("tag", f"no contact is tagged {data['tag']!r}")
     if not isinstance(ids, list) or not ids:
         raise ValidationError("contact_ids", "must be a non-empty list of contact ids")
     contacts = [await _contact(request, user, cid, "contact_ids") for cid in dict.fromkeys(ids)]
@@ -158,6 +175,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/email/templates", list_templates)
     r.add_get("/api/v1/email/templates/{id}", get_template)
     r.add_put("/api/v1/email/templates/{id}", update_template)
+    r.add_delete("/api/v1/email/templates/{id}", delete_template)
     r.add_post("/api/v1/email/templates/{id}/preview", preview)
     r.add_post("/api/v1/email/send", send)
     r.add_get("/api/v1/email/jobs/{id}", get_job)

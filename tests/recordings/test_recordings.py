@@ -270,8 +270,12 @@ async def test_transcriber_and_retention(store: Any, tmp_path: Path) -> None:
     (rec,) = (await store.recordings.search(RecordingFilter(q="trade"))).items
     stored = tmp_path / "store" / (await store.recordings.get(rec["id"]))["_storage_path"]
     assert stored.exists()
-    later = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store",
-                             clock=lambda: datetime.now(UTC) + timedelta(days=91))
+    later = RecordingService(
+        store,
+        watch_dir=monitor,
+        storage_dir=tmp_path / "store",
+        clock=lambda: datetime.now(UTC) + timedelta(days=91),
+    )
     assert await later.apply_retention(90) == 1
     assert not stored.exists()
     after = await store.recordings.get(rec["id"])

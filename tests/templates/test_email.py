@@ -275,3 +275,34 @@ async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Any) -> 
     to = [m["To"] for m in inbox.messages]
     assert len(to) == len(set(to))  # nobody twice
     assert counts["unknown"] == 1 and counts["sent"] == 59  # only the one in flight is in doubt
+
+
+async def test_mail_merge_to_a_tag_skips_opted_out_and_addressless(mail_client: Any, inbox: Any) -> None:
+    mkt = await make_api(mail_client, "kim", "marketing")
+    store = mail_client.server.app[STORE]
+    for data in (
+        {"first_name": "A", "email": "a@example.com"},
+        {"first_name": "B", "email": "b@example.com", "email_opt_out": True},
+        {"first_name": "C", "phones": ["+12125550100"]},
+    ):
+        await store.contacts.create(validate_contact(data | {"tags": ["service"]}, region="US"))
+    tpl = await (
+        await mkt.post(
+            "/api/v1/email/templates",
+            json={"name": "svc", "subject": "Service time", "html": "<p>Hi {{ contact.first_name }}</p>"},
+        )
+    ).json()
+    resp = await mkt.post("/api/v1/email/send", json={"template_id": tpl["id"], "tag": "service"})
+    assert resp.status == 202
+    job = await _job_done(mkt, (await resp.json())["id"])
+    assert job["counts"]["sent"] == 1 and job["counts"]["skipped"] == 2
+    assert {e["reason"] for e in job["errors"]} == {"unsubscribed from email", "no email address"}
+    assert [m["To"] for m in inbox.messages] == ["A <a@example.com>"]
+    resp = await mkt.post("/api/v1/email/send", json={"template_id": tpl["id"], "tag": "nobody"})
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "tag"
+    assert (
+        await mkt.client.delete(
+            f"/api/v1/email/templates/{tpl['id']}", headers={"Authorization": f"Bearer {mkt.token}"}
+        )
+    ).status == 204
+    assert (await mkt.get(f"/api/v1/email/templates/{tpl['id']}")).status == 404
