@@ -36,11 +36,11 @@ def parse_kannel_dlr(query: Mapping[str, str], channel: str) -> DeliveryReport:
     if not message_id:
         raise ValueError("id: missing")
     raw = query.get("type", "").strip()
-    if not raw.isdigit() or int(raw) not in DLR_TYPES:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) not in DLR_TYPES:
         raise ValueError(f"type: {raw!r} is not a Kannel DLR type (1, 2, 4, 8 or 16)")
     at = None
     ts = query.get("ts", "").strip()
-    if ts.isdigit():
+    if ts.isascii() and ts.isdigit() and len(ts) <= 11:
         at = datetime.fromtimestamp(int(ts), UTC)
     status = DLR_TYPES[int(raw)]
     answer = query.get("answer") or None
