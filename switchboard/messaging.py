@@ -15,6 +15,7 @@ from campaigns.sms.gsm7 import MessageTooLong, analyze
 from campaigns.sms.inbound import SmsEvents
 from campaigns.sms.kannel import KannelChannel
 from campaigns.sms.sender import ChannelWorker
+from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.models import Contact
 from switchboard.keys import HEALTH, SERVICES, SETTINGS, STORE
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
@@ -81,7 +82,29 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
             secret=str(o["secret"]),
             max_parts=settings.sms.max_parts,
         )
-    raise SettingsError(f"{key}.type", f"the {cfg.type} channel is not available in this version; use kannel")
+    if cfg.type == "twilio":
+        from cti.twilio_rest import twilio_client
+
+        t = settings.twilio
+        if not t.account_sid.startswith("AC") or not t.auth_token:
+            raise SettingsError(
+                "twilio.account_sid", "a twilio SMS channel needs twilio.account_sid and auth_token"
+            )
+        if not settings.server.public_url:
+            raise SettingsError("server.public_url", "required with Twilio: it is the URL Twilio signs")
+        if not (o.get("from") or o.get("messaging_service_sid")):
+            raise SettingsError(f"{key}.from", "a Twilio number (or messaging_service_sid) is required")
+        client = twilio_client(t.account_sid, t.auth_token.reveal(), t.api_base)
+        return TwilioSmsChannel(
+            cfg.name,
+            client,
+            from_number=o.get("from"),
+            messaging_service_sid=o.get("messaging_service_sid"),
+            status_callback_url=settings.server.public_url.rstrip("/") + "/twilio/sms/status",
+        )
+    raise SettingsError(
+        f"{key}.type", f"the {cfg.type} channel is not available in this version; use kannel or twilio"
+    )
 
 
 async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -155,3 +178,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for channel in channels.values():
         await channel.close()
+        if isinstance(channel, TwilioSmsChannel):
+            from cti.twilio_rest import close_client
+
+            await close_client(channel.client)

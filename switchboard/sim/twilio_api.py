@@ -52,7 +52,12 @@ class FakeTwilioApi:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.calls: dict[str, FakeCall] = {}
         self.fail_next: int | None = None  # answer the next create with this HTTP status
-        self.recordings: dict[str, bytes] = {}  # RecordingSid -> WAV bytes served at .../Recordings/{sid}.wav
+        self.recordings: dict[str, bytes] = {}
+        self.messages: dict[str, dict[str, str]] = {}
+        self.unsubscribed: set[str] = set()  # numbers that texted STOP to Twilio (error 21610)
+        self.message_outcome: dict[
+            str, str
+        ] = {}  # To -> delivered | undelivered | failed  # RecordingSid -> WAV bytes served at .../Recordings/{sid}.wav
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -64,6 +69,7 @@ class FakeTwilioApi:
         app.router.add_post(base + "/Calls.json", self._create_call)
         app.router.add_get(base + "/Calls/{sid}.json", self._get_call)
         app.router.add_get(base + "/Recordings/{sid}.wav", self._get_recording)
+        app.router.add_post(base + "/Messages.json", self._create_message)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -146,6 +152,84 @@ class FakeTwilioApi:
         if call is None:
             return self._error(404, 20404, "The requested resource was not found")
         return web.json_response(self._call_json(call))
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.requests.append(("POST", request.path, form))
+        if not self._authorized(request):
+            return self._error(401, 20003, "Authenticate")
+        if self.fail_next is not None:
+            status, self.fail_next = self.fail_next, None
+            return self._error(status, 20500 if status >= 500 else 21211, "Error")
+        to = form.get("To", "")
+        if not to.startswith("+") or not to[1:].isdigit():
+            return self._error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if to in self.unsubscribed:
+            return self._error(400, 21610, "Attempt to send to unsubscribed recipient")
+        if not form.get("Body"):
+            return self._error(400, 21602, "Message body is required.")
+        sid = _sid("SM")
+        segments = max(1, -(-len(form["Body"]) // 153)) if len(form["Body"]) > 160 else 1
+        self.messages[sid] = form
+        task = asyncio.create_task(self._message_lifecycle(sid, form))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return web.json_response(
+            {
+                "sid": sid,
+                "account_sid": self.account_sid,
+                "to": to,
+                "from": form.get("From"),
+                "body": form["Body"],
+                "status": "queued",
+                "num_segments": str(segments),
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "error_code": None,
+                "error_message": None,
+                "uri": f"{API.format(account=self.account_sid)}/Messages/{sid}.json",
+            },
+            status=201,
+        )
+
+    async def _message_lifecycle(self, sid: str, form: dict[str, str]) -> None:
+        callback = form.get("StatusCallback")
+        if not callback:
+            return
+        final = self.message_outcome.get(form["To"], "delivered")
+        for status in ("sent", final):
+            await asyncio.sleep(0.01)
+            params = {
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "AccountSid": self.account_sid,
+                "From": form.get("From", ""),
+                "To": form["To"],
+                "MessageStatus": status,
+                "SmsStatus": status,
+                "ApiVersion": "2010-04-01",
+            }
+            if status in ("undelivered", "failed"):
+                params["ErrorCode"] = "30003"
+            with contextlib.suppress(aiohttp.ClientError):
+                resp = await self._signed_post(callback, params)
+                resp.release()
+
+    async def send_inbound(self, url: str, sender: str, to: str, body: str) -> int:
+        """A customer's message, posted to an incoming-message webhook the way Twilio does; the status."""
+        params = {
+            "MessageSid": _sid("SM"),
+            "AccountSid": self.account_sid,
+            "From": sender,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "ApiVersion": "2010-04-01",
+        }
+        resp = await self._signed_post(url, params)
+        resp.release()
+        return resp.status
 
     async def _get_recording(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

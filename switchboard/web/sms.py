@@ -237,7 +237,42 @@ async def kannel_webhook(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def twilio_sms_webhook(request: web.Request) -> web.Response:
+    """Twilio's message status callbacks and incoming messages, checked with its signature."""
+    from twilio.request_validator import RequestValidator
+
+    from campaigns.sms.twilio_sms import TwilioSmsChannel, parse_twilio_inbound, parse_twilio_status
+
+    settings = request.app[SETTINGS]
+    form = {k: str(v) for k, v in (await request.post()).items()}
+    url = settings.server.public_url.rstrip("/") + request.path_qs
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not signature or not RequestValidator(settings.twilio.auth_token.reveal()).validate(
+        url, form, signature
+    ):
+        raise ApiError(
+            403, "bad_signature", "X-Twilio-Signature is missing or does not match", "X-Twilio-Signature"
+        )
+    channels = request.app[SERVICES].get("sms_channels", {})
+    twilio = [c for c in channels.values() if isinstance(c, TwilioSmsChannel)]
+    if not twilio:
+        raise ApiError(404, "not_found", "no Twilio SMS channel is configured")
+    channel = channels.get(request.query.get("channel", "")) or twilio[0]
+    events = request.app[SERVICES]["sms_events"]
+    try:
+        if request.path.endswith("/status"):
+            await events.on_delivery(parse_twilio_status(form, channel.name, request.query.get("mid")))
+            return web.Response(status=204)
+        await events.on_inbound(parse_twilio_inbound(form, channel.name))
+    except ValueError as exc:
+        field, _, reason = str(exc).partition(": ")
+        raise ApiError(400, "invalid", reason or str(exc), field) from None
+    return web.Response(text="<Response/>", content_type="application/xml")
+
+
 def setup(app: web.Application) -> None:
+    app.router.add_post("/twilio/sms/status", twilio_sms_webhook)
+    app.router.add_post("/twilio/sms/incoming", twilio_sms_webhook)
     app.router.add_get("/sms/kannel/dlr", kannel_webhook)
     app.router.add_get("/sms/kannel/incoming", kannel_webhook)
     r = app.router
