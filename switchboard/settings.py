@@ -154,7 +154,7 @@ class SmsSettings:
 
 @dataclass(slots=True)
 class RecordingsSettings:
-    storage_dir: str = "recordings"  # where Switchboard keeps its copies, under names it makes
+    storage_dir: str = "var/recordings"  # where Switchboard keeps its copies, under names it makes
     retention_days: int = 0  # 0 keeps recordings for ever
     poll_seconds: float = 5.0
 

@@ -132,5 +132,5 @@ def test_recordings_reindex_is_idempotent(tmp_path: Path) -> None:
     assert "reindex [" in first.stderr  # the progress bar
     second = run(tmp_path, "recordings", "reindex", str(monitor))
     assert "3 files: 0 indexed, 3 already indexed, 0 errors" in second.stdout
-    stored = list((tmp_path / "recordings").rglob("*.wav"))
+    stored = list((tmp_path / "var" / "recordings").rglob("*.wav"))
     assert len(stored) == 3 and not any("17953462" in p.name for p in stored)
