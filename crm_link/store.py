@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from crm_link.call_lists import CallLists
 from crm_link.contacts import Contacts
 from crm_link.db import Database
 from crm_link.email import EmailStore
 from crm_link.recordings import Recordings
+from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.touches import Audit, Touches
 from crm_link.users import Users
@@ -25,6 +27,8 @@ class Store:
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
         self.recordings = Recordings(self.db)
+        self.segments = Segments(self.db, time_zone)
+        self.call_lists = CallLists(self.db, time_zone)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

@@ -62,18 +62,19 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     app[MY_DAY_EXTRAS] = []
     app[SERVICES] = {}
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
-    from switchboard import messaging, recording_ctx, telephony
+    from switchboard import dialer_ctx, messaging, recording_ctx, telephony
 
     app.cleanup_ctx.append(_store_ctx)
     for ctx in contexts:
         app.cleanup_ctx.append(ctx)
     app.cleanup_ctx.append(recording_ctx.recordings_ctx)
     app.cleanup_ctx.append(telephony.telephony_ctx)
+    app.cleanup_ctx.append(dialer_ctx.dialer_ctx)
     app.cleanup_ctx.append(messaging.email_ctx)
     app.cleanup_ctx.append(messaging.sms_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
-    from switchboard.web import api, calls, email, pages, recordings, sms, ws
+    from switchboard.web import api, call_lists, calls, email, pages, recordings, sms, ws
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     app.router.add_get("/healthz", healthz)
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
     ws.setup(app)
     sms.setup(app)
     calls.setup(app)
+    call_lists.setup(app)
     email.setup(app)
     recordings.setup(app)
     telephony.setup_routes(app)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -150,6 +151,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         analyze=describe,
         quiet_start=settings.sms.quiet_start,
         quiet_end=settings.sms.quiet_end,
+        segment_ids=_segment_ids(store),
     )
     app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
     app[SERVICES]["sms_events"] = events
@@ -182,3 +184,12 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             from cti.twilio_rest import close_client
 
             await close_client(channel.client)
+
+
+def _segment_ids(store: Any) -> Any:
+    """A blast audience {"segment": id | name | {"filter": ...}}: the contacts it selects now."""
+
+    async def ids(spec: Any) -> list[int]:
+        return await store.segments.ids(await store.segments.resolve(spec))  # type: ignore[no-any-return]
+
+    return ids

@@ -128,6 +128,31 @@ class CallingHoursSettings:
 
 
 @dataclass(slots=True)
+class DialerSettings:
+    max_concurrent_calls: int = 10  # the trunk's channels: never more calls in flight
+    calls_per_second: float = 1.0  # the trunk's call setup rate
+    lease_seconds: int = 120  # a progressive entry's lease, renewed while its call lasts
+    preview_lease_minutes: int = 15  # how long an agent may hold a previewed entry
+    wrap_up_seconds: int = 30  # after a call, before the next (ends early on a disposition)
+    dial_timeout_seconds: int = 30  # how long the agent's and the customer's phones ring
+    tick_seconds: float = 1.0
+    dispositions: list[str] = field(
+        default_factory=lambda: [
+            "sold",
+            "appointment set",
+            "call back",
+            "not interested",
+            "no answer",
+            "busy",
+            "left message",
+            "wrong number",
+            "do not call",
+            "other",
+        ]
+    )
+
+
+@dataclass(slots=True)
 class DealerSettings:
     name: str = "Switchboard Motors"
     phone: str = ""
@@ -170,13 +195,24 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     calling_hours: CallingHoursSettings = field(default_factory=CallingHoursSettings)
     dealer: DealerSettings = field(default_factory=DealerSettings)
+    dialer: DialerSettings = field(default_factory=DialerSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
     # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
     interfaces: dict[str, str] = field(default_factory=dict)
 
 
-_SECTIONS = ("server", "store", "asterisk", "twilio", "smtp", "calling_hours", "dealer", "recordings")
+_SECTIONS = (
+    "server",
+    "store",
+    "asterisk",
+    "twilio",
+    "smtp",
+    "calling_hours",
+    "dealer",
+    "recordings",
+    "dialer",
+)
 _SMS_CHANNEL_TYPES = ("twilio", "kannel", "modem")
 
 
@@ -277,6 +313,22 @@ def _validate(s: Settings) -> None:
             date.fromisoformat(day)
         except ValueError:
             raise SettingsError(f"calling_hours.holidays[{i}]", f"expected YYYY-MM-DD, got {day!r}") from None
+    if s.calling_hours.start >= s.calling_hours.end:
+        raise SettingsError("calling_hours.end", "must be later than calling_hours.start")
+    for name in (
+        "max_concurrent_calls",
+        "calls_per_second",
+        "lease_seconds",
+        "preview_lease_minutes",
+        "dial_timeout_seconds",
+        "tick_seconds",
+    ):
+        if getattr(s.dialer, name) <= 0:
+            raise SettingsError(f"dialer.{name}", "must be greater than 0")
+    if s.dialer.lease_seconds < 30:
+        raise SettingsError("dialer.lease_seconds", "must be at least 30 (it is renewed every tick)")
+    if not s.dialer.dispositions or len(set(s.dialer.dispositions)) != len(s.dialer.dispositions):
+        raise SettingsError("dialer.dispositions", "must be a non-empty list without repeats")
     s.sms.quiet_start = _hhmm("sms.quiet_start", s.sms.quiet_start)
     s.sms.quiet_end = _hhmm("sms.quiet_end", s.sms.quiet_end)
     if s.smtp.starttls not in ("auto", "always", "never"):

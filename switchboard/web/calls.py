@@ -167,8 +167,10 @@ async def disposition(request: web.Request) -> web.Response:
     if user.role == "rep" and touch.user_id not in (None, user.id):
         raise ApiError(403, "forbidden", "this call was answered by someone else")
     disp = data.get("disposition")
-    if disp is not None and disp not in DISPOSITIONS:
-        raise ValidationError("disposition", f"must be one of: {', '.join(DISPOSITIONS)}")
+    dialer = request.app[SERVICES].get("dialer")
+    allowed = tuple(dialer.dispositions) if dialer is not None else DISPOSITIONS
+    if disp is not None and disp not in allowed:
+        raise ValidationError("disposition", f"must be one of: {', '.join(allowed)}")
     note = data.get("note", data.get("summary", ""))
     if not isinstance(note, str):
         raise ValidationError("note", "must be text")
@@ -187,6 +189,11 @@ async def disposition(request: web.Request) -> web.Response:
                 note=note.strip() or (disp or ""),
                 assignee_id=user.id,
             )
+    if dialer is not None and disp is not None:
+        # a call of a call list: its entry is closed, retried or called back as well
+        await dialer.on_touch_disposition(touch.id, disp, note.strip(), due)
+        if disp == "do not call" and touch.contact_id is not None:
+            await store.call_lists.skip_contact(touch.contact_id, "do not call", dialer.clock())
     await store.audit.write(
         "call.disposition",
         user_id=user.id,

@@ -1,0 +1,1 @@
+"""Outbound call lists: calling hours, the dialer (preview and progressive), dial backends."""

@@ -1,0 +1,84 @@
+"""Wiring of the dialer: built after telephony, hooked to the call services' end-of-call events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from campaigns.dialer.backends import AmiDialBackend, DialBackend, TwilioDialBackend
+from campaigns.dialer.hours import CallingHours
+from campaigns.dialer.service import Dialer
+from switchboard.keys import HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+
+log = logging.getLogger("switchboard.dialer")
+
+# tests and the demo may replace the dialer's clock (a fixed clock for calling-hours tests)
+DIALER_CLOCK = web.AppKey("dialer_clock", object)
+
+
+def backend_of(app: web.Application) -> DialBackend | None:
+    """Asterisk when it is enabled, else Twilio, else none (preview lists still hand out entries)."""
+    settings, services = app[SETTINGS], app[SERVICES]
+    if services.get("asterisk") is not None:
+        return AmiDialBackend(services["asterisk"], context=settings.asterisk.originate_context)
+    if services.get("twilio_voice") is not None and settings.twilio.caller_id:
+        return TwilioDialBackend(
+            services["twilio_voice"], services["twilio_client"], caller_id=settings.twilio.caller_id
+        )
+    return None
+
+
+async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, store = app[SETTINGS], app[STORE]
+    d = settings.dialer
+    clock: Callable[[], datetime] = app.get(DIALER_CLOCK) or (lambda: datetime.now(UTC))  # type: ignore[assignment]
+    dialer = Dialer(
+        store,
+        app[HUB],
+        backend_of(app),
+        hours=CallingHours.of(
+            settings.calling_hours.start, settings.calling_hours.end, settings.calling_hours.holidays
+        ),
+        clock=clock,
+        max_concurrent=d.max_concurrent_calls,
+        calls_per_second=d.calls_per_second,
+        lease=timedelta(seconds=d.lease_seconds),
+        preview_lease=timedelta(minutes=d.preview_lease_minutes),
+        wrap_up=timedelta(seconds=d.wrap_up_seconds),
+        dial_timeout_s=d.dial_timeout_seconds,
+        tick_seconds=d.tick_seconds,
+        dispositions=tuple(d.dispositions),
+    )
+    for key in ("calls:asterisk", "calls:twilio"):
+        service = app[SERVICES].get(key)
+        if service is not None:
+            service.on_ended = dialer.call_ended
+    app[SERVICES]["dialer"] = dialer
+    app[MY_DAY_EXTRAS].append(_my_day)
+    await dialer.start()
+    log.info(
+        "event=dialer_started owner=%s backend=%s", dialer.owner, dialer.backend and dialer.backend.source
+    )
+    yield
+    await dialer.close()
+    app[SERVICES].pop("dialer", None)
+
+
+async def _my_day(request: web.Request, user: Any) -> dict[str, Any]:
+    """My Day: the agent's call-list call-backs due today, and how many list entries wait for them."""
+    store = request.app[STORE]
+    dialer: Dialer = request.app[SERVICES]["dialer"]
+    now = dialer.clock()
+    callbacks = await store.call_lists.callbacks_for(user.id, now + timedelta(hours=24))
+    lists = []
+    for cl in await store.call_lists.all(states=("running",)):
+        if dialer.may_work(cl, user) and user.role in ("rep", "manager"):
+            stats = await store.call_lists.stats(cl.id)
+            lists.append(
+                {"id": cl.id, "name": cl.name, "mode": cl.mode, "pending": stats["counts"]["pending"]}
+            )
+    return {"call_list_callbacks": callbacks, "call_lists": lists}

@@ -1,0 +1,201 @@
+"""Progressive dialing end to end: the AMI test PBX answers, is busy or does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from campaigns.dialer.hours import CallingHours
+from campaigns.dialer.service import Dialer
+from crm_link.call_lists import ListSpec
+from cti.ami.server import AmiTestServer
+from switchboard.keys import HUB, SERVICES, STORE
+from tests.conftest import make_api
+from tests.dialer.conftest import FixedClock, add_customers, settle, until
+
+NEW_YORK = [f"+1212736{5000 + i}" for i in range(8)]
+CHICAGO = [f"+1312736{5000 + i}" for i in range(6)]
+LOS_ANGELES = [f"+1213736{5000 + i}" for i in range(6)]
+ZONE = {
+    **dict.fromkeys(NEW_YORK, "America/New_York"),
+    **dict.fromkeys(CHICAGO, "America/Chicago"),
+    **dict.fromkeys(LOS_ANGELES, "America/Los_Angeles"),
+}
+BUSY = {NEW_YORK[1], CHICAGO[2]}
+NO_ANSWER = {NEW_YORK[3], LOS_ANGELES[4]}
+HOURS = CallingHours.of("08:00", "21:00")
+
+
+async def test_two_agents_twenty_customers_run_to_completion(
+    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    client = await aiohttp_client(dial_app)
+    store = dial_app.app[STORE]
+    dialer: Dialer = dial_app.app[SERVICES]["dialer"]
+    manager = await make_api(client, "maria", "manager")
+    jsmith = await make_api(client, "jsmith", "rep", extension="1001")
+    agarcia = await make_api(client, "agarcia", "rep", extension="1002")
+    await dial_app.app[SERVICES]["asterisk"].directory.reload()
+    numbers = NEW_YORK + CHICAGO + LOS_ANGELES
+    ids = await add_customers(store, numbers)
+    for n in BUSY:
+        pbx.outcomes[n] = "busy"
+    for n in NO_ANSWER:
+        pbx.outcomes[n] = "noanswer"
+    # how many calls are ever in flight at once
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, len(dialer.in_flight))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+
+    resp = await manager.post(
+        "/api/v1/call-lists",
+        {
+            "name": "After-sale 4 days",
+            "mode": "progressive",
+            "contact_ids": ids,
+            "max_attempts": 2,
+            "retry_minutes": 30,
+            "busy_retry_minutes": 90,
+            "agents": ["jsmith", "agarcia"],
+            "start": True,
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    list_id = created["id"]
+    assert created["build"] == {"added": 20} and created["state"] == "running"
+    for agent in (jsmith, agarcia):
+        resp = await agent.post("/api/v1/agent/ready", {"list_id": list_id})
+        assert resp.status == 200, await resp.text()
+
+    # 07:30 in New York, earlier further west: nobody is called, whatever the queue says
+    await asyncio.sleep(0.5)
+    await settle(dial_app.app)
+    assert not [a for a in pbx.actions if a.name == "Originate"]
+
+    # walk the day in 20-minute steps until the list is done
+    for _ in range(40):
+        clock.advance(minutes=20)
+        await settle(dial_app.app)
+        body = await (await manager.get(f"/api/v1/call-lists/{list_id}")).json()
+        if body["state"] == "done":
+            break
+    watcher.cancel()
+    assert body["state"] == "done", body
+
+    attempts = await store.call_lists.attempts_of(list_id=list_id)
+    assert all(a.state in ("answered", "busy", "noanswer") for a in attempts), [a.state for a in attempts]
+    by_number: dict[str, list[Any]] = {}
+    for a in attempts:
+        by_number.setdefault(a.number, []).append(a)
+        # never outside the customer's calling hours, by the dialer's clock
+        assert HOURS.is_open(ZONE[a.number], a.started_at), (a.number, a.started_at)
+    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    for number in numbers:
+        mine = by_number[number]
+        expected = 2 if number in BUSY | NO_ANSWER else 1
+        assert len(mine) == expected, (number, [a.state for a in mine])
+        assert originated.count(number) == expected  # no entry dialed twice
+        if expected == 2:
+            # retried after the configured delay, never overlapping the first attempt
+            assert mine[1].started_at - mine[0].ended_at >= timedelta(minutes=30)
+    # every attempt is one call touch on the customer's history
+    for a in attempts:
+        touch = await store.touches.get(a.touch_id)
+        assert touch.source_key == f"asterisk:{a.call_id}" and touch.contact_id == a.contact_id
+        assert touch.direction == "outbound" and touch.status == (
+            "answered" if a.state == "answered" else "missed"
+        )
+    calls = await store.db.fetchall("SELECT count(*) FROM touches WHERE kind = 'call'")
+    assert calls[0][0] == len(attempts) == 24
+    # never more calls at once than free agents
+    assert 1 <= peak <= 2
+    # the results the list page shows
+    assert body["counts"] == {"pending": 0, "in_progress": 0, "done": 20, "skipped": 0}
+    assert body["attempts"]["total"] == 24 and body["reached"] == 16
+    assert body["connect_rate"] == round(16 / 24, 3)
+    assert body["results"] == {"reached": 16, "busy": 2, "no answer": 2}
+    per_agent = {a["username"]: a for a in body["agents"]}
+    assert set(per_agent) == {"jsmith", "agarcia"}
+    assert sum(a["attempts"] for a in per_agent.values()) == 24
+
+
+async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
+    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    app = dial_app.app
+    client = await aiohttp_client(dial_app)
+    store = app[STORE]
+    await make_api(client, "jsmith", "rep", extension="1001")
+    await make_api(client, "agarcia", "rep", extension="1002")
+    await app[SERVICES]["asterisk"].directory.reload()
+    clock.advance(hours=3)  # 10:30 in New York
+    numbers = NEW_YORK
+    ids = await add_customers(store, numbers)
+    pbx.talk_seconds = 40.0  # 0.4 s at the test PBX's speed: the crash comes mid-call
+    first: Dialer = app[SERVICES]["dialer"]
+    cl, _ = await store.call_lists.create(
+        ListSpec(name="crash", mode="progressive", max_attempts=2, retry_minutes=30),
+        contact_ids=ids,
+        now=clock(),
+    )
+    await store.call_lists.set_state(cl.id, "running", clock())
+    jsmith = await store.users.by_username("jsmith")
+    agarcia = await store.users.by_username("agarcia")
+    await first.set_ready(jsmith, cl.id)
+    await first.set_ready(agarcia, cl.id)
+
+    async def two_in_flight() -> bool:
+        return len([f for f in first.in_flight.values() if f.call_id]) == 2
+
+    await until(two_in_flight)
+    in_doubt = {f.attempt_id for f in first.in_flight.values()}
+    # the crash: the dialer's tasks die where they stand; nothing is written on the way out
+    await first.close()
+    for key in ("calls:asterisk",):
+        app[SERVICES][key].on_ended = None
+
+    # a new dialer starts after the old one's leases ran out, while those calls are still live
+    clock.advance(seconds=61)
+    second = Dialer(
+        store,
+        app[HUB],
+        first.backend,
+        hours=first.hours,
+        clock=clock,
+        calls_per_second=1000,
+        wrap_up=timedelta(0),
+        lease=timedelta(seconds=60),
+        tick_seconds=0.05,
+    )
+    app[SERVICES]["calls:asterisk"].on_ended = second.call_ended
+    app[SERVICES]["dialer"] = second
+    await second.start()
+    try:
+        for a in in_doubt:
+            assert (await store.call_lists.attempt(a)).state in ("unknown", "answered")
+        await second.set_ready(jsmith, cl.id)
+        await second.set_ready(agarcia, cl.id)
+        pbx.talk_seconds = 3.0
+        for _ in range(10):
+            await settle(app)
+            if (await store.call_lists.get(cl.id)).state == "done":
+                break
+            clock.advance(minutes=31)
+        assert (await store.call_lists.get(cl.id)).state == "done"
+    finally:
+        await second.close()
+    # the calls in doubt ended after the restart and settled their attempts: nobody was called twice
+    for a in in_doubt:
+        assert (await store.call_lists.attempt(a)).state == "answered"
+    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    assert sorted(originated) == sorted(numbers)
+    stats = await store.call_lists.stats(cl.id)
+    assert stats["counts"]["done"] == len(numbers) and stats["reached"] == len(numbers)
