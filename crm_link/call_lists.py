@@ -461,37 +461,33 @@ class CallLists:
         if not zones:
             return None
         stamp = to_db_time(now)
-        async with self.db.transaction() as tx:
-            best: Any = None
-            if agent_id is not None:
-                async with tx.execute(
-                    "SELECT id, time_zone FROM call_list_entries WHERE agent_id = ? AND state = 'pending' "
-                    "AND next_at <= ? AND list_id = ? ORDER BY next_at, id LIMIT 20",
-                    (agent_id, stamp, list_id),
-                ) as cur:
-                    best = next((r for r in await cur.fetchall() if r[1] in zones), None)
-            if best is None:
-                candidates = []
-                for zone in zones:
-                    async with tx.execute(
-                        "SELECT id, priority, next_at FROM call_list_entries WHERE list_id = ? AND "
-                        "state = 'pending' AND time_zone = ? AND next_at <= ? AND "
-                        "(agent_id IS NULL OR agent_id = ?) ORDER BY priority DESC, next_at, id LIMIT 1",
-                        (list_id, zone, stamp, agent_id),
-                    ) as cur:
-                        row = await cur.fetchone()
-                    if row is not None:
-                        candidates.append(row)
-                if not candidates:
-                    return None
-                best = min(candidates, key=lambda r: (-r[1], r[2], r[0]))
-            await tx.execute(
-                "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?, "
-                "updated_at = ? WHERE id = ? AND state = 'pending'",
-                (owner, to_db_time(now + lease), stamp, best[0]),
+        # one statement: the best candidate of each open zone (an index seek each), the agent's due
+        # call-backs ranked first, and the lease taken atomically
+        branch = (
+            "SELECT * FROM (SELECT id, priority, next_at, 1 AS rank FROM call_list_entries WHERE list_id = ? "
+            "AND state = 'pending' AND time_zone = ? AND next_at <= ? AND (agent_id IS NULL OR agent_id = ?) "
+            "ORDER BY priority DESC, next_at, id LIMIT 1)"
+        )
+        branches: list[str] = []
+        params: list[Any] = [owner, to_db_time(now + lease), stamp]
+        if agent_id is not None:
+            marks = ",".join("?" * len(zones))
+            branches.append(
+                "SELECT * FROM (SELECT id, priority, next_at, 0 AS rank FROM call_list_entries WHERE "
+                f"agent_id = ? AND state = 'pending' AND next_at <= ? AND list_id = ? AND time_zone IN ({marks}) "
+                "ORDER BY next_at, id LIMIT 1)"
             )
-            async with tx.execute("SELECT * FROM call_list_entries WHERE id = ?", (best[0],)) as cur:
-                return _entry(await cur.fetchone())
+            params += [agent_id, stamp, list_id, *zones]
+        for zone in zones:
+            branches.append(branch)
+            params += [list_id, zone, stamp, agent_id]
+        rows = await self.db.write_returning(
+            "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?, updated_at = ? "
+            "WHERE state = 'pending' AND id = (SELECT id FROM (" + " UNION ALL ".join(branches) + ") "
+            "ORDER BY rank, priority DESC, next_at, id LIMIT 1) RETURNING *",
+            params,
+        )
+        return _entry(rows[0]) if rows else None
 
     async def entry(self, entry_id: int) -> Entry:
         row = await self.db.fetchone("SELECT * FROM call_list_entries WHERE id = ?", (entry_id,))

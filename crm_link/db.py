@@ -155,6 +155,11 @@ class Database:
             else:
                 await w.execute("COMMIT")
 
+    async def write_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
+        async with self._write_lock:
+            return list(await self._w.execute_fetchall(sql, params))
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Rows of a read query on the reader connection."""
         async with self._r.execute(sql, params) as cur:

@@ -118,6 +118,72 @@ async def cmd_recordings_reindex(settings: Settings, args: argparse.Namespace) -
     return 1 if report.errors else 0
 
 
+async def _watch(
+    settings: Settings,
+    args: argparse.Namespace,
+    label: str,
+    fetch: Callable[[Store], Awaitable[tuple[str, int, int, str]]],
+    final: tuple[str, ...],
+) -> int:
+    """Print a job's progress once, or (--watch) redraw a progress bar until the job is over."""
+    from switchboard.progress import ProgressBar
+
+    if args.interval <= 0:
+        raise UsageError("--interval: must be greater than 0")
+    async with _open(settings) as store:
+        state, done, total, summary = await fetch(store)
+        if args.watch:
+            bar = ProgressBar(label)
+            while True:
+                bar(done, total)
+                if state in final:
+                    break
+                await asyncio.sleep(args.interval)
+                state, done, total, summary = await fetch(store)
+            if done < total:
+                print(file=sys.stderr)
+    print(f"{label}: {state}; {summary}")
+    return 0
+
+
+async def cmd_call_list_show(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_link.errors import NotFound
+
+    async def fetch(store: Store) -> tuple[str, int, int, str]:
+        try:
+            cl = await store.call_lists.get(args.id)
+        except NotFound:
+            raise UsageError(f"ID: no call list {args.id}") from None
+        st = await store.call_lists.stats(args.id)
+        c = st["counts"]
+        rate = f"{st['connect_rate']:.0%}" if st["connect_rate"] is not None else "-"
+        results = ", ".join(f"{k} {v}" for k, v in st["results"].items()) or "none yet"
+        summary = (
+            f"{c['pending']} pending, {c['in_progress']} in progress, {c['done']} done, {c['skipped']} skipped "
+            f"of {st['total']}; {st['attempts']['total']} attempts, connect rate {rate}; results: {results}"
+        )
+        return cl.state, c["done"] + c["skipped"], st["total"], summary
+
+    return await _watch(settings, args, f"call list {args.id}", fetch, ("done", "stopped", "draft", "paused"))
+
+
+async def cmd_sms_show(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_link.errors import NotFound
+
+    async def fetch(store: Store) -> tuple[str, int, int, str]:
+        try:
+            blast = await store.sms.blast(args.id)
+        except NotFound:
+            raise UsageError(f"ID: no blast {args.id}") from None
+        p = await store.sms.progress(args.id)
+        c = p["counts"]
+        done = sum(c[k] for k in ("sent", "delivered", "failed", "skipped", "unknown"))
+        summary = ", ".join(f"{v} {k}" for k, v in c.items()) + f"; {p['segments']} segments"
+        return blast["state"], done, p["total"], summary
+
+    return await _watch(settings, args, f"blast {args.id}", fetch, ("done", "cancelled", "paused"))
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from switchboard.service import run_service
 
@@ -191,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("dir", nargs="?", metavar="DIR")
     s.set_defaults(run=cmd_recordings_reindex)
+    for name, helptext, run in (
+        ("call-lists", "outbound call lists", cmd_call_list_show),
+        ("sms", "SMS blasts", cmd_sms_show),
+    ):
+        grp = sub.add_parser(name, help=helptext).add_subparsers(
+            dest=f"{name}_cmd", required=True, parser_class=_Parser
+        )
+        s = grp.add_parser("show", parents=[common], help="progress by state; --watch draws a progress bar")
+        s.add_argument("id", type=int, metavar="ID")
+        s.add_argument("--watch", action="store_true", help="redraw until the job is over")
+        s.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between updates")
+        s.set_defaults(run=run)
     for extra in EXTRA_COMMANDS:
         extra(sub, common)
     return p

@@ -198,6 +198,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
         await store.email.save_template(
             template_id=None, name=name, subject=subject, html=html, text="", merge_codes=codes, user_id=None
         )
+    await seed_call_lists(store, [users["jsmith"].id, users["agarcia"].id])
     for n, cid in enumerate(ids[:40]):
         owner = users["jsmith" if n % 2 == 0 else "agarcia"]
         due = now + timedelta(hours=rng.randint(-30, 6))
@@ -212,6 +213,80 @@ async def seed(store: Store, contacts: int = 300) -> bool:
     return True
 
 
+# the dealership's standing call lists, as saved segments (filters are data, see crm_link.segments)
+DEMO_SEGMENTS = (
+    (
+        "After-sale: 4 days",
+        "Is it running well? Any referrals?",
+        {"field": "attributes.purchase_date", "op": "days_ago_between", "value": [3, 5]},
+    ),
+    (
+        "After-sale: 25 days",
+        "Before the manufacturer's survey",
+        {"field": "attributes.purchase_date", "op": "days_ago_between", "value": [24, 26]},
+    ),
+    (
+        "After-sale: 17 months",
+        "Ready to trade up?",
+        {"field": "attributes.purchase_date", "op": "days_ago_between", "value": [505, 520]},
+    ),
+    (
+        "First service due",
+        "About 90 days after purchase",
+        {"field": "attributes.purchase_date", "op": "days_ago_between", "value": [85, 95]},
+    ),
+    (
+        "Lost service customers",
+        "No visit in 6 months after 3 or more",
+        {
+            "all": [
+                {"field": "attributes.last_service_date", "op": "older_than_days", "value": 180},
+                {"field": "attributes.service_visits", "op": "gte", "value": 3},
+            ]
+        },
+    ),
+    (
+        "Birthdays this week",
+        "",
+        {"field": "attributes.birth_date", "op": "anniversary_within_days", "value": 6},
+    ),
+)
+
+
+async def seed_call_lists(store: Store, agent_ids: list[int]) -> None:
+    """Saved segments, a running preview list and a progressive list ready to start."""
+    from crm_link.call_lists import ListSpec
+
+    for name, description, f in DEMO_SEGMENTS:
+        await store.segments.create(name, f, description=description)
+    now = utcnow()
+    preview, _ = await store.call_lists.create(
+        ListSpec(name="After-sale: 4 days", mode="preview", source={"segment": "After-sale: 4 days"}),
+        contact_ids=await store.segments.ids(DEMO_SEGMENTS[0][2]),
+        agent_ids=agent_ids,
+        now=now,
+    )
+    await store.call_lists.set_state(preview.id, "running", now)
+    await store.call_lists.create(
+        ListSpec(
+            name="Lost service customers",
+            mode="progressive",
+            max_attempts=2,
+            retry_minutes=2,
+            busy_retry_minutes=5,
+            source={"segment": "Lost service customers"},
+        ),
+        contact_ids=await store.segments.ids(DEMO_SEGMENTS[4][2]),
+        agent_ids=agent_ids,
+        now=now,
+    )
+
+
+def demo_outcome(number: str) -> str:
+    """How the demo's customers take an outbound call: most answer, some are busy or away."""
+    return {"3": "busy", "7": "noanswer"}.get(number[-1:], "answer")
+
+
 # (caller, interfaces rung in order, the one that answers or None) the demo PBX cycles through
 DEMO_CALLS = (
     ("+15551234567", ("Local/agent1@agents/n",), "Local/agent1@agents/n"),  # Jane Doe → John Smith answers
@@ -221,7 +296,9 @@ DEMO_CALLS = (
 )
 
 
-def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.0) -> list[CleanupCtx]:
+def demo_contexts(
+    settings: Settings, data_dir: Path, *, call_every: float = 30.0, pbx_speed: float = 1.0
+) -> list[CleanupCtx]:
     """The simulators the demo runs in-process, as cleanup contexts started before the connectors."""
     import contextlib
     import secrets
@@ -238,8 +315,13 @@ def demo_contexts(settings: Settings, data_dir: Path, *, call_every: float = 30.
 
         secret = secrets.token_urlsafe(16)
         pbx = AmiTestServer(
-            username="switchboard", secret=secret, recordings_dir=monitor, record=record_demo_call
+            username="switchboard",
+            secret=secret,
+            recordings_dir=monitor,
+            record=record_demo_call,
+            speed=pbx_speed,
         )
+        pbx.outcome_for = demo_outcome
         await pbx.start()
         settings.asterisk.enabled = True
         settings.asterisk.host, settings.asterisk.port = "127.0.0.1", pbx.port
@@ -360,6 +442,8 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
         settings.server.time_zone = "America/Chicago"
     if not settings.server.public_url:
         settings.server.public_url = f"http://127.0.0.1:{port}"
+    settings.calling_hours.start, settings.calling_hours.end = "00:00", "23:59"
+    settings.dialer.wrap_up_seconds = 5
 
     async def prepare() -> bool:
         async with open_store(settings) as store:
@@ -378,5 +462,13 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
     print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
     print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
     print(f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours).")
+    print(
+        f"  Call lists at {url}call-lists: as jsmith, 'Next customer' works the after-sale list in preview;"
+    )
+    print(
+        "  as maria, start 'Lost service customers' (progressive), then as jsmith/agarcia click 'I'm ready'."
+    )
+    print("  The simulated customers answer, are busy (numbers ending in 3) or do not answer (ending in 7);")
+    print("  the demo dials around the clock (production dials within [calling_hours] of each customer).")
     print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
     run_service(settings, demo_contexts(settings, data_dir), demo_routes)

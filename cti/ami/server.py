@@ -184,6 +184,7 @@ class AmiTestServer:
         self.logins = 0
         self.silent = False
         self.outcomes: dict[str, str] = {}  # customer number -> answer | busy | noanswer
+        self.outcome_for: Callable[[str], str] | None = None  # for numbers not in `outcomes`
         self.talk_seconds = 3.0
         self._logged_in = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -521,7 +522,7 @@ class AmiTestServer:
         trunk.state = "Ringing"
         await self.event("Newstate", trunk)
         await self._pause(1.0)
-        outcome = self.outcomes.get(number, "answer")
+        outcome = self.outcomes.get(number) or (self.outcome_for(number) if self.outcome_for else "answer")
         if outcome == "answer":
             trunk.state = "Up"
             await self.event("Newstate", trunk)

@@ -1,0 +1,92 @@
+"""Headless Chromium: a rep in preview mode gets the next customer with the pop, dials, sets a
+disposition with a call-back and finds the call-back on My Day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from crm_link.call_lists import ListSpec
+from crm_link.contacts import validate_contact
+from cti.ami.server import AmiTestServer
+from switchboard.app import create_app
+from switchboard.keys import SERVICES, STORE
+from tests.browser import login
+from tests.conftest import PASSWORD
+from tests.dialer.conftest import add_customers, until
+
+
+@pytest.mark.browser
+async def test_rep_works_a_preview_list_in_the_browser(
+    aiohttp_server: Any, settings: Any, pbx: AmiTestServer, browser: Any
+) -> None:
+    settings.asterisk.enabled = True
+    settings.asterisk.port = pbx.port
+    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.calling_hours.start, settings.calling_hours.end = "00:00", "23:59"  # real clock here
+    settings.dialer.tick_seconds = 0.1
+    server = await aiohttp_server(create_app(settings))
+    app = server.app
+    await app[SERVICES]["asterisk"].client.wait_connected(5)
+    store = app[STORE]
+    await store.users.add(
+        "jsmith", role="rep", password=PASSWORD, extension="1001", display_name="John Smith"
+    )
+    await app[SERVICES]["asterisk"].directory.reload()
+    jane = (
+        await store.contacts.create(
+            validate_contact(
+                {"first_name": "Jane", "last_name": "Doe", "phones": ["+12127365001"], "owner": "jsmith"},
+                region="US",
+            )
+        )
+    ).id
+    (other,) = await add_customers(store, ["+12127365002"], owner="jsmith")
+    dialer = app[SERVICES]["dialer"]
+
+    cl, _ = await store.call_lists.create(
+        ListSpec(name="After-sale 4 days", mode="preview"), contact_ids=[jane, other], now=dialer.clock()
+    )
+    await store.call_lists.set_state(cl.id, "running", dialer.clock())
+
+    base = str(server.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    await login(page, base, "jsmith", PASSWORD)
+    await page.click("text=Call lists")
+    await page.wait_for_selector("#lists tr[data-list-id] >> text=After-sale 4 days")
+    await page.click("#next-call")
+    await page.wait_for_selector("#preview .pop-name:text('Jane Doe')")
+    assert "+12127365001" in await page.text_content("#preview .pop-number")
+    await page.click("#dial")
+    await page.wait_for_selector("#disposition:not([hidden])")
+    # the PBX rings the rep's phone, then the customer, who answers; the page hears the end
+    await page.wait_for_selector("#call-state:text('ended: answered')", timeout=15_000)
+    originate = next(a for a in pbx.actions if a.name == "Originate")
+    assert originate.get("Channel") == "PJSIP/1001" and originate.get("Exten") == "+12127365001"
+    await page.select_option("#disposition select[name=disposition]", "call back")
+    callback_local = await page.evaluate(
+        """() => { const d = new Date(Date.now() + 3 * 60 * 1000);
+                   const p = (n) => String(n).padStart(2, "0");
+                   return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes()); }"""
+    )
+    await page.fill("#disposition input[name=callback_at]", callback_local)
+    await page.fill("#disposition textarea[name=note]", "wants to talk about the trade-in")
+    await page.click("#disposition button[type=submit]")
+    await page.wait_for_selector("#disposition-saved:text('Saved.')")
+
+    attempts = await store.call_lists.attempts_of(list_id=cl.id)
+    assert [(a.state, a.disposition) for a in attempts] == [("answered", "call back")]
+    touch = await store.touches.get(attempts[0].touch_id)
+    assert touch.summary == "wants to talk about the trade-in" and touch.contact_id == jane
+
+    async def list_shows_it() -> bool:
+        return "2 pending · 0 in progress" in (await page.text_content("#lists tbody") or "")
+
+    await until(list_shows_it)
+    await page.click("text=My Day")
+    callbacks = page.locator("ul.due[data-kind=callback] li", has_text="Jane Doe")
+    await callbacks.wait_for()
+    assert "trade-in" in (await callbacks.text_content() or "")
+    assert datetime.now(UTC) < (await store.call_lists.entry(attempts[0].entry_id)).next_at

@@ -1,0 +1,51 @@
+"""`switchboard call-lists show ID --watch`: a progress bar that follows a list until it is done."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from crm_link.call_lists import ListSpec
+from crm_link.store import Store
+from tests.conftest import REPO
+from tests.dialer.conftest import add_customers
+
+NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+
+
+async def test_watch_follows_the_list_to_the_end(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    async with Store(str(db)) as store:
+        ids = await add_customers(store, [f"+1212736{5000 + i}" for i in range(10)])
+        cl, _ = await store.call_lists.create(ListSpec(name="w", mode="preview"), contact_ids=ids, now=NOW)
+        await store.call_lists.set_state(cl.id, "running", NOW)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        env |= {"SWITCHBOARD_STORE_URL": f"sqlite:///{db}", "PYTHONPATH": str(REPO)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "switchboard", "call-lists", "show", str(cl.id), "--watch", "--interval", "0.05",
+            env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        for _ in range(10):  # an agent works through the list while the command watches
+            await asyncio.sleep(0.15)
+            entry = await store.call_lists.claim(
+                cl.id, zones=["America/New_York"], now=NOW, owner="agent:1", lease=timedelta(minutes=5)
+            )
+            assert entry is not None
+            await store.call_lists.skip(entry.id, "agent:1", "not interested", NOW)
+        await store.call_lists.finish_if_empty(cl.id, NOW)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    lines = err.decode().splitlines()
+    progress = [line for line in lines if line.startswith(f"call list {cl.id} [")]
+    assert len(progress) >= 3 and progress[-1].split("] ")[1].startswith("10/10"), lines
+    assert "done; 0 pending, 0 in progress, 0 done, 10 skipped of 10" in out.decode()
+    # bad input: exit 2 naming the argument
+    bad = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchboard", "call-lists", "show", "999", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await bad.communicate()
+    assert bad.returncode == 2 and b"ID: no call list 999" in err
