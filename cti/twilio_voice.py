@@ -50,6 +50,7 @@ class _TwilioCall:
     answered_by: str | None = None
     answered_at: datetime | None = None
     ended: bool = False
+    customer_status: str | None = None  # an outbound call's <Dial> result (DialCallStatus)
 
 
 def twilio_direction(value: str) -> Direction:
@@ -109,6 +110,14 @@ class TwilioCallFolder:
             ),
         )
 
+    def dial_result(self, params: Mapping[str, str]) -> None:
+        """The <Dial> of an outbound call ended: how the customer's leg went (completed, busy,
+        no-answer, failed, canceled)."""
+        sid = _required(params, "CallSid")
+        call = self.calls.get(sid)
+        if call is not None and call.direction == "outbound":
+            call.customer_status = params.get("DialCallStatus") or None
+
     def leg_status(self, params: Mapping[str, str]) -> list[CallEvent]:
         """Status of a dialled leg (<Client statusCallback>): who answered."""
         parent = params.get("ParentCallSid") or _required(params, "CallSid")
@@ -153,6 +162,12 @@ class TwilioCallFolder:
         except ValueError:
             raise TwilioParamError("CallDuration", "is not a number") from None
         answered = call.answered_by is not None and status == "completed"
+        cause, cause_text = None, status
+        if call.customer_status is not None:
+            # the agent answered, but did the customer? (busy and no-answer as Q.850 causes 17 and 19)
+            answered = answered and call.customer_status in ("completed", "answered")
+            cause = {"busy": 17, "no-answer": 19, "failed": 34}.get(call.customer_status)
+            cause_text = call.customer_status
         ended_at = max(now, call.started_at + timedelta(seconds=duration))
         talk = (ended_at - call.answered_at).total_seconds() if answered and call.answered_at else None
         events.append(
@@ -169,8 +184,8 @@ class TwilioCallFolder:
                 ended_at=ended_at,
                 duration_s=duration,
                 talk_s=talk,
-                hangup_cause=None,
-                hangup_cause_text=status,
+                hangup_cause=cause,
+                hangup_cause_text=cause_text,
                 transferred_to=None,
             )
         )

@@ -136,7 +136,18 @@ class TwilioVoiceWebhooks:
         if isinstance(params, web.Response):
             return params
         resp = VoiceResponse()
-        if params.get("DialCallStatus") not in ("completed", "answered"):
+        if request.query.get("outbound"):
+            # our outbound call: note how the customer's leg went; the agent hears why it ended
+            try:
+                self.folder.dial_result(params)
+            except TwilioParamError as exc:
+                return _error(400, "invalid", str(exc), exc.field)
+            status = params.get("DialCallStatus")
+            if status in ("busy", "no-answer", "failed"):
+                resp.say(
+                    {"busy": "The line is busy.", "no-answer": "No answer."}.get(status, "The call failed.")
+                )
+        elif params.get("DialCallStatus") not in ("completed", "answered"):
             resp.say("Sorry, nobody could take your call. We will call you back shortly.")
         resp.hangup()
         return twiml(resp)
@@ -150,7 +161,11 @@ class TwilioVoiceWebhooks:
         if not to:
             return _error(400, "invalid", "to is missing", "to")
         resp = VoiceResponse()
-        dial_kw: dict[str, Any] = {"caller_id": request.query.get("caller_id") or None}
+        dial_kw: dict[str, Any] = {
+            "caller_id": request.query.get("caller_id") or None,
+            "action": self.url("/twilio/voice/dial-result?outbound=1"),
+            "method": "POST",
+        }
         if self.record:
             dial_kw |= {
                 "record": "record-from-answer-dual",

@@ -23,6 +23,21 @@ from twilio.request_validator import RequestValidator
 API = "/2010-04-01/Accounts/{account}"
 
 
+def _dial_of(twiml: str) -> tuple[str, str] | None:
+    """The number a TwiML document dials and its <Dial action> URL, if it dials a number."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError:
+        return None
+    dial = root.find("Dial")
+    number = dial.find("Number") if dial is not None else None
+    if dial is None or number is None or not (number.text or "").strip():
+        return None
+    return (number.text or "").strip(), dial.get("action", "")
+
+
 def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -49,6 +64,8 @@ class FakeTwilioApi:
         self.auth_token = auth_token
         self.talk_seconds = talk_seconds
         self.outcome = outcome  # completed | busy | no-answer | failed
+        # how a <Dial><Number> leg goes, by number (default completed): completed | busy | no-answer | failed
+        self.dial_outcomes: dict[str, str] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.calls: dict[str, FakeCall] = {}
         self.fail_next: int | None = None  # answer the next create with this HTTP status
@@ -286,5 +303,26 @@ class FakeTwilioApi:
             with contextlib.suppress(aiohttp.ClientError):
                 resp = await self._signed_post(call.url, params)
                 call.twiml = await resp.text()
+        dial = _dial_of(call.twiml)
+        if dial is not None:
+            # the TwiML dials a number: that leg rings, then is answered, busy or not answered; Twilio
+            # then requests the <Dial action> with DialCallStatus and continues with its TwiML
+            number, action = dial
+            outcome = self.dial_outcomes.get(number, "completed")
+            await asyncio.sleep(0.02)
+            if outcome == "completed":
+                await asyncio.sleep(self.talk_seconds)
+            if action:
+                dial_params = params | {
+                    "DialCallStatus": outcome,
+                    "DialCallDuration": str(max(1, round(self.talk_seconds)))
+                    if outcome == "completed"
+                    else "0",
+                }
+                with contextlib.suppress(aiohttp.ClientError):
+                    resp = await self._signed_post(action, dial_params)
+                    resp.release()
+            await self._status(call, "completed", CallDuration=str(max(1, round(self.talk_seconds))))
+            return
         await asyncio.sleep(self.talk_seconds)
         await self._status(call, "completed", CallDuration=str(max(1, round(self.talk_seconds))))
