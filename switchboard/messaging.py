@@ -103,9 +103,31 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
             messaging_service_sid=o.get("messaging_service_sid"),
             status_callback_url=settings.server.public_url.rstrip("/") + "/twilio/sms/status",
         )
-    raise SettingsError(
-        f"{key}.type", f"the {cfg.type} channel is not available in this version; use kannel or twilio"
-    )
+    if cfg.type == "modem":
+        from campaigns.sms.modem.channel import ModemChannel
+
+        if not o.get("port"):
+            raise SettingsError(f"{key}.port", "is required for a modem channel (e.g. /dev/ttyUSB2)")
+        numbers = {"baudrate": int, "command_timeout": float, "send_timeout": float}
+        values: dict[str, Any] = {}
+        for name, tp in numbers.items():
+            if name in o:
+                try:
+                    values[name] = tp(o[name])
+                except (TypeError, ValueError):
+                    raise SettingsError(f"{key}.{name}", f"expected a number, got {o[name]!r}") from None
+                if values[name] <= 0:
+                    raise SettingsError(f"{key}.{name}", "must be greater than 0")
+        return ModemChannel(
+            cfg.name,
+            str(o["port"]),
+            smsc=str(o["smsc"]) if o.get("smsc") else None,
+            pin=str(o["pin"]) if o.get("pin") else None,
+            max_parts=settings.sms.max_parts,
+            status_reports=bool(o.get("status_reports", True)),
+            **values,
+        )
+    raise SettingsError(f"{key}.type", f"unknown channel type {cfg.type!r}; use kannel, twilio or modem")
 
 
 async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
