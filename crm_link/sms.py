@@ -409,10 +409,11 @@ class SmsStore:
             now = to_db_time(utcnow())
             reason = error_text if target == "failed" else None
             await tx.execute(
-                "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code), reason = COALESCE(?, reason),"
+                "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code),"
+                " reason = CASE WHEN ? = 'sent' THEN NULL ELSE COALESCE(?, reason) END,"
                 " provider_id = COALESCE(provider_id, ?), updated_at = ?,"
                 " final_at = CASE WHEN ? IN ('delivered', 'failed') THEN ? ELSE final_at END WHERE id = ?",
-                (target, error_code, reason, provider_id, now, target, now, row["id"]),
+                (target, error_code, target, reason, provider_id, now, target, now, row["id"]),
             )
             await tx.execute(
                 "UPDATE touches SET status = ?, updated_at = ? WHERE source_key = ?",
@@ -420,6 +421,19 @@ class SmsStore:
             )
             async with tx.execute("SELECT * FROM sms_outbox WHERE id = ?", (row["id"],)) as cur:
                 return _msg(await cur.fetchone())
+
+    async def unknown_messages(self, channel: str) -> list[tuple[OutboxMessage, datetime]]:
+        """A channel's rows in doubt, with when they were last touched (when sending began)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM sms_outbox WHERE channel = ? AND state = 'unknown' ORDER BY id", (channel,)
+        )
+        return [(_msg(r), from_db_time(r["updated_at"])) for r in rows]  # type: ignore[misc]
+
+    async def unknown_ids(self, blast_id: int) -> list[int]:
+        rows = await self._db.fetchall(
+            "SELECT id FROM sms_outbox WHERE blast_id = ? AND state = 'unknown' ORDER BY id", (blast_id,)
+        )
+        return [r[0] for r in rows]
 
     async def requeue_unknown(self, message_ids: Sequence[int]) -> int:
         """An operator decided these `unknown` rows were not sent: queue them again."""

@@ -68,6 +68,8 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
     """The channel a `[sms.channels.NAME]` table describes."""
     o = cfg.options
     key = f"sms.channels.{cfg.name}"
+    if o.get("unknown_policy", "hold") not in ("hold", "resend"):
+        raise SettingsError(f"{key}.unknown_policy", "must be hold (an operator decides) or resend")
     if cfg.type == "kannel":
         for name in ("sendsms_url", "username", "password", "secret"):
             if not o.get(name):
@@ -165,6 +167,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             rate_per_second=settings.sms.channels[name].rate_per_second,
             quiet_start=settings.sms.quiet_start,
             quiet_end=settings.sms.quiet_end,
+            unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
         )
     blasts = BlastService(
         store,

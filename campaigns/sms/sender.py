@@ -44,7 +44,11 @@ class ChannelWorker:
         monotonic: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle_poll: float = 1.0,
+        unknown_policy: str = "hold",
     ) -> None:
+        if unknown_policy not in ("hold", "resend"):
+            raise ValueError("unknown_policy must be hold or resend")
+        self.unknown_policy = unknown_policy
         self.store = store
         self.channel = channel
         self.name = name
@@ -72,11 +76,50 @@ class ChannelWorker:
         self._wake.set()
 
     async def recover(self) -> int:
-        """Turn this channel's rows left `sending` by a crash into `unknown`."""
+        """Turn this channel's rows left `sending` by a crash into `unknown`, then settle what can
+        be settled: a channel that can look a message up (Twilio) marks it sent if the provider has
+        it and queues it again if not; otherwise the channel's `unknown_policy` decides: `hold`
+        (an operator decides) or `resend` (accepting a possible duplicate)."""
         n = await self.store.sms.recover_after_crash(self.name)
         if n:
             log.warning("event=sms_unknown_after_restart channel=%s rows=%d", self.name, n)
+        await self.reconcile()
         return n
+
+    async def reconcile(self) -> dict[str, int]:
+        """Settle this channel's `unknown` rows as far as the provider or the policy allows."""
+        counts = {"found": 0, "requeued": 0, "held": 0}
+        lookup = getattr(self.channel, "reconcile", None)
+        for msg, since in await self.store.sms.unknown_messages(self.name):
+            if lookup is not None:
+                try:
+                    sid = await lookup(msg.to_e164, msg.text, since)
+                except ChannelError as exc:
+                    log.warning(
+                        "event=sms_reconcile_failed channel=%s id=%d reason=%s", self.name, msg.id, exc.reason
+                    )
+                    counts["held"] += 1
+                    continue
+                if sid is not None:
+                    await self.store.sms.apply_report(
+                        self.name, message_id=msg.id, provider_id=sid, status="sent"
+                    )
+                    counts["found"] += 1
+                else:
+                    await self.store.sms.requeue_unknown([msg.id])
+                    counts["requeued"] += 1
+            elif self.unknown_policy == "resend":
+                await self.store.sms.requeue_unknown([msg.id])
+                counts["requeued"] += 1
+            else:
+                counts["held"] += 1
+        if any(counts.values()):
+            log.info(
+                "event=sms_reconciled channel=%s %s",
+                self.name,
+                " ".join(f"{k}={v}" for k, v in counts.items()),
+            )
+        return counts
 
     async def run(self) -> None:
         """Loop until stopped; never dies of one bad message."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -119,3 +119,22 @@ class TwilioSmsChannel:
         except OSError as exc:
             raise ChannelConnectionError(f"cannot reach Twilio: {exc}") from None
         return SendResult(provider_id=created.sid, segments=int(created.num_segments or 1), status="sent")
+
+    async def reconcile(self, to: str, text: str, since: datetime) -> str | None:
+        """Whether Twilio has a message we may have created (a crash or a timeout left it in doubt):
+        its SID, or None when Twilio has no such message (it is safe to send). Raises if Twilio
+        cannot be asked."""
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            found = await self.client.messages.list_async(to=to, limit=200)
+        except TwilioRestException as exc:
+            raise ChannelError(
+                f"Twilio: {exc.msg}", retryable=True, code=str(exc.code or exc.status)
+            ) from None
+        margin = since - timedelta(minutes=5)
+        for m in found:
+            created = m.date_created
+            if m.body == text and (created is None or created >= margin):
+                return str(m.sid)
+        return None

@@ -14,6 +14,8 @@ import base64
 import contextlib
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
@@ -71,6 +73,9 @@ class FakeTwilioApi:
         self.fail_next: int | None = None  # answer the next create with this HTTP status
         self.recordings: dict[str, bytes] = {}
         self.messages: dict[str, dict[str, str]] = {}
+        self.message_status: dict[str, str] = {}
+        self.message_created: dict[str, datetime] = {}
+        self.drop_next_response = False  # create the next message but never answer the request
         self.unsubscribed: set[str] = set()  # numbers that texted STOP to Twilio (error 21610)
         self.message_outcome: dict[
             str, str
@@ -87,6 +92,7 @@ class FakeTwilioApi:
         app.router.add_get(base + "/Calls/{sid}.json", self._get_call)
         app.router.add_get(base + "/Recordings/{sid}.wav", self._get_recording)
         app.router.add_post(base + "/Messages.json", self._create_message)
+        app.router.add_get(base + "/Messages.json", self._list_messages)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -188,9 +194,15 @@ class FakeTwilioApi:
         sid = _sid("SM")
         segments = max(1, -(-len(form["Body"]) // 153)) if len(form["Body"]) > 160 else 1
         self.messages[sid] = form
+        self.message_status[sid] = "queued"
+        self.message_created[sid] = datetime.now(UTC)
         task = asyncio.create_task(self._message_lifecycle(sid, form))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self.drop_next_response:
+            # the message is created, but the answer never reaches the client (a crash, a timeout)
+            self.drop_next_response = False
+            await asyncio.sleep(2.0)  # longer than the test lets the client live
         return web.json_response(
             {
                 "sid": sid,
@@ -212,10 +224,12 @@ class FakeTwilioApi:
     async def _message_lifecycle(self, sid: str, form: dict[str, str]) -> None:
         callback = form.get("StatusCallback")
         if not callback:
+            self.message_status[sid] = "sent"
             return
         final = self.message_outcome.get(form["To"], "delivered")
         for status in ("sent", final):
             await asyncio.sleep(0.01)
+            self.message_status[sid] = status
             params = {
                 "MessageSid": sid,
                 "SmsSid": sid,
@@ -231,6 +245,49 @@ class FakeTwilioApi:
             with contextlib.suppress(aiohttp.ClientError):
                 resp = await self._signed_post(callback, params)
                 resp.release()
+
+    async def _list_messages(self, request: web.Request) -> web.Response:
+        """Message list, newest first, filtered by To / From as Twilio's list resource does."""
+        if not self._authorized(request):
+            return self._error(401, 20003, "Authenticate")
+        q = request.query
+        items = []
+        for sid, form in sorted(
+            self.messages.items(), key=lambda kv: self.message_created[kv[0]], reverse=True
+        ):
+            if q.get("To") and form.get("To") != q["To"]:
+                continue
+            if q.get("From") and form.get("From") != q["From"]:
+                continue
+            items.append(
+                {
+                    "sid": sid,
+                    "account_sid": self.account_sid,
+                    "to": form.get("To"),
+                    "from": form.get("From"),
+                    "body": form.get("Body"),
+                    "status": self.message_status.get(sid, "queued"),
+                    "num_segments": "1",
+                    "direction": "outbound-api",
+                    "date_created": format_datetime(self.message_created[sid]),
+                    "uri": f"{API.format(account=self.account_sid)}/Messages/{sid}.json",
+                }
+            )
+        size = int(q.get("PageSize", "50"))
+        base = API.format(account=self.account_sid) + "/Messages.json"
+        return web.json_response(
+            {
+                "messages": items[:size],
+                "page": 0,
+                "page_size": size,
+                "start": 0,
+                "end": min(size, len(items)) - 1,
+                "uri": base,
+                "first_page_uri": base,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+            }
+        )
 
     async def send_inbound(self, url: str, sender: str, to: str, body: str) -> int:
         """A customer's message, posted to an incoming-message webhook the way Twilio does; the status."""

@@ -144,6 +144,26 @@ async def control_blast(request: web.Request) -> web.Response:
     return web.json_response(await _blast_json(request, await store.sms.blast(blast_id)))
 
 
+async def resend_unknown(request: web.Request) -> web.Response:
+    """An operator decides the blast's messages in doubt (`unknown`) were not sent: queue them again."""
+    user = require(request, "manager", "admin")
+    store = request.app[STORE]
+    blast_id = path_int(request)
+    blast = await store.sms.blast(blast_id)
+    if blast["state"] == "cancelled":
+        raise ApiError(409, "conflict", "the blast was cancelled", "state")
+    ids = await store.sms.unknown_ids(blast_id)
+    n = await store.sms.requeue_unknown(ids) if ids else 0
+    if n and blast["state"] == "done":
+        await store.sms.set_blast_state(blast_id, "running")  # done again once they are sent
+    if n:
+        runtime(request).wake(blast["channel"])
+    await store.audit.write(
+        "sms.blast.resend_unknown", user_id=user.id, object_type="blast", object_id=blast_id, rows=n
+    )
+    return web.json_response({"requeued": n} | await _blast_json(request, await store.sms.blast(blast_id)))
+
+
 async def preview(request: web.Request) -> web.Response:
     """Rendered text, encoding, segments, cost and warnings for one customer."""
     user = require(request, *SENDERS, "rep")
@@ -280,6 +300,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/sms/blasts", list_blasts)
     r.add_get("/api/v1/sms/blasts/{id}", get_blast)
     r.add_post("/api/v1/sms/blasts/{id}/{action:cancel|pause|resume}", control_blast)
+    r.add_post("/api/v1/sms/blasts/{id}/resend-unknown", resend_unknown)
     r.add_post("/api/v1/sms/preview", preview)
     r.add_post("/api/v1/sms/send", send_one)
     r.add_get("/sms/blasts", blasts_page)

@@ -231,3 +231,38 @@ async def test_blast_reply_and_stop_through_the_app(
     assert confirmation.to == "+12125550301" and "unsubscribed" in confirmation.text
     history = (await store.touches.history(ann.id)).items
     assert {(t.kind, t.direction) for t in history} == {("sms", "outbound"), ("sms", "inbound")}
+
+
+@pytest.mark.parametrize("policy", ["hold", "resend"])
+async def test_rows_in_doubt_follow_the_channels_policy(
+    modem: ModemEmulator, store: Any, policy: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from campaigns.sms.sender import ChannelWorker
+    from crm_link.sms import OutboxRow
+
+    row = await store.sms.enqueue(
+        OutboxRow(to_e164="+12125550147", text="in doubt", channel="gsm", not_before=datetime.now(UTC))
+    )
+    await store.db.execute_many("UPDATE sms_outbox SET state = 'sending' WHERE id = ?", [(row.id,)])
+    ch = ModemChannel("gsm", modem.port, command_timeout=1.0)
+    await ch.start(Sink())
+    worker = ChannelWorker(
+        store,
+        ch,
+        name="gsm",
+        rate_per_second=10,
+        quiet_start="00:00",
+        quiet_end="00:00",
+        unknown_policy=policy,
+    )
+    await worker.recover()
+    for _ in range(5):
+        await worker.step()
+    (state,) = await store.db.fetchall("SELECT state FROM sms_outbox WHERE id = ?", (row.id,))
+    if policy == "hold":
+        assert state[0] == "unknown" and modem.received == []  # an operator decides
+    else:
+        assert state[0] == "sent" and [r.submit.text for r in modem.received] == ["in doubt"]
+    await ch.close()

@@ -105,6 +105,20 @@ async def test_blast_runs_to_done_through_the_api(sms_client: Any) -> None:
     }
     assert body["segments"] == 4 and body["total"] == 5
     assert sorted(m.text for _, m in sms_client.channel.sent) == [f"Hi C{i}" for i in range(4)]
+    # a message left in doubt by a crash: an operator decides it was not sent and queues it again
+    (first,) = await store.db.fetchall("SELECT min(id) FROM sms_outbox WHERE state = 'sent'")
+    await store.db.execute_many("UPDATE sms_outbox SET state = 'unknown' WHERE id = ?", [(first[0],)])
+    assert (await mkt.post(f"/api/v1/sms/blasts/{blast['id']}/resend-unknown")).status == 403
+    manager = await make_api(sms_client, "maria", "manager")
+    resp = await manager.post(f"/api/v1/sms/blasts/{blast['id']}/resend-unknown")
+    assert resp.status == 200 and (await resp.json())["requeued"] == 1
+    for _ in range(200):
+        body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
+        if body["counts"]["sent"] == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert body["counts"]["sent"] == 4 and body["counts"]["unknown"] == 0
+    assert len(sms_client.channel.sent) == 5  # that one message went out again, nothing else
 
 
 async def test_roles_and_bad_input(sms_client: Any) -> None:

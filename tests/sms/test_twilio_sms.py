@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 from crm_link.contacts import validate_contact
-from switchboard.app import create_app
+from crm_link.sms import OutboxRow
+from switchboard.app import create_app, open_store
 from switchboard.keys import STORE
 from switchboard.settings import SmsChannelSettings
 from switchboard.sim.twilio_api import FakeTwilioApi
@@ -81,3 +83,82 @@ async def test_blast_reports_replies_and_forgeries(
         assert not (await store.contacts.get(ann.id)).sms_opt_out
         assert await fake.send_inbound(incoming, "+12125550300", "+15557650000", "STOP") == 200
         assert (await store.contacts.get(ann.id)).sms_opt_out
+
+
+async def test_messages_in_doubt_are_looked_up_at_twilio_not_resent(
+    aiohttp_server: Any, aiohttp_client: Any, settings: Any
+) -> None:
+    """The process dies while Twilio creates a message (its answer never arrives): after the
+    restart the row is `unknown`, found in Twilio's message list and marked sent, not sent again;
+    a row that never reached Twilio is queued again and sent once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sid, token = "AC" + "6" * 32, "sms-token"
+    async with FakeTwilioApi(sid, token) as fake:
+        settings.twilio.account_sid = sid
+        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.api_base = fake.base_url
+        settings.server.public_url = f"http://127.0.0.1:{port}"
+        settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
+        settings.sms.channels["tw"] = SmsChannelSettings(
+            name="tw", type="twilio", rate_per_second=50, options={"from": "+15557650000"}
+        )
+        first = await aiohttp_server(create_app(settings), port=port)
+        client = await aiohttp_client(first)
+        store = first.app[STORE]
+        mkt = await make_api(client, "kim", "marketing")
+        for name, phone in (("Ann", "+12125550300"), ("Bo", "+12125550301")):
+            await store.contacts.create(
+                validate_contact({"first_name": name, "phones": [phone], "tags": [name]}, region="US")
+            )
+        fake.drop_next_response = True
+        resp = await mkt.post(
+            "/api/v1/sms/blasts",
+            json={
+                "name": "a",
+                "text": "Hi {{ contact.first_name }}",
+                "channel": "tw",
+                "audience": {"tag": "Ann"},
+            },
+        )
+        assert resp.status == 201
+        async with asyncio.timeout(10):
+            while not fake.messages:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        await first.close()  # the worker is cancelled mid-request
+        (ann_sid,) = fake.messages
+    async with FakeTwilioApi(sid, token) as fake2:
+        # the same account, as Twilio would keep it: Ann's message exists
+        fake2.messages, fake2.message_status, fake2.message_created = (
+            fake.messages,
+            fake.message_status,
+            fake.message_created,
+        )
+        settings.twilio.api_base = fake2.base_url
+        async with open_store(settings) as s2:
+            # Bo's message had been marked sending when the process died, before its request went out
+            row_b = await s2.sms.enqueue(
+                OutboxRow(to_e164="+12125550301", text="Hi Bo", channel="tw", not_before=datetime.now(UTC))
+            )
+            assert row_b is not None
+            await s2.db.execute_many("UPDATE sms_outbox SET state = 'sending' WHERE id = ?", [(row_b.id,)])
+        second = await aiohttp_server(create_app(settings), port=port)
+        store = second.app[STORE]
+        async with asyncio.timeout(10):
+            while True:
+                rows = await store.db.fetchall(
+                    "SELECT to_e164, state, provider_id FROM sms_outbox ORDER BY id"
+                )
+                if [r["state"] for r in rows] in (
+                    ["sent", "sent"],
+                    ["sent", "delivered"],
+                    ["delivered", "delivered"],
+                ):
+                    break
+                await asyncio.sleep(0.05)
+        assert rows[0]["provider_id"] == ann_sid
+        sent_to = [m["To"] for m in fake2.messages.values()]
+        assert sent_to.count("+12125550300") == 1 and sent_to.count("+12125550301") == 1
+        await second.close()
