@@ -368,15 +368,24 @@ class SmsStore:
         now = utcnow()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
-            for msg, state, provider_id, reason, code in outcomes:
-                await tx.execute(
-                    "UPDATE sms_outbox SET state = ?, provider_id = COALESCE(?, provider_id), reason = ?,"
-                    " error_code = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
-                    " final_at = CASE WHEN ? IN ('failed') THEN ? ELSE final_at END WHERE id = ? AND state = 'sending'",
-                    (state, provider_id, reason, code, ts, state, ts, state, ts, msg.id),
-                )
-                if state in ("sent", "unknown"):
-                    await self._touches.record_in(tx, _sms_touch(msg, state, now, provider_id))
+            # one statement for the window's rows, one batch for their touches
+            await tx.executemany(
+                "UPDATE sms_outbox SET state = ?, provider_id = COALESCE(?, provider_id), reason = ?,"
+                " error_code = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
+                " final_at = CASE WHEN ? IN ('failed') THEN ? ELSE final_at END WHERE id = ? AND state = 'sending'",
+                [
+                    (state, provider_id, reason, code, ts, state, ts, state, ts, msg.id)
+                    for msg, state, provider_id, reason, code in outcomes
+                ],
+            )
+            await self._touches.record_many_in(
+                tx,
+                [
+                    _sms_touch(msg, state, now, provider_id)
+                    for msg, state, provider_id, _reason, _code in outcomes
+                    if state in ("sent", "unknown")
+                ],
+            )
 
     async def apply_report(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
 
@@ -35,6 +36,7 @@ class MessageTooLong(ValueError):
         self.max_parts = max_parts
 
 
+@lru_cache(maxsize=8192)
 def septets(ch: str) -> int | None:
     """Septets a character takes in GSM-7 (2 for the extension table), None if it has none."""
     try:

@@ -45,7 +45,9 @@ class ChannelWorker:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle_poll: float = 1.0,
         unknown_policy: str = "hold",
+        lanes: int = 2,
     ) -> None:
+        self.lanes = max(1, lanes)
         if unknown_policy not in ("hold", "resend"):
             raise ValueError("unknown_policy must be hold or resend")
         self.unknown_policy = unknown_policy
@@ -122,8 +124,21 @@ class ChannelWorker:
         return counts
 
     async def run(self) -> None:
-        """Loop until stopped; never dies of one bad message."""
+        """Loop until stopped; never dies of one bad message. With several lanes, one lane's
+        database work overlaps another's gateway requests (claims are atomic, so no message is taken
+        twice; the token bucket is shared, so the rate holds)."""
         await self.recover()
+        lanes = [
+            asyncio.create_task(self._lane(), name=f"sms-{self.name}-lane{i}") for i in range(self.lanes)
+        ]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    async def _lane(self) -> None:
         while not self._stopping:
             try:
                 busy = await self.step()

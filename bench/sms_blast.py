@@ -1,0 +1,225 @@
+"""SMS blast benchmarks: materialize 100k recipients, dispatch them to a gateway stand-in as fast as
+the durable outbox allows, rate accuracy at a configured 50/s, memory; PDU encoder throughput.
+
+python bench/sms_blast.py [--recipients 100000] [--rate-seconds 10]
+
+The gateway is the loopback stand-in of Kannel's sendsms interface, run in its own process (the
+other core), reached over HTTP by the real KannelChannel; every message is committed `sending`
+before its request and `sent` (with its touch) after, as in production. Delivery reports are not
+part of these figures (the stand-in's DLR callbacks go to a closed port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from _common import CACHE, ROOT, report
+
+from campaigns.sms.blasts import BlastService, BlastSpec
+from campaigns.sms.gsm7 import analyze
+from campaigns.sms.kannel import KannelChannel
+from campaigns.sms.modem.pdu import encode_submit
+from campaigns.sms.sender import ChannelWorker
+from crm_link.contacts import ContactFields
+from crm_link.phones import Phone
+from crm_link.store import Store
+from templates.context import merge_context
+from templates.render import Renderer
+
+LANES = 2
+
+STANDIN = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r})
+from campaigns.sms.kannel_standin import KannelStandIn
+async def main():
+    async with KannelStandIn(dlr_delay=3600) as k:
+        print(k.sendsms_url, flush=True)
+        last = 0
+        while True:
+            await asyncio.sleep(0.05)
+            if len(k.received) != last:
+                last = len(k.received)
+                print("n", last, time.time(), flush=True)
+asyncio.run(main())
+"""
+
+
+class Sink:
+    async def on_delivery(self, report: object) -> None:
+        pass
+
+    async def on_inbound(self, message: object) -> None:
+        pass
+
+
+async def blast_run(store: Store, url: str, n: int, rate: float | None, tag: str, lines: list[str]) -> float:
+    renderer = Renderer()
+
+    def render(text: str, contact: object) -> str:
+        return renderer.render(text, merge_context(contact, dealer={"name": "Switchboard Motors"}))  # type: ignore[arg-type]
+
+    def describe(text: str) -> dict[str, object]:
+        return analyze(text).as_dict()
+
+    blasts = BlastService(
+        store,
+        channels=lambda: ["main"],
+        render=render,
+        analyze=describe,
+        quiet_start="00:00",
+        quiet_end="00:00",
+    )
+    started = time.perf_counter()
+    blast = await blasts.create(
+        BlastSpec(
+            name=tag,
+            text="Service special this Saturday, {{ contact.first_name }}! Reply STOP to opt out.",
+            channel="main",
+            audience={"tag": tag},
+            rate_per_second=rate,
+        ),
+        created_by=None,
+    )
+    await blasts.run_due()
+    materialize_s = time.perf_counter() - started
+    channel = KannelChannel(
+        "main", url, "tester", "secret", sender=None, dlr_url="http://127.0.0.1:9/dlr", secret="s", timeout=30
+    )
+    await channel.start(Sink())
+    worker = ChannelWorker(
+        store,
+        channel,
+        name="main",
+        rate_per_second=1e9,
+        quiet_start="00:00",
+        quiet_end="00:00",
+        window=64,
+        lanes=LANES,
+    )
+    task = asyncio.create_task(worker.run())
+    t0 = time.perf_counter()
+    try:
+        while True:
+            await asyncio.sleep(0.2)
+            p = await store.sms.progress(blast["id"])
+            if p["counts"]["queued"] == 0 and p["counts"]["sending"] == 0:
+                break
+    finally:
+        dispatch_s = time.perf_counter() - t0
+        worker.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+    sent = p["counts"]["sent"]
+    if rate is None:
+        lines.append(
+            f"materialize recipients={n} seconds={materialize_s:.2f} rows_per_s={n / materialize_s:,.0f}"
+        )
+        lines.append(
+            f"dispatch sent={sent} failed={p['counts']['failed']} seconds={dispatch_s:.2f} msg_per_s={sent / dispatch_s:,.0f}"
+        )
+    return dispatch_s
+
+
+def pdu_throughput(lines: list[str]) -> None:
+    cases = {
+        "gsm7_160": "A" * 160,
+        "ucs2_70": "Merci Zoë, à bientôt! 🚗 " * 2 + "Z" * 20,
+        "gsm7_3_parts": "Service special this Saturday! " * 14,
+    }
+    for name, text in cases.items():
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 2.0:
+            encode_submit("+12125550147", text, reference=n % 256)
+            n += 1
+        lines.append(
+            f"pdu_encode {name} parts={len(encode_submit('+12125550147', text))} msg_per_s={n / (time.perf_counter() - t0):,.0f}"
+        )
+
+
+async def main(n: int, rate_seconds: int) -> list[str]:
+    lines: list[str] = []
+    pdu_throughput(lines)
+    path = CACHE / "sms_blast.db"
+    CACHE.mkdir(exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        p = path.with_name(path.name + suffix)
+        if p.exists():
+            p.unlink()
+    proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
+        [sys.executable, "-c", STANDIN.format(root=str(ROOT))], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    try:
+        async with Store(str(path)) as store:
+            batch = []
+            rate_n = rate_seconds * 50 + 200
+            for i in range(n + rate_n):
+                batch.append(
+                    ContactFields(
+                        present={"first_name", "phones", "tags"},
+                        first_name=f"C{i}",
+                        time_zone="America/Chicago",
+                        phones=[Phone(f"+1212{2000000 + i:07d}", f"+1212{2000000 + i:07d}", True, "mobile")],
+                        tags=["all" if i < n else "rate"],
+                    )
+                )
+                if len(batch) == 50_000:
+                    await store.contacts.bulk_insert(batch)
+                    batch = []
+            if batch:
+                await store.contacts.bulk_insert(batch)
+            await blast_run(store, url, n, None, "all", lines)
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            lines.append(f"peak_rss_mb={rss:.0f}")
+            # rate accuracy: the stand-in reports how many it has received, we count per second
+            drain = proc.stdout.readline  # discard what was printed during the big run
+            start_count = 0
+            while True:
+                line = await asyncio.to_thread(drain)
+                parts = line.split()
+                if parts and parts[0] == "n":
+                    start_count = int(parts[1])
+                    if start_count >= n:
+                        break
+            runner = asyncio.create_task(blast_run(store, url, rate_n, 50.0, "rate", lines))
+            stamps: list[tuple[float, int]] = []
+            deadline = time.time() + rate_seconds + 2
+            while time.time() < deadline:
+                line = await asyncio.to_thread(drain)
+                parts = line.split()
+                if parts and parts[0] == "n":
+                    stamps.append((float(parts[2]), int(parts[1]) - start_count))
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            per_second: Counter[int] = Counter()
+            prev = 0
+            t_first = stamps[0][0]
+            for t, count in stamps:
+                per_second[int(t - t_first)] += count - prev
+                prev = count
+            full = [per_second[s] for s in range(1, rate_seconds)]  # whole seconds after the first
+            lines.append(
+                f"rate_50_per_s seconds={len(full)} mean={sum(full) / len(full):.1f} min={min(full)} max={max(full)}"
+            )
+    finally:
+        proc.terminate()
+    return lines
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipients", type=int, default=100_000)
+    ap.add_argument("--rate-seconds", type=int, default=10)
+    args = ap.parse_args()
+    t = datetime.now(UTC)
+    report(asyncio.run(main(args.recipients, args.rate_seconds)))
