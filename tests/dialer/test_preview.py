@@ -224,3 +224,44 @@ async def test_segments_api_and_a_list_from_a_segment(
         return len((await (await manager.get("/api/v1/call-lists")).json())["items"]) == 1
 
     await until(listed)
+
+
+async def test_list_control_pause_resume_stop(dial_app: Any, aiohttp_client: Any) -> None:
+    client = await aiohttp_client(dial_app)
+    store = dial_app.app[STORE]
+    manager = await make_api(client, "maria", "manager")
+    rep = await make_api(client, "jsmith", "rep", extension="1001")
+    (cid,) = await add_customers(store, ["+12127365001"])
+    resp = await manager.post(
+        "/api/v1/call-lists", {"name": "c", "mode": "progressive", "contact_ids": [cid]}
+    )
+    list_id = (await resp.json())["id"]
+    assert (await rep.post(f"/api/v1/call-lists/{list_id}/start")).status == 403
+    states = []
+    for action, status in [
+        ("pause", 409),
+        ("start", 200),
+        ("start", 409),
+        ("pause", 200),
+        ("resume", 200),
+        ("stop", 200),
+        ("resume", 409),
+    ]:
+        resp = await manager.post(f"/api/v1/call-lists/{list_id}/{action}")
+        assert resp.status == status, (action, await resp.text())
+        if status == 200:
+            states.append((await resp.json())["state"])
+    assert states == ["running", "paused", "running", "stopped"]
+    # a rep sees the list they may work and its progress, not the controls
+    body = await (await rep.get(f"/api/v1/call-lists/{list_id}")).json()
+    assert body["counts"]["pending"] == 1 and body["state"] == "stopped"
+    audit = await store.db.fetchall(
+        "SELECT action FROM audit_log WHERE action LIKE 'call_list.%' ORDER BY id"
+    )
+    assert [a[0] for a in audit] == [
+        "call_list.create",
+        "call_list.start",
+        "call_list.pause",
+        "call_list.resume",
+        "call_list.stop",
+    ]

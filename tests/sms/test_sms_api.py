@@ -14,6 +14,7 @@ from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
 from switchboard.keys import SERVICES, STORE
+from switchboard.messaging import _segment_ids
 from switchboard.web.sms import SmsRuntime
 from tests.conftest import make_api
 from tests.sms.helpers import RecordingChannel, VirtualClock
@@ -49,6 +50,7 @@ async def sms_client(aiohttp_client: Any, settings: Any) -> Any:
             quiet_start="21:00",
             quiet_end="08:00",
             clock=clock.now,
+            segment_ids=_segment_ids(store),
         )
         app[SERVICES]["sms"] = SmsRuntime(blasts, {"main": worker})
         task = asyncio.create_task(worker.run())
@@ -202,3 +204,46 @@ async def test_preview_and_rep_text(sms_client: Any) -> None:
             break
         await asyncio.sleep(0.02)
     assert touch[0].kind == "sms" and touch[0].username == "jsmith"
+
+
+async def test_blast_to_a_saved_segment(sms_client: Any) -> None:
+    mkt = await make_api(sms_client, "kim", "marketing")
+    store = sms_client.server.app[STORE]
+    for i, visits in enumerate((1, 3, 5)):
+        await store.contacts.create(
+            validate_contact(
+                {
+                    "first_name": f"S{i}",
+                    "phones": [f"+1212555030{i}"],
+                    "time_zone": "America/Chicago",
+                    "attributes": {"service_visits": visits},
+                },
+                region="US",
+            )
+        )
+    f = {"field": "attributes.service_visits", "op": "gte", "value": 3}
+    resp = await mkt.post("/api/v1/segments", json={"name": "Regulars", "filter": f})
+    assert resp.status == 201 and (await resp.json())["count"] == 2
+    resp = await mkt.post(
+        "/api/v1/sms/blasts",
+        json={
+            "name": "seg",
+            "text": "Hi {{ contact.first_name }}",
+            "channel": "main",
+            "audience": {"segment": "Regulars"},
+        },
+    )
+    assert resp.status == 201, await resp.text()
+    blast = await resp.json()
+    for _ in range(200):
+        body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
+        if body["state"] == "done":
+            break
+        await asyncio.sleep(0.02)
+    assert body["total"] == 2 and body["counts"]["sent"] == 2
+    assert sorted(m.text for _, m in sms_client.channel.sent) == ["Hi S1", "Hi S2"]
+    resp = await mkt.post(
+        "/api/v1/sms/blasts",
+        json={"name": "x", "text": "Hi", "channel": "main", "audience": {"segment": "No such segment"}},
+    )
+    assert resp.status == 404

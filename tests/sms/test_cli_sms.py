@@ -1,0 +1,71 @@
+"""`switchboard sms show ID [--watch]`: a blast's progress on the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from crm_link.sms import OutboxRow
+from crm_link.store import Store
+from tests.conftest import REPO
+
+
+async def _run(tmp_path: Path, db: Path, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env |= {"SWITCHBOARD_STORE_URL": f"sqlite:///{db}", "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchboard", *args, env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_sms_show_and_watch(tmp_path: Path) -> None:
+    db = tmp_path / "cli.db"
+    now = datetime.now(UTC)
+    async with Store(str(db)) as store:
+        blast_id = await store.sms.create_blast(
+            name="Saturday", text="Hi", channel="main", audience={"tag": "t"}, created_by=None, send_at=None,
+            cron=None, time_zone="UTC", rate_per_second=None, next_run_at=now,
+        )  # fmt: skip
+        rows = [
+            OutboxRow(to_e164=f"+1212736{5000 + i}", text="Hi", channel="main", not_before=now)
+            for i in range(4)
+        ]
+        rows.append(
+            OutboxRow(
+                to_e164="+12127365099",
+                text="Hi",
+                channel="main",
+                not_before=now,
+                state="skipped",
+                reason="opted out of SMS",
+            )
+        )
+        await store.sms.materialize(blast_id, rows, next_run_at=None)
+    code, out, _ = await _run(tmp_path, db, "sms", "show", str(blast_id))
+    assert (
+        code == 0
+        and out.startswith(f"blast {blast_id}: running; 4 queued, 0 sending, 0 sent")
+        and "1 skipped" in out
+    )
+    async with Store(str(db)) as store:
+        watch = asyncio.create_task(
+            _run(tmp_path, db, "sms", "show", str(blast_id), "--watch", "--interval", "0.05")
+        )
+        for _ in range(4):  # the sender works through the blast while the command watches
+            await asyncio.sleep(0.2)
+            (msg,) = await store.sms.claim("main", datetime.now(UTC), 1)
+            await store.sms.settle([(msg, "sent", "P1", None, None)])
+        await store.sms.finish_blasts()
+        code, out, err = await watch
+    assert code == 0, err
+    bars = [line for line in err.splitlines() if line.startswith(f"blast {blast_id} [")]
+    assert len(bars) >= 3 and "5/5" in bars[-1]
+    assert "done; 0 queued, 0 sending, 4 sent" in out
+    code, _, err = await _run(tmp_path, db, "sms", "show", "999")
+    assert code == 2 and "ID: no blast 999" in err
