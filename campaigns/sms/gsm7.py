@@ -39,6 +39,8 @@ class MessageTooLong(ValueError):
 @lru_cache(maxsize=8192)
 def septets(ch: str) -> int | None:
     """Septets a character takes in GSM-7 (2 for the extension table), None if it has none."""
+    if ch == "\x1b":
+        return None  # 0x1B is the escape to the extension table, never a character of its own
     try:
         return len(ch.encode("gsm03.38"))
     except UnicodeEncodeError:
