@@ -199,3 +199,56 @@ async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
     assert sorted(originated) == sorted(numbers)
     stats = await store.call_lists.stats(cl.id)
     assert stats["counts"]["done"] == len(numbers) and stats["reached"] == len(numbers)
+
+
+async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
+    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    """Two dialer tasks (as two instances would run) share a list; each has its own agent."""
+    app = dial_app.app
+    client = await aiohttp_client(dial_app)
+    store = app[STORE]
+    await make_api(client, "jsmith", "rep", extension="1001")
+    await make_api(client, "agarcia", "rep", extension="1002")
+    await app[SERVICES]["asterisk"].directory.reload()
+    clock.advance(hours=3)
+    numbers = NEW_YORK + [f"+1212736{5100 + i}" for i in range(12)]
+    ids = await add_customers(store, numbers)
+    first: Dialer = app[SERVICES]["dialer"]
+    second = Dialer(
+        store,
+        app[HUB],
+        first.backend,
+        hours=first.hours,
+        clock=clock,
+        calls_per_second=1000,
+        wrap_up=timedelta(0),
+        lease=timedelta(seconds=60),
+        tick_seconds=0.05,
+    )
+    both = first.call_ended
+
+    async def ended(ev: Any, touch_id: Any) -> None:  # the call service tells both instances
+        await both(ev, touch_id)
+        await second.call_ended(ev, touch_id)
+
+    app[SERVICES]["calls:asterisk"].on_ended = ended
+    await second.start()
+    try:
+        cl, _ = await store.call_lists.create(
+            ListSpec(name="shared", mode="progressive", max_attempts=1), contact_ids=ids, now=clock()
+        )
+        await store.call_lists.set_state(cl.id, "running", clock())
+        await first.set_ready(await store.users.by_username("jsmith"), cl.id)
+        await second.set_ready(await store.users.by_username("agarcia"), cl.id)
+
+        async def finished() -> bool:
+            return (await store.call_lists.get(cl.id)).state == "done"
+
+        await until(finished, timeout=30)
+    finally:
+        await second.close()
+    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    assert sorted(originated) == sorted(numbers)  # each exactly once
+    by_agent = {a.agent_id for a in await store.call_lists.attempts_of(list_id=cl.id)}
+    assert len(by_agent) == 2  # both instances dialed
