@@ -97,6 +97,16 @@ class CallService:
                 self._prefetched.clear()
             self._prefetched[call_id] = (number, asyncio.create_task(lookup_caller(self.store, number)))
 
+    def agents_on_calls(self) -> set[int]:
+        """Users whose phone is ringing for, or talking on, a live call of this source."""
+        busy: set[int] = set()
+        for call in self.calls.values():
+            if call.answered_by is not None:
+                busy.add(call.answered_by.id)
+            else:
+                busy.update(call.popped)
+        return busy
+
     def source_key(self, call_id: str) -> str:
         return f"{self.source}:{call_id}"
 

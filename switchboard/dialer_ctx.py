@@ -52,6 +52,7 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         dial_timeout_s=d.dial_timeout_seconds,
         tick_seconds=d.tick_seconds,
         dispositions=tuple(d.dispositions),
+        busy_agents=lambda: _agents_on_calls(app),
     )
     for key in ("calls:asterisk", "calls:twilio"):
         service = app[SERVICES].get(key)
@@ -66,6 +67,15 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await dialer.close()
     app[SERVICES].pop("dialer", None)
+
+
+def _agents_on_calls(app: web.Application) -> set[int]:
+    busy: set[int] = set()
+    for key in ("calls:asterisk", "calls:twilio"):
+        service = app[SERVICES].get(key)
+        if service is not None:
+            busy |= service.agents_on_calls()
+    return busy
 
 
 async def _my_day(request: web.Request, user: Any) -> dict[str, Any]:

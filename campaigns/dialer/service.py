@@ -84,7 +84,9 @@ class Dialer:
         tick_seconds: float = 1.0,
         dispositions: tuple[str, ...] = (),
         owner: str | None = None,
+        busy_agents: Callable[[], set[int]] | None = None,
     ) -> None:
+        self.busy_agents = busy_agents  # agents on (or rung for) another call, e.g. an inbound one
         self.store = store
         self.hub = hub
         self.backend = backend
@@ -159,6 +161,8 @@ class Dialer:
 
     def agent_free(self, agent_id: int, now: datetime) -> bool:
         if any(f.agent_id == agent_id for f in self.in_flight.values()):
+            return False
+        if self.busy_agents is not None and agent_id in self.busy_agents():
             return False
         return self.wrap_until.get(agent_id, now) <= now
 

@@ -252,3 +252,52 @@ async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
     assert sorted(originated) == sorted(numbers)  # each exactly once
     by_agent = {a.agent_id for a in await store.call_lists.attempts_of(list_id=cl.id)}
     assert len(by_agent) == 2  # both instances dialed
+
+
+async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
+    aiohttp_server: Any, settings: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    from switchboard.app import create_app
+    from switchboard.dialer_ctx import DIALER_CLOCK
+
+    settings.asterisk.enabled = True
+    settings.asterisk.port = pbx.port
+    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
+    settings.dialer.tick_seconds = 0.05
+    settings.dialer.calls_per_second = 1000
+    settings.dialer.wrap_up_seconds = 0
+    app = create_app(settings)
+    app[DIALER_CLOCK] = clock
+    server = await aiohttp_server(app)
+    await app[SERVICES]["asterisk"].client.wait_connected(5)
+    store = app[STORE]
+    jsmith = await store.users.add("jsmith", role="rep", password="x" * 12, extension="1001")
+    await app[SERVICES]["asterisk"].directory.reload()
+    clock.advance(hours=3)
+    ids = await add_customers(store, NEW_YORK[:2])
+    dialer: Dialer = app[SERVICES]["dialer"]
+    inbound = asyncio.create_task(
+        pbx.inbound_call(
+            "+13125550199", agents=["Local/agent1@agents/n"], answer="Local/agent1@agents/n", talk_seconds=60
+        )
+    )
+
+    async def on_the_phone() -> bool:
+        return jsmith.id in app[SERVICES]["calls:asterisk"].agents_on_calls()
+
+    await until(on_the_phone)
+    cl, _ = await store.call_lists.create(
+        ListSpec(name="x", mode="progressive"), contact_ids=ids, now=clock()
+    )
+    await store.call_lists.set_state(cl.id, "running", clock())
+    await dialer.set_ready(jsmith, cl.id)
+    await asyncio.sleep(0.4)  # several ticks: the agent is talking to a customer who called in
+    assert not [a for a in pbx.actions if a.name == "Originate"]
+    await inbound  # the inbound call ends; now the list is dialed
+
+    async def dialed() -> bool:
+        return bool([a for a in pbx.actions if a.name == "Originate"])
+
+    await until(dialed)
+    assert server.app is app
