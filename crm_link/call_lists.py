@@ -909,6 +909,18 @@ class CallLists:
         )
         return [_attempt(r) for r in rows]
 
+    async def pending_counts(self, list_ids: Sequence[int]) -> dict[int, int]:
+        """Entries waiting to be called, per list."""
+        if not list_ids:
+            return {}
+        marks = ",".join("?" * len(list_ids))
+        rows = await self.db.fetchall(
+            f"SELECT list_id, count(*) FROM call_list_entries WHERE state = 'pending' AND list_id IN ({marks}) "
+            "GROUP BY list_id",
+            list(list_ids),
+        )
+        return {lid: 0 for lid in list_ids} | {r[0]: r[1] for r in rows}
+
     async def callbacks_for(self, agent_id: int, until: datetime) -> list[dict[str, Any]]:
         """The agent's scheduled call-backs and the lists they come from (for My Day)."""
         rows = await self.db.fetchall(

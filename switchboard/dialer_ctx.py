@@ -84,11 +84,13 @@ async def _my_day(request: web.Request, user: Any) -> dict[str, Any]:
     dialer: Dialer = request.app[SERVICES]["dialer"]
     now = dialer.clock()
     callbacks = await store.call_lists.callbacks_for(user.id, now + timedelta(hours=24))
-    lists = []
-    for cl in await store.call_lists.all(states=("running",)):
-        if dialer.may_work(cl, user) and user.role in ("rep", "manager"):
-            stats = await store.call_lists.stats(cl.id)
-            lists.append(
-                {"id": cl.id, "name": cl.name, "mode": cl.mode, "pending": stats["counts"]["pending"]}
-            )
-    return {"call_list_callbacks": callbacks, "call_lists": lists}
+    return {"call_list_callbacks": callbacks, "call_lists": await lists_for(store, dialer, user)}
+
+
+async def lists_for(store: Any, dialer: Dialer, user: Any) -> list[dict[str, Any]]:
+    """The running lists this user works, with how many entries wait."""
+    if user.role not in ("rep", "manager"):
+        return []
+    lists = [cl for cl in await store.call_lists.all(states=("running",)) if dialer.may_work(cl, user)]
+    pending = await store.call_lists.pending_counts([cl.id for cl in lists])
+    return [{"id": cl.id, "name": cl.name, "mode": cl.mode, "pending": pending[cl.id]} for cl in lists]

@@ -107,10 +107,21 @@ async def my_day_page(request: web.Request) -> web.Response:
     store = request.app[STORE]
     zone = _zone(request)
     due = await store.touches.due_for(user.id, end_of_day(utcnow(), zone))
+    from switchboard.dialer_ctx import lists_for
+    from switchboard.keys import SERVICES
+
+    dialer = request.app[SERVICES].get("dialer")
+    call_lists = await lists_for(store, dialer, user) if dialer is not None else []
     return render(
         request,
         "my_day.html",
-        {"due": due, "zone": zone, "local": lambda d: _local(d, zone), "now": utcnow()},
+        {
+            "due": due,
+            "zone": zone,
+            "local": lambda d: _local(d, zone),
+            "now": utcnow(),
+            "call_lists": call_lists,
+        },
     )
 
 

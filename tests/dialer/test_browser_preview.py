@@ -89,4 +89,6 @@ async def test_rep_works_a_preview_list_in_the_browser(
     callbacks = page.locator("ul.due[data-kind=callback] li", has_text="Jane Doe")
     await callbacks.wait_for()
     assert "trade-in" in (await callbacks.text_content() or "")
+    lists = page.locator("ul.due[data-kind=call_list] li", has_text="After-sale 4 days")
+    assert "2 to call" in (await lists.text_content() or "")
     assert datetime.now(UTC) < (await store.call_lists.entry(attempts[0].entry_id)).next_at
