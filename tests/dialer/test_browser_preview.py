@@ -3,7 +3,7 @@ disposition with a call-back and finds the call-back on My Day."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -92,3 +92,60 @@ async def test_rep_works_a_preview_list_in_the_browser(
     lists = page.locator("ul.due[data-kind=call_list] li", has_text="After-sale 4 days")
     assert "2 to call" in (await lists.text_content() or "")
     assert datetime.now(UTC) < (await store.call_lists.entry(attempts[0].entry_id)).next_at
+
+
+@pytest.mark.browser
+async def test_manager_builds_a_segment_and_a_list_from_it(
+    aiohttp_server: Any, settings: Any, browser: Any
+) -> None:
+    server = await aiohttp_server(create_app(settings))
+    store = server.app[STORE]
+    await store.users.add("maria", role="manager", password=PASSWORD, display_name="Maria Lopez")
+    await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
+    for i, (visits, days) in enumerate(((4, 200), (5, 400), (1, 300), (6, 30))):
+        last = (datetime.now(UTC) - timedelta(days=days)).date().isoformat()
+        await store.contacts.create(
+            validate_contact(
+                {
+                    "first_name": f"Owner{i}",
+                    "last_name": "Test",
+                    "phones": [f"+1212736{5200 + i}"],
+                    "attributes": {"service_visits": visits, "last_service_date": last},
+                },
+                region="US",
+            )
+        )
+    base = str(server.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    await login(page, base, "maria", PASSWORD)
+    await page.goto(base + "/call-lists")
+    await page.fill("#segment-form input[name=name]", "Lost service customers")
+    await page.click("#segment-preview")  # the example filter: no visit in 180 days after 3 or more
+    await page.wait_for_selector("#segment-result:has-text('2 customers')")
+    assert "Owner0 Test" in (await page.text_content("#segment-result") or "")
+    await page.fill(
+        "#segment-form textarea[name=filter]", '{"field": "password_hash", "op": "eq", "value": 1}'
+    )
+    await page.click("#segment-preview")
+    await page.wait_for_selector("#segment-result:has-text('filter.field')")
+    await page.fill(
+        "#segment-form textarea[name=filter]",
+        '{"all": [{"field": "attributes.last_service_date", "op": "older_than_days", "value": 180},'
+        ' {"field": "attributes.service_visits", "op": "gte", "value": 3}]}',
+    )
+    await page.click("#segment-form button[type=submit]")
+    await page.wait_for_selector("#segment-result:has-text('Saved: 2 customers')")
+    await page.fill("#list-form input[name=name]", "Win them back")
+    await page.select_option("#list-form select[name=mode]", "progressive")
+    await page.select_option("#list-form select[name=segment]", label="Lost service customers")
+    await page.click("#list-form button[type=submit]")
+    await page.wait_for_selector("#build-summary:has-text('Added 2 entries')")
+    row = page.locator("#lists tr", has_text="Win them back")
+    await row.locator(".state:text('running')").wait_for()
+    await row.locator("button:text('pause')").click()
+    await row.locator(".state:text('paused')").wait_for()
+    (cl,) = await store.call_lists.all()
+    assert (
+        cl.source["segment"] == (await store.segments.get("Lost service customers")).id
+        and cl.state == "paused"
+    )
