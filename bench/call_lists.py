@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -80,7 +79,6 @@ async def main(entries: int, picks: int) -> list[str]:
             "UPDATE call_list_entries SET next_at = ? WHERE id = ?",
             [("2026-11-23T20:00:00.000000Z", i) for i in range(1, entries + 1, 3)],
         )
-        zones = hours.open_zones(await store.call_lists.zones(cl.id), now)
         samples = []
         for k in range(picks):
             t = time.perf_counter()
@@ -110,7 +108,6 @@ async def main(entries: int, picks: int) -> list[str]:
         lines.append(f"list_stats ms={(time.perf_counter() - stats_t) * 1e3:.1f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"peak_rss_mb={rss:.0f} db_mb={path.stat().st_size / 1e6:.0f}")
-    shutil.rmtree(CACHE / "none", ignore_errors=True)
     return lines
 
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime
 
 from _common import CACHE, ROOT, report
 
@@ -221,5 +220,4 @@ if __name__ == "__main__":
     ap.add_argument("--recipients", type=int, default=100_000)
     ap.add_argument("--rate-seconds", type=int, default=10)
     args = ap.parse_args()
-    t = datetime.now(UTC)
     report(asyncio.run(main(args.recipients, args.rate_seconds)))
