@@ -161,9 +161,8 @@ class Database:
             return list(await self._w.execute_fetchall(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        """Rows of a read query on the reader connection."""
-        async with self._r.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """Rows of a read query on the reader connection (one trip to its thread)."""
+        return list(await self._r.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         """The first row of a read query, or None."""
