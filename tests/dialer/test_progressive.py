@@ -301,3 +301,59 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
 
     await until(dialed)
     assert server.app is app
+
+
+async def test_trunk_concurrency_and_the_lists_date_window(
+    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    app = dial_app.app
+    client = await aiohttp_client(dial_app)
+    store = app[STORE]
+    manager = await make_api(client, "maria", "manager")
+    for name, ext in (("jsmith", "1001"), ("agarcia", "1002")):
+        await make_api(client, name, "rep", extension=ext)
+    await app[SERVICES]["asterisk"].directory.reload()
+    clock.advance(hours=3)
+    dialer: Dialer = app[SERVICES]["dialer"]
+    dialer.max_concurrent = 1  # a one-channel trunk: two free agents, one call at a time
+    ids = await add_customers(store, NEW_YORK[:6])
+    today = clock().date()
+    resp = await manager.post(
+        "/api/v1/call-lists",
+        {
+            "name": "window",
+            "mode": "progressive",
+            "contact_ids": ids[:3],
+            "window": {"start": str(today + timedelta(days=1))},  # starts tomorrow
+            "start": True,
+        },
+    )
+    future_list = (await resp.json())["id"]
+    resp = await manager.post(
+        "/api/v1/call-lists", {"name": "now", "mode": "progressive", "contact_ids": ids[3:], "start": True}
+    )
+    list_id = (await resp.json())["id"]
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, len(dialer.in_flight))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    for name in ("jsmith", "agarcia"):
+        await dialer.set_ready(await store.users.by_username(name), list_id)
+
+    async def done() -> bool:
+        return (await store.call_lists.get(list_id)).state == "done"
+
+    await until(done, timeout=30)
+    for name in ("jsmith", "agarcia"):
+        await dialer.set_ready(await store.users.by_username(name), future_list)
+    await asyncio.sleep(0.3)
+    watcher.cancel()
+    assert peak == 1
+    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    assert sorted(originated) == sorted(NEW_YORK[3:6])  # nothing from the list whose window opens tomorrow
+    assert (await store.call_lists.stats(future_list))["counts"]["pending"] == 3
