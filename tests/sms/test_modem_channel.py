@@ -266,3 +266,23 @@ async def test_rows_in_doubt_follow_the_channels_policy(
     else:
         assert state[0] == "sent" and [r.submit.text for r in modem.received] == ["in doubt"]
     await ch.close()
+
+
+async def test_a_modem_that_vanishes_is_reopened(tmp_path: Any) -> None:
+    """The USB modem is unplugged and comes back (at the same device path, as udev names it)."""
+    link = tmp_path / "ttyGSM"
+    async with ModemEmulator() as first:
+        link.symlink_to(first.port)
+        ch = ModemChannel("gsm", str(link), command_timeout=1.0)
+        sink = Sink()
+        await ch.start(sink)
+        await ch.send(OutboundSms("1", "+12125550147", "before"))
+    # the port is gone: the channel notices when its reader ends
+    async with ModemEmulator() as second:
+        link.unlink()
+        link.symlink_to(second.port)
+        await until(lambda: ch._read_task is not None and ch._read_task.done())
+        result = await ch.send(OutboundSms("2", "+12125550147", "after"))
+        assert result.segments == 1 and [r.submit.text for r in second.received] == ["after"]
+        assert second.commands[:2] == ["AT", "ATE0"]  # initialised from scratch
+        await ch.close()
