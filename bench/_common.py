@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import sys
@@ -31,7 +32,7 @@ def describe_us(name: str, samples_s: list[float], **extra: object) -> str:
 
 
 def machine() -> str:
-    return f"python {platform.python_version()} on {platform.machine()}, {__import__('os').cpu_count()} cores"
+    return f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores"
 
 
 def report(lines: list[str]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import random
 import shutil
 import subprocess
@@ -156,7 +157,7 @@ async def touch_writes(path: str, count: int) -> list[str]:
         await store.touches.stop_batching()
         rows = await store.db.fetchall(
             "SELECT count(*) FROM touches WHERE source_key IN (SELECT value FROM json_each(?))",
-            (__import__("json").dumps(sorted(set(acked))),),
+            (json.dumps(sorted(set(acked))),),
         )
         assert rows[0][0] == len(set(acked)), "an acknowledged touch is missing"
         out.append(
