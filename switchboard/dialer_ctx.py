@@ -9,9 +9,11 @@ from typing import Any
 
 from aiohttp import web
 
-from campaigns.dialer.backends import AmiDialBackend, DialBackend, TwilioDialBackend
+from campaigns.dialer.backends import DialBackend
 from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
+from cti.screenpop import build_pop
+from switchboard.dialing import AmiDialBackend, TwilioDialBackend
 from switchboard.keys import HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
 
 log = logging.getLogger("switchboard.dialer")
@@ -53,6 +55,7 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         tick_seconds=d.tick_seconds,
         dispositions=tuple(d.dispositions),
         busy_agents=lambda: _agents_on_calls(app),
+        pop_builder=build_pop,
     )
     for key in ("calls:asterisk", "calls:twilio"):
         service = app[SERVICES].get(key)

@@ -14,20 +14,18 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from campaigns.dialer.backends import AgentUnavailable, DialBackend, DialFailed
 from campaigns.dialer.hours import CallingHours, in_window, zone
 from campaigns.ratelimit import TokenBucket
 from crm_link.call_lists import Attempt, CallList, Entry, outcome_of_touch
 from crm_link.errors import Conflict, NotFound, ValidationError
-from crm_link.models import User
+from crm_link.models import Contact, User
 from crm_link.store import Store
-from cti.events import CallEnded
-from cti.screenpop import build_pop
 
 log = logging.getLogger("campaigns.dialer")
 
@@ -43,6 +41,34 @@ DISPOSITIONS = (
     "do not call",
     "other",
 )
+
+
+class EndedCall(Protocol):
+    """What the dialer reads of a call's end (cti's CallEnded)."""
+
+    call_id: str
+    answered: bool
+    hangup_cause: int | None
+
+
+# (store, call, matching contacts, viewer) -> the screen_pop message (cti's build_pop)
+PopBuilder = Callable[[Store, dict[str, Any], list[Contact], User], Awaitable[dict[str, Any]]]
+
+
+async def plain_pop(
+    store: Store, call: dict[str, Any], matches: list[Contact], viewer: User
+) -> dict[str, Any]:
+    """A pop without history, for a dialer built without the screen-pop builder."""
+    contact = matches[0] if len(matches) == 1 else None
+    card = {"id": contact.id, "name": contact.name, "url": f"/contacts/{contact.id}"} if contact else None
+    return {
+        "type": "screen_pop",
+        "call": call,
+        "contact": card,
+        "candidates": [],
+        "recent_touches": [],
+        "open_followups": [],
+    }
 
 
 @dataclass(slots=True)
@@ -85,7 +111,9 @@ class Dialer:
         dispositions: tuple[str, ...] = (),
         owner: str | None = None,
         busy_agents: Callable[[], set[int]] | None = None,
+        pop_builder: PopBuilder = plain_pop,
     ) -> None:
+        self.pop_builder = pop_builder
         self.busy_agents = busy_agents  # agents on (or rung for) another call, e.g. an inbound one
         self.store = store
         self.hub = hub
@@ -103,7 +131,7 @@ class Dialer:
         self.ready: dict[int, int] = {}  # agent id -> progressive list id
         self.in_flight: dict[int, _InFlight] = {}  # attempt id ->
         self.wrap_until: dict[int, datetime] = {}
-        self._ended: dict[str, tuple[CallEnded, int | None]] = {}  # ends seen before their dial returned
+        self._ended: dict[str, tuple[EndedCall, int | None]] = {}  # ends seen before their dial returned
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dials = 0
@@ -305,11 +333,11 @@ class Dialer:
             "from": None,
             "to": entry.number,
         }
-        pop = await build_pop(self.store, call, matches, agent)
+        pop = await self.pop_builder(self.store, call, matches, agent)
         await self.hub.publish(agent.id, pop)
         return pop
 
-    async def call_ended(self, ev: CallEnded, touch_id: int | None) -> None:
+    async def call_ended(self, ev: EndedCall, touch_id: int | None) -> None:
         """The call service's end-of-call hook: close the attempt the call belongs to."""
         attempt = await self.store.call_lists.attempt_by_call(ev.call_id)
         if attempt is None:
@@ -401,7 +429,7 @@ class Dialer:
             with contextlib.suppress(NotFound):
                 matches = [await self.store.contacts.get(entry.contact_id)]
         call = {"id": f"entry-{entry.id}", "direction": "outbound", "state": "preview", "to": entry.number}
-        pop = await build_pop(self.store, call, matches, user)
+        pop = await self.pop_builder(self.store, call, matches, user)
         local = now.astimezone(zone(entry.time_zone))
         return {
             "entry": entry.to_dict(),

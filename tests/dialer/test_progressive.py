@@ -174,6 +174,7 @@ async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
         wrap_up=timedelta(0),
         lease=timedelta(seconds=60),
         tick_seconds=0.05,
+        pop_builder=first.pop_builder,
     )
     app[SERVICES]["calls:asterisk"].on_ended = second.call_ended
     app[SERVICES]["dialer"] = second
@@ -225,6 +226,7 @@ async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
         wrap_up=timedelta(0),
         lease=timedelta(seconds=60),
         tick_seconds=0.05,
+        pop_builder=first.pop_builder,
     )
     both = first.call_ended
 
