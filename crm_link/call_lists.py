@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import phonenumbers
-from phonenumbers import timezone as pn_timezone
-
 from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import iso
+from crm_link.phones import zone_for_number
 
 MODES = ("preview", "progressive")
 LIST_STATES = ("draft", "running", "paused", "stopped", "done")
@@ -219,16 +217,6 @@ def _attempt(row: Any) -> Attempt:
         started_at=from_db_time(row["started_at"]),  # type: ignore[arg-type]
         ended_at=from_db_time(row["ended_at"]),
     )
-
-
-def zone_for_number(e164: str) -> str | None:
-    """The one time zone a number's area maps to, if it maps to exactly one."""
-    try:
-        zones = pn_timezone.time_zones_for_number(phonenumbers.parse(e164))
-    except phonenumbers.NumberParseException:
-        return None
-    real = [z for z in zones if z != "Etc/Unknown"]
-    return real[0] if len(real) == 1 else None
 
 
 class CallLists:

@@ -9,13 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-import phonenumbers.timezone as pn_timezone
-
 from crm_link.db import Database, from_db_time, to_db_time, utcnow
 from crm_link.errors import NotFound, ValidationError
 from crm_link.models import Contact, ContactPhone, Page, check_limit, decode_cursor, encode_cursor
-from crm_link.phones import Phone, normalize_phone, try_e164
+from crm_link.phones import Phone, normalize_phone, try_e164, zone_for_number
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
 _TAG = re.compile(r"^[\w][\w .:/+-]{0,63}$")
@@ -172,15 +169,7 @@ def validate_contact(
 
 def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None:
     """The zone of the first number whose area maps to exactly one zone, else `fallback`."""
-    for phone in phones:
-        try:
-            zones = pn_timezone.time_zones_for_number(phonenumbers.parse(phone.e164))
-        except phonenumbers.NumberParseException:
-            continue
-        real = [z for z in zones if z != "Etc/Unknown"]
-        if len(real) == 1:
-            return real[0]
-    return fallback
+    return next((z for p in phones if (z := zone_for_number(p.e164))), fallback)
 
 
 # one round trip per page of contacts: phones and tags come along as JSON arrays

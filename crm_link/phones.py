@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import phonenumbers
+import phonenumbers.timezone as pn_timezone
 from phonenumbers import PhoneNumberType, ValidationResult
 
 from crm_link.errors import ValidationError
@@ -77,3 +78,44 @@ def format_national(e164: str) -> str:
         return phonenumbers.format_number(phonenumbers.parse(e164), phonenumbers.PhoneNumberFormat.NATIONAL)
     except phonenumbers.NumberParseException:
         return e164
+
+
+def zone_for_number(e164: str) -> str | None:
+    """The one IANA zone a number's area maps to, or None when it maps to several (or none)."""
+    try:
+        zones = pn_timezone.time_zones_for_number(phonenumbers.parse(e164))
+    except phonenumbers.NumberParseException:
+        return None
+    real = [z for z in zones if z != "Etc/Unknown"]
+    return real[0] if len(real) == 1 else None
+
+
+PHONE_COLUMNS = ("phone", "mobile", "number", "phone_number")
+
+
+def phones_from_csv(text: object, default_region: str, *, field: str) -> list[str]:
+    """The E.164 numbers of a CSV's phone column (blank cells skipped); a ValidationError naming
+    `field` lists the lines whose number is impossible, and nothing is returned then."""
+    import csv
+    import io
+
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(field, "must be CSV text with a phone column")
+    rows = list(csv.reader(io.StringIO(text)))
+    header = [h.strip().lower() for h in rows[0]]
+    col = next((i for i, h in enumerate(header) if h in PHONE_COLUMNS), None)
+    if col is None:
+        raise ValidationError(field, "needs a column named phone")
+    numbers: list[str] = []
+    problems: list[str] = []
+    for line, row in enumerate(rows[1:], start=2):
+        raw = row[col].strip() if col < len(row) else ""
+        if not raw:
+            continue
+        try:
+            numbers.append(normalize_phone(raw, default_region, field=field).e164)
+        except ValidationError as exc:
+            problems.append(f"line {line}: {exc.reason}")
+    if problems:
+        raise ValidationError(field, "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
+    return numbers

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from campaigns.dialer import DISPOSITIONS
+
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; `key` names it as `section.key`."""
@@ -136,20 +138,7 @@ class DialerSettings:
     wrap_up_seconds: int = 30  # after a call, before the next (ends early on a disposition)
     dial_timeout_seconds: int = 30  # how long the agent's and the customer's phones ring
     tick_seconds: float = 1.0
-    dispositions: list[str] = field(
-        default_factory=lambda: [
-            "sold",
-            "appointment set",
-            "call back",
-            "not interested",
-            "no answer",
-            "busy",
-            "left message",
-            "wrong number",
-            "do not call",
-            "other",
-        ]
-    )
+    dispositions: list[str] = field(default_factory=lambda: list(DISPOSITIONS))
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from campaigns.dialer import DISPOSITIONS
 from campaigns.dialer.backends import AgentUnavailable, DialBackend, DialFailed
 from campaigns.dialer.hours import CallingHours, in_window, zone
 from campaigns.ratelimit import TokenBucket
@@ -28,19 +29,6 @@ from crm_link.models import Contact, User
 from crm_link.store import Store
 
 log = logging.getLogger("campaigns.dialer")
-
-DISPOSITIONS = (
-    "sold",
-    "appointment set",
-    "call back",
-    "not interested",
-    "no answer",
-    "busy",
-    "left message",
-    "wrong number",
-    "do not call",
-    "other",
-)
 
 
 class EndedCall(Protocol):

@@ -109,38 +109,20 @@ class BlastService:
         raise ValidationError("audience", f"unknown audience kind {kind!r}")
 
     async def _csv_ids(self, text: Any) -> list[int]:
-        import csv
-        import io
+        """Contacts of a CSV's phone column; every number must belong to a contact."""
+        from crm_link.phones import phones_from_csv
 
-        if not isinstance(text, str) or not text.strip():
-            raise ValidationError("audience.csv", "must be CSV text with a phone column")
-        rows = list(csv.reader(io.StringIO(text)))
-        header = [h.strip().lower() for h in rows[0]]
-        col = next(
-            (i for i, h in enumerate(header) if h in ("phone", "mobile", "number", "phone_number")), None
-        )
-        if col is None:
-            raise ValidationError("audience.csv", "needs a column named phone")
         ids: list[int] = []
-        problems: list[str] = []
-        for n, row in enumerate(rows[1:], start=1):
-            raw = row[col].strip() if col < len(row) else ""
-            if not raw:
-                continue
-            try:
-                from crm_link.phones import normalize_phone
-
-                e164 = normalize_phone(raw, self.store.region).e164
-            except ValidationError as exc:
-                problems.append(f"row {n}: {exc.reason}")
-                continue
+        unknown = []
+        for e164 in phones_from_csv(text, self.store.region, field="audience.csv"):
             found = await self.store.contacts.ids_by_phone(e164)
             if not found:
-                problems.append(f"row {n}: {raw} is not a contact")
+                unknown.append(e164)
             ids += found[:1]
-        if problems:
+        if unknown:
             raise ValidationError(
-                "audience.csv", "; ".join(problems[:10]) + (" …" if len(problems) > 10 else "")
+                "audience.csv",
+                "not contacts: " + ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else ""),
             )
         return list(dict.fromkeys(ids))
 

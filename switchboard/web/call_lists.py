@@ -3,8 +3,6 @@ progressive dialing, dispositions; and the list page."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
 from typing import Any
 
@@ -15,7 +13,7 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from crm_link.call_lists import ListSpec
 from crm_link.errors import ValidationError
-from crm_link.phones import normalize_phone
+from crm_link.phones import phones_from_csv
 from switchboard.keys import SERVICES, STORE
 from switchboard.web.api import parse_time
 from switchboard.web.auth import require
@@ -124,28 +122,10 @@ async def _audience(
         ids = await store.segments.ids(f)
         label = value if not isinstance(value, dict) else "inline"
         return ids, [], {"segment": label, "filter": f}
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError("csv", "must be CSV text with a phone column")
-    rows = list(csv.reader(io.StringIO(value)))
-    header = [h.strip().lower() for h in rows[0]]
-    col = next((i for i, h in enumerate(header) if h in ("phone", "mobile", "number", "phone_number")), None)
-    if col is None:
-        raise ValidationError("csv", "needs a column named phone")
     numbers: list[tuple[str, int | None]] = []
-    problems = []
-    for n, row in enumerate(rows[1:], start=2):
-        raw = row[col].strip() if col < len(row) else ""
-        if not raw:
-            continue
-        try:
-            e164 = normalize_phone(raw, store.region, field="csv").e164
-        except ValidationError as exc:
-            problems.append(f"line {n}: {exc.reason}")
-            continue
+    for e164 in phones_from_csv(value, store.region, field="csv"):
         ids = await store.contacts.ids_by_phone(e164)
         numbers.append((e164, ids[0] if ids else None))
-    if problems:
-        raise ValidationError("csv", "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
     return [], numbers, {"csv": len(numbers)}
 
 

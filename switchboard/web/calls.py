@@ -134,20 +134,6 @@ async def _twilio_click_to_call(request: web.Request, user: Any, contact: Any, n
     )
 
 
-DISPOSITIONS = (
-    "sold",
-    "appointment set",
-    "call back",
-    "not interested",
-    "no answer",
-    "busy",
-    "wrong number",
-    "do not call",
-    "left message",
-    "other",
-)
-
-
 async def disposition(request: web.Request) -> web.Response:
     """The rep's note and disposition on a call (during or after it), and the next follow-up."""
     from crm_link.db import utcnow
@@ -168,7 +154,7 @@ async def disposition(request: web.Request) -> web.Response:
         raise ApiError(403, "forbidden", "this call was answered by someone else")
     disp = data.get("disposition")
     dialer = request.app[SERVICES].get("dialer")
-    allowed = tuple(dialer.dispositions) if dialer is not None else DISPOSITIONS
+    allowed = request.app[SETTINGS].dialer.dispositions
     if disp is not None and disp not in allowed:
         raise ValidationError("disposition", f"must be one of: {', '.join(allowed)}")
     note = data.get("note", data.get("summary", ""))
