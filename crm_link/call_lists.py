@@ -527,12 +527,15 @@ class CallLists:
 
     async def start_attempt(
         self, entry_id: int, *, owner: str, agent_id: int | None, source: str, now: datetime, lease: timedelta
-    ) -> Attempt:
-        """Write the attempt before dialing; refused unless `owner` holds the entry's lease."""
+    ) -> Attempt | None:
+        """Write the attempt before dialing; refused unless `owner` holds the entry's lease. Every
+        dial passes here, so this is where the do-not-call flag is read: None when the customer is
+        on it now (the entry is skipped with that reason)."""
         stamp = to_db_time(now)
         async with self.db.transaction() as tx:
             async with tx.execute(
-                "SELECT * FROM call_list_entries WHERE id = ? AND state = 'in_progress' AND lease_owner = ?",
+                "SELECT e.*, c.do_not_call FROM call_list_entries e LEFT JOIN contacts c ON c.id = e.contact_id"
+                " WHERE e.id = ? AND e.state = 'in_progress' AND e.lease_owner = ?",
                 (entry_id, owner),
             ) as cur:
                 row = await cur.fetchone()
@@ -540,6 +543,13 @@ class CallLists:
                 raise Conflict(
                     "entry_id", "this entry is not held by you (its lease expired or it was taken)"
                 )
+            if row["do_not_call"]:
+                await tx.execute(
+                    "UPDATE call_list_entries SET state = 'skipped', reason = 'do not call', lease_owner = NULL,"
+                    " lease_until = NULL, updated_at = ? WHERE id = ?",
+                    (stamp, entry_id),
+                )
+                return None
             async with tx.execute(
                 "SELECT 1 FROM call_attempts WHERE entry_id = ? AND state = 'dialing'", (entry_id,)
             ) as cur:

@@ -122,7 +122,6 @@ class Dialer:
         self._ended: dict[str, tuple[EndedCall, int | None]] = {}  # ends seen before their dial returned
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.dials = 0
         self.dispositions = dispositions or DISPOSITIONS
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -224,8 +223,8 @@ class Dialer:
                 if wait > 0:  # calls per second of the trunk
                     await asyncio.sleep(wait)
                 agent = await self.store.users.get(agent_id)
-                await self._dial(entry, agent, self.owner)
-                started += 1
+                if await self._dial(entry, agent, self.owner) is not None:
+                    started += 1
             if not any(f.list_id == cl.id for f in self.in_flight.values()):
                 if await self.store.call_lists.finish_if_empty(cl.id, now):
                     log.info("event=call_list_done list=%d", cl.id)
@@ -233,7 +232,9 @@ class Dialer:
 
     # -- dialing -------------------------------------------------------------------------------
 
-    async def _dial(self, entry: Entry, agent: User, owner: str) -> Attempt:
+    async def _dial(self, entry: Entry, agent: User, owner: str) -> Attempt | None:
+        """Write the attempt and start placing the call; None if the customer went on the
+        do-not-call list since the list was built (the entry is skipped)."""
         if self.backend is None:
             await self.store.call_lists.release(entry.id, owner, self.clock())
             raise DialFailed("no phone system is enabled ([asterisk] or [twilio])")
@@ -246,9 +247,11 @@ class Dialer:
             now=self.clock(),
             lease=self.lease if owner == self.owner else self.preview_lease,
         )
+        if attempt is None:
+            log.info("event=dial_skipped_do_not_call entry=%d", entry.id)
+            return None
         flight = _InFlight(attempt.id, entry.id, agent.id, entry.list_id)
         self.in_flight[attempt.id] = flight
-        self.dials += 1
         await self._pop(agent, entry, attempt)
         flight.task = asyncio.create_task(self._place(flight, entry, agent), name=f"dial-{attempt.id}")
         return attempt
@@ -442,12 +445,12 @@ class Dialer:
             raise Conflict("entry_id", f"the list is {cl.state}")
         if not self.hours_of(cl).is_open(entry.time_zone, now):
             raise OutsideCallingHours(now.astimezone(zone(entry.time_zone)), entry.time_zone)
-        if entry.contact_id is not None and (await self.store.contacts.get(entry.contact_id)).do_not_call:
-            await self.store.call_lists.skip(entry.id, owner, "do not call", now)
-            raise Conflict("entry_id", "this customer is now on the do-not-call list; the entry was skipped")
         if self.backend is None:
             raise DialFailed("no phone system is enabled ([asterisk] or [twilio])")
-        return await self._dial(entry, user, owner)
+        attempt = await self._dial(entry, user, owner)
+        if attempt is None:
+            raise Conflict("entry_id", "this customer is now on the do-not-call list; the entry was skipped")
+        return attempt
 
     async def skip_entry(self, user: User, entry_id: int, reason: str, *, later: bool = False) -> Entry:
         """Preview: pass on an entry: for good (skipped with the reason) or `later` (back in the queue

@@ -359,3 +359,30 @@ async def test_trunk_concurrency_and_the_lists_date_window(
     originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted(NEW_YORK[3:6])  # nothing from the list whose window opens tomorrow
     assert (await store.call_lists.stats(future_list))["counts"]["pending"] == 3
+
+
+async def test_a_customer_put_on_do_not_call_after_the_list_was_built_is_not_dialed(
+    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    app = dial_app.app
+    client = await aiohttp_client(dial_app)
+    store = app[STORE]
+    await make_api(client, "jsmith", "rep", extension="1001")
+    await app[SERVICES]["asterisk"].directory.reload()
+    clock.advance(hours=3)
+    ids = await add_customers(store, NEW_YORK[:3])
+    cl, _ = await store.call_lists.create(
+        ListSpec(name="x", mode="progressive"), contact_ids=ids, now=clock()
+    )
+    await store.contacts.set_flags(ids[1], do_not_call=True)  # e.g. from the contact page
+    await store.call_lists.set_state(cl.id, "running", clock())
+    dialer: Dialer = app[SERVICES]["dialer"]
+    await dialer.set_ready(await store.users.by_username("jsmith"), cl.id)
+
+    async def done() -> bool:
+        return (await store.call_lists.get(cl.id)).state == "done"
+
+    await until(done)
+    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    assert sorted(originated) == sorted([NEW_YORK[0], NEW_YORK[2]])
+    assert (await store.call_lists.stats(cl.id))["skipped"] == {"do not call": 1}

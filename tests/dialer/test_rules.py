@@ -160,6 +160,7 @@ async def test_entries_skip_with_reasons_and_claims_never_overlap(store: Any) ->
     att = await store.call_lists.start_attempt(
         a.id, owner="d1", agent_id=None, source="asterisk", now=NOW, lease=lease
     )
+    assert att is not None
     # d1 dies: its lease runs out; the attempt in doubt becomes unknown and the entry waits its retry delay
     later = NOW + timedelta(seconds=61)
     settled = await store.call_lists.expire_leases(later)
