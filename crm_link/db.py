@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -73,8 +74,6 @@ class Database:
 
     async def open(self) -> None:
         """Open both connections and apply pending migrations."""
-        import asyncio
-
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = asyncio.Lock()
@@ -143,17 +142,27 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction: commits on success, rolls back everything on any error."""
+        """A write transaction: commits on success, rolls back everything on any error.
+
+        Safe to cancel anywhere: BEGIN, COMMIT and ROLLBACK run to their end on the writer's thread
+        even when the awaiting task is cancelled, so the connection is never left inside a
+        transaction and the work is all committed or all rolled back.
+        """
         async with self._write_lock:
             w = self._w
-            await w.execute("BEGIN IMMEDIATE")
+            try:
+                await _to_the_end(w.execute("BEGIN IMMEDIATE"))
+            except asyncio.CancelledError:
+                if w.in_transaction:
+                    await _to_the_end(w.execute("ROLLBACK"))
+                raise
             try:
                 yield w
             except BaseException:
-                await w.execute("ROLLBACK")
+                await _to_the_end(w.execute("ROLLBACK"))
                 raise
             else:
-                await w.execute("COMMIT")
+                await _to_the_end(w.execute("COMMIT"))
 
     async def write_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
@@ -173,6 +182,16 @@ class Database:
         """One statement over many rows in one transaction."""
         async with self.transaction() as tx:
             await tx.executemany(sql, rows)
+
+
+async def _to_the_end(statement: Awaitable[Any]) -> None:
+    """Await a statement; if the caller is cancelled meanwhile, let it finish first, then re-raise."""
+    task = asyncio.ensure_future(statement)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
 
 
 def _split_sql(script: str) -> list[str]:

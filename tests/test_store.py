@@ -198,3 +198,29 @@ async def test_reopen_applies_no_migration_twice(settings) -> None:
     async with open_store(settings) as s:
         rows = await s.db.fetchall("SELECT version FROM schema_migrations")
         assert len(rows) >= 1
+
+
+async def test_a_task_cancelled_anywhere_in_a_transaction_leaves_the_store_usable(store: Store) -> None:
+    """A worker cancelled mid-write (a shutdown, a crash drill) must not leave the writer connection
+    inside an open transaction, nor commit half of its work."""
+
+    async def write(n: int) -> None:
+        async with store.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit_log (at, action) VALUES ('2026-01-01T00:00:00.000000Z', ?)", (f"a{n}",)
+            )
+            await tx.execute(
+                "INSERT INTO audit_log (at, action) VALUES ('2026-01-01T00:00:00.000000Z', ?)", (f"b{n}",)
+            )
+
+    for n in range(40):  # cancel after 0, 1, 2 … loop turns: before, during and after each statement
+        task = asyncio.create_task(write(n))
+        for _ in range(n % 20):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with store.db.transaction() as tx:  # "cannot start a transaction within a transaction" before
+            await tx.execute("SELECT 1")
+    rows = await store.db.fetchall("SELECT action FROM audit_log WHERE action GLOB '[ab]*'")
+    actions = {r[0] for r in rows}
+    assert all((f"a{n}" in actions) == (f"b{n}" in actions) for n in range(40))  # all or nothing
