@@ -9,6 +9,7 @@ how it ended) and nothing is dialed twice at once. All times are UTC.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -766,16 +767,6 @@ class CallLists:
                 (stamp, e["contact_id"]),
             )
 
-    async def skip_contact(self, contact_id: int, reason: str, now: datetime) -> int:
-        """Skip every pending entry of a contact (it went on the do-not-call list elsewhere)."""
-        async with self.db.transaction() as tx:
-            cur = await tx.execute(
-                "UPDATE call_list_entries SET state = 'skipped', reason = ?, updated_at = ? "
-                "WHERE contact_id = ? AND state = 'pending'",
-                (reason, to_db_time(now), contact_id),
-            )
-            return cur.rowcount
-
     async def expire_leases(self, now: datetime) -> list[Attempt]:
         """Return entries whose lease ran out to the queue. A `dialing` attempt of such an entry is
         settled from its call's touch when the call is over, else marked `unknown` (never redialed at
@@ -815,42 +806,29 @@ class CallLists:
     async def stats(self, list_id: int) -> dict[str, Any]:
         """Counts by entry state, attempts, connect rate, results by disposition, per agent."""
         counts = dict.fromkeys(ENTRY_STATES, 0)
-        for r in await self.db.fetchall(
-            "SELECT state, count(*) FROM call_list_entries WHERE list_id = ? GROUP BY state", (list_id,)
+        results: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
+        for state, result, reason, n in await self.db.fetchall(
+            "SELECT state, result, reason, count(*) FROM call_list_entries WHERE list_id = ?"
+            " GROUP BY state, result, reason",
+            (list_id,),
         ):
-            counts[r[0]] = r[1]
-        attempts = {
-            r[0]: r[1]
-            for r in await self.db.fetchall(
-                "SELECT state, count(*) FROM call_attempts WHERE list_id = ? GROUP BY state", (list_id,)
-            )
-        }
+            counts[state] += n
+            if state in ("done", "skipped"):
+                results[result or reason or state] += n
+            if state == "skipped":
+                skipped[reason] += n
+        attempts: Counter[str] = Counter()
+        dispositions: Counter[str] = Counter()
+        for state, disposition, n in await self.db.fetchall(
+            "SELECT state, disposition, count(*) FROM call_attempts WHERE list_id = ? GROUP BY state, disposition",
+            (list_id,),
+        ):
+            attempts[state] += n
+            if disposition is not None:
+                dispositions[disposition] += n
         attempted = sum(v for k, v in attempts.items() if k not in ("cancelled", "dialing"))
         reached = attempts.get("answered", 0)
-        dispositions = {
-            r[0]: r[1]
-            for r in await self.db.fetchall(
-                "SELECT disposition, count(*) FROM call_attempts WHERE list_id = ? AND disposition IS NOT NULL"
-                " GROUP BY disposition",
-                (list_id,),
-            )
-        }
-        results = {
-            r[0]: r[1]
-            for r in await self.db.fetchall(
-                "SELECT COALESCE(result, reason, state), count(*) FROM call_list_entries WHERE list_id = ? "
-                "AND state IN ('done', 'skipped') GROUP BY 1",
-                (list_id,),
-            )
-        }
-        skipped = {
-            r[0]: r[1]
-            for r in await self.db.fetchall(
-                "SELECT reason, count(*) FROM call_list_entries WHERE list_id = ? AND state = 'skipped' "
-                "GROUP BY reason",
-                (list_id,),
-            )
-        }
         agents = [
             {
                 "user_id": r[0],
@@ -877,13 +855,13 @@ class CallLists:
             "attempts": {"total": attempted, "in_flight": attempts.get("dialing", 0), **attempts},
             "reached": reached,
             "connect_rate": round(reached / attempted, 3) if attempted else None,
-            "dispositions": dispositions,
+            "dispositions": dict(dispositions),
             "success_rate": {
                 d: round(n / with_disposition, 3)
                 for d, n in sorted(dispositions.items(), key=lambda x: -x[1])
             },
-            "results": results,
-            "skipped": skipped,
+            "results": dict(results),
+            "skipped": dict(skipped),
             "agents": agents,
         }
 

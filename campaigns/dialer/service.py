@@ -43,22 +43,6 @@ class EndedCall(Protocol):
 PopBuilder = Callable[[Store, dict[str, Any], list[Contact], User], Awaitable[dict[str, Any]]]
 
 
-async def plain_pop(
-    store: Store, call: dict[str, Any], matches: list[Contact], viewer: User
-) -> dict[str, Any]:
-    """A pop without history, for a dialer built without the screen-pop builder."""
-    contact = matches[0] if len(matches) == 1 else None
-    card = {"id": contact.id, "name": contact.name, "url": f"/contacts/{contact.id}"} if contact else None
-    return {
-        "type": "screen_pop",
-        "call": call,
-        "contact": card,
-        "candidates": [],
-        "recent_touches": [],
-        "open_followups": [],
-    }
-
-
 @dataclass(slots=True)
 class _InFlight:
     attempt_id: int
@@ -70,10 +54,11 @@ class _InFlight:
 
 
 class OutsideCallingHours(ValidationError):
-    def __init__(self, local: datetime, zone_name: str) -> None:
+    def __init__(self, local: datetime, opens: datetime, zone_name: str) -> None:
         super().__init__(
             "entry_id",
-            f"outside calling hours: it is {local:%a %H:%M} for this customer ({zone_name})",
+            f"outside calling hours: it is {local:%a %H:%M} for this customer ({zone_name});"
+            f" calls open {opens:%a %H:%M} their time",
             code="outside_calling_hours",
         )
 
@@ -88,6 +73,7 @@ class Dialer:
         backend: DialBackend | None,
         *,
         hours: CallingHours,
+        pop_builder: PopBuilder,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_concurrent: int = 10,
         calls_per_second: float = 1.0,
@@ -99,7 +85,6 @@ class Dialer:
         dispositions: tuple[str, ...] = (),
         owner: str | None = None,
         busy_agents: Callable[[], set[int]] | None = None,
-        pop_builder: PopBuilder = plain_pop,
     ) -> None:
         self.pop_builder = pop_builder
         self.busy_agents = busy_agents  # agents on (or rung for) another call, e.g. an inbound one
@@ -340,11 +325,8 @@ class Dialer:
         now = self.clock()
         outcome = outcome_of_touch("answered" if ev.answered else "missed", {"hangup_cause": ev.hangup_cause})
         done = await self.store.call_lists.finish_attempt(attempt.id, outcome, now=now, touch_id=touch_id)
-        if done is not None and done.disposition and touch_id is not None:
-            # the agent chose a disposition while talking: put it on the call's touch now
-            agent = await self.store.users.get(done.agent_id) if done.agent_id else None
-            if agent is not None:
-                await self._disposition_effects(done, agent, None)
+        if done is not None and done.disposition:
+            await self._note_on_touch(done)  # the agent chose a disposition while talking
         flight = self.in_flight.pop(attempt.id, None)
         if attempt.agent_id is not None and flight is not None and outcome == "answered":
             self.wrap_until[attempt.agent_id] = now + self.wrap_up
@@ -443,8 +425,12 @@ class Dialer:
         now = self.clock()
         if cl.state != "running":
             raise Conflict("entry_id", f"the list is {cl.state}")
-        if not self.hours_of(cl).is_open(entry.time_zone, now):
-            raise OutsideCallingHours(now.astimezone(zone(entry.time_zone)), entry.time_zone)
+        hours = self.hours_of(cl)
+        if not hours.is_open(entry.time_zone, now):
+            tz = zone(entry.time_zone)
+            raise OutsideCallingHours(
+                now.astimezone(tz), hours.next_open(entry.time_zone, now).astimezone(tz), entry.time_zone
+            )
         if self.backend is None:
             raise DialFailed("no phone system is enabled ([asterisk] or [twilio])")
         attempt = await self._dial(entry, user, owner)
@@ -467,23 +453,16 @@ class Dialer:
             await self.store.call_lists.release(
                 entry_id, owner, now, next_at=now + timedelta(minutes=cl.retry_minutes)
             )
-            await self.store.audit.write(
-                "call_list.entry_later",
-                user_id=user.id,
-                object_type="call_list_entry",
-                object_id=entry_id,
-                reason=reason.strip(),
-            )
-            return await self.store.call_lists.entry(entry_id)
-        skipped = await self.store.call_lists.skip(entry_id, owner, reason.strip()[:200], now)
+        else:
+            await self.store.call_lists.skip(entry_id, owner, reason.strip()[:200], now)
         await self.store.audit.write(
-            "call_list.entry_skip",
+            "call_list.entry_later" if later else "call_list.entry_skip",
             user_id=user.id,
             object_type="call_list_entry",
             object_id=entry_id,
             reason=reason.strip(),
         )
-        return skipped
+        return await self.store.call_lists.entry(entry_id)
 
     async def disposition(
         self,
@@ -517,19 +496,21 @@ class Dialer:
         self.wake()
         return updated
 
-    async def _disposition_effects(self, attempt: Attempt, user: User, callback_at: datetime | None) -> None:
-        if attempt.disposition is None:
-            return
-        if attempt.touch_id is not None:
+    async def _note_on_touch(self, attempt: Attempt) -> None:
+        """The disposition and note on the call's touch (once the call has one)."""
+        if attempt.touch_id is not None and attempt.disposition is not None:
             touch = await self.store.touches.get(attempt.touch_id)
             await self.store.touches.set_note(
                 attempt.touch_id, attempt.note.strip() or touch.summary, disposition=attempt.disposition
             )
+
+    async def _disposition_effects(self, attempt: Attempt, user: User, callback_at: datetime | None) -> None:
+        await self._note_on_touch(attempt)
         if attempt.contact_id is None:
             return
         if attempt.disposition == "do not call":
+            # (its other pending entries were skipped with the disposition; any left are at dial time)
             await self.store.contacts.set_flags(attempt.contact_id, do_not_call=True)
-            await self.store.call_lists.skip_contact(attempt.contact_id, "do not call", self.clock())
         if attempt.disposition == "call back" and callback_at is not None:
             await self.store.touches.add_followup(
                 attempt.contact_id,

@@ -178,8 +178,6 @@ async def disposition(request: web.Request) -> web.Response:
     if dialer is not None and disp is not None:
         # a call of a call list: its entry is closed, retried or called back as well
         await dialer.on_touch_disposition(touch.id, disp, note.strip(), due)
-        if disp == "do not call" and touch.contact_id is not None:
-            await store.call_lists.skip_contact(touch.contact_id, "do not call", dialer.clock())
     await store.audit.write(
         "call.disposition",
         user_id=user.id,
