@@ -192,7 +192,6 @@ class FakeTwilioApi:
         if not form.get("Body"):
             return self._error(400, 21602, "Message body is required.")
         sid = _sid("SM")
-        segments = max(1, -(-len(form["Body"]) // 153)) if len(form["Body"]) > 160 else 1
         self.messages[sid] = form
         self.message_status[sid] = "queued"
         self.message_created[sid] = datetime.now(UTC)
@@ -203,23 +202,27 @@ class FakeTwilioApi:
             # the message is created, but the answer never reaches the client (a crash, a timeout)
             self.drop_next_response = False
             await asyncio.sleep(2.0)  # longer than the test lets the client live
-        return web.json_response(
-            {
-                "sid": sid,
-                "account_sid": self.account_sid,
-                "to": to,
-                "from": form.get("From"),
-                "body": form["Body"],
-                "status": "queued",
-                "num_segments": str(segments),
-                "direction": "outbound-api",
-                "api_version": "2010-04-01",
-                "error_code": None,
-                "error_message": None,
-                "uri": f"{API.format(account=self.account_sid)}/Messages/{sid}.json",
-            },
-            status=201,
-        )
+        return web.json_response(self._message_json(sid), status=201)
+
+    def _message_json(self, sid: str) -> dict[str, Any]:
+        """A Message resource as Twilio's API shows it."""
+        form = self.messages[sid]
+        body = form.get("Body", "")
+        return {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "to": form.get("To"),
+            "from": form.get("From"),
+            "body": body,
+            "status": self.message_status.get(sid, "queued"),
+            "num_segments": str(max(1, -(-len(body) // 153)) if len(body) > 160 else 1),
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "error_code": None,
+            "error_message": None,
+            "date_created": format_datetime(self.message_created[sid]),
+            "uri": f"{API.format(account=self.account_sid)}/Messages/{sid}.json",
+        }
 
     async def _message_lifecycle(self, sid: str, form: dict[str, str]) -> None:
         callback = form.get("StatusCallback")
@@ -251,28 +254,13 @@ class FakeTwilioApi:
         if not self._authorized(request):
             return self._error(401, 20003, "Authenticate")
         q = request.query
-        items = []
-        for sid, form in sorted(
-            self.messages.items(), key=lambda kv: self.message_created[kv[0]], reverse=True
-        ):
-            if q.get("To") and form.get("To") != q["To"]:
-                continue
-            if q.get("From") and form.get("From") != q["From"]:
-                continue
-            items.append(
-                {
-                    "sid": sid,
-                    "account_sid": self.account_sid,
-                    "to": form.get("To"),
-                    "from": form.get("From"),
-                    "body": form.get("Body"),
-                    "status": self.message_status.get(sid, "queued"),
-                    "num_segments": "1",
-                    "direction": "outbound-api",
-                    "date_created": format_datetime(self.message_created[sid]),
-                    "uri": f"{API.format(account=self.account_sid)}/Messages/{sid}.json",
-                }
+        items = [
+            self._message_json(sid)
+            for sid, form in sorted(
+                self.messages.items(), key=lambda kv: self.message_created[kv[0]], reverse=True
             )
+            if all(not q.get(k) or form.get(k) == q[k] for k in ("To", "From"))
+        ]
         size = int(q.get("PageSize", "50"))
         base = API.format(account=self.account_sid) + "/Messages.json"
         return web.json_response(
