@@ -168,9 +168,6 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             quiet_start=settings.sms.quiet_start,
             quiet_end=settings.sms.quiet_end,
             unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
-            # a modem sends one message at a time: claim no more than it is sending
-            lanes=1 if settings.sms.channels[name].type == "modem" else 2,
-            window=4 if settings.sms.channels[name].type == "modem" else 16,
         )
     blasts = BlastService(
         store,

@@ -80,7 +80,8 @@ class ChannelSink(Protocol):
 
 
 class SmsChannel(Protocol):
-    """A configured SMS channel; started and closed by the app lifecycle."""
+    """A configured SMS channel; started and closed by the app lifecycle. A channel that can take
+    only one message at a time says so with a true `one_at_a_time` attribute."""
 
     name: str
 

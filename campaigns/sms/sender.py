@@ -47,6 +47,10 @@ class ChannelWorker:
         unknown_policy: str = "hold",
         lanes: int = 2,
     ) -> None:
+        if getattr(channel, "one_at_a_time", False):
+            # a channel that sends one message at a time (a modem): claim no more than it can take,
+            # so a crash leaves few rows in doubt
+            lanes, window = 1, min(window, 4)
         self.lanes = max(1, lanes)
         if unknown_policy not in ("hold", "resend"):
             raise ValueError("unknown_policy must be hold or resend")

@@ -54,6 +54,8 @@ class _Outgoing:
 class ModemChannel:
     """`[sms.channels.NAME] type = "modem"`, `port = "/dev/ttyUSB2"`."""
 
+    one_at_a_time = True  # one AT command at a time: the sender claims a small window, in one lane
+
     def __init__(
         self,
         name: str,
