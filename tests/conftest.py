@@ -19,6 +19,15 @@ FIXTURES = REPO.parent / "shared" / "fixtures"
 PASSWORD = "correct-horse-1"
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (for servers whose URL must be known before they start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     s = load_settings(env={})

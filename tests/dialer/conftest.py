@@ -82,3 +82,50 @@ async def settle(app: Any, quiet: float = 0.3) -> None:
             elif now - calm_since >= quiet:
                 return
             await asyncio.sleep(0.02)
+
+
+@dataclass
+class Office:
+    """The dealership in these tests: a manager and two reps with desk phones 1001 and 1002."""
+
+    app: Any
+    client: Any
+    store: Any
+    manager: Any
+    jsmith: Any
+    agarcia: Any
+
+    @property
+    def dialer(self) -> Any:
+        return self.app[SERVICES]["dialer"]
+
+
+@pytest.fixture
+async def office(dial_app: Any, aiohttp_client: Any) -> Office:
+    from tests.conftest import make_api
+
+    client = await aiohttp_client(dial_app)
+    manager = await make_api(client, "maria", "manager")
+    jsmith = await make_api(client, "jsmith", "rep", extension="1001")
+    agarcia = await make_api(client, "agarcia", "rep", extension="1002")
+    await dial_app.app[SERVICES]["asterisk"].directory.reload()
+    return Office(dial_app.app, client, dial_app.app[STORE], manager, jsmith, agarcia)
+
+
+def another_dialer(app: Any, like: Any, clock: FixedClock) -> Any:
+    """A second dialer task on the same store and phone system (a restart, or a second instance)."""
+    from campaigns.dialer.service import Dialer
+    from switchboard.keys import HUB
+
+    return Dialer(
+        app[STORE],
+        app[HUB],
+        like.backend,
+        hours=like.hours,
+        pop_builder=like.pop_builder,
+        clock=clock,
+        calls_per_second=1000,
+        wrap_up=timedelta(0),
+        lease=timedelta(seconds=60),
+        tick_seconds=0.05,
+    )

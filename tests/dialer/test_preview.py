@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES, STORE
-from tests.conftest import make_api
-from tests.dialer.conftest import FixedClock, add_customers, settle, until
+from switchboard.keys import SERVICES
+from tests.dialer.conftest import FixedClock, Office, add_customers, settle, until
 
 
 async def test_preview_flow_with_callback_and_do_not_call(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    manager = await make_api(client, "maria", "manager")
-    rep = await make_api(client, "jsmith", "rep", extension="1001")
-    other = await make_api(client, "agarcia", "rep", extension="1002")
-    await app[SERVICES]["asterisk"].directory.reload()
+    app, store, manager, rep, other = office.app, office.store, office.manager, office.jsmith, office.agarcia
     clock.advance(hours=3)  # 10:30 New York
     jane, pat = await add_customers(store, ["+12127365001", "+12127365002"], owner="jsmith")
     resp = await manager.post(
@@ -123,13 +115,9 @@ async def test_preview_flow_with_callback_and_do_not_call(
 
 
 async def test_nothing_is_dialed_outside_calling_hours(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    manager = await make_api(client, "maria", "manager")
-    rep = await make_api(client, "jsmith", "rep", extension="1001")
+    store, manager, rep = office.store, office.manager, office.jsmith
     (chicago,) = await add_customers(store, ["+13127365001"])
     resp = await manager.post("/api/v1/call-lists", {"name": "x", "contact_ids": [chicago], "start": True})
     list_id = (await resp.json())["id"]
@@ -142,8 +130,9 @@ async def test_nothing_is_dialed_outside_calling_hours(
     resp = await rep.post(f"/api/v1/agent/entries/{nxt['entry']['id']}/dial")
     err = (await resp.json())["error"]
     assert resp.status == 400 and err["code"] == "outside_calling_hours" and "21:05" in err["message"]
+    assert "calls open Tue 08:00 their time" in err["message"]
     assert not [a for a in pbx.actions if a.name == "Originate"]
-    # a per-list override and a holiday
+    # a list whose own calling hours run to 22:00 may call the same customer at 21:05
     resp = await manager.post(
         "/api/v1/call-lists",
         {
@@ -153,15 +142,20 @@ async def test_nothing_is_dialed_outside_calling_hours(
             "start": True,
         },
     )
-    assert resp.status == 201
+    late = (await resp.json())["id"]
+    nxt = await (await rep.post("/api/v1/agent/next-call", {"list_id": late})).json()
+    resp = await rep.post(f"/api/v1/agent/entries/{nxt['entry']['id']}/dial")
+    assert resp.status == 202, await resp.text()
+
+    async def originated() -> bool:
+        return [a.get("Exten") for a in pbx.actions if a.name == "Originate"] == ["+13127365001"]
+
+    await until(originated)
     assert (await (await manager.get(f"/api/v1/call-lists/{list_id}")).json())["counts"]["in_progress"] == 1
 
 
-async def test_bad_lists_are_refused_naming_the_field(dial_app: Any, aiohttp_client: Any) -> None:
-    client = await aiohttp_client(dial_app)
-    store = dial_app.app[STORE]
-    manager = await make_api(client, "maria", "manager")
-    rep = await make_api(client, "jsmith", "rep", extension="1001")
+async def test_bad_lists_are_refused_naming_the_field(office: Office) -> None:
+    store, manager, rep = office.store, office.manager, office.jsmith
     (cid,) = await add_customers(store, ["+12127365001"])
     cases = [
         ({"contact_ids": [cid]}, "name"),
@@ -199,14 +193,9 @@ async def test_bad_lists_are_refused_naming_the_field(dial_app: Any, aiohttp_cli
     assert body["build"] == {"added": 2} and body["state"] == "draft"
 
 
-async def test_segments_api_and_a_list_from_a_segment(
-    dial_app: Any, aiohttp_client: Any, clock: FixedClock
-) -> None:
-    client = await aiohttp_client(dial_app)
-    store = dial_app.app[STORE]
-    manager = await make_api(client, "maria", "manager")
+async def test_segments_api_and_a_list_from_a_segment(office: Office) -> None:
+    store, manager = office.store, office.manager
     await add_customers(store, ["+12127365001", "+12127365002"])
-    await store.contacts.set_flags(1, do_not_call=False)
     f = {"field": "first_name", "op": "eq", "value": "Customer1"}
     resp = await manager.post("/api/v1/segments/preview", {"filter": f})
     assert (await resp.json())["count"] == 1
@@ -219,18 +208,11 @@ async def test_segments_api_and_a_list_from_a_segment(
     assert (
         resp.status == 201 and body["build"] == {"added": 1} and body["source"]["segment"] == "Customer one"
     )
-
-    async def listed() -> bool:
-        return len((await (await manager.get("/api/v1/call-lists")).json())["items"]) == 1
-
-    await until(listed)
+    assert len((await (await manager.get("/api/v1/call-lists")).json())["items"]) == 1
 
 
-async def test_list_control_pause_resume_stop(dial_app: Any, aiohttp_client: Any) -> None:
-    client = await aiohttp_client(dial_app)
-    store = dial_app.app[STORE]
-    manager = await make_api(client, "maria", "manager")
-    rep = await make_api(client, "jsmith", "rep", extension="1001")
+async def test_list_control_pause_resume_stop(office: Office) -> None:
+    store, manager, rep = office.store, office.manager, office.jsmith
     (cid,) = await add_customers(store, ["+12127365001"])
     resp = await manager.post(
         "/api/v1/call-lists", {"name": "c", "mode": "progressive", "contact_ids": [cid]}

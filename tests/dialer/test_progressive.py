@@ -10,9 +10,8 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from crm_link.call_lists import ListSpec
 from cti.ami.server import AmiTestServer
-from switchboard.keys import HUB, SERVICES, STORE
-from tests.conftest import make_api
-from tests.dialer.conftest import FixedClock, add_customers, settle, until
+from switchboard.keys import SERVICES, STORE
+from tests.dialer.conftest import FixedClock, Office, add_customers, another_dialer, settle, until
 
 NEW_YORK = [f"+1212736{5000 + i}" for i in range(8)]
 CHICAGO = [f"+1312736{5000 + i}" for i in range(6)]
@@ -28,15 +27,11 @@ HOURS = CallingHours.of("08:00", "21:00")
 
 
 async def test_two_agents_twenty_customers_run_to_completion(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, dial_app: Any, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    client = await aiohttp_client(dial_app)
-    store = dial_app.app[STORE]
+    store = office.store
     dialer: Dialer = dial_app.app[SERVICES]["dialer"]
-    manager = await make_api(client, "maria", "manager")
-    jsmith = await make_api(client, "jsmith", "rep", extension="1001")
-    agarcia = await make_api(client, "agarcia", "rep", extension="1002")
-    await dial_app.app[SERVICES]["asterisk"].directory.reload()
+    manager, jsmith, agarcia = office.manager, office.jsmith, office.agarcia
     numbers = NEW_YORK + CHICAGO + LOS_ANGELES
     ids = await add_customers(store, numbers)
     for n in BUSY:
@@ -128,19 +123,14 @@ async def test_two_agents_twenty_customers_run_to_completion(
 
 
 async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    await make_api(client, "jsmith", "rep", extension="1001")
-    await make_api(client, "agarcia", "rep", extension="1002")
-    await app[SERVICES]["asterisk"].directory.reload()
+    app, store = office.app, office.store
     clock.advance(hours=3)  # 10:30 in New York
     numbers = NEW_YORK
     ids = await add_customers(store, numbers)
     pbx.talk_seconds = 40.0  # 0.4 s at the test PBX's speed: the crash comes mid-call
-    first: Dialer = app[SERVICES]["dialer"]
+    first: Dialer = office.dialer
     cl, _ = await store.call_lists.create(
         ListSpec(name="crash", mode="progressive", max_attempts=2, retry_minutes=30),
         contact_ids=ids,
@@ -164,18 +154,7 @@ async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
 
     # a new dialer starts after the old one's leases ran out, while those calls are still live
     clock.advance(seconds=61)
-    second = Dialer(
-        store,
-        app[HUB],
-        first.backend,
-        hours=first.hours,
-        clock=clock,
-        calls_per_second=1000,
-        wrap_up=timedelta(0),
-        lease=timedelta(seconds=60),
-        tick_seconds=0.05,
-        pop_builder=first.pop_builder,
-    )
+    second = another_dialer(app, first, clock)
     app[SERVICES]["calls:asterisk"].on_ended = second.call_ended
     app[SERVICES]["dialer"] = second
     await second.start()
@@ -203,31 +182,15 @@ async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
 
 
 async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
     """Two dialer tasks (as two instances would run) share a list; each has its own agent."""
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    await make_api(client, "jsmith", "rep", extension="1001")
-    await make_api(client, "agarcia", "rep", extension="1002")
-    await app[SERVICES]["asterisk"].directory.reload()
+    app, store = office.app, office.store
     clock.advance(hours=3)
     numbers = NEW_YORK + [f"+1212736{5100 + i}" for i in range(12)]
     ids = await add_customers(store, numbers)
-    first: Dialer = app[SERVICES]["dialer"]
-    second = Dialer(
-        store,
-        app[HUB],
-        first.backend,
-        hours=first.hours,
-        clock=clock,
-        calls_per_second=1000,
-        wrap_up=timedelta(0),
-        lease=timedelta(seconds=60),
-        tick_seconds=0.05,
-        pop_builder=first.pop_builder,
-    )
+    first: Dialer = office.dialer
+    second = another_dialer(app, first, clock)
     both = first.call_ended
 
     async def ended(ev: Any, touch_id: Any) -> None:  # the call service tells both instances
@@ -271,7 +234,7 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
     settings.dialer.wrap_up_seconds = 0
     app = create_app(settings)
     app[DIALER_CLOCK] = clock
-    server = await aiohttp_server(app)
+    await aiohttp_server(app)
     await app[SERVICES]["asterisk"].client.wait_connected(5)
     store = app[STORE]
     jsmith = await store.users.add("jsmith", role="rep", password="x" * 12, extension="1001")
@@ -302,21 +265,14 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
         return bool([a for a in pbx.actions if a.name == "Originate"])
 
     await until(dialed)
-    assert server.app is app
 
 
 async def test_trunk_concurrency_and_the_lists_date_window(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    manager = await make_api(client, "maria", "manager")
-    for name, ext in (("jsmith", "1001"), ("agarcia", "1002")):
-        await make_api(client, name, "rep", extension=ext)
-    await app[SERVICES]["asterisk"].directory.reload()
+    store, manager = office.store, office.manager
     clock.advance(hours=3)
-    dialer: Dialer = app[SERVICES]["dialer"]
+    dialer: Dialer = office.dialer
     dialer.max_concurrent = 1  # a one-channel trunk: two free agents, one call at a time
     ids = await add_customers(store, NEW_YORK[:6])
     today = clock().date()
@@ -362,13 +318,9 @@ async def test_trunk_concurrency_and_the_lists_date_window(
 
 
 async def test_a_customer_put_on_do_not_call_after_the_list_was_built_is_not_dialed(
-    dial_app: Any, aiohttp_client: Any, pbx: AmiTestServer, clock: FixedClock
+    office: Office, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
-    app = dial_app.app
-    client = await aiohttp_client(dial_app)
-    store = app[STORE]
-    await make_api(client, "jsmith", "rep", extension="1001")
-    await app[SERVICES]["asterisk"].directory.reload()
+    store = office.store
     clock.advance(hours=3)
     ids = await add_customers(store, NEW_YORK[:3])
     cl, _ = await store.call_lists.create(
@@ -376,7 +328,7 @@ async def test_a_customer_put_on_do_not_call_after_the_list_was_built_is_not_dia
     )
     await store.contacts.set_flags(ids[1], do_not_call=True)  # e.g. from the contact page
     await store.call_lists.set_state(cl.id, "running", clock())
-    dialer: Dialer = app[SERVICES]["dialer"]
+    dialer: Dialer = office.dialer
     await dialer.set_ready(await store.users.by_username("jsmith"), cl.id)
 
     async def done() -> bool:

@@ -3,7 +3,6 @@ the <Dial> result says whether the customer answered; against the loopback stand
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +10,7 @@ from switchboard.app import create_app
 from switchboard.dialer_ctx import DIALER_CLOCK
 from switchboard.keys import SERVICES, STORE
 from switchboard.sim.twilio_api import FakeTwilioApi
-from tests.conftest import make_api
+from tests.conftest import free_port, make_api
 from tests.dialer.conftest import FixedClock, add_customers, settle
 
 NUMBERS = [f"+1212736{5000 + i}" for i in range(6)]
@@ -20,9 +19,7 @@ NUMBERS = [f"+1212736{5000 + i}" for i in range(6)]
 async def test_progressive_list_over_twilio(
     aiohttp_server: Any, aiohttp_client: Any, settings: Any, clock: FixedClock
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sid, token = "AC" + "3" * 32, "rest-token"
     async with FakeTwilioApi(sid, token, talk_seconds=0.05) as fake:
         fake.dial_outcomes = {NUMBERS[1]: "busy", NUMBERS[2]: "no-answer"}

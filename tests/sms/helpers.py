@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from campaigns.sms.channel import ChannelError, ChannelSink, OutboundSms, SendResult
 
@@ -62,3 +64,20 @@ class RecordingChannel:
 
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 09:00 in Chicago, 07:00 in Los Angeles
+
+
+async def blast_when(
+    api: Any, blast_id: int, done: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> dict[str, Any]:
+    """Poll a blast over the API until `done(body)`; the body."""
+    async with asyncio.timeout(timeout):
+        while True:
+            body: dict[str, Any] = await (await api.get(f"/api/v1/sms/blasts/{blast_id}")).json()
+            if done(body):
+                return body
+            await asyncio.sleep(0.02)
+
+
+def reported(body: dict[str, Any]) -> int:
+    """Messages of a blast with a final delivery report."""
+    return int(body["counts"]["delivered"] + body["counts"]["failed"])

@@ -17,8 +17,7 @@ from switchboard.app import create_app
 from switchboard.keys import STORE
 from switchboard.settings import SmsChannelSettings
 from tests.browser import login
-from tests.conftest import PASSWORD
-from tests.sms.test_kannel import free_port
+from tests.conftest import PASSWORD, free_port
 
 
 @pytest.mark.browser

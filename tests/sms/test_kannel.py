@@ -23,13 +23,7 @@ from crm_link.contacts import validate_contact
 from switchboard.app import create_app
 from switchboard.keys import STORE
 from switchboard.settings import SmsChannelSettings
-from tests.conftest import FIXTURES, make_api
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import FIXTURES, free_port, make_api
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from switchboard.app import create_app
 from switchboard.keys import STORE
 from switchboard.settings import SmsChannelSettings
 from tests.conftest import make_api
+from tests.sms.helpers import blast_when, reported
 
 
 class Sink:
@@ -209,12 +210,7 @@ async def test_blast_reply_and_stop_through_the_app(
     )
     assert resp.status == 201, await resp.text()
     blast = await resp.json()
-    async with asyncio.timeout(10):
-        while True:
-            body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
-            if body["counts"]["delivered"] + body["counts"]["failed"] == 2:
-                break
-            await asyncio.sleep(0.05)
+    body = await blast_when(mkt, blast["id"], lambda b: reported(b) == 2)
     assert body["counts"]["delivered"] == 1 and body["counts"]["failed"] == 1
     assert sorted(r.submit.text for r in modem.received) == [
         "Hi Ann, service special Saturday",

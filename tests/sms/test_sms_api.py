@@ -17,7 +17,7 @@ from switchboard.keys import SERVICES, STORE
 from switchboard.messaging import _segment_ids
 from switchboard.web.sms import SmsRuntime
 from tests.conftest import make_api
-from tests.sms.helpers import RecordingChannel, VirtualClock
+from tests.sms.helpers import RecordingChannel, VirtualClock, blast_when
 from tests.sms.test_blasts import _analyze, _render
 
 
@@ -90,11 +90,7 @@ async def test_blast_runs_to_done_through_the_api(sms_client: Any) -> None:
     )
     assert resp.status == 201, await resp.text()
     blast = await resp.json()
-    for _ in range(200):
-        body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
-        if body["state"] == "done":
-            break
-        await asyncio.sleep(0.02)
+    body = await blast_when(mkt, blast["id"], lambda b: b["state"] == "done")
     assert body["state"] == "done"
     assert body["counts"] | {} == {
         "queued": 0,
@@ -114,11 +110,7 @@ async def test_blast_runs_to_done_through_the_api(sms_client: Any) -> None:
     manager = await make_api(sms_client, "maria", "manager")
     resp = await manager.post(f"/api/v1/sms/blasts/{blast['id']}/resend-unknown")
     assert resp.status == 200 and (await resp.json())["requeued"] == 1
-    for _ in range(200):
-        body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
-        if body["counts"]["sent"] == 4:
-            break
-        await asyncio.sleep(0.02)
+    body = await blast_when(mkt, blast["id"], lambda b: b["counts"]["sent"] == 4)
     assert body["counts"]["sent"] == 4 and body["counts"]["unknown"] == 0
     assert len(sms_client.channel.sent) == 5  # that one message went out again, nothing else
 
@@ -235,11 +227,7 @@ async def test_blast_to_a_saved_segment(sms_client: Any) -> None:
     )
     assert resp.status == 201, await resp.text()
     blast = await resp.json()
-    for _ in range(200):
-        body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
-        if body["state"] == "done":
-            break
-        await asyncio.sleep(0.02)
+    body = await blast_when(mkt, blast["id"], lambda b: b["state"] == "done")
     assert body["total"] == 2 and body["counts"]["sent"] == 2
     assert sorted(m.text for _, m in sms_client.channel.sent) == ["Hi S1", "Hi S2"]
     resp = await mkt.post(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,25 +12,29 @@ from switchboard.app import create_app, open_store
 from switchboard.keys import STORE
 from switchboard.settings import SmsChannelSettings
 from switchboard.sim.twilio_api import FakeTwilioApi
-from tests.conftest import make_api
+from tests.conftest import free_port, make_api
+from tests.sms.helpers import blast_when, reported
+
+
+def twilio_channel(settings: Any, fake: FakeTwilioApi, port: int) -> None:
+    """Settings for an SMS channel `tw` on the loopback stand-in of Twilio's API (no quiet hours)."""
+    settings.twilio.account_sid = fake.account_sid
+    settings.twilio.auth_token.__init__(fake.auth_token)  # type: ignore[misc]
+    settings.twilio.api_base = fake.base_url
+    settings.server.public_url = f"http://127.0.0.1:{port}"
+    settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
+    settings.sms.channels["tw"] = SmsChannelSettings(
+        name="tw", type="twilio", rate_per_second=50, options={"from": "+15557650000"}
+    )
 
 
 async def test_blast_reports_replies_and_forgeries(
     aiohttp_server: Any, aiohttp_client: Any, settings: Any
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sid, token = "AC" + "5" * 32, "sms-token"
     async with FakeTwilioApi(sid, token) as fake:
-        settings.twilio.account_sid = sid
-        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
-        settings.twilio.api_base = fake.base_url
-        settings.server.public_url = f"http://127.0.0.1:{port}"
-        settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
-        settings.sms.channels["tw"] = SmsChannelSettings(
-            name="tw", type="twilio", rate_per_second=50, options={"from": "+15557650000"}
-        )
+        twilio_channel(settings, fake, port)
         server = await aiohttp_server(create_app(settings), port=port)
         client = await aiohttp_client(server)
         store = server.app[STORE]
@@ -58,12 +61,7 @@ async def test_blast_reports_replies_and_forgeries(
         )
         assert resp.status == 201, await resp.text()
         blast = await resp.json()
-        async with asyncio.timeout(10):
-            while True:
-                body = await (await mkt.get(f"/api/v1/sms/blasts/{blast['id']}")).json()
-                if body["counts"]["delivered"] + body["counts"]["failed"] == 2:
-                    break
-                await asyncio.sleep(0.05)
+        body = await blast_when(mkt, blast["id"], lambda b: reported(b) == 2)
         assert body["counts"]["delivered"] == 1 and body["counts"]["failed"] == 1
         sent = sorted(m["Body"] for m in fake.messages.values())
         assert sent == ["Hi Ann", "Hi Bo"]
@@ -91,19 +89,10 @@ async def test_messages_in_doubt_are_looked_up_at_twilio_not_resent(
     """The process dies while Twilio creates a message (its answer never arrives): after the
     restart the row is `unknown`, found in Twilio's message list and marked sent, not sent again;
     a row that never reached Twilio is queued again and sent once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     sid, token = "AC" + "6" * 32, "sms-token"
     async with FakeTwilioApi(sid, token) as fake:
-        settings.twilio.account_sid = sid
-        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
-        settings.twilio.api_base = fake.base_url
-        settings.server.public_url = f"http://127.0.0.1:{port}"
-        settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
-        settings.sms.channels["tw"] = SmsChannelSettings(
-            name="tw", type="twilio", rate_per_second=50, options={"from": "+15557650000"}
-        )
+        twilio_channel(settings, fake, port)
         first = await aiohttp_server(create_app(settings), port=port)
         client = await aiohttp_client(first)
         store = first.app[STORE]
