@@ -57,6 +57,14 @@ def pick_number(contact: Contact) -> tuple[str | None, str | None]:
     return mobile[0].e164, None
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A blast's recipients as validation found them, with the texts it rendered (by contact id)."""
+
+    contacts: list[Contact]
+    rendered: dict[int, tuple[str, dict[str, Any]]]
+
+
 class BlastService:
     """Creates blasts and turns each due run into outbox rows in one transaction."""
 
@@ -144,7 +152,7 @@ class BlastService:
             raise ValidationError("text", "is empty")
         return text
 
-    async def validate(self, spec: BlastSpec) -> list[Contact]:
+    async def validate(self, spec: BlastSpec) -> Prepared:
         """Everything that can be wrong before a blast starts; returns its contacts."""
         self.check_text(spec.text)
         if not spec.name.strip():
@@ -164,6 +172,7 @@ class BlastService:
             raise ValidationError("audience", "has no contacts")
         contacts = await self.store.contacts.get_many(ids)
         missing: dict[str, list[str]] = {}
+        rendered: dict[int, tuple[str, dict[str, Any]]] = {}
         for c in contacts:
             try:
                 text = self.render(spec.text, c)
@@ -171,7 +180,7 @@ class BlastService:
                 missing.setdefault(str(exc), []).append(c.name or str(c.id))
                 continue
             try:
-                self.analyze(text)
+                rendered[c.id] = (text, self.analyze(text))
             except ValueError as exc:
                 raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
         if missing:
@@ -180,15 +189,16 @@ class BlastService:
                 for problem, names in list(missing.items())[:5]
             )
             raise ValidationError("text", detail, code="missing_merge_code")
-        return contacts
+        return Prepared(contacts, rendered)
 
     def next_run(self, spec_cron: str, time_zone: str, after: datetime) -> datetime:
         local = after.astimezone(ZoneInfo(time_zone))
         return croniter(spec_cron, local).get_next(datetime).astimezone(UTC)
 
     async def create(self, spec: BlastSpec, *, created_by: int | None) -> dict[str, Any]:
-        """Validate and store a blast; one with no send_at and no cron is queued at once."""
-        await self.validate(spec)
+        """Validate and store a blast; one with no send_at and no cron is queued at once (with the
+        recipients and texts validation already rendered)."""
+        prepared = await self.validate(spec)
         now = self.clock()
         if spec.cron:
             first = spec.send_at or self.next_run(spec.cron, spec.time_zone, now)
@@ -207,11 +217,18 @@ class BlastService:
             next_run_at=first,
         )
         if spec.send_at is None and spec.cron is None:
-            await self.run(blast_id)
+            await self.run(blast_id, prepared)
         return await self.store.sms.blast(blast_id)
 
-    async def materialize(self, blast: dict[str, Any], contacts: list[Contact], at: datetime) -> Materialized:
-        """One outbox row per recipient: rendered, deduplicated by number, skipped with a reason."""
+    async def materialize(
+        self,
+        blast: dict[str, Any],
+        contacts: list[Contact],
+        at: datetime,
+        rendered: dict[int, tuple[str, dict[str, Any]]] | None = None,
+    ) -> Materialized:
+        """One outbox row per recipient: rendered (unless `rendered` has it), deduplicated by number,
+        skipped with a reason."""
         out = Materialized()
         seen: set[str] = set()
         for c in contacts:
@@ -228,8 +245,7 @@ class BlastService:
                 state, reason = "skipped", "opted out of SMS"
             else:
                 try:
-                    text = self.render(blast["text"], c)
-                    info = self.analyze(text)
+                    text, info = (rendered or {}).get(c.id) or self._render_one(blast["text"], c)
                     encoding, segments = info["encoding"], info["segments"]
                 except ValueError as exc:
                     state, reason = "skipped", str(exc)
@@ -257,13 +273,19 @@ class BlastService:
             )
         return out
 
-    async def run(self, blast_id: int) -> tuple[int, int]:
-        """Queue the next run of a blast now (materialize its audience as of now)."""
+    def _render_one(self, text: str, contact: Contact) -> tuple[str, dict[str, Any]]:
+        out = self.render(text, contact)
+        return out, self.analyze(out)
+
+    async def run(self, blast_id: int, prepared: Prepared | None = None) -> tuple[int, int]:
+        """Queue the next run of a blast now (materialize its audience as of now, or the one
+        validation just prepared)."""
         blast = await self.store.sms.blast(blast_id)
         now = self.clock()
-        ids = await self.audience_ids(blast["audience"])
-        contacts = await self.store.contacts.get_many(ids)
-        made = await self.materialize(blast, contacts, now)
+        if prepared is None:
+            ids = await self.audience_ids(blast["audience"])
+            prepared = Prepared(await self.store.contacts.get_many(ids), {})
+        made = await self.materialize(blast, prepared.contacts, now, prepared.rendered)
         nxt = self.next_run(blast["cron"], blast["time_zone"], now) if blast["cron"] else None
         queued, skipped = await self.store.sms.materialize(blast_id, made.rows, next_run_at=nxt)
         log.info(
