@@ -424,14 +424,15 @@ class CallLists:
 
     async def finish_if_empty(self, list_id: int, now: datetime) -> bool:
         """Mark a running list done when nothing is left to dial; True if it was."""
-        async with self.db.transaction() as tx:
-            cur = await tx.execute(
-                "UPDATE call_lists SET state = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND "
-                "state = 'running' AND NOT EXISTS (SELECT 1 FROM call_list_entries WHERE list_id = ? AND "
-                "state IN ('pending', 'in_progress'))",
-                (to_db_time(now), to_db_time(now), list_id, list_id),
-            )
-            return cur.rowcount > 0
+        left = "SELECT 1 FROM call_list_entries WHERE list_id = ? AND state IN ('pending', 'in_progress')"
+        if await self.db.fetchall(left + " LIMIT 1", (list_id,)):
+            return False  # the usual answer, read without taking the write lock
+        rows = await self.db.write_returning(
+            f"UPDATE call_lists SET state = 'done', finished_at = ?, updated_at = ? WHERE id = ? AND "
+            f"state = 'running' AND NOT EXISTS ({left}) RETURNING id",
+            (to_db_time(now), to_db_time(now), list_id, list_id),
+        )
+        return bool(rows)
 
     # -- claiming ------------------------------------------------------------------------------
 
@@ -773,6 +774,12 @@ class CallLists:
         once: the entry waits its retry delay). Returns the attempts it settled."""
         stamp = to_db_time(now)
         settled: list[int] = []
+        # every dialer tick asks: look on the reader first, take the write lock only when needed
+        if not await self.db.fetchall(
+            "SELECT 1 FROM call_list_entries WHERE state = 'in_progress' AND lease_until < ? LIMIT 1",
+            (stamp,),
+        ):
+            return []
         async with self.db.transaction() as tx:
             async with tx.execute(
                 "SELECT id FROM call_list_entries WHERE state = 'in_progress' AND lease_until < ?", (stamp,)
