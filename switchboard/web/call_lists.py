@@ -288,7 +288,7 @@ async def list_entries(request: web.Request) -> web.Response:
     if not _visible(user, cl):
         raise ApiError(403, "forbidden", "you are not an agent of this list")
     limit = query_int(request, "limit") or 100
-    after = int(request.query.get("cursor") or 0) if (request.query.get("cursor") or "0").isdigit() else 0
+    after = query_int(request, "cursor") or 0  # the last entry id of the previous page
     entries = await store.call_lists.entries(
         cl.id, state=request.query.get("state") or None, limit=min(limit, 500), after_id=after
     )

@@ -216,10 +216,11 @@ class ModemChannel:
             self._writer.write(text.encode() + b"\r")
             if pdu is not None:
                 assert cmd.prompt is not None
-                waiter = asyncio.ensure_future(
-                    asyncio.wait([cmd.prompt, cmd.done], return_when=asyncio.FIRST_COMPLETED)
+                _, pending = await asyncio.wait(
+                    {cmd.prompt, cmd.done}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
-                await asyncio.wait_for(waiter, wait)
+                if len(pending) == 2:
+                    raise TimeoutError
                 if not cmd.prompt.done():
                     final = cmd.done.result()
                     raise self._error(text, final)
