@@ -287,8 +287,9 @@ class Dialer:
             log.exception("event=dial_outcome_unknown attempt=%d", flight.attempt_id)
             self.in_flight.pop(flight.attempt_id, None)
             return
-        flight.call_id = call_id
+        # stored before it counts as known: after a crash the call's touch is found by this id
         await self.store.call_lists.set_call_id(flight.attempt_id, call_id)
+        flight.call_id = call_id
         early = self._ended.pop(call_id, None)
         if early is not None:
             await self.call_ended(*early)
