@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import socket
 import time
+from datetime import UTC, datetime
 
 import aiosmtplib
 from _common import CACHE, report
@@ -89,6 +90,7 @@ async def main() -> None:
             text=None,
             message_id="<1@motors.example>",
             unsubscribe_url=None,
+            date=datetime(2026, 11, 23, 16, 0, tzinfo=UTC),
         )
         smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
         await smtp.connect()

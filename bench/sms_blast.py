@@ -26,6 +26,7 @@ from campaigns.sms.gsm7 import analyze
 from campaigns.sms.kannel import KannelChannel
 from campaigns.sms.modem.pdu import encode_submit
 from campaigns.sms.sender import ChannelWorker
+from crm_link.clock import system_clock
 from crm_link.contacts import ContactFields
 from crm_link.phones import Phone
 from crm_link.store import Store
@@ -63,7 +64,9 @@ async def blast_run(store: Store, url: str, n: int, rate: float | None, tag: str
     renderer = Renderer()
 
     def render(text: str, contact: object) -> str:
-        return renderer.render(text, merge_context(contact, dealer={"name": "Switchboard Motors"}))  # type: ignore[arg-type]
+        return renderer.render(
+            text, merge_context(contact, dealer={"name": "Switchboard Motors"}, now=system_clock())
+        )  # type: ignore[arg-type]
 
     def describe(text: str) -> dict[str, object]:
         return analyze(text).as_dict()

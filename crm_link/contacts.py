@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound, ValidationError
 from crm_link.models import Contact, ContactPhone, Page, check_limit, decode_cursor, encode_cursor
 from crm_link.phones import Phone, normalize_phone, try_e164, zone_for_number
@@ -210,7 +210,7 @@ class Contacts:
 
     async def insert_in(self, tx: Any, fields: ContactFields) -> int:
         """Insert within an open transaction; the new id."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         owner_id = await self._owner_id(tx, fields.owner)
         tz = fields.time_zone or guess_time_zone(fields.phones, self.default_time_zone)
         if fields.external_id:
@@ -274,7 +274,7 @@ class Contacts:
                 sets.append("attributes = ?")
             params.append(json.dumps(fields.attributes))
         sets.append("updated_at = ?")
-        params.append(to_db_time(utcnow()))
+        params.append(to_db_time(self._db.now()))
         params.append(contact_id)
         async with tx.execute(f"UPDATE contacts SET {', '.join(sets)} WHERE id = ?", params) as cur:
             if cur.rowcount == 0:
@@ -423,7 +423,7 @@ class Contacts:
         """Insert new contacts inside an open transaction with three statements; their ids, in order."""
         if not rows:
             return []
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with tx.execute("SELECT COALESCE(MAX(id), 0) FROM contacts") as cur:
             first = int((await cur.fetchone())[0]) + 1
         ids = list(range(first, first + len(rows)))

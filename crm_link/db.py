@@ -16,16 +16,12 @@ from typing import Any
 
 import aiosqlite
 
+from crm_link.clock import Clock, system_clock
 from crm_link.errors import StoreError
 
 log = logging.getLogger("crm_link.db")
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
-
-
-def utcnow() -> datetime:
-    """Now, as an aware UTC datetime."""
-    return datetime.now(UTC)
 
 
 def to_db_time(value: datetime) -> str:
@@ -66,8 +62,9 @@ def load_migrations() -> list[Migration]:
 class Database:
     """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock = system_clock) -> None:
         self.path = str(path)
+        self.now = clock
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock: Any = None
@@ -119,7 +116,7 @@ class Database:
                     await w.execute(statement)
                 await w.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (m.version, m.name, to_db_time(utcnow())),
+                    (m.version, m.name, to_db_time(self.now())),
                 )
                 await w.execute("COMMIT")
             except BaseException:

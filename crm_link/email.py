@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import Conflict, NotFound
 from crm_link.touches import Touches, TouchInput
 
@@ -111,7 +111,7 @@ class EmailStore:
         merge_codes: list[str],
         user_id: int | None,
     ) -> dict[str, Any]:
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute("SELECT id FROM email_templates WHERE name = ?", (name,)) as cur:
                 row = await cur.fetchone()
@@ -176,7 +176,7 @@ class EmailStore:
         rows: Sequence[EmailRow],
     ) -> int:
         """A send job with its outbox rows, all in one transaction."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO email_jobs (template_id, audience, state, send_at, next_followup, created_by, created_at)"
@@ -188,7 +188,7 @@ class EmailStore:
         return job_id
 
     async def enqueue(self, row: EmailRow) -> int:
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             ids = await self._insert(tx, None, [row], now)
         return ids[0]
@@ -261,7 +261,7 @@ class EmailStore:
             await tx.execute(
                 "UPDATE email_jobs SET state = 'done', finished_at = ? WHERE state = 'running' AND NOT EXISTS"
                 " (SELECT 1 FROM email_outbox o WHERE o.job_id = email_jobs.id AND o.state IN ('queued', 'sending'))",
-                (to_db_time(utcnow()),),
+                (to_db_time(self._db.now()),),
             )
 
     # the sender's transitions ---------------------------------------------------------------
@@ -272,7 +272,7 @@ class EmailStore:
             async with tx.execute(
                 "UPDATE email_outbox SET state = 'unknown', reason = 'process stopped while sending', updated_at = ?"
                 " WHERE state = 'sending'",
-                (to_db_time(utcnow()),),
+                (to_db_time(self._db.now()),),
             ) as cur:
                 return cur.rowcount
 
@@ -304,7 +304,7 @@ class EmailStore:
             await tx.execute(
                 "UPDATE email_outbox SET state = 'queued', not_before = ?, reason = ?, code = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'sending'",
-                (to_db_time(until), reason, code, to_db_time(utcnow()), email_id),
+                (to_db_time(until), reason, code, to_db_time(self._db.now()), email_id),
             )
 
     async def settle(
@@ -323,7 +323,7 @@ class EmailStore:
         self, outcomes: Sequence[tuple[OutboxEmail, str, str | None, int | None, Any]]
     ) -> None:
         """Record several outcomes in one transaction, with a touch for each sent email."""
-        now = utcnow()
+        now = self._db.now()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
             await tx.executemany(

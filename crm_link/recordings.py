@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound
 from crm_link.models import Page, check_limit, decode_cursor, encode_cursor, iso
 
@@ -66,7 +66,7 @@ class Recordings:
 
     async def announce(self, source: str, pbx_name: str, call_key: str) -> None:
         """The PBX said this call is recorded into a file of this name (the file may come later)."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO recordings (source, pbx_name, call_key, state, created_at, updated_at)"
@@ -106,7 +106,7 @@ class Recordings:
                 f.get("from_number"),
                 f.get("to_number"),
                 f.get("started_at"),
-                to_db_time(utcnow()),
+                to_db_time(self._db.now()),
                 call_key,
             ),
         )
@@ -114,7 +114,7 @@ class Recordings:
 
     async def remember_remote(self, source: str, name: str, call_key: str, url: str) -> None:
         """A provider holds the audio at `url`: keep the pointer durably before fetching it."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO recordings (source, pbx_name, call_key, remote_url, state, created_at, updated_at)"
@@ -154,7 +154,7 @@ class Recordings:
 
         `state` is `indexed` for a good file, or `empty` / `truncated` as the audio check found it.
         """
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO recordings (source, pbx_name, state, storage_path, size, sha256, format, duration_s,"
@@ -208,7 +208,12 @@ class Recordings:
             await tx.execute(
                 "UPDATE recordings SET notes = COALESCE(?, notes), tags = COALESCE(?, tags), updated_at = ?"
                 " WHERE id = ?",
-                (notes, json.dumps(tags) if tags is not None else None, to_db_time(utcnow()), recording_id),
+                (
+                    notes,
+                    json.dumps(tags) if tags is not None else None,
+                    to_db_time(self._db.now()),
+                    recording_id,
+                ),
             )
             await self._reindex_text(tx, recording_id=recording_id)
         return await self.get(recording_id)
@@ -285,7 +290,7 @@ class Recordings:
 
     async def bulk_load(self, rows: list[dict[str, Any]]) -> int:
         """Index many recordings at once (moving an archive in, benchmarks); each dict names the columns."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         cols = (
             "source",
             "pbx_name",
@@ -329,5 +334,5 @@ class Recordings:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE recordings SET state = 'deleted', storage_path = NULL, updated_at = ? WHERE id = ?",
-                (to_db_time(utcnow()), recording_id),
+                (to_db_time(self._db.now()), recording_id),
             )

@@ -23,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm_link.db import Database, to_db_time, utcnow
+from crm_link.db import Database, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 
 COLUMNS = {
@@ -233,7 +233,7 @@ class Segments:
         self.time_zone = time_zone
 
     def today(self, now: datetime | None = None) -> date:
-        return (now or utcnow()).astimezone(ZoneInfo(self.time_zone)).date()
+        return (now or self.db.now()).astimezone(ZoneInfo(self.time_zone)).date()
 
     async def create(
         self, name: str, f: Any, *, description: str = "", user_id: int | None = None
@@ -241,7 +241,7 @@ class Segments:
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise ValidationError("name", "is required (at most 200 characters)")
         compile_filter(f, self.today())  # refuse a bad filter before storing it
-        now = to_db_time(utcnow())
+        now = to_db_time(self.db.now())
         if await self.db.fetchone("SELECT 1 FROM segments WHERE name = ?", (name.strip(),)):
             raise Conflict("name", f"a segment named {name.strip()!r} exists")
         async with self.db.transaction() as tx:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound, ValidationError
 from crm_link.touches import Touches, TouchInput
 
@@ -141,7 +141,7 @@ class SmsStore:
         rate_per_second: float | None,
         next_run_at: datetime | None,
     ) -> int:
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO sms_blasts (name, text, channel, audience, state, send_at, cron, time_zone, next_run_at,"
@@ -189,7 +189,7 @@ class SmsStore:
 
         Returns (queued, skipped). A recipient already in this run is not queued twice.
         """
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute("SELECT state, runs FROM sms_blasts WHERE id = ?", (blast_id,)) as cur:
                 row = await cur.fetchone()
@@ -233,7 +233,7 @@ class SmsStore:
     async def set_blast_state(self, blast_id: int, state: str, *, reason: str | None = None) -> None:
         if state not in BLAST_STATES:
             raise ValidationError("state", f"must be one of {', '.join(BLAST_STATES)}")
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE sms_blasts SET state = ?, pause_reason = ?,"
@@ -249,7 +249,7 @@ class SmsStore:
 
     async def finish_blasts(self) -> list[int]:
         """Mark running one-off blasts with nothing left queued or sending as done."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE sms_blasts SET state = 'done', finished_at = ? WHERE state = 'running' AND cron IS NULL"
@@ -286,7 +286,7 @@ class SmsStore:
 
     async def enqueue(self, row: OutboxRow) -> OutboxMessage | None:
         """Queue one message (a rep's text, an opt-out confirmation); None if its dedupe key exists."""
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO sms_outbox (dedupe_key, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
@@ -325,7 +325,7 @@ class SmsStore:
 
         Each gets a touch with status unknown, so the customer's history shows the message may have gone.
         """
-        now = utcnow()
+        now = self._db.now()
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE sms_outbox SET state = 'unknown', reason = 'process stopped while sending',"
@@ -358,14 +358,14 @@ class SmsStore:
             await tx.execute(
                 "UPDATE sms_outbox SET state = 'queued', not_before = ?, reason = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'sending'",
-                (to_db_time(until), reason, to_db_time(utcnow()), message_id),
+                (to_db_time(until), reason, to_db_time(self._db.now()), message_id),
             )
 
     async def settle(
         self, outcomes: Sequence[tuple[OutboxMessage, str, str | None, str | None, str | None]]
     ) -> None:
         """Record send outcomes (message, state sent|failed|unknown, provider id, reason, code) and touches."""
-        now = utcnow()
+        now = self._db.now()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
             # one statement for the window's rows, one batch for their touches
@@ -415,7 +415,7 @@ class SmsStore:
                 row = await cur.fetchone()
             if row is None or target not in _FORWARD.get(row["state"], set()):
                 return None
-            now = to_db_time(utcnow())
+            now = to_db_time(self._db.now())
             reason = error_text if target == "failed" else None
             await tx.execute(
                 "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code),"
@@ -450,7 +450,7 @@ class SmsStore:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 f"UPDATE sms_outbox SET state = 'queued', updated_at = ? WHERE state = 'unknown' AND id IN ({marks})",
-                (to_db_time(utcnow()), *message_ids),
+                (to_db_time(self._db.now()), *message_ids),
             ) as cur:
                 return cur.rowcount
 

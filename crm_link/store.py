@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crm_link.call_lists import CallLists
+from crm_link.clock import Clock, system_clock
 from crm_link.contacts import Contacts
 from crm_link.db import Database
 from crm_link.email import EmailStore
@@ -16,8 +17,11 @@ from crm_link.users import Users
 class Store:
     """Entry point to everything persisted; other packages call its parts, never SQL."""
 
-    def __init__(self, path: str, *, region: str = "US", time_zone: str = "UTC") -> None:
-        self.db = Database(path)
+    def __init__(
+        self, path: str, *, region: str = "US", time_zone: str = "UTC", clock: Clock = system_clock
+    ) -> None:
+        self.clock = clock
+        self.db = Database(path, clock=clock)
         self.region = region
         self.time_zone = time_zone
         self.users = Users(self.db)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from crm_link.cadence import end_of_day, next_cadence
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound, StoreError, ValidationError
 from crm_link.models import (
     DIRECTIONS,
@@ -222,7 +222,7 @@ class Touches:
                 f"SELECT source_key FROM touches WHERE source_key IN ({','.join('?' * len(chunk))})", chunk
             ) as cur:
                 existing.update(r[0] for r in await cur.fetchall())
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         await tx.executemany(
             _UPSERT,
             [
@@ -265,7 +265,7 @@ class Touches:
         return out
 
     async def _followups_for(self, tx: Any, touch_id: int, item: TouchInput) -> None:
-        now = utcnow()
+        now = self._db.now()
         closes = item.close_followups
         if closes:
             horizon = end_of_day(now, self.default_time_zone)
@@ -312,7 +312,7 @@ class Touches:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE touches SET summary = ?, payload = json_patch(payload, ?), updated_at = ? WHERE id = ?",
-                (note, json.dumps(patch), to_db_time(utcnow()), touch_id),
+                (note, json.dumps(patch), to_db_time(self._db.now()), touch_id),
             ) as cur:
                 if cur.rowcount == 0:
                     raise NotFound("touch", touch_id)
@@ -376,7 +376,7 @@ class Touches:
                     to_db_time(due_at),
                     note,
                     created_by_touch_id,
-                    to_db_time(utcnow()),
+                    to_db_time(self._db.now()),
                     contact_id,
                 ),
             ) as cur:
@@ -413,7 +413,7 @@ class Touches:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE followups SET status = ?, closed_at = ? WHERE id = ? AND status = 'open'",
-                (status, to_db_time(utcnow()), followup_id),
+                (status, to_db_time(self._db.now()), followup_id),
             )
 
 
@@ -436,7 +436,7 @@ class Audit:
             await tx.execute(
                 "INSERT INTO audit_log (at, user_id, action, object_type, object_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    to_db_time(utcnow()),
+                    to_db_time(self._db.now()),
                     user_id,
                     action,
                     object_type,

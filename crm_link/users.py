@@ -12,7 +12,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from crm_link.db import Database, from_db_time, to_db_time, utcnow
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import ROLES, User
 
@@ -95,7 +95,16 @@ class Users:
             async with tx.execute(
                 "INSERT INTO users (username, display_name, email, role, extension, password_hash, time_zone, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (username, display_name, email, role, extension, pw_hash, time_zone, to_db_time(utcnow())),
+                (
+                    username,
+                    display_name,
+                    email,
+                    role,
+                    extension,
+                    pw_hash,
+                    time_zone,
+                    to_db_time(self._db.now()),
+                ),
             ) as cur:
                 user_id = int((await cur.fetchone())[0])
             for iface in interfaces or []:
@@ -116,7 +125,7 @@ class Users:
             if role not in ROLES:
                 raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
         pw_hash = await asyncio.to_thread(_hasher.hash, password)
-        now = to_db_time(utcnow())
+        now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
             await tx.executemany(
                 "INSERT INTO users (username, role, extension, password_hash, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -186,7 +195,7 @@ class Users:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                (user_id, name, _sha256(token), to_db_time(utcnow())),
+                (user_id, name, _sha256(token), to_db_time(self._db.now())),
             )
         return token
 
@@ -203,7 +212,7 @@ class Users:
         async with self._db.transaction() as tx:
             await tx.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
-                (to_db_time(utcnow()), user_id),
+                (to_db_time(self._db.now()), user_id),
             )
 
     # web sessions -------------------------------------------------------------------------
@@ -212,7 +221,7 @@ class Users:
         """A new session: (cookie value, CSRF token)."""
         sid = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
-        now = utcnow()
+        now = self._db.now()
         async with self._db.transaction() as tx:
             await tx.execute("DELETE FROM sessions WHERE expires_at < ?", (to_db_time(now),))
             await tx.execute(
@@ -231,7 +240,7 @@ class Users:
         if row is None:
             return None
         expires = from_db_time(row["expires_at"])
-        if expires is None or expires < utcnow():
+        if expires is None or expires < self._db.now():
             return None
         return _user(row, await self._interfaces(row["id"])), row["csrf_token"]
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from crm_link.clock import Clock, system_clock
 from cti.ami.client import RESYNC, AmiClient, AmiError
 from cti.ami.protocol import Event
 from cti.directory import InterfaceDirectory
@@ -19,11 +20,18 @@ log = logging.getLogger("cti.asterisk")
 class AsteriskSource:
     """Reads the AMI event queue, keeps the tracker in step with the PBX, feeds the call service."""
 
-    def __init__(self, client: AmiClient, service: CallService, directory: InterfaceDirectory) -> None:
+    def __init__(
+        self,
+        client: AmiClient,
+        service: CallService,
+        directory: InterfaceDirectory,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
         self.client = client
         self.service = service
         self.directory = directory
-        self.tracker = CallTracker(directory.is_agent)
+        self.tracker = CallTracker(directory.is_agent, clock)
         self.events_seen = 0
         self.resyncs = 0
         self._task: asyncio.Task[None] | None = None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from crm_link.clock import system_clock
 from cti.ami.protocol import Event
 from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, Direction, RecordingReady
 from cti.interfaces import normalize_interface
@@ -78,7 +79,7 @@ class CallTracker:
         self, is_agent: Callable[[str | None], bool], clock: Callable[[], datetime] | None = None
     ) -> None:
         self.is_agent = is_agent
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or system_clock
         self.calls: dict[str, _Call] = {}
         self._chan_call: dict[str, str] = {}  # uniqueid -> linkedid
         self._by_name: dict[str, str] = {}  # channel name -> uniqueid

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from crm_link.clock import Clock, system_clock
 from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, Direction
 
 FINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
@@ -61,15 +62,15 @@ def twilio_direction(value: str) -> Direction:
 class TwilioCallFolder:
     """Folds incoming, dial-leg and status webhooks of each call (by parent CallSid) into events."""
 
-    def __init__(self, clock: type[datetime] | None = None, remember_ended: int = 10_000) -> None:
+    def __init__(self, clock: Clock = system_clock, remember_ended: int = 10_000) -> None:
         self.calls: dict[str, _TwilioCall] = {}
         # Twilio retries status callbacks: a final status seen again must not end the call twice
         self._ended: dict[str, None] = {}
         self._remember_ended = remember_ended
-        self._now = (clock or datetime).now
+        self._now = clock
 
     def now(self) -> datetime:
-        return self._now(UTC)
+        return self._now()
 
     def incoming(self, params: Mapping[str, str], ring: list[str], queue: str | None) -> list[CallEvent]:
         """A call arrived and we are ringing these interfaces (client:NAME)."""

@@ -49,7 +49,7 @@ class TwilioVoiceWebhooks:
         self.online_users = online_users
         self.fallback_queue = fallback_queue
         self.record = record
-        self.folder = folder or TwilioCallFolder()
+        self.folder = folder or TwilioCallFolder(store.clock)
         self.recordings = recordings
         self.on_recording = on_recording
 
@@ -195,13 +195,11 @@ class TwilioVoiceWebhooks:
             status_callback_method="POST",
         )
         self.folder.outbound_started(call.sid, CLIENT_PREFIX + username, number, caller_id)
-        from datetime import UTC, datetime
-
         from cti.events import CallRinging
 
         await self.service.handle(
             CallRinging(
-                call.sid, "outbound", caller_id, number, CLIENT_PREFIX + username, None, datetime.now(UTC)
+                call.sid, "outbound", caller_id, number, CLIENT_PREFIX + username, None, self.folder.now()
             )
         )
         return str(call.sid)

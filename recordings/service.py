@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from crm_link.clock import system_clock
 from crm_link.db import to_db_time
 from crm_link.store import Store
 
@@ -85,7 +86,7 @@ class RecordingService:
         watch_dir: Path | None,
         storage_dir: Path,
         settle_seconds: float = 2.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         transcriber: Transcriber | None = None,
     ) -> None:
         self.store = store

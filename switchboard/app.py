@@ -8,9 +8,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from crm_link.clock import Clock, system_clock
 from crm_link.store import Store
 from switchboard.hub import Hub
-from switchboard.keys import HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
 from switchboard.settings import Settings
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
 from switchboard.web.errors import error_middleware
@@ -23,15 +24,18 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 WEB_DIR = Path(__file__).parent / "web"
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, clock: Clock = system_clock) -> Store:
     """The store the settings point at (not yet opened)."""
     return Store(
-        settings.store.sqlite_path, region=settings.store.default_region, time_zone=settings.server.time_zone
+        settings.store.sqlite_path,
+        region=settings.store.default_region,
+        time_zone=settings.server.time_zone,
+        clock=clock,
     )
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = open_store(app[SETTINGS])
+    store = open_store(app[SETTINGS], app[CLOCK])
     await store.open()
     await store.touches.start_batching()
     app[STORE] = store
@@ -46,7 +50,9 @@ async def _close_websockets(app: web.Application) -> None:
     await app[HUB].close_all()
 
 
-def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> web.Application:
+def create_app(
+    settings: Settings, *, contexts: Sequence[CleanupCtx] = (), clock: Clock = system_clock
+) -> web.Application:
     """Build the application.
 
     Start order: the store, then `contexts` (e.g. the demo's simulators), then the connectors the
@@ -57,6 +63,7 @@ def create_app(settings: Settings, *, contexts: Sequence[CleanupCtx] = ()) -> we
         client_max_size=32 * 1024**2,
     )
     app[SETTINGS] = settings
+    app[CLOCK] = clock
     app[HUB] = Hub()
     app[HEALTH] = {}
     app[MY_DAY_EXTRAS] = []

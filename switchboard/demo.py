@@ -11,7 +11,6 @@ from pathlib import Path
 from aiohttp import web
 
 from crm_link.contacts import validate_contact
-from crm_link.db import utcnow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 from switchboard.app import CleanupCtx, open_store
@@ -108,7 +107,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
                 email=f"{username}@example.com",
             )
     rng = random.Random(42)
-    today = utcnow().date()
+    today = store.clock().date()
     rows = []
     for first, last, phone, owner, attrs in KNOWN:
         data = {
@@ -158,7 +157,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
     async with store.db.transaction() as tx:
         ids = [await store.contacts.insert_in(tx, validate_contact(r, region=store.region)) for r in rows]
     users = {u.username: u for u in await store.users.list()}
-    now = utcnow()
+    now = store.clock()
     touches = []
     for n, cid in enumerate(ids[:120]):
         owner = users["jsmith" if n % 2 == 0 else "agarcia"]
@@ -259,7 +258,7 @@ async def seed_call_lists(store: Store, agent_ids: list[int]) -> None:
 
     for name, description, f in DEMO_SEGMENTS:
         await store.segments.create(name, f, description=description)
-    now = utcnow()
+    now = store.clock()
     preview, _ = await store.call_lists.create(
         ListSpec(name="After-sale: 4 days", mode="preview", source={"segment": "After-sale: 4 days"}),
         contact_ids=await store.segments.ids(DEMO_SEGMENTS[0][2]),

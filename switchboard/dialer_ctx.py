@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -14,12 +14,9 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from cti.screenpop import build_pop
 from switchboard.dialing import AmiDialBackend, TwilioDialBackend
-from switchboard.keys import HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
 
 log = logging.getLogger("switchboard.dialer")
-
-# tests and the demo may replace the dialer's clock (a fixed clock for calling-hours tests)
-DIALER_CLOCK = web.AppKey("dialer_clock", object)
 
 
 def backend_of(app: web.Application) -> DialBackend | None:
@@ -37,7 +34,6 @@ def backend_of(app: web.Application) -> DialBackend | None:
 async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     d = settings.dialer
-    clock: Callable[[], datetime] = app.get(DIALER_CLOCK) or (lambda: datetime.now(UTC))  # type: ignore[assignment]
     dialer = Dialer(
         store,
         app[HUB],
@@ -45,7 +41,7 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         hours=CallingHours.of(
             settings.calling_hours.start, settings.calling_hours.end, settings.calling_hours.holidays
         ),
-        clock=clock,
+        clock=app[CLOCK],
         max_concurrent=d.max_concurrent_calls,
         calls_per_second=d.calls_per_second,
         lease=timedelta(seconds=d.lease_seconds),

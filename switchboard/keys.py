@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +14,8 @@ from switchboard.settings import Settings
 from switchboard.web.auth import LoginLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
+# the one clock every handler, worker and the store read "now" from (tests pass their own)
+CLOCK = web.AppKey("clock", Callable[[], datetime])
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 LIMITER = web.AppKey("login_limiter", LoginLimiter)

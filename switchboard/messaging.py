@@ -18,7 +18,7 @@ from campaigns.sms.kannel import KannelChannel
 from campaigns.sms.sender import ChannelWorker
 from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.models import Contact
-from switchboard.keys import HEALTH, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context
@@ -50,6 +50,7 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         sender=s.from_,
         public_url=settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}",
         dealer={"name": d.name, "phone": d.phone, "address": d.address, "website": d.website},
+        clock=app[CLOCK],
     )
     app[SERVICES]["email"] = service
     task = asyncio.create_task(service.run(), name="email-outbox")
@@ -146,7 +147,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
 
     def render(text: str, contact: Contact) -> str:
-        ctx = merge_context(contact, dealer=dealer)
+        ctx = merge_context(contact, dealer=dealer, now=app[CLOCK]())
         try:
             return renderer.render(text, ctx)
         except TemplateError as exc:
@@ -168,6 +169,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             quiet_start=settings.sms.quiet_start,
             quiet_end=settings.sms.quiet_end,
             unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
+            clock=app[CLOCK],
         )
     blasts = BlastService(
         store,
@@ -177,6 +179,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         quiet_start=settings.sms.quiet_start,
         quiet_end=settings.sms.quiet_end,
         segment_ids=_segment_ids(store),
+        clock=app[CLOCK],
     )
     app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
     app[SERVICES]["sms_events"] = events

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from recordings.service import RecordingService
-from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
 
 log = logging.getLogger("switchboard.recordings")
 RETENTION_EVERY = 6 * 3600.0
@@ -20,7 +20,9 @@ RETENTION_EVERY = 6 * 3600.0
 def recording_service(app: web.Application) -> RecordingService:
     settings = app[SETTINGS]
     watch = Path(settings.asterisk.recordings_dir) if settings.asterisk.enabled else None
-    return RecordingService(app[STORE], watch_dir=watch, storage_dir=Path(settings.recordings.storage_dir))
+    return RecordingService(
+        app[STORE], watch_dir=watch, storage_dir=Path(settings.recordings.storage_dir), clock=app[CLOCK]
+    )
 
 
 async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from cti.directory import InterfaceDirectory
 from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
-from switchboard.keys import HEALTH, HUB, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE
 
 log = logging.getLogger("switchboard.telephony")
 
@@ -91,7 +91,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
         service = CallService(
             store, hub, directory, source="asterisk", recordings=app[SERVICES].get("recordings")
         )
-        source = AsteriskSource(client, service, directory)
+        source = AsteriskSource(client, service, directory, clock=app[CLOCK])
         await source.start()
         app[SERVICES]["asterisk"] = source
         app[SERVICES]["calls:asterisk"] = service

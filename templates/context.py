@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from crm_link.models import Contact, User
@@ -38,7 +38,7 @@ def merge_context(
     sender: User | None = None,
     owner: User | None = None,
     dealer: dict[str, Any] | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> dict[str, Any]:
     """The context a template renders against for one customer."""
     data = contact_data(contact)
@@ -48,5 +48,5 @@ def merge_context(
         "contact": data,
         "user": user_data(sender),
         "dealer": dict(dealer or {}),
-        "now": (now or datetime.now(UTC)).isoformat(),
+        "now": now.isoformat(),
     }

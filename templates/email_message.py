@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -105,7 +105,7 @@ def build_message(
     text: str | None,
     message_id: str,
     unsubscribe_url: str | None,
-    date: datetime | None = None,
+    date: datetime,
 ) -> Message:
     """A multipart/alternative message (text first, then HTML) with the headers mail servers expect.
 
@@ -118,7 +118,7 @@ def build_message(
     msg["To"] = _addr(_no_breaks(to_name, "name"), _no_breaks(to_addr, "to"))
     subject = _no_breaks(subject, "subject")
     msg["Subject"] = Header(subject, "utf-8").encode() if not subject.isascii() else subject
-    msg["Date"] = format_datetime(date or datetime.now(UTC))
+    msg["Date"] = format_datetime(date)
     msg["Message-ID"] = message_id
     if unsubscribe_url:
         msg["List-Unsubscribe"] = f"<{unsubscribe_url}>"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
+from crm_link.clock import system_clock
 from crm_link.email import EmailRow, OutboxEmail
 from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
@@ -33,7 +34,7 @@ class EmailService:
         sender: str,
         public_url: str,
         dealer: dict[str, Any],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         max_attempts: int = 6,
         retry_after: timedelta = timedelta(seconds=30),
         window: int = 20,
@@ -177,6 +178,7 @@ class EmailService:
             text=email.text,
             message_id=email.message_id,
             unsubscribe_url=unsubscribe,
+            date=self.clock(),
         )
 
     def _next_followup(self, email: OutboxEmail) -> Any:

@@ -15,7 +15,7 @@ from switchboard.keys import STORE
 from switchboard.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # copied from the recordings of real systems (see their READMEs)
 PASSWORD = "correct-horse-1"
 
 

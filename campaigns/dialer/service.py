@@ -16,7 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from campaigns.dialer import DISPOSITIONS
@@ -24,6 +24,7 @@ from campaigns.dialer.backends import AgentUnavailable, DialBackend, DialFailed
 from campaigns.dialer.hours import CallingHours, in_window, zone
 from campaigns.ratelimit import TokenBucket
 from crm_link.call_lists import Attempt, CallList, Entry, outcome_of_touch
+from crm_link.clock import system_clock
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
@@ -74,7 +75,7 @@ class Dialer:
         *,
         hours: CallingHours,
         pop_builder: PopBuilder,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         max_concurrent: int = 10,
         calls_per_second: float = 1.0,
         lease: timedelta = timedelta(seconds=120),

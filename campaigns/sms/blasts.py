@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from campaigns.sms.quiet import quiet_until
+from crm_link.clock import system_clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
 from crm_link.sms import OutboxRow
@@ -77,7 +78,7 @@ class BlastService:
         analyze: Analyzer,
         quiet_start: str,
         quiet_end: str,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         segment_ids: Callable[[Any], Any] | None = None,
     ) -> None:
         self.store = store

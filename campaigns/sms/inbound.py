@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
+from crm_link.clock import system_clock
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
@@ -41,7 +42,7 @@ class SmsEvents:
         help_text: str,
         stop_reply: str = "You are unsubscribed and will receive no more messages. Reply START to resubscribe.",
         start_reply: str = "You are subscribed again. Reply STOP to unsubscribe.",
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         on_queued: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store

@@ -67,7 +67,6 @@ def parse_kannel_inbound(query: Mapping[str, str], channel: str) -> InboundSms:
         to_number=query.get("to") or None,
         text=query["text"],
         provider_id=query.get("id") or None,
-        at=datetime.now(UTC),
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from campaigns.ratelimit import TokenBucket
 from campaigns.sms.channel import ChannelError, OutboundSms, SmsChannel
 from campaigns.sms.quiet import quiet_until
+from crm_link.clock import system_clock
 from crm_link.sms import OutboxMessage
 from crm_link.store import Store
 
@@ -40,7 +41,7 @@ class ChannelWorker:
         max_attempts: int = 5,
         retry_after: timedelta = timedelta(seconds=30),
         auto_pause_after: int = 20,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = system_clock,
         monotonic: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idle_poll: float = 1.0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -46,7 +46,6 @@ def parse_twilio_status(params: Mapping[str, str], channel: str, message_id: str
         provider_id=sid,
         error_code=params.get("ErrorCode") or None,
         error_text=params.get("ErrorMessage") or None,
-        at=datetime.now(UTC),
     )
 
 
@@ -61,7 +60,6 @@ def parse_twilio_inbound(params: Mapping[str, str], channel: str) -> InboundSms:
         to_number=params.get("To") or None,
         text=params.get("Body", ""),
         provider_id=params["MessageSid"],
-        at=datetime.now(UTC),
     )
 
 

@@ -10,12 +10,11 @@ from aiohttp import web
 
 from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
-from crm_link.db import utcnow
 from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import MY_DAY_EXTRAS, STORE
+from switchboard.keys import CLOCK, MY_DAY_EXTRAS, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_int
 
@@ -149,7 +148,7 @@ async def add_touch(request: web.Request) -> web.Response:
     key = data.get("idempotency_key") or request.headers.get("Idempotency-Key")
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 100):
         raise ValidationError("idempotency_key", "must be a string of 1-100 characters")
-    at = parse_time(data["at"], "at") if "at" in data else utcnow()
+    at = parse_time(data["at"], "at") if "at" in data else request.app[CLOCK]()
     touch = await store.touches.record(
         TouchInput(
             source_key=f"manual:{user.id}:{key}" if key else f"manual:{uuid.uuid4()}",
@@ -174,7 +173,7 @@ async def my_day(request: web.Request) -> web.Response:
     user = require(request, *ALL_STAFF)
     store = store_of(request)
     zone = user.time_zone or store.time_zone
-    due = await store.touches.due_for(user.id, end_of_day(utcnow(), zone))
+    due = await store.touches.due_for(user.id, end_of_day(request.app[CLOCK](), zone))
     groups: dict[str, list[dict[str, Any]]] = {
         "followups": [],
         "callbacks": [],

@@ -9,7 +9,7 @@ from aiohttp import web
 from crm_link.errors import ValidationError
 from crm_link.phones import normalize_phone
 from cti.ami.client import AmiError
-from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body
@@ -136,7 +136,6 @@ async def _twilio_click_to_call(request: web.Request, user: Any, contact: Any, n
 
 async def disposition(request: web.Request) -> web.Response:
     """The rep's note and disposition on a call (during or after it), and the next follow-up."""
-    from crm_link.db import utcnow
     from switchboard.web.api import parse_time
 
     user = require(request, "rep", "manager", "admin")
@@ -184,7 +183,7 @@ async def disposition(request: web.Request) -> web.Response:
         object_type="touch",
         object_id=touch.id,
         disposition=disp,
-        at=str(utcnow()),
+        at=str(request.app[CLOCK]()),
     )
     return web.json_response(updated.to_dict())
 

@@ -12,10 +12,9 @@ from aiohttp import web
 
 from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
-from crm_link.db import utcnow
 from crm_link.errors import Conflict, ValidationError
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import LIMITER, SETTINGS, STORE
+from switchboard.keys import CLOCK, LIMITER, SETTINGS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
 from switchboard.web.errors import path_int
@@ -106,7 +105,7 @@ async def my_day_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
     zone = _zone(request)
-    due = await store.touches.due_for(user.id, end_of_day(utcnow(), zone))
+    due = await store.touches.due_for(user.id, end_of_day(request.app[CLOCK](), zone))
     from switchboard.dialer_ctx import lists_for
     from switchboard.keys import SERVICES
 
@@ -119,7 +118,7 @@ async def my_day_page(request: web.Request) -> web.Response:
             "due": due,
             "zone": zone,
             "local": lambda d: _local(d, zone),
-            "now": utcnow(),
+            "now": request.app[CLOCK](),
             "call_lists": call_lists,
         },
     )
@@ -203,7 +202,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
             source_key=f"manual:{user.id}:{form.get('idempotency_key') or secrets.token_hex(8)}",
             kind=kind,
             direction="none" if kind == "note" else "outbound",
-            started_at=utcnow(),
+            started_at=request.app[CLOCK](),
             contact_id=contact.id,
             user_id=user.id,
             channel="manual",

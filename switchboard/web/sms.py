@@ -11,10 +11,9 @@ from aiohttp import web
 
 from campaigns.sms.blasts import BlastService, BlastSpec
 from campaigns.sms.sender import ChannelWorker
-from crm_link.db import utcnow
 from crm_link.errors import ValidationError
 from crm_link.sms import OutboxRow
-from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -214,7 +213,7 @@ async def send_one(request: web.Request) -> web.Response:
             to_e164=number,
             text=text,
             channel=channel,
-            not_before=utcnow() - timedelta(seconds=1),
+            not_before=request.app[CLOCK]() - timedelta(seconds=1),
             contact_id=contact.id,
             user_id=user.id,
             encoding=info["encoding"],

@@ -30,5 +30,5 @@ def is_agent(iface: str | None) -> bool:
 @pytest.fixture
 def ami_dir() -> Path:
     if not AMI.is_dir():
-        pytest.fail(f"AMI fixtures not found at {AMI} (the repository's sibling shared/fixtures)")
+        pytest.fail(f"AMI fixtures not found at {AMI} (tests/fixtures in the repository)")
     return AMI

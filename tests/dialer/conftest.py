@@ -10,22 +10,13 @@ from typing import Any
 
 import pytest
 
+from crm_link.clock import ManualClock
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.dialer_ctx import DIALER_CLOCK
 from switchboard.keys import SERVICES, STORE
 
-
-@dataclass
-class FixedClock:
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kw: Any) -> None:
-        self.now += timedelta(**kw)
+FixedClock = ManualClock
 
 
 @pytest.fixture
@@ -42,8 +33,7 @@ async def dial_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer, clock
     settings.dialer.calls_per_second = 1000
     settings.dialer.wrap_up_seconds = 0
     settings.dialer.lease_seconds = 60
-    app = create_app(settings)
-    app[DIALER_CLOCK] = clock
+    app = create_app(settings, clock=clock)
     server = await aiohttp_server(app)
     await server.app[SERVICES]["asterisk"].client.wait_connected(5)
     return server

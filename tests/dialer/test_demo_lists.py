@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from crm_link.db import utcnow
 from switchboard.app import create_app, open_store
 from switchboard.demo import demo_contexts, demo_outcome, demo_routes, seed
 from switchboard.keys import SERVICES, STORE
@@ -41,7 +40,7 @@ async def test_demo_lists_run_on_the_simulated_pbx(
     assert item is not None and item["list"]["name"] == "After-sale: 4 days"
     assert item["pop"]["contact"]["id"] == item["entry"]["contact_id"]
 
-    await store.call_lists.set_state(progressive.id, "running", utcnow())
+    await store.call_lists.set_state(progressive.id, "running", store.clock())
     agarcia = await store.users.by_username("agarcia")
     await dialer.set_ready(agarcia, progressive.id)
 

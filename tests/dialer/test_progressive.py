@@ -223,7 +223,6 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
     aiohttp_server: Any, settings: Any, pbx: AmiTestServer, clock: FixedClock
 ) -> None:
     from switchboard.app import create_app
-    from switchboard.dialer_ctx import DIALER_CLOCK
 
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
@@ -232,8 +231,7 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
     settings.dialer.tick_seconds = 0.05
     settings.dialer.calls_per_second = 1000
     settings.dialer.wrap_up_seconds = 0
-    app = create_app(settings)
-    app[DIALER_CLOCK] = clock
+    app = create_app(settings, clock=clock)
     await aiohttp_server(app)
     await app[SERVICES]["asterisk"].client.wait_connected(5)
     store = app[STORE]

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 from switchboard.app import create_app
-from switchboard.dialer_ctx import DIALER_CLOCK
 from switchboard.keys import SERVICES, STORE
 from switchboard.sim.twilio_api import FakeTwilioApi
 from tests.conftest import free_port, make_api
@@ -32,8 +31,7 @@ async def test_progressive_list_over_twilio(
         settings.dialer.tick_seconds = 0.05
         settings.dialer.calls_per_second = 1000
         settings.dialer.wrap_up_seconds = 0
-        app = create_app(settings)
-        app[DIALER_CLOCK] = clock
+        app = create_app(settings, clock=clock)
         server = await aiohttp_server(app, port=port)
         client = await aiohttp_client(server)
         store = app[STORE]

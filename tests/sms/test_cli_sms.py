@@ -26,7 +26,7 @@ async def _run(tmp_path: Path, db: Path, *args: str) -> tuple[int, str, str]:
 
 async def test_sms_show_and_watch(tmp_path: Path) -> None:
     db = tmp_path / "cli.db"
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
     async with Store(str(db)) as store:
         blast_id = await store.sms.create_blast(
             name="Saturday", text="Hi", channel="main", audience={"tag": "t"}, created_by=None, send_at=None,
@@ -53,19 +53,32 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
         and out.startswith(f"blast {blast_id}: running; 4 queued, 0 sending, 0 sent")
         and "1 skipped" in out
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env |= {"SWITCHBOARD_STORE_URL": f"sqlite:///{db}", "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "switchboard", "sms", "show", str(blast_id), "--watch", "--interval", "0.05",
+        env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None and proc.stdout is not None
+    bars: list[str] = []
+
+    async def next_bar() -> str:
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()  # type: ignore[union-attr]
+        assert line.startswith(f"blast {blast_id} ["), line
+        bars.append(line)
+        return line
+
+    assert " 1/5 " in await next_bar()  # the skipped one is already final
     async with Store(str(db)) as store:
-        watch = asyncio.create_task(
-            _run(tmp_path, db, "sms", "show", str(blast_id), "--watch", "--interval", "0.05")
-        )
-        for _ in range(4):  # the sender works through the blast while the command watches
-            await asyncio.sleep(0.2)
-            (msg,) = await store.sms.claim("main", datetime.now(UTC), 1)
+        for k in range(4):  # the sender works through the blast while the command watches
+            (msg,) = await store.sms.claim("main", now, 1)
             await store.sms.settle([(msg, "sent", "P1", None, None)])
-        await store.sms.finish_blasts()
-        code, out, err = await watch
+            if k == 3:
+                await store.sms.finish_blasts()
+            assert f" {k + 2}/5 " in await next_bar()
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    code, out, err = proc.returncode, out_b.decode(), err_b.decode()
     assert code == 0, err
-    bars = [line for line in err.splitlines() if line.startswith(f"blast {blast_id} [")]
-    assert len(bars) >= 3 and "5/5" in bars[-1]
     assert "done; 0 queued, 0 sending, 4 sent" in out
     code, _, err = await _run(tmp_path, db, "sms", "show", "999")
     assert code == 2 and "ID: no blast 999" in err

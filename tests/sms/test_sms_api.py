@@ -58,7 +58,7 @@ async def sms_client(aiohttp_client: Any, settings: Any) -> Any:
         worker.stop()
         await task
 
-    client = await aiohttp_client(create_app(settings, contexts=[ctx]))
+    client = await aiohttp_client(create_app(settings, contexts=[ctx], clock=clock.now))
     client.channel = channel
     return client
 
