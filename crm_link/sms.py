@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crm_link.db import Database, from_db_time, to_db_time
@@ -93,6 +93,7 @@ def _blast(r: Any) -> dict[str, Any]:
         "time_zone": r["time_zone"],
         "next_run_at": r["next_run_at"],
         "runs": r["runs"],
+        "materialized_runs": r["materialized_runs"],
         "rate_per_second": r["rate_per_second"],
         "pause_reason": r["pause_reason"],
         "created_by": r["created_by"],
@@ -140,12 +141,17 @@ class SmsStore:
         time_zone: str,
         rate_per_second: float | None,
         next_run_at: datetime | None,
+        claim_lease: timedelta | None = None,
     ) -> int:
+        """Store a blast. With `claim_lease` its first run is claimed by the caller at birth (run 1,
+        nothing due for a scheduler), to be materialized before the lease ends."""
         now = to_db_time(self._db.now())
+        claimed = claim_lease is not None
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO sms_blasts (name, text, channel, audience, state, send_at, cron, time_zone, next_run_at,"
-                " rate_per_second, created_by, created_at) VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?)"
+                " rate_per_second, created_by, created_at, runs, claim_expires_at)"
+                " VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
                 (
                     name,
@@ -159,6 +165,8 @@ class SmsStore:
                     rate_per_second,
                     created_by,
                     now,
+                    1 if claimed else 0,
+                    to_db_time(self._db.now() + claim_lease) if claim_lease is not None else None,
                 ),
             ) as cur:
                 return int((await cur.fetchone())[0])
@@ -174,28 +182,72 @@ class SmsStore:
         return [_blast(r) for r in rows]
 
     async def due_blasts(self, now: datetime) -> list[dict[str, Any]]:
-        """Scheduled (or recurring running) blasts whose next run is due."""
+        """Blasts with work for a scheduler: a run that is due, or a claimed run whose claimant
+        stopped before materializing it (its lease ran out)."""
+        at = to_db_time(now)
         rows = await self._db.fetchall(
-            "SELECT * FROM sms_blasts WHERE state IN ('scheduled', 'running') AND next_run_at IS NOT NULL"
-            " AND next_run_at <= ? ORDER BY next_run_at",
-            (to_db_time(now),),
+            "SELECT * FROM sms_blasts WHERE state IN ('scheduled', 'running') AND ("
+            " (materialized_runs = runs AND next_run_at IS NOT NULL AND next_run_at <= ?)"
+            " OR (materialized_runs < runs AND claim_expires_at <= ?)) ORDER BY next_run_at",
+            (at, at),
         )
         return [_blast(r) for r in rows]
 
-    async def materialize(
-        self, blast_id: int, rows: Sequence[OutboxRow], *, next_run_at: datetime | None
-    ) -> tuple[int, int]:
-        """Queue one run of a blast (one row per recipient) and mark it running, atomically.
+    async def claim_run(
+        self, blast: dict[str, Any], *, next_run_at: datetime | None, lease: timedelta
+    ) -> int | None:
+        """Claim the blast's due run exactly once, before anything is materialized; its run number.
 
-        Returns (queued, skipped). A recipient already in this run is not queued twice.
+        A compare-and-set on the blast as `blast` was read: a due run is claimed only while nobody
+        else has claimed it (next_run_at unchanged, every earlier run materialized) and moves the
+        blast to its next run; a run whose claim expired unmaterialized is taken over under a new
+        lease, keeping its number. None when another scheduler (or the creator) got there first.
+        """
+        now = self._db.now()
+        expires = to_db_time(now + lease)
+        if blast["materialized_runs"] < blast["runs"]:
+            rows = await self._db.write_returning(
+                "UPDATE sms_blasts SET claim_expires_at = ? WHERE id = ? AND runs = ? AND materialized_runs < runs"
+                " AND claim_expires_at <= ? AND state IN ('scheduled', 'running') RETURNING runs",
+                (expires, blast["id"], blast["runs"], to_db_time(now)),
+            )
+        else:
+            rows = await self._db.write_returning(
+                "UPDATE sms_blasts SET runs = runs + 1, next_run_at = ?, claim_expires_at = ?"
+                " WHERE id = ? AND runs = ? AND materialized_runs = runs AND next_run_at = ?"
+                " AND state IN ('scheduled', 'running') RETURNING runs",
+                (
+                    to_db_time(next_run_at) if next_run_at else None,
+                    expires,
+                    blast["id"],
+                    blast["runs"],
+                    blast["next_run_at"],
+                ),
+            )
+        return int(rows[0][0]) if rows else None
+
+    async def materialize(self, blast_id: int, run: int, rows: Sequence[OutboxRow]) -> tuple[int, int]:
+        """Write the outbox rows of a claimed run (see `claim_run`) and mark the blast running, atomically.
+
+        Returns (queued, skipped); (0, 0) when this run was already materialized (a claimant whose lease
+        ran out) or the blast was cancelled meanwhile. A recipient is in a run at most once.
         """
         now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
-            async with tx.execute("SELECT state, runs FROM sms_blasts WHERE id = ?", (blast_id,)) as cur:
+            async with tx.execute(
+                "SELECT state, runs, materialized_runs FROM sms_blasts WHERE id = ?", (blast_id,)
+            ) as cur:
                 row = await cur.fetchone()
             if row is None:
                 raise NotFound("blast", blast_id)
-            run = int(row["runs"]) + 1
+            if not row["materialized_runs"] < run <= row["runs"]:
+                return 0, 0
+            if row["state"] in ("cancelled", "done"):
+                await tx.execute(
+                    "UPDATE sms_blasts SET materialized_runs = ?, claim_expires_at = NULL WHERE id = ?",
+                    (run, blast_id),
+                )
+                return 0, 0
             await tx.executemany(
                 "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
                 " channel, state, reason, not_before, created_at, updated_at, final_at)"
@@ -224,8 +276,9 @@ class SmsStore:
             )
             await tx.execute(
                 "UPDATE sms_blasts SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END,"
-                " runs = ?, next_run_at = ?, started_at = COALESCE(started_at, ?) WHERE id = ?",
-                (run, to_db_time(next_run_at) if next_run_at else None, now, blast_id),
+                " materialized_runs = ?, claim_expires_at = NULL, started_at = COALESCE(started_at, ?)"
+                " WHERE id = ?",
+                (run, now, blast_id),
             )
         queued = sum(r.state == "queued" for r in rows)
         return queued, len(rows) - queued
@@ -253,7 +306,7 @@ class SmsStore:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE sms_blasts SET state = 'done', finished_at = ? WHERE state = 'running' AND cron IS NULL"
-                " AND NOT EXISTS (SELECT 1 FROM sms_outbox o WHERE o.blast_id = sms_blasts.id"
+                " AND materialized_runs = runs AND NOT EXISTS (SELECT 1 FROM sms_outbox o WHERE o.blast_id = sms_blasts.id"
                 " AND o.state IN ('queued', 'sending')) RETURNING id",
                 (now,),
             ) as cur:

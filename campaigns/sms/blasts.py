@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -80,6 +80,7 @@ class BlastService:
         quiet_end: str,
         clock: Callable[[], datetime] = system_clock,
         segment_ids: Callable[[Any], Any] | None = None,
+        claim_lease: timedelta = timedelta(minutes=10),
     ) -> None:
         self.store = store
         self.channels = channels
@@ -89,6 +90,7 @@ class BlastService:
         self.quiet_end = quiet_end
         self.clock = clock
         self.segment_ids = segment_ids
+        self.claim_lease = claim_lease
 
     async def audience_ids(self, audience: dict[str, Any]) -> list[int]:
         """Contact ids of an audience: {contact_ids}, {tag}, {segment} or {numbers} (from a CSV)."""
@@ -198,13 +200,15 @@ class BlastService:
 
     async def create(self, spec: BlastSpec, *, created_by: int | None) -> dict[str, Any]:
         """Validate and store a blast; one with no send_at and no cron is queued at once (with the
-        recipients and texts validation already rendered)."""
+        recipients and texts validation already rendered): it is stored with its one run already
+        claimed, so no scheduler can run it a second time."""
         prepared = await self.validate(spec)
         now = self.clock()
+        send_now = spec.send_at is None and spec.cron is None
         if spec.cron:
-            first = spec.send_at or self.next_run(spec.cron, spec.time_zone, now)
+            first: datetime | None = spec.send_at or self.next_run(spec.cron, spec.time_zone, now)
         else:
-            first = spec.send_at or now
+            first = None if send_now else spec.send_at
         blast_id = await self.store.sms.create_blast(
             name=spec.name.strip(),
             text=spec.text,
@@ -216,9 +220,10 @@ class BlastService:
             time_zone=spec.time_zone,
             rate_per_second=spec.rate_per_second,
             next_run_at=first,
+            claim_lease=self.claim_lease if send_now else None,
         )
-        if spec.send_at is None and spec.cron is None:
-            await self.run(blast_id, prepared)
+        if send_now:
+            await self._materialize_run(blast_id, 1, prepared)
         return await self.store.sms.blast(blast_id)
 
     async def materialize(
@@ -278,20 +283,22 @@ class BlastService:
         out = self.render(text, contact)
         return out, self.analyze(out)
 
-    async def run(self, blast_id: int, prepared: Prepared | None = None) -> tuple[int, int]:
-        """Queue the next run of a blast now (materialize its audience as of now, or the one
-        validation just prepared)."""
+    async def _materialize_run(
+        self, blast_id: int, run: int, prepared: Prepared | None = None
+    ) -> tuple[int, int]:
+        """Write run `run` (claimed by the caller) of a blast: its audience as of now, or the one
+        validation just prepared."""
         blast = await self.store.sms.blast(blast_id)
         now = self.clock()
         if prepared is None:
             ids = await self.audience_ids(blast["audience"])
             prepared = Prepared(await self.store.contacts.get_many(ids), {})
         made = await self.materialize(blast, prepared.contacts, now, prepared.rendered)
-        nxt = self.next_run(blast["cron"], blast["time_zone"], now) if blast["cron"] else None
-        queued, skipped = await self.store.sms.materialize(blast_id, made.rows, next_run_at=nxt)
+        queued, skipped = await self.store.sms.materialize(blast_id, run, made.rows)
         log.info(
-            "event=blast_run blast=%d queued=%d skipped=%d duplicates=%d",
+            "event=blast_run blast=%d run=%d queued=%d skipped=%d duplicates=%d",
             blast_id,
+            run,
             queued,
             skipped,
             made.duplicates,
@@ -299,13 +306,20 @@ class BlastService:
         return queued, skipped
 
     async def run_due(self) -> list[int]:
-        """Start every blast whose time has come; returns their ids."""
+        """Claim and start every blast whose run is due (or whose claimed run was left unwritten);
+        returns their ids. Each run is claimed once, atomically, before its audience is read, so
+        schedulers that race (a slow run and the next tick, two instances) never both run it."""
         started = []
-        for blast in await self.store.sms.due_blasts(self.clock()):
+        now = self.clock()
+        for blast in await self.store.sms.due_blasts(now):
             if blast["state"] == "paused":
                 continue
+            nxt = self.next_run(blast["cron"], blast["time_zone"], now) if blast["cron"] else None
+            run = await self.store.sms.claim_run(blast, next_run_at=nxt, lease=self.claim_lease)
+            if run is None:
+                continue  # another scheduler claimed it
             try:
-                await self.run(blast["id"])
+                await self._materialize_run(blast["id"], run)
                 started.append(blast["id"])
             except ValidationError as exc:
                 log.warning("event=blast_run_failed blast=%d reason=%s", blast["id"], exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crm_link.sms import OutboxRow
@@ -30,7 +30,8 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
     async with Store(str(db)) as store:
         blast_id = await store.sms.create_blast(
             name="Saturday", text="Hi", channel="main", audience={"tag": "t"}, created_by=None, send_at=None,
-            cron=None, time_zone="UTC", rate_per_second=None, next_run_at=now,
+            cron=None, time_zone="UTC", rate_per_second=None, next_run_at=None,
+            claim_lease=timedelta(minutes=10),
         )  # fmt: skip
         rows = [
             OutboxRow(to_e164=f"+1212736{5000 + i}", text="Hi", channel="main", not_before=now)
@@ -46,7 +47,7 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
                 reason="opted out of SMS",
             )
         )
-        await store.sms.materialize(blast_id, rows, next_run_at=None)
+        await store.sms.materialize(blast_id, 1, rows)
     code, out, _ = await _run(tmp_path, db, "sms", "show", str(blast_id))
     assert (
         code == 0
