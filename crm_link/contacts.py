@@ -398,9 +398,9 @@ class Contacts:
             where.append("c.owner_id = ?")
             params.append(owner_id)
         if cursor:
-            (last_id,) = decode_cursor(cursor, 1)
+            (last_id,) = decode_cursor(cursor, int)
             where.append("c.id > ?")
-            params.append(int(last_id))
+            params.append(last_id)
         sql = _CONTACT_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY c.id LIMIT ?"
         rows = await self._db.fetchall(sql, [*params, limit + 1])
         items = await self._hydrate(rows[:limit])

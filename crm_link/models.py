@@ -196,15 +196,40 @@ def encode_cursor(*values: Any) -> str:
     )
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The sort key back out of a cursor; ValidationError on anything not made by encode_cursor."""
+MAX_INT64 = 2**63 - 1  # SQLite's integers are signed 64-bit
+MIN_INT64 = -(2**63)
+MAX_ID = MAX_INT64
+MAX_CURSOR_CHARS = 1000
+_BAD_CURSOR = "is not a cursor this server issued"
+
+
+def fits_int64(value: Any) -> bool:
+    """True for an int (not a bool) that SQLite can store; floats and the rest are not its business."""
+    return not isinstance(value, int) or isinstance(value, bool) or MIN_INT64 <= value <= MAX_INT64
+
+
+def parse_id(raw: str, field: str = "id") -> int:
+    """A row id written in decimal (1 to 2^63-1, ASCII digits only), or ValidationError naming `field`."""
+    if not (0 < len(raw) <= 19 and raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
+        raise ValidationError(field, f"{raw[:40]!r} is not an id (a whole number from 1 to {MAX_ID})")
+    return int(raw)
+
+
+def decode_cursor(cursor: str, *types: type) -> list[Any]:
+    """The sort key back out of a cursor, one value of each of `types` (str or int, an int in SQLite's
+    range); ValidationError naming `cursor` on anything not made by encode_cursor."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise ValidationError("cursor", _BAD_CURSOR)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ValidationError("cursor", "is not a cursor this server issued") from None
-    if not isinstance(values, list) or len(values) != arity:
-        raise ValidationError("cursor", "is not a cursor this server issued")
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise ValidationError("cursor", _BAD_CURSOR) from None
+    if not isinstance(values, list) or len(values) != len(types):
+        raise ValidationError("cursor", _BAD_CURSOR)
+    for value, kind in zip(values, types, strict=True):
+        if type(value) is not kind or (kind is int and not fits_int64(value)):
+            raise ValidationError("cursor", _BAD_CURSOR)
     return values
 
 

@@ -270,10 +270,10 @@ class Recordings:
                 params.append(" ".join(f'"{w}"*' for w in words))
         order = "DESC" if newest_first else "ASC"
         if cursor:
-            started, last_id = decode_cursor(cursor, 2)
+            started, last_id = decode_cursor(cursor, str, int)
             op = "<" if newest_first else ">"
             where.append(f"(r.started_at {op} ? OR (r.started_at = ? AND r.id {op} ?))")
-            params += [started, started, int(last_id)]
+            params += [started, started, last_id]
         sql = (
             _SELECT
             + " WHERE "

@@ -17,6 +17,7 @@ today or in the next n days).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from crm_link.db import Database, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
+from crm_link.models import MAX_INT64, fits_int64
 
 COLUMNS = {
     "first_name": "c.first_name",
@@ -93,8 +95,8 @@ class _Compiler:
             raise ValidationError(f"{path}.touches", "may name kind, direction, status, channel")
         if op not in TOUCH_OPS:
             raise ValidationError(f"{path}.op", f"must be one of: {', '.join(TOUCH_OPS)}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValidationError(f"{path}.value", "must be a whole number ≥ 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+            raise ValidationError(f"{path}.value", "must be a whole number ≥ 0 (at most 19 digits)")
         where = ["x.contact_id = c.id"]
         params: list[Any] = []
         for key in ("kind", "direction", "status", "channel"):
@@ -202,6 +204,8 @@ def _days(v: Any) -> bool:
 def _scalar(v: Any, path: str) -> Any:
     if isinstance(v, bool):
         return int(v)
+    if (isinstance(v, int) and not fits_int64(v)) or (isinstance(v, float) and not math.isfinite(v)):
+        raise ValidationError(path, "is out of range (a whole number of at most 19 digits)")
     if isinstance(v, str | int | float):
         return v
     raise ValidationError(path, "must be text, a number or true/false")

@@ -335,9 +335,9 @@ class Touches:
         limit = check_limit(limit)
         where, params = "t.contact_id = ?", [contact_id]
         if cursor:
-            started, last_id = decode_cursor(cursor, 2)
+            started, last_id = decode_cursor(cursor, str, int)
             where += " AND (t.started_at < ? OR (t.started_at = ? AND t.id < ?))"
-            params += [started, started, int(last_id)]
+            params += [started, started, last_id]
         rows = await self._db.fetchall(
             _TOUCH_SELECT + f" WHERE {where} ORDER BY t.started_at DESC, t.id DESC LIMIT ?",
             [*params, limit + 1],

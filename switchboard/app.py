@@ -14,7 +14,7 @@ from switchboard.hub import Hub
 from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
 from switchboard.settings import Settings
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
-from switchboard.web.errors import error_middleware
+from switchboard.web.errors import error_middleware, path_id_middleware
 from switchboard.web.render import setup_pages
 
 log = logging.getLogger("switchboard.app")
@@ -59,7 +59,11 @@ def create_app(
     settings enable (telephony, gateways); shutdown runs the same list in reverse.
     """
     app = web.Application(
-        middlewares=[error_middleware, make_auth_middleware(lambda r: r.app[STORE])],
+        middlewares=[
+            error_middleware,
+            make_auth_middleware(lambda r: r.app[STORE]),
+            path_id_middleware,
+        ],
         client_max_size=32 * 1024**2,
     )
     app[SETTINGS] = settings

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
+from crm_link.models import parse_id
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
@@ -58,7 +59,7 @@ class SmsEvents:
         message_id = None
         if report.message_id is not None:
             try:
-                message_id = int(report.message_id)
+                message_id = parse_id(report.message_id)
             except ValueError:
                 message_id = None
         updated = await self.store.sms.apply_report(

@@ -19,6 +19,7 @@ from campaigns.sms.channel import (
     SendResult,
 )
 from campaigns.sms.gsm7 import MessageTooLong, analyze
+from crm_link.models import parse_id
 
 # Kannel DLR types (the `%d` escape): 1 delivered, 2 failed, 4 buffered, 8 accepted by SMSC, 16 rejected by SMSC
 DLR_TYPES: dict[int, DeliveryStatus] = {1: "delivered", 2: "failed", 4: "sent", 8: "sent", 16: "failed"}
@@ -35,6 +36,7 @@ def parse_kannel_dlr(query: Mapping[str, str], channel: str) -> DeliveryReport:
     message_id = query.get("id", "").strip()
     if not message_id:
         raise ValueError("id: missing")
+    parse_id(message_id, "id")  # ours, from dlr_url_for: a row id; ValidationError is a ValueError
     raw = query.get("type", "").strip()
     if not (raw.isascii() and raw.isdigit()) or int(raw) not in DLR_TYPES:
         raise ValueError(f"type: {raw!r} is not a Kannel DLR type (1, 2, 4, 8 or 16)")

@@ -16,7 +16,7 @@ from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
 from switchboard.keys import CLOCK, MY_DAY_EXTRAS, STORE
 from switchboard.web.auth import require
-from switchboard.web.errors import ApiError, json_body, path_int, query_int
+from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 
 ALL_STAFF = ("rep", "manager", "marketing", "admin")
 
@@ -93,7 +93,7 @@ async def list_contacts(request: web.Request) -> web.Response:
         phone=request.query.get("phone"),
         tag=request.query.get("tag"),
         owner_id=owner_id,
-        limit=query_int(request, "limit"),
+        limit=query_limit(request),
         cursor=request.query.get("cursor"),
     )
     return web.json_response({"items": [c.to_dict() for c in page.items], "next_cursor": page.next_cursor})
@@ -111,7 +111,7 @@ async def contact_touches(request: web.Request) -> web.Response:
     user = require(request, *ALL_STAFF)
     contact = await visible_contact(request, user, path_int(request))
     page = await store_of(request).touches.history(
-        contact.id, limit=query_int(request, "limit"), cursor=request.query.get("cursor")
+        contact.id, limit=query_limit(request), cursor=request.query.get("cursor")
     )
     return web.json_response({"items": [t.to_dict() for t in page.items], "next_cursor": page.next_cursor})
 

@@ -13,11 +13,12 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from crm_link.call_lists import ListSpec
 from crm_link.errors import ValidationError
+from crm_link.models import decode_cursor, encode_cursor
 from crm_link.phones import phones_from_csv
 from switchboard.keys import SERVICES, STORE
 from switchboard.web.api import parse_time
 from switchboard.web.auth import require
-from switchboard.web.errors import ApiError, json_body, path_int, query_int
+from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 from switchboard.web.render import render
 
 MANAGERS = ("manager", "admin")
@@ -287,15 +288,15 @@ async def list_entries(request: web.Request) -> web.Response:
     cl = await store.call_lists.get(path_int(request))
     if not _visible(user, cl):
         raise ApiError(403, "forbidden", "you are not an agent of this list")
-    limit = query_int(request, "limit") or 100
-    after = query_int(request, "cursor") or 0  # the last entry id of the previous page
+    limit = query_limit(request, default=100)
+    cursor = request.query.get("cursor")
+    (after,) = decode_cursor(cursor, int) if cursor else (0,)  # the last entry id of the previous page
     entries = await store.call_lists.entries(
-        cl.id, state=request.query.get("state") or None, limit=min(limit, 500), after_id=after
+        cl.id, state=request.query.get("state") or None, limit=limit + 1, after_id=after
     )
-    items = [e.to_dict() for e in entries]
-    return web.json_response(
-        {"items": items, "next_cursor": str(entries[-1].id) if len(entries) == min(limit, 500) else None}
-    )
+    items = [e.to_dict() for e in entries[:limit]]
+    nxt = encode_cursor(entries[limit - 1].id) if len(entries) > limit else None
+    return web.json_response({"items": items, "next_cursor": nxt})
 
 
 # -- the agent -----------------------------------------------------------------------------------

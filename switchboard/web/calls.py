@@ -140,7 +140,7 @@ async def disposition(request: web.Request) -> web.Response:
 
     user = require(request, "rep", "manager", "admin")
     store = request.app[STORE]
-    call_id = request.match_info["id"]
+    call_id = request.match_info["call_id"]
     data = await json_body(request, allowed=("disposition", "note", "summary", "next_followup_at"))
     touch = None
     for source in ("asterisk", "twilio"):
@@ -190,4 +190,4 @@ async def disposition(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/calls", click_to_call)
-    app.router.add_post("/api/v1/calls/{id}/disposition", disposition)
+    app.router.add_post("/api/v1/calls/{call_id}/disposition", disposition)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from crm_link.errors import Conflict, NotFound, ValidationError
+from crm_link.models import check_limit, fits_int64, parse_id
 
 log = logging.getLogger("switchboard.web")
 
@@ -61,14 +64,64 @@ async def error_middleware(
         return error_response(500, "internal", "internal error; see the server log")
 
 
+MAX_JSON_BYTES = 8 * 1024**2
+_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+MAX_JSON_DEPTH = 64
+
+
+def _child(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path or 'body'}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValidationError("body", f"{name} is not a JSON number")
+
+
+def loads_bounded(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON nested at most `max_depth` deep whose numbers the store can hold (integers in SQLite's
+    signed 64 bits, finite floats); ValidationError naming the field (or `body`) otherwise."""
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except ValidationError:
+        raise
+    except RecursionError:
+        raise ValidationError("body", f"JSON nested more than {max_depth} deep", code="too_deep") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("body", f"body is not valid JSON: {exc}", code="malformed_json") from None
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:  # iterative: a value nested deep must not recurse here either
+        value, path, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= max_depth:
+                raise ValidationError("body", f"JSON nested more than {max_depth} deep", code="too_deep")
+            pairs = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((v, _child(path, k), depth + 1) for k, v in pairs)
+        elif isinstance(value, int) and not fits_int64(value):
+            raise ValidationError(path or "body", "is out of range (a whole number of at most 19 digits)")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError(path or "body", "is out of range")
+    return data
+
+
 async def json_body(request: web.Request, *, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The request's JSON object, or a 400 naming what is wrong with it."""
+    """The request's JSON object (bounded in size, depth and numbers), or a 4xx naming what is wrong."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send JSON with Content-Type: application/json", "body")
+    too_big = ApiError(413, "too_large", f"a JSON body is at most {MAX_JSON_BYTES} bytes", "body")
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        raise too_big
     try:
-        data = json.loads(await request.text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}", "body") from None
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_big from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise too_big
+    try:
+        data = loads_bounded(raw)
+    except ValidationError as exc:
+        raise ApiError(400, exc.code, exc.reason, exc.field) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid", "body must be a JSON object", "body")
     if allowed is not None:
@@ -79,19 +132,35 @@ async def json_body(request: web.Request, *, allowed: tuple[str, ...] | None = N
 
 
 def query_int(request: web.Request, name: str) -> int | None:
-    """An integer query parameter, or a 400 naming it."""
+    """An integer query parameter (within SQLite's 64 bits), or a 400 naming it."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, "invalid", f"{name} must be an integer", name) from None
+    if _INTEGER.fullmatch(raw) is None:
+        raise ApiError(400, "invalid", f"{name} must be a whole number of at most 19 digits", name)
+    value = int(raw)
+    if not fits_int64(value):
+        raise ApiError(400, "invalid", f"{name} is out of range", name)
+    return value
+
+
+def query_limit(request: web.Request, *, default: int = 50, maximum: int = 500) -> int:
+    """The page size `?limit=`: 1 to `maximum` (absent: `default`), or a 400 naming `limit`."""
+    return check_limit(query_int(request, "limit"), default=default, maximum=maximum)
+
+
+@web.middleware
+async def path_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every route's `{id}` is a row id: a malformed one is a 400 before any handler runs (a route
+    whose key is text names it otherwise, e.g. `{call_id}`)."""
+    raw = request.match_info.get("id")
+    if raw is not None:
+        parse_id(raw, "id")
+    return await handler(request)
 
 
 def path_int(request: web.Request, name: str = "id") -> int:
-    raw = request.match_info[name]
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(404, "not_found", f"no such {name}: {raw}") from None
+    """A row id in the URL path (1 to 2^63-1), or a 400 naming it."""
+    return parse_id(request.match_info[name], name)

@@ -18,7 +18,7 @@ from crm_link.phones import normalize_phone
 from crm_link.recordings import RecordingFilter
 from switchboard.keys import SETTINGS, STORE
 from switchboard.web.auth import require
-from switchboard.web.errors import ApiError, json_body, path_int, query_int
+from switchboard.web.errors import ApiError, json_body, path_int, query_int, query_limit
 from switchboard.web.render import render
 
 VIEWERS = ("manager", "admin", "rep")  # marketing sees no recordings
@@ -94,7 +94,7 @@ async def search(request: web.Request) -> web.Response:
         raise ValidationError("sort", "must be newest or oldest")
     page = await request.app[STORE].recordings.search(
         f,
-        limit=query_int(request, "limit"),
+        limit=query_limit(request),
         cursor=request.query.get("cursor"),
         newest_first=sort == "newest",
     )

@@ -127,6 +127,14 @@ async def test_webhooks_refuse_forgeries_and_name_bad_fields(sms_app: Any) -> No
     assert resp.status == 400 and (await resp.json())["error"]["field"] == "from"
     resp = await sms_app.get("/sms/kannel/dlr?channel=nope&secret=x&id=1&type=1")
     assert resp.status == 404
+    # the id is the one we put in the dlr-url: our message id, a whole number SQLite can hold
+    for bad in ("99999999999999999999", "9223372036854775808", "-1", "0", "abc", "1e3", "١٢"):
+        resp = await sms_app.get(
+            "/sms/kannel/dlr", params={"channel": "main", "secret": "chan-secret", "id": bad, "type": "1"}
+        )
+        assert resp.status == 400 and (await resp.json())["error"]["field"] == "id", (bad, await resp.text())
+    resp = await sms_app.get("/sms/kannel/dlr?channel=main&secret=chan-secret&id=9223372036854775807&type=1")
+    assert resp.status == 200  # a well-formed id that matches nothing is acknowledged (and logged)
 
 
 async def test_gateway_failures(kannel: KannelStandIn) -> None:
@@ -176,7 +184,8 @@ def test_dlr_parser_gives_a_report_or_names_the_field(query: dict[str, str]) -> 
     except ValueError as exc:
         assert str(exc).split(":")[0] in ("id", "type")
     else:
-        assert report.message_id and report.status in ("delivered", "failed", "sent")
+        assert report.status in ("delivered", "failed", "sent")
+        assert report.message_id is not None and 1 <= int(report.message_id) < 2**63
 
 
 # --- the real Kannel (Debian's bearerbox + smsbox + fakesmsc) ---------------------------------
@@ -282,7 +291,8 @@ async def test_real_kannel_delivers_and_reports(real_kannel: str) -> None:
     )
     await channel.start(None)  # type: ignore[arg-type]
     try:
-        texts = {"g1": "Service special this Saturday!", "u1": "Привет, Zoë ✓", "l1": "long " * 80}
+        # message ids are outbox row ids, as the sender gives them
+        texts = {"101": "Service special this Saturday!", "102": "Привет, Zoë ✓", "103": "long " * 80}
         for mid, text in texts.items():
             result = await channel.send(OutboundSms(mid, "+12125550100", text))
             assert result.status == "sent"

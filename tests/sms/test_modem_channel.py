@@ -137,6 +137,38 @@ async def test_inbound_messages_are_read_reassembled_and_deleted(
     assert any(c.startswith("AT+CMGR=") for c in modem.commands)
 
 
+# decodes to a concatenation element cut short by the header: a PduError, never an IndexError
+BAD_PDU = (
+    "07915155000000F0440B915155214365F70008621020304050003E040003070303"
+    "D83DDE00D83DDEABD83DDE00D83DDE00D83DDE00"
+)
+
+
+async def test_a_bad_stored_message_is_deleted_and_the_pass_goes_on(
+    modem: ModemEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # on the SIM before the channel starts: the start-up pass (AT+CMGL) finds them in this order
+    bad = modem.store_pdu(BAD_PDU)
+    modem.deliver("+12125550147", "Is the car ready?")
+    ch = ModemChannel("gsm", modem.port, command_timeout=1.0, send_timeout=1.0)
+    sink = Sink()
+    await ch.start(sink)
+    try:
+        await until(lambda: len(sink.inbound) == 1 and not modem.stored)
+        assert [(m.from_number, m.text) for m in sink.inbound] == [("+12125550147", "Is the car ready?")]
+        assert f"AT+CMGD={bad}" in modem.commands
+        assert any(
+            "event=modem_bad_message" in r.message and f"index={bad}" in r.message for r in caplog.records
+        )
+        # one arriving later (+CMTI) is dropped the same way, and the next one still comes through
+        modem.store_pdu(BAD_PDU)
+        modem.deliver("+12125550150", "STOP")
+        await until(lambda: len(sink.inbound) == 2 and not modem.stored)
+        assert sink.inbound[1].text == "STOP"
+    finally:
+        await ch.close()
+
+
 async def test_reset_modem_is_initialised_again(
     modem: ModemEmulator, channel: tuple[ModemChannel, Sink]
 ) -> None:

@@ -131,3 +131,53 @@ def test_deliver_builder_and_decoder_agree(sender: str, text: str) -> None:
     assert "".join(p.text for p in parts) == text and all(
         p.sender == sender and p.timestamp == when for p in parts
     )
+
+
+# a concatenation element cut short by the header's own length (IEI 00, length 3, one octet left)
+SHORT_IE = (
+    "07915155000000F0440B915155214365F70008621020304050003E040003070303"
+    "D83DDE00D83DDEABD83DDE00D83DDE00D83DDE00"
+)
+
+
+def test_a_header_element_longer_than_the_header_is_a_pdu_error() -> None:
+    with pytest.raises(PduError, match="element"):
+        decode_deliver(SHORT_IE)
+
+
+DECODERS = (
+    lambda pdu, n: decode_deliver(pdu, n),
+    lambda pdu, n: decode_status_report(pdu, n),
+    lambda pdu, _n: decode_submit(pdu),
+)
+
+
+@settings(max_examples=400)
+@given(st.binary(max_size=200), st.one_of(st.none(), st.integers(0, 300)))
+@example(bytes.fromhex(SHORT_IE), None)
+def test_decoders_raise_only_pdu_error_on_any_bytes(data: bytes, length: int | None) -> None:
+    for decode in DECODERS:
+        try:
+            decode(data.hex().upper(), length)
+        except PduError:
+            pass
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["deliver", "report"]), st.data())
+def test_decoders_raise_only_pdu_error_on_damaged_real_pdus(kind: str, data: st.DataObject) -> None:
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    if kind == "deliver":
+        text = data.draw(st.text(min_size=1, max_size=400))
+        pdu = bytearray.fromhex(build_deliver("+12125550147", text, when, reference=9)[0])
+    else:
+        pdu = bytearray.fromhex(build_status_report(3, "+12125550147", 0x00, when))
+    for _ in range(data.draw(st.integers(1, 4))):  # flip a few octets, then maybe cut it short
+        i = data.draw(st.integers(0, len(pdu) - 1))
+        pdu[i] = data.draw(st.integers(0, 255))
+    pdu = pdu[: data.draw(st.integers(0, len(pdu)))]
+    for decode in DECODERS:
+        try:
+            decode(pdu.hex(), None)
+        except PduError:
+            pass

@@ -325,9 +325,7 @@ class ModemChannel:
                         await self._ensure_ready()
                 elif kind == "stored":
                     async with self._lock:
-                        lines = await self._command("AT+CMGL=4")
-                        for index, _stat, length, pdu in at.parse_cmgl(lines):
-                            await self._inbound(index, length, pdu)
+                        await self._read_all_stored()
             except asyncio.CancelledError:
                 raise
             except ChannelError as exc:
@@ -372,6 +370,17 @@ class ModemChannel:
             )
         )
 
+    async def _read_all_stored(self) -> None:
+        """Every message on the SIM (lock held); one that cannot be handed over does not stop the rest."""
+        for index, _stat, length, pdu in at.parse_cmgl(await self._command("AT+CMGL=4")):
+            try:
+                await self._inbound(index, length, pdu)
+            except (ChannelError, asyncio.CancelledError):
+                raise  # the modem itself is in trouble: the pass stops here
+            except Exception:
+                # kept on the SIM (not handed over yet): the next pass tries it again
+                log.exception("event=modem_inbound_failed channel=%s index=%d", self.name, index)
+
     async def _read_stored(self, index: int) -> None:
         parsed = at.parse_cmgr(await self._command(f"AT+CMGR={index}"))
         if parsed is None:
@@ -383,8 +392,16 @@ class ModemChannel:
         """Hand a received message over (once all its parts are here), then delete it (lock held)."""
         try:
             msg = decode_deliver(pdu, length)
-        except PduError as exc:
-            log.warning("event=modem_bad_message channel=%s index=%d error=%s", self.name, index, exc)
+        except Exception as exc:  # PduError; anything else is a decoder bug, and the same for the SIM
+            # the PDU goes to the log (nothing else keeps it), then off the SIM so it cannot block the rest
+            log.log(
+                logging.WARNING if isinstance(exc, PduError) else logging.ERROR,
+                "event=modem_bad_message channel=%s index=%d error=%s pdu=%s",
+                self.name,
+                index,
+                f"{type(exc).__name__}: {exc}",
+                pdu,
+            )
             await self._command(f"AT+CMGD={index}")
             return
         text = msg.text

@@ -102,6 +102,14 @@ class ModemEmulator:
                 self._write(f'\r\n+CMTI: "SM",{index}\r\n')
         return indexes
 
+    def store_pdu(self, pdu: str) -> int:
+        """A message stored on the SIM as it is (a damaged one, say), announced with +CMTI; its index."""
+        index = max(self._storage, default=0) + 1
+        self._storage[index] = pdu
+        if self.cnmi[1] in (1, 2):
+            self._write(f'\r\n+CMTI: "SM",{index}\r\n')
+        return index
+
     @property
     def stored(self) -> dict[int, str]:
         return dict(self._storage)

@@ -252,6 +252,8 @@ def _user_data(r: _Reader, dcs: int, udl: int, udhi: bool) -> tuple[str, Concat 
         while i + 1 < len(header):
             iei, ln = header[i], header[i + 1]
             ie = header[i + 2 : i + 2 + ln]
+            if len(ie) != ln:
+                raise PduError(f"header element {iei:02X} longer than the user data header")
             if iei == 0x00 and ln == 3:
                 concat = Concat(ie[0], ie[1], ie[2])
             elif iei == 0x08 and ln == 4:
