@@ -48,7 +48,7 @@ class Budget:
         self.deadline = monotonic() + limits.seconds
         self.steps = 0
         self.chars = 0
-        self.next_time_check = 65_536
+        self.next_time_check = min(65_536, limits.chars)
 
     def step(self) -> None:
         self.steps += 1
@@ -67,7 +67,7 @@ class Budget:
                 f"the template builds too much text (more than {self.limits.chars:,} characters in one render)"
             )
         if self.chars > self.next_time_check:
-            self.next_time_check = self.chars + 65_536
+            self.next_time_check = min(self.chars + 65_536, self.limits.chars)
             self._check_time()
 
     def _check_time(self) -> None:
@@ -156,6 +156,22 @@ def check_value(value: Any, what: str = "a value") -> Any:
         raise too_large(what)
     charge(w)
     return value
+
+
+def written(value: Any) -> Any:
+    """A value about to be written out: within the size limit, and charged (the hot path of
+    every render, so plain text is handled inline)."""
+    if type(value) is str:
+        b = _CURRENT.get()
+        if b is not None:
+            n = len(value)
+            if n > b.limits.value:
+                raise too_large("a value written out")
+            b.chars += n
+            if b.chars > b.next_time_check:  # reaches the character limit, or time to look at the clock
+                b.charge(0)
+            return value
+    return check_value(value, "a value written out")
 
 
 def _estimate(n: int, what: str) -> None:

@@ -189,11 +189,6 @@ def _concat_filter(eval_ctx: Any, items: tuple[Any, ...]) -> str:
     return budget.concat(items, eval_ctx.autoescape)
 
 
-def _finalize(value: Any) -> Any:
-    """Every value written out: within the size limit, and charged."""
-    return budget.check_value(value, "a value written out")
-
-
 class _Budgeted(NodeTransformer):
     """Routes each loop's items and each `~` through the budget (compile-time rewrite)."""
 
@@ -233,7 +228,7 @@ class Renderer:
             keep_trailing_newline=True,
             auto_reload=False,
             optimized=False,  # nothing of a template is evaluated at compile time, outside the budget
-            finalize=_finalize,
+            finalize=budget.written,
         )
         env.filters["default"] = _default
         env.filters["d"] = _default
@@ -337,12 +332,13 @@ class Renderer:
         """The rendered text, refused as soon as it grows past the output limit."""
         limit = self.limits.output
         parts: list[str] = []
+        append = parts.append
         size = 0
         for chunk in template.root_render_func(template.new_context(data)):
             size += len(chunk)
             if size > limit:
                 raise TemplateTooCostly(f"the rendered text is longer than {limit:,} characters")
-            parts.append(chunk)
+            append(chunk)
         return "".join(parts)
 
     def validate(self, source: str, *, html: bool = False) -> TemplateInfo:
