@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,13 +17,15 @@ from campaigns.sms.inbound import SmsEvents
 from campaigns.sms.kannel import KannelChannel
 from campaigns.sms.sender import ChannelWorker
 from campaigns.sms.twilio_sms import TwilioSmsChannel
+from crm_link.clock import Clock
+from crm_link.errors import ValidationError
 from crm_link.models import Contact
 from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context
 from templates.email_service import EmailService
-from templates.render import Renderer, TemplateError
+from templates.render import Renderer, TemplateError, TemplateTooCostly
 from templates.smtp import SmtpSender
 
 log = logging.getLogger("switchboard.messaging")
@@ -133,6 +135,22 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
     raise SettingsError(f"{key}.type", f"unknown channel type {cfg.type!r}; use kannel, twilio or modem")
 
 
+def sms_render(renderer: Renderer, dealer: dict[str, Any], clock: Clock) -> Callable[[str, Contact], str]:
+    """The blast engine's render: a ValueError naming the problem for a customer (a missing merge
+    code), a ValidationError on `text` for a template no customer can be rendered with (too costly)."""
+
+    def render(text: str, contact: Contact) -> str:
+        ctx = merge_context(contact, dealer=dealer, now=clock())
+        try:
+            return renderer.render(text, ctx)
+        except TemplateTooCostly as exc:
+            raise ValidationError("text", str(exc), code="template_too_costly") from None
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    return render
+
+
 async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start every configured SMS channel, its send loop, and the blast scheduler."""
     settings, store = app[SETTINGS], app[STORE]
@@ -142,16 +160,9 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     channels = {name: build_channel(cfg, settings) for name, cfg in settings.sms.channels.items()}
     workers: dict[str, ChannelWorker] = {}
     events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
-    renderer = Renderer(default_time_zone=settings.server.time_zone)
     d = settings.dealer
     dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
-
-    def render(text: str, contact: Contact) -> str:
-        ctx = merge_context(contact, dealer=dealer, now=app[CLOCK]())
-        try:
-            return renderer.render(text, ctx)
-        except TemplateError as exc:
-            raise ValueError(str(exc)) from None
+    render = sms_render(Renderer(default_time_zone=settings.server.time_zone), dealer, app[CLOCK])
 
     def describe(text: str) -> dict[str, object]:
         try:

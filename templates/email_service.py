@@ -16,7 +16,7 @@ from crm_link.models import Contact, User
 from crm_link.store import Store
 from templates.context import merge_context
 from templates.email_message import build_message, html_to_text, new_message_id, unsubscribe_token
-from templates.render import MissingMergeCode, Renderer, TemplateError
+from templates.render import MissingMergeCode, Renderer, TemplateError, TemplateTooCostly
 from templates.smtp import SmtpSender
 
 log = logging.getLogger("templates.email")
@@ -52,7 +52,7 @@ class EmailService:
     # templates ------------------------------------------------------------------------------
 
     def validate(self, name: Any, subject: Any, html: Any, text: Any) -> list[str]:
-        """Syntax (with line numbers) and the merge codes of a template's parts."""
+        """Syntax (with line numbers), the cost of rendering, and the merge codes of a template's parts."""
         for field, value in (("name", name), ("subject", subject), ("html", html)):
             if not isinstance(value, str) or not value.strip():
                 raise ValidationError(field, "is required")
@@ -66,6 +66,9 @@ class EmailService:
         ):
             try:
                 codes.update(self.renderer.validate(value, html=is_html).merge_codes)
+                self.renderer.check_cost(value, html=is_html)
+            except TemplateTooCostly as exc:
+                raise ValidationError(field, str(exc), code="template_too_costly") from None
             except TemplateError as exc:
                 raise ValidationError(field, str(exc), code="template_syntax") from None
         return sorted(codes)
@@ -82,14 +85,19 @@ class EmailService:
         )
         if missing:
             return {"subject": None, "html": None, "text": None, "missing": missing}
+        field = "subject"
         try:
             subject = self.renderer.render(template["subject"], ctx).strip()
+            field = "html"
             html = self.renderer.render(template["html"], ctx, html=True)
+            field = "text"
             text = self.renderer.render(template["text"], ctx) if template["text"] else html_to_text(html)
         except MissingMergeCode as exc:
             return {"subject": None, "html": None, "text": None, "missing": [exc.code]}
+        except TemplateTooCostly as exc:
+            raise ValidationError(field, str(exc), code="template_too_costly") from None
         except TemplateError as exc:
-            raise ValidationError("template", str(exc)) from None
+            raise ValidationError(field, str(exc)) from None
         return {"subject": subject, "html": html, "text": text, "missing": []}
 
     # sending --------------------------------------------------------------------------------
@@ -124,6 +132,8 @@ class EmailService:
         try:
             out = self.render(template, contact, sender)
         except ValidationError as exc:
+            if exc.code == "template_too_costly":
+                raise  # the template's fault, not this customer's: the whole send is refused
             return EmailRow(subject="", html="", text="", state="skipped", reason=exc.reason, **base)
         if out["missing"]:
             return EmailRow(
@@ -149,9 +159,13 @@ class EmailService:
         template = await self.store.email.template(template_id)
         at = send_at or self.clock()
         single = len(contacts) == 1
-        rows = [
-            self._row(template, c, sender, at, close=single, next_followup=next_followup) for c in contacts
-        ]
+        # the template is the sender's own text: render it off the event loop
+        rows = await asyncio.to_thread(
+            lambda: [
+                self._row(template, c, sender, at, close=single, next_followup=next_followup)
+                for c in contacts
+            ]
+        )
         job_id = await self.store.email.create_job(
             template_id=template_id,
             audience={"contact_ids": [c.id for c in contacts]},

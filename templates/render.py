@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
-from collections.abc import Mapping
+import time
+import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import lru_cache
-from typing import Any
+from functools import lru_cache, update_wrapper
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -15,32 +19,35 @@ import phonenumbers
 from jinja2 import meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
-MAX_OUTPUT = 200_000  # characters; a template that balloons past this is refused
+from templates import budget
+from templates.budget import DEFAULT_LIMITS, Limits
+from templates.errors import (
+    MissingMergeCode,
+    TemplateError,
+    TemplateSyntaxProblem,
+    TemplateTooCostly,
+    UnsafeTemplate,
+)
 
+__all__ = [
+    "MAX_OUTPUT",
+    "Limits",
+    "MissingMergeCode",
+    "Renderer",
+    "TemplateError",
+    "TemplateInfo",
+    "TemplateSyntaxProblem",
+    "TemplateTooCostly",
+    "UnsafeTemplate",
+    "render_in_thread",
+]
 
-class TemplateError(ValueError):
-    """Root of every merge-code problem."""
+T = TypeVar("T")
 
-
-class MissingMergeCode(TemplateError):
-    """A merge code has no value for this customer; `code` names it (e.g. contact.attributes.vehicle)."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"merge code {code} has no value for this customer")
-        self.code = code
-
-
-class TemplateSyntaxProblem(TemplateError):
-    """The template does not parse; `line` says where."""
-
-    def __init__(self, message: str, line: int | None) -> None:
-        super().__init__(f"line {line}: {message}" if line else message)
-        self.line = line
-
-
-class UnsafeTemplate(TemplateError):
-    """The template tried to reach outside its merge codes."""
+MAX_OUTPUT = DEFAULT_LIMITS.output  # characters; a template that balloons past this is refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,37 +111,135 @@ def _as_datetime(value: Any) -> datetime | date | None:
     return None
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on `*` and `**` so a template cannot build a huge value."""
+_LOOP = "budget loop"  # internal filter names no template can spell
+_CONCAT = "budget concat"
+_AMPLIFIERS = frozenset(
+    {"center", "indent", "wordwrap", "replace", "format", "join", "batch", "slice", "urlize"}
+)
 
-    intercepted_binops = frozenset({"*", "**"})
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with every call, filter, loop turn and value-building operator on the render budget."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT:
-                    raise UnsafeTemplate("not allowed in a template: the result would be too large")
-        if operator == "**" and isinstance(right, int) and abs(right) > 100:
-            raise UnsafeTemplate("not allowed in a template: exponent too large")
+        budget.check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        args = budget.check_call(__obj, args, kwargs)
+        return budget.check_value(super().call(__context, __obj, *args, **kwargs), "the result of a call")
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """str.format / format_map with widths and sizes checked (the sandbox's own, budgeted)."""
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType) or value.__name__ not in (
+            "format",
+            "format_map",
+        ):
+            return None
+        f_self = value.__self__
+        if not isinstance(f_self, str):
+            return None
+        str_type = type(f_self)
+        is_format_map = value.__name__ == "format_map"
+        formatter: budget.CheckedFormatter = (
+            budget.CheckedEscapeFormatter(self, escape=f_self.escape)
+            if isinstance(f_self, Markup)
+            else budget.CheckedFormatter(self)
+        )
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one mapping")
+                kwargs, args = args[0], ()
+            return str_type(formatter.vformat(f_self, args, kwargs))
+
+        return update_wrapper(wrapper, value)
+
+
+def _budgeted_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that counts as a step, has its inputs' sizes charged, its amplification estimated
+    before it runs and its result checked after."""
+    skip = 1 if hasattr(func, "jinja_pass_arg") else 0
+    sig = inspect.signature(func) if name in _AMPLIFIERS else None
+    if sig is not None and skip:
+        params = list(sig.parameters.values())
+        if params[0].name not in ("value", "s"):  # the context, environment or eval context
+            sig = sig.replace(parameters=params[1:])
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        budget.step()
+        for a in args[skip:]:
+            budget.check_value(a, f"the input of {name}")
+        for a in kwargs.values():
+            budget.check_value(a, f"the input of {name}")
+        if sig is not None and len(args) > skip:
+            bound = sig.bind(*args[skip:], **kwargs).arguments
+            value = budget._filter_estimates(name, args[skip], bound)
+            args = (*args[:skip], value, *args[skip + 1 :])
+        return budget.check_value(func(*args, **kwargs), f"the result of {name}")
+
+    return update_wrapper(wrapper, func)
+
+
+@jinja2.pass_eval_context
+def _concat_filter(eval_ctx: Any, items: tuple[Any, ...]) -> str:
+    return budget.concat(items, eval_ctx.autoescape)
+
+
+class _Budgeted(NodeTransformer):
+    """Routes each loop's items and each `~` through the budget (compile-time rewrite)."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        if node.recursive:
+            raise UnsafeTemplate(f"line {node.lineno}: recursive loops are not allowed in a template")
+        self.generic_visit(node)
+        node.iter = nodes.Filter(node.iter, _LOOP, [], [], None, None, lineno=node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        items = nodes.Tuple(node.nodes, "load", lineno=node.lineno)
+        return nodes.Filter(items, _CONCAT, [], [], None, None, lineno=node.lineno)
 
 
 class Renderer:
     """Compiles and renders merge-code templates; HTML bodies are autoescaped, SMS and subjects not."""
 
-    def __init__(self, *, default_time_zone: str = "UTC") -> None:
+    def __init__(
+        self,
+        *,
+        default_time_zone: str = "UTC",
+        limits: Limits = DEFAULT_LIMITS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.default_time_zone = default_time_zone
+        self.limits = limits
+        self.monotonic = monotonic
         self._envs = {html: self._env(html) for html in (False, True)}
 
     def _env(self, html: bool) -> ImmutableSandboxedEnvironment:
         env = _Sandbox(
-            undefined=_Strict, autoescape=html, loader=None, keep_trailing_newline=True, auto_reload=False
+            undefined=_Strict,
+            autoescape=html,
+            loader=None,
+            keep_trailing_newline=True,
+            auto_reload=False,
+            optimized=False,  # nothing of a template is evaluated at compile time, outside the budget
+            finalize=budget.written,
         )
         env.filters["default"] = _default
         env.filters["d"] = _default
         env.filters["date"] = self._date
         env.filters["datetime"] = self._datetime
         env.filters["phone"] = _phone
+        for name, func in list(env.filters.items()):
+            if name not in ("default", "d"):
+                env.filters[name] = _budgeted_filter(name, func)
+        env.filters[_LOOP] = budget.counted
+        env.filters[_CONCAT] = _concat_filter
         env.globals.clear()  # no range, lipsum, cycler, joiner, namespace, dict
         return env
 
@@ -173,24 +278,34 @@ class Renderer:
         """Parse once; TemplateSyntaxProblem with the line number when it does not parse."""
         env = self._envs[html]
         try:
-            ast = env.parse(source)
+            ast = self._parse(source, html)
+            for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
+                raise UnsafeTemplate(
+                    f"line {node.lineno}: include, import and extends are not allowed in a template"
+                )
+            for attr in ast.find_all(nodes.Getattr):
+                if attr.attr.startswith("_"):
+                    raise UnsafeTemplate(f"line {attr.lineno}: {attr.attr!r} is not allowed in a template")
+            return env.from_string(_Budgeted().visit(ast))
+        except (RecursionError, MemoryError, SyntaxError):
+            # SyntaxError: Python's own limits on the compiled code (e.g. too many nested blocks)
+            raise TemplateTooCostly("the template is nested too deeply") from None
+
+    def _parse(self, source: str, html: bool) -> nodes.Template:
+        try:
+            return self._envs[html].parse(source)
         except TemplateSyntaxError as exc:
             raise TemplateSyntaxProblem(exc.message or "syntax error", exc.lineno) from None
-        for node in ast.find_all((nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)):
-            raise UnsafeTemplate(
-                f"line {node.lineno}: include, import and extends are not allowed in a template"
-            )
-        for attr in ast.find_all(nodes.Getattr):
-            if attr.attr.startswith("_"):
-                raise UnsafeTemplate(f"line {attr.lineno}: {attr.attr!r} is not allowed in a template")
-        return env.from_string(ast)
+        except (RecursionError, MemoryError):
+            raise TemplateTooCostly("the template is nested too deeply") from None
 
     def render(self, source: str, context: Mapping[str, Any], *, html: bool = False) -> str:
         """Fill the merge codes; MissingMergeCode, UnsafeTemplate or TemplateError on trouble."""
         template = self.compile(source, html)
         data = {k: wrap(k, v) for k, v in context.items()}
+        token = budget.start(self.limits, self.monotonic)
         try:
-            out = template.render(data)
+            out = self._run(template, data)
         except MissingMergeCode:
             raise
         except SecurityError as exc:
@@ -199,13 +314,32 @@ class Renderer:
             raise UnsafeTemplate(f"not allowed in a template: {exc.message}") from None
         except TemplateError:
             raise
-        except (TypeError, AttributeError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
+        except RecursionError:
+            raise TemplateTooCostly(
+                "the template is nested too deeply (macros or blocks calling themselves)"
+            ) from None
+        except MemoryError:
+            raise TemplateTooCostly("the template needs too much memory") from None
+        except (TypeError, AttributeError, ValueError, OverflowError) as exc:
             raise TemplateError(f"cannot render: {exc}") from None
         except RuntimeError as exc:  # "no loader for this environment": include/import/extends
             raise UnsafeTemplate(f"not allowed in a template: {exc}") from None
-        if len(out) > MAX_OUTPUT:
-            raise TemplateError(f"the rendered text is longer than {MAX_OUTPUT} characters")
+        finally:
+            budget.finish(token)
         return out
+
+    def _run(self, template: jinja2.Template, data: dict[str, Any]) -> str:
+        """The rendered text, refused as soon as it grows past the output limit."""
+        limit = self.limits.output
+        parts: list[str] = []
+        append = parts.append
+        size = 0
+        for chunk in template.root_render_func(template.new_context(data)):
+            size += len(chunk)
+            if size > limit:
+                raise TemplateTooCostly(f"the rendered text is longer than {limit:,} characters")
+            append(chunk)
+        return "".join(parts)
 
     def validate(self, source: str, *, html: bool = False) -> TemplateInfo:
         """Check the syntax and list the merge codes a template uses (dotted, sorted)."""
@@ -214,11 +348,11 @@ class Renderer:
     @lru_cache(maxsize=512)  # noqa: B019
     def _validate(self, source: str, html: bool) -> TemplateInfo:
         self.compile(source, html)
+        ast = self._parse(source, html)
         try:
-            ast = self._envs[html].parse(source)
-        except TemplateSyntaxError as exc:
-            raise TemplateSyntaxProblem(exc.message or "syntax error", exc.lineno) from None
-        codes = set(meta.find_undeclared_variables(ast))
+            codes = set(meta.find_undeclared_variables(ast))
+        except (RecursionError, MemoryError):
+            raise TemplateTooCostly("the template is nested too deeply") from None
         for node in ast.find_all(nodes.Getattr):
             path = _dotted(node)
             if path:
@@ -227,6 +361,27 @@ class Renderer:
             if any(other.startswith(name + ".") for other in codes):
                 codes.discard(name)
         return TemplateInfo(sorted(codes))
+
+    def check_cost(self, source: str, *, html: bool = False) -> None:
+        """TemplateTooCostly if the template, rendered with a sample value for each merge code it
+        uses, is too costly (other problems only show with a real customer's values)."""
+        sample: dict[str, Any] = {}
+        for code in self.validate(source, html=html).merge_codes:
+            node = sample
+            *parents, last = code.split(".")
+            for part in parents:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    break
+                node = child
+            else:
+                node.setdefault(last, "x")
+        try:
+            self.render(source, sample, html=html)
+        except TemplateTooCostly:
+            raise
+        except TemplateError:
+            pass
 
     def missing_codes(self, source: str, context: Mapping[str, Any], *, html: bool = False) -> list[str]:
         """Every merge code the template uses that has no value in this context."""
@@ -261,3 +416,15 @@ def _phone(value: Any) -> str:
         )
     except phonenumbers.NumberParseException:
         return str(value)
+
+
+async def render_in_thread(fn: Callable[..., T], *args: Any, timeout: float = 5.0) -> T:
+    """Run a render of user-supplied template text off the event loop.
+
+    The render budget is what stops the work (a thread cannot be killed); `timeout` only bounds how
+    long the caller waits, and is then reported as TemplateTooCostly.
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), timeout)
+    except TimeoutError:
+        raise TemplateTooCostly(f"the template took longer than {timeout:g} s to render") from None

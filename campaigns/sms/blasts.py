@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ log = logging.getLogger("campaigns.sms.blasts")
 
 # (text) -> {"encoding": "gsm7"|"ucs2", "segments": n, "warnings": [...]}; ValueError when too long
 Analyzer = Callable[[str], dict[str, Any]]
-# (template, contact) -> rendered text; raises ValueError naming a missing merge code
+# (template, contact) -> rendered text; raises ValueError naming a missing merge code, or a
+# ValidationError when the template itself cannot be rendered for anyone (e.g. too costly)
 Renderer = Callable[[str, Contact], str]
 SENDABLE_KINDS = ("mobile", "fixed_or_mobile", "voip", "unknown")
 
@@ -174,18 +176,8 @@ class BlastService:
         if not ids and spec.cron is None:
             raise ValidationError("audience", "has no contacts")
         contacts = await self.store.contacts.get_many(ids)
-        missing: dict[str, list[str]] = {}
-        rendered: dict[int, tuple[str, dict[str, Any]]] = {}
-        for c in contacts:
-            try:
-                text = self.render(spec.text, c)
-            except ValueError as exc:
-                missing.setdefault(str(exc), []).append(c.name or str(c.id))
-                continue
-            try:
-                rendered[c.id] = (text, self.analyze(text))
-            except ValueError as exc:
-                raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
+        # the text is the sender's own template: render it off the event loop
+        rendered, missing = await asyncio.to_thread(self._render_all, spec.text, contacts)
         if missing:
             detail = "; ".join(
                 f"{problem} (e.g. {', '.join(names[:3])}; {len(names)} recipients)"
@@ -193,6 +185,27 @@ class BlastService:
             )
             raise ValidationError("text", detail, code="missing_merge_code")
         return Prepared(contacts, rendered)
+
+    def _render_all(
+        self, text: str, contacts: list[Contact]
+    ) -> tuple[dict[int, tuple[str, dict[str, Any]]], dict[str, list[str]]]:
+        """Each contact's text and its analysis, and the contacts each problem was found for; a
+        ValidationError (a template too costly to render, a text too long) stops at once."""
+        missing: dict[str, list[str]] = {}
+        rendered: dict[int, tuple[str, dict[str, Any]]] = {}
+        for c in contacts:
+            try:
+                out = self.render(text, c)
+            except ValidationError:
+                raise
+            except ValueError as exc:
+                missing.setdefault(str(exc), []).append(c.name or str(c.id))
+                continue
+            try:
+                rendered[c.id] = (out, self.analyze(out))
+            except ValueError as exc:
+                raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
+        return rendered, missing
 
     def next_run(self, spec_cron: str, time_zone: str, after: datetime) -> datetime:
         local = after.astimezone(ZoneInfo(time_zone))

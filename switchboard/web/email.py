@@ -14,6 +14,7 @@ from switchboard.web.errors import ApiError, json_body, path_int
 from switchboard.web.render import render
 from templates.email_message import verify_unsubscribe_token
 from templates.email_service import EmailService
+from templates.render import TemplateTooCostly, render_in_thread
 
 WRITERS = ("rep", "manager", "marketing", "admin")
 TEMPLATE_FIELDS = ("name", "subject", "html", "text")
@@ -27,7 +28,12 @@ async def _save(request: web.Request, template_id: int | None) -> web.Response:
     user = require(request, *WRITERS)
     data = await json_body(request, allowed=TEMPLATE_FIELDS)
     svc = service(request)
-    codes = svc.validate(data.get("name"), data.get("subject"), data.get("html"), data.get("text"))
+    try:
+        codes = await render_in_thread(
+            svc.validate, data.get("name"), data.get("subject"), data.get("html"), data.get("text")
+        )
+    except TemplateTooCostly as exc:  # the wait ran out
+        raise ValidationError("html", str(exc), code="template_too_costly") from None
     saved = await request.app[STORE].email.save_template(
         template_id=template_id,
         name=data["name"].strip(),
@@ -77,13 +83,21 @@ async def _contact(request: web.Request, user: Any, value: Any, field: str = "co
     return contact
 
 
+async def _render(svc: EmailService, template: dict[str, Any], contact: Any, user: Any) -> dict[str, Any]:
+    """A template rendered for one customer off the event loop (see EmailService.render)."""
+    try:
+        return await render_in_thread(svc.render, template, contact, user)
+    except TemplateTooCostly as exc:  # the wait ran out
+        raise ValidationError("html", str(exc), code="template_too_costly") from None
+
+
 async def preview(request: web.Request) -> web.Response:
     """The template rendered for one customer, or which merge codes that customer lacks."""
     user = require(request, *WRITERS)
     data = await json_body(request, allowed=("contact_id",))
     template = await request.app[STORE].email.template(path_int(request))
     contact = await _contact(request, user, data.get("contact_id"))
-    out = service(request).render(template, contact, user)
+    out = await _render(service(request), template, contact, user)
     return web.json_response(out | {"to": contact.email, "email_opt_out": contact.email_opt_out})
 
 
@@ -112,7 +126,8 @@ async def send(request: web.Request) -> web.Response:
     if nxt not in (None, "none", "cadence"):
         nxt = parse_time(nxt, "next_followup_at").isoformat()
     if len(contacts) == 1:
-        out = service(request).render(await request.app[STORE].email.template(template_id), contacts[0], user)
+        template = await request.app[STORE].email.template(template_id)
+        out = await _render(service(request), template, contacts[0], user)
         if out["missing"]:
             raise ValidationError(
                 "template_id",

@@ -12,12 +12,14 @@ from aiohttp import web
 from campaigns.sms.blasts import BlastService, BlastSpec
 from campaigns.sms.sender import ChannelWorker
 from crm_link.errors import ValidationError
+from crm_link.models import Contact
 from crm_link.sms import OutboxRow
 from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int
 from switchboard.web.render import render
+from templates.render import TemplateTooCostly, render_in_thread
 
 SENDERS = ("marketing", "manager", "admin")
 BLAST_FIELDS = ("name", "text", "audience", "channel", "send_at", "cron", "rate_per_second", "time_zone")
@@ -163,6 +165,18 @@ async def resend_unknown(request: web.Request) -> web.Response:
     return web.json_response({"requeued": n} | await _blast_json(request, await store.sms.blast(blast_id)))
 
 
+async def _render(rt: SmsRuntime, text: str, contact: Contact) -> str:
+    """A sender's text merged for one customer, rendered off the event loop; 400 naming `text`."""
+    try:
+        return await render_in_thread(rt.blasts.render, text, contact)
+    except ValidationError:
+        raise
+    except TemplateTooCostly as exc:
+        raise ValidationError("text", str(exc), code="template_too_costly") from None
+    except ValueError as exc:
+        raise ValidationError("text", str(exc), code="missing_merge_code") from None
+
+
 async def preview(request: web.Request) -> web.Response:
     """Rendered text, encoding, segments, cost and warnings for one customer."""
     user = require(request, *SENDERS, "rep")
@@ -176,10 +190,7 @@ async def preview(request: web.Request) -> web.Response:
         contact = await request.app[STORE].contacts.get(contact_id)
         if not can_see_contact(user, contact):
             raise ApiError(403, "forbidden", "this customer belongs to another salesperson")
-        try:
-            text = rt.blasts.render(text, contact)
-        except ValueError as exc:
-            raise ValidationError("text", str(exc), code="missing_merge_code") from None
+        text = await _render(rt, text, contact)
     info = rt.blasts.describe(text)
     return web.json_response(info | {"cost": round(info["segments"] * rt.cost_per_segment, 4)})
 
@@ -206,7 +217,7 @@ async def send_one(request: web.Request) -> web.Response:
     number, why = pick_number(contact)
     if number is None:
         raise ValidationError("contact_id", f"cannot text this customer: {why}")
-    text = rt.blasts.render(rt.blasts.check_text(data.get("text")), contact)
+    text = await _render(rt, rt.blasts.check_text(data.get("text")), contact)
     info = rt.blasts.describe(text)
     msg = await store.sms.enqueue(
         OutboxRow(
