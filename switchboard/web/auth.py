@@ -9,17 +9,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import SystemRoute
 
 from crm_link.models import User
+from switchboard.web.access import ROLES, rule_for
 from switchboard.web.errors import ApiError
 
 COOKIE = "sb_session"
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# paths with their own authentication (provider signature or channel secret) or none at all
-PUBLIC_PREFIXES = ("/login", "/healthz", "/static/", "/twilio/", "/sms/kannel/", "/email/unsubscribe/")
 
 
 @dataclass(slots=True)
@@ -80,6 +81,33 @@ def require(request: web.Request, *roles: str) -> User:
     return user
 
 
+def _route_of(request: web.Request) -> str | None:
+    """The route the request matched, as registered (None when no route matched: a 404 or 405)."""
+    route = request.match_info.route
+    if isinstance(route, SystemRoute):
+        return None
+    return route.resource.canonical if route.resource is not None else None
+
+
+def check_access(request: web.Request, user: User | None) -> None:
+    """Apply the route's rule from the access table: sign-in, then role (401/redirect, 403)."""
+    route = _route_of(request)
+    rule = rule_for(request.method, route) if route is not None else None
+    if rule is not None and rule.is_public:
+        return
+    if route is None and (user is not None or request.path == "/favicon.ico"):
+        return  # no such route: the router answers 404/405
+    if user is None:
+        if request.path.startswith(("/api/", "/ws/")):
+            raise ApiError(401, "unauthenticated", "sign in or send Authorization: Bearer <token>")
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}" if request.path != "/" else "/login")
+    if rule is None:
+        raise ApiError(403, "forbidden", f"{request.method} {route} has no access rule")
+    if user.role not in rule.roles:
+        allowed = " or ".join(r for r in ROLES if r in rule.roles)
+        raise ApiError(403, "forbidden", f"this needs the role {allowed}; you are {user.role}")
+
+
 def make_auth_middleware(
     store_of: Callable[[web.Request], Any],
 ) -> Callable[
@@ -119,14 +147,7 @@ def make_auth_middleware(
                 sent = (await request.post()).get("csrf_token")  # type: ignore[assignment]
             if not isinstance(sent, str) or not hmac.compare_digest(sent, auth.csrf or ""):
                 raise ApiError(403, "csrf", "missing or wrong CSRF token; reload the page", "csrf_token")
-        if (
-            auth.user is None
-            and not request.path.startswith(PUBLIC_PREFIXES)
-            and request.path != "/favicon.ico"
-        ):
-            if request.path.startswith(("/api/", "/ws/")):
-                raise ApiError(401, "unauthenticated", "sign in or send Authorization: Bearer <token>")
-            raise web.HTTPSeeOther(f"/login?next={request.path_qs}" if request.path != "/" else "/login")
+        check_access(request, auth.user)
         return await handler(request)
 
     return auth_middleware

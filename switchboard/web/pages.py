@@ -14,11 +14,12 @@ from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
 from crm_link.db import utcnow
 from crm_link.errors import Conflict, ValidationError
+from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
 from switchboard.keys import LIMITER, SETTINGS, STORE
-from switchboard.web.api import can_see_contact
+from switchboard.web.api import visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
-from switchboard.web.errors import path_int
+from switchboard.web.errors import ApiError, path_int
 from switchboard.web.render import render
 
 PRELOGIN = "sb_prelogin"
@@ -153,12 +154,20 @@ async def contacts_page(request: web.Request) -> web.Response:
     return render(request, "contacts.html", {"q": q, "page": page, "error": error, "phone": phone})
 
 
+async def _visible(request: web.Request, user: User) -> Contact:
+    """The contact of the page if this user may open it (see api.visible_contact), else 403."""
+    try:
+        return await visible_contact(request, user, path_int(request))
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        raise web.HTTPForbidden(text="This customer belongs to another salesperson.") from None
+
+
 async def contact_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
-    contact = await store.contacts.get(path_int(request))
-    if not can_see_contact(user, contact):
-        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    contact = await _visible(request, user)
     zone = _zone(request)
     history = await store.touches.history(contact.id, limit=100)
     followups = await store.touches.open_followups(contact.id)
@@ -181,9 +190,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
     """The contact page's "log a touch" form."""
     user = require(request, "rep", "manager", "admin")
     store = request.app[STORE]
-    contact = await store.contacts.get(path_int(request))
-    if not can_see_contact(user, contact):
-        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    contact = await _visible(request, user)
     form = await request.post()
     summary = str(form.get("summary", "")).strip()
     kind = str(form.get("kind", "note"))
