@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
 from switchboard.app import create_app
 from switchboard.demo import demo_routes
-from switchboard.keys import STORE
+from switchboard.keys import SERVICES, STORE
 from switchboard.settings import Settings
 from switchboard.web.access import RULES, rule_for
 from tests.conftest import make_api
@@ -201,3 +203,96 @@ async def test_rep_cannot_create_a_contact_for_someone_else(
     assert (await rep.post("/api/v1/contacts", json=body | {"owner": "jsmith"})).status == 201
     resp = await manager.post("/api/v1/contacts", json=body | {"phones": ["+12125550148"]})
     assert resp.status == 201 and (await resp.json())["owner"] == "agarcia"
+
+
+# -- someone on a call with a customer may open the record -----------------------------------------
+
+
+@pytest.fixture
+async def pbx_client(aiohttp_client: Any, settings: Settings, pbx: Any) -> Any:
+    settings.asterisk.enabled = True
+    settings.asterisk.port = pbx.port
+    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.username = "switchboard"
+    settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
+    client = await aiohttp_client(create_app(settings))
+    await client.server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    return client
+
+
+async def test_rep_on_a_queue_call_opens_the_callers_record(pbx_client: Any, pbx: Any) -> None:
+    """jsmith answers a queue call from agarcia's customer: the pop's link opens, the call is logged, audited."""
+    client = pbx_client
+    store = client.server.app[STORE]
+    rep = await make_api(client, "jsmith", "rep", extension="1001")
+    bystander = await make_api(client, "bwong", "rep")
+    await make_api(client, "agarcia", "rep")
+    pat = await _contact(store, "agarcia", "+15551234567")
+    await client.server.app[SERVICES]["asterisk"].directory.reload()
+    assert (await rep.get(f"/api/v1/contacts/{pat.id}")).status == 403
+    ws = await client.ws_connect(f"/ws/agent?token={rep.token}")
+    await ws.receive(timeout=5)
+    call = asyncio.create_task(
+        pbx.inbound_call(
+            "+15551234567",
+            agents=["Local/agent1@agents/n"],
+            answer="Local/agent1@agents/n",
+            ring_seconds=1,
+            talk_seconds=300,
+        )
+    )
+    pop = json.loads((await ws.receive(timeout=10)).data)
+    assert pop["type"] == "screen_pop" and pop["contact"]["id"] == pat.id
+    update = json.loads((await ws.receive(timeout=10)).data)
+    assert update["call"]["state"] == "answered"
+    # on the call: the record opens (page and API) and the call can be logged on it
+    assert (await rep.get(pop["contact"]["url"])).status == 200
+    assert (await rep.get(f"/api/v1/contacts/{pat.id}")).status == 200
+    assert (await rep.get(f"/api/v1/contacts/{pat.id}/touches")).status == 200
+    resp = await rep.post(f"/api/v1/contacts/{pat.id}/touches", json={"summary": "asked about the service"})
+    assert resp.status == 201
+    # nobody else on the team gains anything
+    assert (await bystander.get(f"/api/v1/contacts/{pat.id}")).status == 403
+    linkedid = await call
+    async with asyncio.timeout(10):
+        while (
+            touch := await store.touches.by_source_key(f"asterisk:{linkedid}")
+        ) is None or not touch.ended_at:
+            await asyncio.sleep(0.02)
+    # just after the call (wrap-up): still open, and the call takes its disposition
+    assert (await rep.get(f"/api/v1/contacts/{pat.id}")).status == 200
+    resp = await rep.post(
+        f"/api/v1/calls/{linkedid}/disposition", json={"disposition": "sold", "note": "bought"}
+    )
+    assert resp.status == 200
+    assert (await bystander.post(f"/api/v1/calls/{linkedid}/disposition", json={"note": "x"})).status == 403
+    audit = await store.audit.recent(50, action="contact.open_on_call")
+    assert len(audit) >= 5 and {a["user"] for a in audit} == {"jsmith"}
+    assert all(a["object_id"] == str(pat.id) and a["detail"]["call"] == f"asterisk:{linkedid}" for a in audit)
+    await ws.close()
+
+
+@pytest.mark.parametrize(("ended_ago", "status"), [(timedelta(minutes=1), 200), (timedelta(minutes=16), 403)])
+async def test_access_after_a_call_lasts_the_wrap_up_window(
+    client: Any, rep: Any, ended_ago: timedelta, status: int
+) -> None:
+    store = client.server.app[STORE]
+    await make_api(client, "agarcia", "rep")
+    pat = await _contact(store, "agarcia")
+    ended = datetime.now(UTC) - ended_ago
+    await store.touches.record(
+        TouchInput(
+            source_key="asterisk:1700000000.7",
+            kind="call",
+            direction="inbound",
+            started_at=ended - timedelta(minutes=3),
+            ended_at=ended,
+            contact_id=pat.id,
+            user_id=rep.user.id,
+            channel="asterisk",
+            status="answered",
+            number="+12125550147",
+        )
+    )
+    assert (await rep.get(f"/contacts/{pat.id}")).status == status
+    assert (await rep.get(f"/api/v1/contacts/{pat.id}")).status == status
