@@ -3,6 +3,8 @@
 import re
 from typing import Any
 
+import pytest
+
 from tests.conftest import PASSWORD, make_api
 
 
@@ -96,3 +98,51 @@ async def test_login_redirect_target_is_local_only(client: Any) -> None:
     await make_api(client, "jsmith", "rep")
     page = await (await client.get("/login?next=//evil.example.com/")).text()
     assert 'name="next" value="/"' in page
+
+
+async def _login_next(client: Any, next_value: str) -> Any:
+    page = await (await client.get("/login")).text()
+    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    form = {"username": "jsmith", "password": PASSWORD, "login_token": token, "next": next_value}
+    return await client.post("/login", data=form, allow_redirects=False)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example/phish",
+        "/\n/evil.example/",
+        "\t//evil.example/",
+        " //evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example/",
+        "/\t\\evil.example/",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "//evil.example/",
+        "\x00//evil.example/",
+    ],
+)
+async def test_login_never_redirects_off_site(client: Any, target: str) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await _login_next(client, target)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    # the query form of the attack, as a link would carry it
+    page = await (await client.get("/login", params={"next": target})).text()
+    assert 'name="next" value="/"' in page
+
+
+async def test_login_open_redirect_link_from_the_report(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    page = await (await client.get("/login?next=/%09/evil.example/phish")).text()
+    assert 'name="next" value="/"' in page
+
+
+async def test_login_returns_to_a_local_page(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await client.get("/contacts?q=Pat", allow_redirects=False)
+    assert resp.status == 303
+    page = await (await client.get(resp.headers["Location"])).text()
+    next_value = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    resp = await _login_next(client, next_value.replace("&amp;", "&"))
+    assert resp.status == 303 and resp.headers["Location"] == "/contacts?q=Pat"

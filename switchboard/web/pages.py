@@ -6,6 +6,7 @@ import hmac
 import secrets
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -26,9 +27,24 @@ PRELOGIN = "sb_prelogin"
 
 
 def _safe_next(target: str | None) -> str:
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """A path on this site to go to after login, else "/".
+
+    Judged as a browser would read it (WHATWG URL parsing): tabs and newlines removed, leading and
+    trailing spaces and control characters dropped, backslashes taken as slashes; what is left must
+    be a path that starts with one slash, with neither scheme nor host.
+    """
+    if not target:
         return "/"
-    return target
+    cleaned = "".join(ch for ch in target if ch not in "\t\n\r").strip("".join(map(chr, range(0x21))))
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in cleaned):
+        return "/"
+    path = cleaned.replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//"):
+        return "/"
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return path
 
 
 def _cookie_secure(request: web.Request) -> bool:
