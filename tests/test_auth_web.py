@@ -3,8 +3,10 @@
 import re
 from typing import Any
 
+import aiohttp
 import pytest
 
+from switchboard.app import create_app
 from tests.conftest import PASSWORD, make_api
 
 
@@ -146,3 +148,43 @@ async def test_login_returns_to_a_local_page(client: Any) -> None:
     next_value = re.search(r'name="next" value="([^"]*)"', page).group(1)
     resp = await _login_next(client, next_value.replace("&amp;", "&"))
     assert resp.status == 303 and resp.headers["Location"] == "/contacts?q=Pat"
+
+
+async def _ws_status(client: Any, path: str = "/ws/agent", origin: str | None = None) -> int:
+    """101 when the socket opens (and says hello), else the refusing status."""
+    try:
+        ws = await client.ws_connect(path, origin=origin)
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+    hello = await ws.receive_json(timeout=5)
+    await ws.close()
+    assert hello["type"] == "hello"
+    return 101
+
+
+async def test_agent_socket_with_the_cookie_needs_our_origin(client: Any) -> None:
+    api = await make_api(client, "jsmith", "rep")
+    await _login(client, "jsmith")
+    own = f"http://{client.host}:{client.port}"
+    assert await _ws_status(client, origin=own) == 101
+    # a page of another site, or the same host on another port, gets nothing with the cookie
+    assert await _ws_status(client, origin=f"http://{client.host}:{client.port + 1}") == 403
+    assert await _ws_status(client, origin="http://evil.example") == 403
+    assert await _ws_status(client, origin="null") == 403
+    assert await _ws_status(client) == 403
+    # a token client (a script, a softphone plug-in) needs no Origin
+    await client.post("/logout", headers={"X-CSRF-Token": "ignored"})
+    client.session.cookie_jar.clear()
+    assert await _ws_status(client, f"/ws/agent?token={api.token}") == 101
+
+
+async def test_agent_socket_origin_is_the_public_url_when_set(aiohttp_client: Any, settings: Any) -> None:
+    settings.server.public_url = "https://crm.example.com"
+    settings.server.cookie_secure = False
+    client = await aiohttp_client(create_app(settings))
+    await make_api(client, "jsmith", "rep")
+    await _login(client, "jsmith")
+    assert await _ws_status(client, origin="https://crm.example.com") == 101
+    assert await _ws_status(client, origin="https://crm.example.com:443") == 101
+    assert await _ws_status(client, origin="http://crm.example.com") == 403
+    assert await _ws_status(client, origin=f"http://{client.host}:{client.port}") == 403
