@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from datetime import datetime
 from typing import Any
@@ -76,13 +77,22 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not sent or not hmac.compare_digest(sent, request.cookies.get(PRELOGIN, "")):
         return await login_form(request, "Your login form expired; please try again.", 403)
     peer = request.remote or "?"
-    if not request.app[LIMITER].allow(f"ip:{peer}", f"user:{username}"):
-        return await login_form(request, "Too many attempts. Wait a minute and try again.", 429)
+    limiter = request.app[LIMITER]
+    wait = limiter.retry_after(peer, username)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        resp = await login_form(
+            request, f"Too many failed attempts. Try again in {seconds} second{'s' * (seconds != 1)}.", 429
+        )
+        resp.headers["Retry-After"] = str(seconds)
+        return resp
     store = request.app[STORE]
     user = await store.users.authenticate(username, password) if username and password else None
     if user is None:
+        limiter.failed(peer, username)
         await store.audit.write("login.failed", user_id=None, username=username, remote=peer)
         return await login_form(request, "Wrong username or password.", 401)
+    limiter.succeeded(peer, username)
     sid, _csrf = await store.users.create_session(user.id, SESSION_LIFETIME)
     await store.audit.write("login", user_id=user.id, remote=peer)
     resp = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
