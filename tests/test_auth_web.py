@@ -190,7 +190,10 @@ async def test_agent_socket_origin_is_the_public_url_when_set(aiohttp_client: An
     assert await _ws_status(client, origin="https://crm.example.com") == 101
     assert await _ws_status(client, origin="https://crm.example.com:443") == 101
     assert await _ws_status(client, origin="http://crm.example.com") == 403
-    assert await _ws_status(client, origin=f"http://{client.host}:{client.port}") == 403
+    assert await _ws_status(client, origin="https://crm.example.com:8443") == 403
+    assert await _ws_status(client, origin="https://evil.example") == 403
+    # the name the browser actually used (e.g. an internal one) is this request's own host
+    assert await _ws_status(client, origin=f"http://{client.host}:{client.port}") == 101
 
 
 class FakeClock:

@@ -27,13 +27,18 @@ def _origin_key(url: str) -> tuple[str, str, int | None] | None:
 
 
 def origin_allowed(request: web.Request) -> bool:
-    """Whether the page that opens this socket is ours: server.public_url, or else this request's host."""
+    """Whether the page that opens this socket is ours: server.public_url's origin, or this request's host.
+
+    The request's own host also counts when public_url is set (staff may reach the service by an
+    internal name): a page of another site or port has an Origin that differs from the Host it
+    connects to, and a rebound name that makes them equal does not carry our session cookie.
+    """
     origin = _origin_key(request.headers.get("Origin", ""))
     if origin is None:
         return False
     public_url = request.app[SETTINGS].server.public_url
-    if public_url:
-        return origin == _origin_key(public_url)
+    if public_url and origin == _origin_key(public_url):
+        return True
     own = _origin_key(f"{origin[0]}://{request.host}")
     return own is not None and origin[1:] == own[1:]
 
