@@ -82,6 +82,7 @@ def _template(r: Any) -> dict[str, Any]:
         "html": r["html"],
         "text": r["text"],
         "merge_codes": json.loads(r["merge_codes"]),
+        "created_by": r["created_by"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
     }
@@ -249,6 +250,7 @@ class EmailStore:
         return {
             "id": row["id"],
             "template_id": row["template_id"],
+            "created_by": row["created_by"],
             "state": row["state"],
             "send_at": row["send_at"],
             "counts": counts,

@@ -330,6 +330,15 @@ class Touches:
         row = await self._db.fetchone(_TOUCH_SELECT + " WHERE t.source_key = ?", (source_key,))
         return _touch(row) if row else None
 
+    async def call_ended_since(self, user_id: int, contact_id: int, since: datetime) -> Touch | None:
+        """The latest call this user took with this contact that ended at or after `since`."""
+        row = await self._db.fetchone(
+            _TOUCH_SELECT + " WHERE t.user_id = ? AND t.contact_id = ? AND t.kind = 'call'"
+            " AND t.ended_at >= ? ORDER BY t.ended_at DESC LIMIT 1",
+            (user_id, contact_id, to_db_time(since)),
+        )
+        return _touch(row) if row else None
+
     async def history(self, contact_id: int, *, limit: int | None = None, cursor: str | None = None) -> Page:
         """A contact's touches, newest first."""
         limit = check_limit(limit)

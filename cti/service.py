@@ -107,6 +107,26 @@ class CallService:
                 busy.update(call.popped)
         return busy
 
+    def is_on_call(self, user_id: int, call_id: str) -> bool:
+        """Whether this user's phone rings for this live call, or they answered it."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        if call.answered_by is not None:
+            return call.answered_by.id == user_id
+        return user_id in call.popped
+
+    def live_call_with(self, user_id: int, contact_id: int) -> str | None:
+        """The id of a live call this user is on (ringing or answered) whose caller is this contact."""
+        for call in self.calls.values():
+            if not self.is_on_call(user_id, call.call_id) or not call.lookup.done():
+                continue
+            if call.lookup.cancelled() or call.lookup.exception() is not None:
+                continue
+            if any(c.id == contact_id for c in call.lookup.result()):
+                return call.call_id
+        return None
+
     def source_key(self, call_id: str) -> str:
         return f"{self.source}:{call_id}"
 

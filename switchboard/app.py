@@ -85,7 +85,9 @@ def create_app(
     app.cleanup_ctx.append(messaging.sms_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
-    from switchboard.web import api, call_lists, calls, email, pages, recordings, sms, ws
+    from switchboard.web import api, call_lists, calls, email, headers, pages, recordings, sms, ws
+
+    headers.setup(app)
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     app.router.add_get("/healthz", healthz)

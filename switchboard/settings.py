@@ -70,7 +70,7 @@ class ServerSettings:
     public_url: str = ""
     session_secret: Secret = field(default_factory=lambda: Secret(""))
     cookie_secure: bool | None = None  # None: secure when public_url is https
-    login_attempts_per_minute: int = 10
+    login_attempts_per_minute: int = 10  # failed logins a minute from one client address
     time_zone: str = "UTC"  # the dealership's zone, shown to staff
 
 

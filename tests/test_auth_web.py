@@ -1,8 +1,15 @@
 """Login, session cookie, CSRF and rate limiting through the real pages."""
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
+import pytest
+
+from switchboard.app import create_app
+from switchboard.keys import LIMITER
 from tests.conftest import PASSWORD, make_api
 
 
@@ -96,3 +103,176 @@ async def test_login_redirect_target_is_local_only(client: Any) -> None:
     await make_api(client, "jsmith", "rep")
     page = await (await client.get("/login?next=//evil.example.com/")).text()
     assert 'name="next" value="/"' in page
+
+
+async def _login_next(client: Any, next_value: str) -> Any:
+    page = await (await client.get("/login")).text()
+    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    form = {"username": "jsmith", "password": PASSWORD, "login_token": token, "next": next_value}
+    return await client.post("/login", data=form, allow_redirects=False)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example/phish",
+        "/\n/evil.example/",
+        "\t//evil.example/",
+        " //evil.example/",
+        "/\\evil.example/",
+        "\\\\evil.example/",
+        "/\t\\evil.example/",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "//evil.example/",
+        "\x00//evil.example/",
+    ],
+)
+async def test_login_never_redirects_off_site(client: Any, target: str) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await _login_next(client, target)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    # the query form of the attack, as a link would carry it
+    page = await (await client.get("/login", params={"next": target})).text()
+    assert 'name="next" value="/"' in page
+
+
+async def test_login_open_redirect_link_from_the_report(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    page = await (await client.get("/login?next=/%09/evil.example/phish")).text()
+    assert 'name="next" value="/"' in page
+
+
+async def test_login_returns_to_a_local_page(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    resp = await client.get("/contacts?q=Pat", allow_redirects=False)
+    assert resp.status == 303
+    page = await (await client.get(resp.headers["Location"])).text()
+    next_value = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    resp = await _login_next(client, next_value.replace("&amp;", "&"))
+    assert resp.status == 303 and resp.headers["Location"] == "/contacts?q=Pat"
+
+
+async def _ws_status(client: Any, path: str = "/ws/agent", origin: str | None = None) -> int:
+    """101 when the socket opens (and says hello), else the refusing status."""
+    try:
+        ws = await client.ws_connect(path, origin=origin)
+    except aiohttp.WSServerHandshakeError as exc:
+        return exc.status
+    hello = await ws.receive_json(timeout=5)
+    await ws.close()
+    assert hello["type"] == "hello"
+    return 101
+
+
+async def test_agent_socket_with_the_cookie_needs_our_origin(client: Any) -> None:
+    api = await make_api(client, "jsmith", "rep")
+    await _login(client, "jsmith")
+    own = f"http://{client.host}:{client.port}"
+    assert await _ws_status(client, origin=own) == 101
+    # a page of another site, or the same host on another port, gets nothing with the cookie
+    assert await _ws_status(client, origin=f"http://{client.host}:{client.port + 1}") == 403
+    assert await _ws_status(client, origin="http://evil.example") == 403
+    assert await _ws_status(client, origin="null") == 403
+    assert await _ws_status(client) == 403
+    # a token client (a script, a softphone plug-in) needs no Origin
+    await client.post("/logout", headers={"X-CSRF-Token": "ignored"})
+    client.session.cookie_jar.clear()
+    assert await _ws_status(client, f"/ws/agent?token={api.token}") == 101
+
+
+async def test_agent_socket_origin_is_the_public_url_when_set(aiohttp_client: Any, settings: Any) -> None:
+    settings.server.public_url = "https://crm.example.com"
+    settings.server.cookie_secure = False
+    client = await aiohttp_client(create_app(settings))
+    await make_api(client, "jsmith", "rep")
+    await _login(client, "jsmith")
+    assert await _ws_status(client, origin="https://crm.example.com") == 101
+    assert await _ws_status(client, origin="https://crm.example.com:443") == 101
+    assert await _ws_status(client, origin="http://crm.example.com") == 403
+    assert await _ws_status(client, origin="https://crm.example.com:8443") == 403
+    assert await _ws_status(client, origin="https://evil.example") == 403
+    # the name the browser actually used (e.g. an internal one) is this request's own host
+    assert await _ws_status(client, origin=f"http://{client.host}:{client.port}") == 101
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def _browser_at(client: Any, address: str) -> AsyncIterator[Any]:
+    """A separate client whose connections come from `address` (another machine behind loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(
+        base_url=str(client.make_url("/")), connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True)
+    ) as session:
+        yield session
+
+
+async def test_successful_logins_never_count(client: Any) -> None:
+    await make_api(client, "jsmith", "rep")
+    await make_api(client, "agarcia", "rep")
+    statuses = [(await _login(client, name)).status for _ in range(15) for name in ("jsmith", "agarcia")]
+    assert statuses == [303] * 30
+
+
+async def test_a_user_cannot_be_locked_out_by_someone_elses_guesses(client: Any) -> None:
+    clock = FakeClock()
+    client.server.app[LIMITER].clock = clock
+    await make_api(client, "jsmith", "rep")
+    assert (await _login(client, "jsmith")).status == 303  # jsmith's own desk, 127.0.0.1
+    async with _browser_at(client, "127.0.0.2") as attacker:
+        statuses = [(await _login(attacker, "jsmith", f"guess-{n}")).status for n in range(30)]
+        assert statuses[:5] == [401] * 5 and 429 in statuses
+        # the attacker's address is refused even with the right password
+        assert (await _login(attacker, "jsmith")).status == 429
+    # the owner still signs in from where they always do, and that clears the account's count
+    assert (await _login(client, "jsmith")).status == 303
+    async with _browser_at(client, "127.0.0.3") as laptop:
+        assert (await _login(laptop, "jsmith")).status == 303
+
+
+async def test_account_failures_slow_down_exponentially_then_the_right_password_works(client: Any) -> None:
+    clock = FakeClock()
+    limiter = client.server.app[LIMITER]
+    limiter.clock = clock
+    await make_api(client, "jsmith", "rep")
+    waits = []
+    async with _browser_at(client, "127.0.0.2") as guesser:
+        for n in range(5):
+            assert (await _login(guesser, "jsmith", f"guess-{n}")).status == 401
+        for n in range(5, 9):
+            assert (await _login(guesser, "jsmith", f"guess-{n}")).status == 401
+            refused = await _login(guesser, "jsmith", "another")
+            assert refused.status == 429
+            waits.append(int(refused.headers["Retry-After"]))
+            clock.now += waits[-1]
+        assert waits == [1, 2, 4, 8]
+        assert (await _login(guesser, "jsmith", "guess-9")).status == 401
+    async with _browser_at(client, "127.0.0.3") as owner:
+        # a new address waits out the account's delay like anyone else, then gets in
+        refused = await _login(owner, "jsmith")
+        assert refused.status == 429 and refused.headers["Retry-After"] == "16"
+        assert "Try again in 16 seconds" in await refused.text()
+        clock.now += 16
+        assert (await _login(owner, "jsmith")).status == 303
+        # and the success starts the account afresh
+        assert limiter.account_delay(0) == 0 and limiter.retry_after("127.0.0.9", "jsmith") == 0
+
+
+async def test_failures_from_one_address_are_capped_per_minute(client: Any) -> None:
+    clock = FakeClock()
+    client.server.app[LIMITER].clock = clock
+    await make_api(client, "jsmith", "rep")
+    async with _browser_at(client, "127.0.0.2") as sprayer:
+        statuses = [(await _login(sprayer, f"user{n}", "guess")).status for n in range(12)]
+        assert statuses == [401] * 10 + [429] * 2
+        clock.now += 61
+        assert (await _login(sprayer, "user99", "guess")).status == 401
+    # other addresses are not affected
+    assert (await _login(client, "jsmith")).status == 303

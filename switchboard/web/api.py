@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, MY_DAY_EXTRAS, STORE
+from switchboard.keys import CLOCK, MY_DAY_EXTRAS, SERVICES, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 
@@ -45,10 +45,38 @@ def can_see_contact(user: User, contact: Contact) -> bool:
     return user.role != "rep" or contact.owner_id in (None, user.id)
 
 
+# how long after a call ends its agent may still open the caller's record (notes, disposition)
+AFTER_CALL_ACCESS = timedelta(minutes=15)
+
+
+async def call_with(request: web.Request, user: User, contact_id: int, now: datetime) -> str | None:
+    """The call (source key) that lets this user open this contact: live, or ended within the grace."""
+    services = request.app[SERVICES]
+    for source in ("asterisk", "twilio"):
+        calls = services.get(f"calls:{source}")
+        if calls is not None and (call_id := calls.live_call_with(user.id, contact_id)) is not None:
+            return f"{source}:{call_id}"
+    touch = await store_of(request).touches.call_ended_since(user.id, contact_id, now - AFTER_CALL_ACCESS)
+    return touch.source_key if touch is not None else None
+
+
 async def visible_contact(request: web.Request, user: User, contact_id: int) -> Contact:
-    contact = await store_of(request).contacts.get(contact_id)
-    if not can_see_contact(user, contact):
+    """The contact if this user may see it: their own, unowned, or one they are on a call with (audited)."""
+    store = store_of(request)
+    contact = await store.contacts.get(contact_id)
+    if can_see_contact(user, contact):
+        return contact
+    via = await call_with(request, user, contact.id, request.app[CLOCK]())
+    if via is None:
         raise ApiError(403, "forbidden", f"contact {contact_id} belongs to another salesperson")
+    await store.audit.write(
+        "contact.open_on_call",
+        user_id=user.id,
+        object_type="contact",
+        object_id=contact.id,
+        call=via,
+        request=f"{request.method} {request.path}",
+    )
     return contact
 
 
@@ -57,7 +85,9 @@ async def create_contact(request: web.Request) -> web.Response:
     store = store_of(request)
     data = await json_body(request)
     fields = validate_contact(data, region=store.region)
-    if "owner" not in fields.present and user.role == "rep":
+    if user.role == "rep":
+        if fields.owner is not None and fields.owner.strip().lower() != user.username:
+            raise ApiError(403, "forbidden", "a rep can only create their own customers", "owner")
         fields.owner, fields.present = user.username, fields.present | {"owner"}
     contact = await store.contacts.create(fields)
     await store.audit.write("contact.create", user_id=user.id, object_type="contact", object_id=contact.id)

@@ -9,17 +9,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import SystemRoute
 
 from crm_link.models import User
+from switchboard.web.access import ROLES, rule_for
 from switchboard.web.errors import ApiError
 
 COOKIE = "sb_session"
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# paths with their own authentication (provider signature or channel secret) or none at all
-PUBLIC_PREFIXES = ("/login", "/healthz", "/static/", "/twilio/", "/sms/kannel/", "/email/unsubscribe/")
 
 
 @dataclass(slots=True)
@@ -32,29 +33,93 @@ class Auth:
     session_id: str | None = None
 
 
+@dataclass(slots=True)
+class _AccountFailures:
+    count: int = 0  # failed attempts since the last success
+    last: float = 0.0  # when the last one happened (limiter clock)
+
+
 class LoginLimiter:
-    """At most N login attempts per minute per client address and per username."""
+    """Limits guessing, never the people who know their password.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
+    Only failed attempts count; a success clears its account's count.
+    - Per client address: at most `ip_failures_per_minute` failures in any minute; beyond that the
+      address is refused (429) until the oldest failure is a minute old.
+    - Per account: the first `account_free_failures` failures cost nothing; after that each attempt
+      must wait `base_delay * 2**(extra failures - 1)` seconds (at most `max_delay`) after the last
+      failure, so guessing one password slows to a crawl while its owner waits minutes at worst
+      and is never locked out for good. An address this account signed in from before is spared
+      the account delay (someone else's guessing cannot keep the owner out of their own desk).
+    """
+
+    def __init__(
+        self,
+        ip_failures_per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        account_free_failures: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.ip_failures_per_minute = ip_failures_per_minute
         self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
+        self.account_free_failures = account_free_failures
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_entries = max_entries
+        self._ip: dict[str, deque[float]] = {}
+        self._account: dict[str, _AccountFailures] = {}
+        self._known: dict[str, deque[str]] = {}  # account -> addresses it signed in from lately
 
-    def allow(self, *keys: str) -> bool:
+    def account_delay(self, failures: int) -> float:
+        """Seconds an account with this many failures waits after the last one."""
+        extra = failures - self.account_free_failures
+        if extra <= 0:
+            return 0.0
+        return float(min(self.max_delay, self.base_delay * 2 ** min(extra - 1, 62)))
+
+    def retry_after(self, ip: str, account: str) -> float:
+        """0 when this attempt may be checked now, else the seconds to wait."""
         now = self.clock()
-        ok = True
-        for key in keys:
-            hits = self._hits.setdefault(key, deque())
+        wait = 0.0
+        hits = self._ip.get(ip)
+        if hits is not None:
             while hits and hits[0] <= now - 60:
                 hits.popleft()
-            if len(hits) >= self.per_minute:
-                ok = False
-        if ok:
-            for key in keys:
-                self._hits[key].append(now)
-        if len(self._hits) > 10_000:
-            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - 60}
-        return ok
+            if len(hits) >= self.ip_failures_per_minute:
+                wait = hits[0] + 60 - now
+        failures = self._account.get(account)
+        if failures is not None and ip not in self._known.get(account, ()):
+            wait = max(wait, failures.last + self.account_delay(failures.count) - now)
+        return max(wait, 0.0)
+
+    def failed(self, ip: str, account: str) -> None:
+        """Count a wrong password (or unknown account) from this address."""
+        now = self.clock()
+        self._ip.setdefault(ip, deque()).append(now)
+        failures = self._account.setdefault(account, _AccountFailures())
+        failures.count += 1
+        failures.last = now
+        self._prune(now)
+
+    def succeeded(self, ip: str, account: str) -> None:
+        """A right password: the account starts afresh and this address is known for it."""
+        self._account.pop(account, None)
+        known = self._known.setdefault(account, deque(maxlen=5))
+        if ip not in known:
+            known.append(ip)
+        self._prune(self.clock())
+
+    def _prune(self, now: float) -> None:
+        if len(self._ip) > self.max_entries:
+            self._ip = {k: v for k, v in self._ip.items() if v and v[-1] > now - 60}
+        if len(self._account) > self.max_entries:
+            self._account = {
+                k: v for k, v in self._account.items() if v.last + self.account_delay(v.count) > now
+            }
+        if len(self._known) > self.max_entries:
+            self._known.clear()
 
 
 AUTH = web.RequestKey("auth", Auth)
@@ -78,6 +143,33 @@ def require(request: web.Request, *roles: str) -> User:
     if roles and user.role not in roles:
         raise ApiError(403, "forbidden", f"this needs the role {' or '.join(roles)}; you are {user.role}")
     return user
+
+
+def _route_of(request: web.Request) -> str | None:
+    """The route the request matched, as registered (None when no route matched: a 404 or 405)."""
+    route = request.match_info.route
+    if isinstance(route, SystemRoute):
+        return None
+    return route.resource.canonical if route.resource is not None else None
+
+
+def check_access(request: web.Request, user: User | None) -> None:
+    """Apply the route's rule from the access table: sign-in, then role (401/redirect, 403)."""
+    route = _route_of(request)
+    rule = rule_for(request.method, route) if route is not None else None
+    if rule is not None and rule.is_public:
+        return
+    if route is None and (user is not None or request.path == "/favicon.ico"):
+        return  # no such route: the router answers 404/405
+    if user is None:
+        if request.path.startswith(("/api/", "/ws/")):
+            raise ApiError(401, "unauthenticated", "sign in or send Authorization: Bearer <token>")
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}" if request.path != "/" else "/login")
+    if rule is None:
+        raise ApiError(403, "forbidden", f"{request.method} {route} has no access rule")
+    if user.role not in rule.roles:
+        allowed = " or ".join(r for r in ROLES if r in rule.roles)
+        raise ApiError(403, "forbidden", f"this needs the role {allowed}; you are {user.role}")
 
 
 def make_auth_middleware(
@@ -119,14 +211,7 @@ def make_auth_middleware(
                 sent = (await request.post()).get("csrf_token")  # type: ignore[assignment]
             if not isinstance(sent, str) or not hmac.compare_digest(sent, auth.csrf or ""):
                 raise ApiError(403, "csrf", "missing or wrong CSRF token; reload the page", "csrf_token")
-        if (
-            auth.user is None
-            and not request.path.startswith(PUBLIC_PREFIXES)
-            and request.path != "/favicon.ico"
-        ):
-            if request.path.startswith(("/api/", "/ws/")):
-                raise ApiError(401, "unauthenticated", "sign in or send Authorization: Bearer <token>")
-            raise web.HTTPSeeOther(f"/login?next={request.path_qs}" if request.path != "/" else "/login")
+        check_access(request, auth.user)
         return await handler(request)
 
     return auth_middleware

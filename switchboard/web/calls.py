@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.errors import ValidationError
+from crm_link.models import Touch, User
 from crm_link.phones import normalize_phone
 from cti.ami.client import AmiError
 from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
@@ -134,6 +135,18 @@ async def _twilio_click_to_call(request: web.Request, user: Any, contact: Any, n
     )
 
 
+async def _rep_may_dispose(request: web.Request, user: User, source: str, call_id: str, touch: Touch) -> bool:
+    """A rep: a call they are on or took, or an unanswered one of a customer they may see."""
+    if touch.user_id == user.id:
+        return True
+    calls = request.app[SERVICES].get(f"calls:{source}")
+    if calls is not None and calls.is_on_call(user.id, call_id):
+        return True
+    if touch.user_id is not None or touch.contact_id is None:
+        return False
+    return can_see_contact(user, await request.app[STORE].contacts.get(touch.contact_id))
+
+
 async def disposition(request: web.Request) -> web.Response:
     """The rep's note and disposition on a call (during or after it), and the next follow-up."""
     from switchboard.web.api import parse_time
@@ -149,8 +162,8 @@ async def disposition(request: web.Request) -> web.Response:
             break
     if touch is None:
         raise ApiError(404, "not_found", f"no call {call_id}")
-    if user.role == "rep" and touch.user_id not in (None, user.id):
-        raise ApiError(403, "forbidden", "this call was answered by someone else")
+    if user.role == "rep" and not await _rep_may_dispose(request, user, source, call_id, touch):
+        raise ApiError(403, "forbidden", "this call was not yours and its customer belongs to someone else")
     disp = data.get("disposition")
     dialer = request.app[SERVICES].get("dialer")
     allowed = request.app[SETTINGS].dialer.dispositions

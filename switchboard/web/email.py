@@ -51,7 +51,10 @@ async def create_template(request: web.Request) -> web.Response:
 
 
 async def update_template(request: web.Request) -> web.Response:
-    await request.app[STORE].email.template(path_int(request))
+    user = require(request, *WRITERS)
+    template = await request.app[STORE].email.template(path_int(request))
+    if user.role == "rep" and template["created_by"] != user.id:
+        raise ApiError(403, "forbidden", "a rep can only edit the templates they wrote")
     return await _save(request, path_int(request))
 
 
@@ -146,8 +149,11 @@ async def send(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    require(request, *WRITERS)
-    return web.json_response(await request.app[STORE].email.job(path_int(request)))
+    user = require(request, *WRITERS)
+    job = await request.app[STORE].email.job(path_int(request))
+    if user.role == "rep" and job["created_by"] != user.id:
+        raise ApiError(403, "forbidden", "a rep can only follow the send jobs they started")
+    return web.json_response(job)
 
 
 async def unsubscribe(request: web.Request) -> web.Response:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -13,20 +15,36 @@ from aiohttp import web
 from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, ValidationError
+from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
 from switchboard.keys import CLOCK, LIMITER, SETTINGS, STORE
-from switchboard.web.api import can_see_contact
+from switchboard.web.api import visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
-from switchboard.web.errors import path_int
+from switchboard.web.errors import ApiError, path_int
 from switchboard.web.render import render
 
 PRELOGIN = "sb_prelogin"
 
 
 def _safe_next(target: str | None) -> str:
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """A path on this site to go to after login, else "/".
+
+    Judged as a browser would read it (WHATWG URL parsing): tabs and newlines removed, leading and
+    trailing spaces and control characters dropped, backslashes taken as slashes; what is left must
+    be a path that starts with one slash, with neither scheme nor host.
+    """
+    if not target:
         return "/"
-    return target
+    cleaned = "".join(ch for ch in target if ch not in "\t\n\r").strip("".join(map(chr, range(0x21))))
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in cleaned):
+        return "/"
+    path = cleaned.replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//"):
+        return "/"
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return path
 
 
 def _cookie_secure(request: web.Request) -> bool:
@@ -58,13 +76,22 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     if not sent or not hmac.compare_digest(sent, request.cookies.get(PRELOGIN, "")):
         return await login_form(request, "Your login form expired; please try again.", 403)
     peer = request.remote or "?"
-    if not request.app[LIMITER].allow(f"ip:{peer}", f"user:{username}"):
-        return await login_form(request, "Too many attempts. Wait a minute and try again.", 429)
+    limiter = request.app[LIMITER]
+    wait = limiter.retry_after(peer, username)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        resp = await login_form(
+            request, f"Too many failed attempts. Try again in {seconds} second{'s' * (seconds != 1)}.", 429
+        )
+        resp.headers["Retry-After"] = str(seconds)
+        return resp
     store = request.app[STORE]
     user = await store.users.authenticate(username, password) if username and password else None
     if user is None:
+        limiter.failed(peer, username)
         await store.audit.write("login.failed", user_id=None, username=username, remote=peer)
         return await login_form(request, "Wrong username or password.", 401)
+    limiter.succeeded(peer, username)
     sid, _csrf = await store.users.create_session(user.id, SESSION_LIFETIME)
     await store.audit.write("login", user_id=user.id, remote=peer)
     resp = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
@@ -152,12 +179,20 @@ async def contacts_page(request: web.Request) -> web.Response:
     return render(request, "contacts.html", {"q": q, "page": page, "error": error, "phone": phone})
 
 
+async def _visible(request: web.Request, user: User) -> Contact:
+    """The contact of the page if this user may open it (see api.visible_contact), else 403."""
+    try:
+        return await visible_contact(request, user, path_int(request))
+    except ApiError as exc:
+        if exc.status != 403:
+            raise
+        raise web.HTTPForbidden(text="This customer belongs to another salesperson.") from None
+
+
 async def contact_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
-    contact = await store.contacts.get(path_int(request))
-    if not can_see_contact(user, contact):
-        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    contact = await _visible(request, user)
     zone = _zone(request)
     history = await store.touches.history(contact.id, limit=100)
     followups = await store.touches.open_followups(contact.id)
@@ -180,9 +215,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
     """The contact page's "log a touch" form."""
     user = require(request, "rep", "manager", "admin")
     store = request.app[STORE]
-    contact = await store.contacts.get(path_int(request))
-    if not can_see_contact(user, contact):
-        raise web.HTTPForbidden(text="This customer belongs to another salesperson.")
+    contact = await _visible(request, user)
     form = await request.post()
     summary = str(form.get("summary", "")).strip()
     kind = str(form.get("kind", "note"))

@@ -248,7 +248,10 @@ async def test_manager_filters_and_plays_in_the_browser(
     row = page.locator("#rec-results tbody tr", has_text="Jane Doe")
     await row.wait_for()
     await row.locator("button.play").click()
-    await page.wait_for_function("document.getElementById('rec-player').readyState >= 1", timeout=10_000)
+    # a function, not an expression string: Playwright would eval a string, which the page's CSP refuses
+    await page.wait_for_function(
+        "() => document.getElementById('rec-player').readyState >= 1", timeout=10_000
+    )
     assert await page.evaluate("document.getElementById('rec-player').duration") > 1
 
 
