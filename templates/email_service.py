@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -19,6 +20,8 @@ from templates.render import MissingMergeCode, Renderer, TemplateError
 from templates.smtp import SmtpSender
 
 log = logging.getLogger("templates.email")
+
+SLICE_SECONDS = 0.01  # the longest a batch of renders holds the event loop before letting others run
 
 
 class EmailService:
@@ -148,9 +151,13 @@ class EmailService:
         template = await self.store.email.template(template_id)
         at = send_at or self.clock()
         single = len(contacts) == 1
-        rows = [
-            self._row(template, c, sender, at, close=single, next_followup=next_followup) for c in contacts
-        ]
+        rows: list[EmailRow] = []
+        slice_end = time.perf_counter() + SLICE_SECONDS
+        for c in contacts:
+            rows.append(self._row(template, c, sender, at, close=single, next_followup=next_followup))
+            if time.perf_counter() >= slice_end:  # a merge to thousands must not freeze the service
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + SLICE_SECONDS
         job_id = await self.store.email.create_job(
             template_id=template_id,
             audience={"contact_ids": [c.id for c in contacts]},

@@ -306,3 +306,52 @@ async def test_mail_merge_to_a_tag_skips_opted_out_and_addressless(mail_client: 
         )
     ).status == 204
     assert (await mkt.get(f"/api/v1/email/templates/{tpl['id']}")).status == 404
+
+
+MERGE_HTML = (
+    "<html><body><p>Dear {{ contact.first_name }} {{ contact.last_name }},</p>"
+    + "<p>Thank you for choosing {{ dealer.name }} for your {{ contact.attributes.vehicle }}. " * 12
+    + "</p><p>{{ user.name }}</p></body></html>"
+)
+
+
+async def test_a_mail_merge_to_thousands_never_stalls_the_loop(
+    aiohttp_client: Any, settings: Any, inbox: Any
+) -> None:
+    """The loop keeps answering while a merge to 3,000 customers is queued and sent."""
+    from crm_link.contacts import ContactFields
+    from tests.loop_lag import LoopLag
+
+    settings.smtp.port = inbox.port
+    settings.smtp.rate_per_second = 0
+    client = await aiohttp_client(create_app(settings))
+    mkt = await make_api(client, "kim", "marketing")
+    store = client.server.app[STORE]
+    n = 3000
+    await store.contacts.bulk_insert(
+        [
+            ContactFields(
+                first_name=f"P{i}",
+                last_name="Doe",
+                email=f"p{i}@example.com",
+                attributes={"vehicle": "Civic"},
+            )
+            for i in range(n)
+        ]
+    )
+    tpl = await (
+        await mkt.post(
+            "/api/v1/email/templates",
+            json={"name": "merge", "subject": "Hi {{ contact.first_name }}", "html": MERGE_HTML},
+        )
+    ).json()
+    async with LoopLag() as lag:
+        resp = await mkt.post(
+            "/api/v1/email/send", json={"template_id": tpl["id"], "contact_ids": list(range(1, n + 1))}
+        )
+        assert resp.status == 202
+        async with asyncio.timeout(100):
+            while (job := (await store.email.job((await resp.json())["id"])))["state"] != "done":
+                await asyncio.sleep(0.05)
+    assert job["counts"]["sent"] == n and len(inbox.messages) == n, job
+    assert lag.ticks > 10 and lag.max_stall < 0.25, f"the loop stalled {lag.max_stall_ms:.0f} ms"
