@@ -355,3 +355,42 @@ async def test_a_mail_merge_to_thousands_never_stalls_the_loop(
                 await asyncio.sleep(0.05)
     assert job["counts"]["sent"] == n and len(inbox.messages) == n, job
     assert lag.ticks > 10 and lag.max_stall < 0.25, f"the loop stalled {lag.max_stall_ms:.0f} ms"
+
+
+async def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_go(
+    mail_client: Any, inbox: Any
+) -> None:
+    """A merged subject with a line break (header injection) is refused for that customer only."""
+    mkt = await make_api(mail_client, "kim", "marketing")
+    store = mail_client.server.app[STORE]
+    ids = []
+    for name, note in (
+        ("A", "your Civic"),
+        ("B", "your Civic"),
+        ("Eve", "x\r\nBcc: everyone@example.com"),
+        ("C", "your Civic"),
+        ("Jöhn", "your Civic"),  # this mail server does not take SMTPUTF8 addresses
+        ("D", "your Civic"),
+    ):
+        c = await store.contacts.create(
+            validate_contact(
+                {"first_name": name, "email": f"{name.lower()}@example.com", "attributes": {"note": note}},
+                region="US",
+            )
+        )
+        ids.append(c.id)
+    tpl = await (
+        await mkt.post(
+            "/api/v1/email/templates",
+            json={"name": "n", "subject": "About {{ contact.attributes.note }}", "html": "<p>Hi</p>"},
+        )
+    ).json()
+    resp = await mkt.post("/api/v1/email/send", json={"template_id": tpl["id"], "contact_ids": ids})
+    job = await _job_done(mkt, (await resp.json())["id"])
+    assert job["counts"]["sent"] == 4 and job["counts"]["failed"] == 2 and job["counts"]["sending"] == 0
+    assert sorted(e["reason"] for e in job["errors"]) == [
+        "subject cannot contain line breaks",
+        "the address 'jöhn@example.com' is not ASCII (internationalized addresses are not supported)",
+    ]
+    assert sorted(m["To"] for m in inbox.messages) == [f"{n} <{n.lower()}@example.com>" for n in "ABCD"]
+    assert all(m["Bcc"] is None for m in inbox.messages)
