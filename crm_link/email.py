@@ -249,6 +249,7 @@ class EmailStore:
         return {
             "id": row["id"],
             "template_id": row["template_id"],
+            "created_by": row["created_by"],
             "state": row["state"],
             "send_at": row["send_at"],
             "counts": counts,
@@ -275,6 +276,25 @@ class EmailStore:
                 (to_db_time(utcnow()),),
             ) as cur:
                 return cur.rowcount
+
+    async def requeue_unknown(self, job_id: int) -> int:
+        """An operator decided a job's `unknown` emails were not sent: queue them again (same Message-ID).
+
+        A finished job runs again until they are settled. How many were queued.
+        """
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE email_outbox SET state = 'queued', reason = NULL, updated_at = ?"
+                " WHERE job_id = ? AND state = 'unknown'",
+                (to_db_time(utcnow()), job_id),
+            ) as cur:
+                n = cur.rowcount
+            if n:
+                await tx.execute(
+                    "UPDATE email_jobs SET state = 'running', finished_at = NULL WHERE id = ? AND state = 'done'",
+                    (job_id,),
+                )
+        return n
 
     async def claim(self, now: datetime, limit: int) -> list[OutboxEmail]:
         ts = to_db_time(now)
