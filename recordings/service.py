@@ -51,6 +51,10 @@ class DirEntry:
     mtime: float
 
 
+class DownloadRefused(Exception):
+    """A remote recording's URL is not one we send the provider's credentials to; not retried."""
+
+
 class NotAPlainFile(OSError):
     """A path that is a symbolic link, a directory, a device or a pipe: never read as a recording."""
 
@@ -167,22 +171,15 @@ class RecordingService:
     async def download_pending(
         self, fetch: Callable[[str], Any], *, attempts: int = 5, backoff: float = 1.0
     ) -> int:
-        """Fetch every remembered remote recording (retrying with backoff); how many were stored."""
+        """Fetch every remembered remote recording (retrying with backoff); how many were stored.
+
+        `fetch` raises `DownloadRefused` for a URL it will not send credentials to: the recording is
+        marked with the reason and not tried again.
+        """
         done = 0
         for row in await self.store.recordings.pending_downloads():
-            for attempt in range(attempts):
-                try:
-                    data: bytes = await fetch(row["remote_url"])
-                    break
-                except Exception as exc:  # the pointer stays; the next pass tries again
-                    log.warning(
-                        "event=recording_download_failed name=%s attempt=%d error=%r",
-                        row["pbx_name"],
-                        attempt + 1,
-                        exc,
-                    )
-                    await asyncio.sleep(backoff * 2**attempt)
-            else:
+            data = await self._fetch(fetch, row, attempts, backoff)
+            if data is None:
                 continue
             tmp = self.storage_dir / "incoming" / row["pbx_name"]
             await asyncio.to_thread(_write, tmp, data)
@@ -192,6 +189,27 @@ class RecordingService:
                 await asyncio.to_thread(tmp.unlink, True)
             done += 1
         return done
+
+    async def _fetch(
+        self, fetch: Callable[[str], Any], row: dict[str, Any], attempts: int, backoff: float
+    ) -> bytes | None:
+        for attempt in range(attempts):
+            try:
+                data: bytes = await fetch(row["remote_url"])
+                return data
+            except DownloadRefused as exc:
+                log.warning("event=recording_download_refused name=%s reason=%r", row["pbx_name"], str(exc))
+                await self.store.recordings.refuse_download(row["source"], row["pbx_name"], str(exc))
+                return None
+            except Exception as exc:  # the pointer stays; the next pass tries again
+                log.warning(
+                    "event=recording_download_failed name=%s attempt=%d error=%r",
+                    row["pbx_name"],
+                    attempt + 1,
+                    exc,
+                )
+                await asyncio.sleep(backoff * 2**attempt)
+        return None
 
     async def call_finished(self, call_id: str, *, source: str = "asterisk", **facts: Any) -> None:
         started = facts.get("started_at")
