@@ -198,7 +198,7 @@ class EmailStore:
             "INSERT INTO email_outbox (job_id, template_id, contact_id, user_id, to_addr, to_name, subject, html,"
             " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
+            (  # a generator: the rows' parameters are built in the database thread, not on the loop
                 (
                     job_id,
                     r.template_id,
@@ -219,7 +219,7 @@ class EmailStore:
                     now,
                 )
                 for r in rows
-            ],
+            ),
         )
         ids: list[int] = []
         for start in range(0, len(rows), 500):
