@@ -199,7 +199,7 @@ class EmailStore:
             "INSERT INTO email_outbox (job_id, template_id, contact_id, user_id, to_addr, to_name, subject, html,"
             " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
+            (  # a generator: the rows' parameters are built in the database thread, not on the loop
                 (
                     job_id,
                     r.template_id,
@@ -220,7 +220,7 @@ class EmailStore:
                     now,
                 )
                 for r in rows
-            ],
+            ),
         )
         ids: list[int] = []
         for start in range(0, len(rows), 500):
@@ -277,6 +277,25 @@ class EmailStore:
                 (to_db_time(self._db.now()),),
             ) as cur:
                 return cur.rowcount
+
+    async def requeue_unknown(self, job_id: int) -> int:
+        """An operator decided a job's `unknown` emails were not sent: queue them again (same Message-ID).
+
+        A finished job runs again until they are settled. How many were queued.
+        """
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE email_outbox SET state = 'queued', reason = NULL, updated_at = ?"
+                " WHERE job_id = ? AND state = 'unknown'",
+                (to_db_time(self._db.now()), job_id),
+            ) as cur:
+                n = cur.rowcount
+            if n:
+                await tx.execute(
+                    "UPDATE email_jobs SET state = 'running', finished_at = NULL WHERE id = ? AND state = 'done'",
+                    (job_id,),
+                )
+        return n
 
     async def claim(self, now: datetime, limit: int) -> list[OutboxEmail]:
         ts = to_db_time(now)

@@ -56,6 +56,7 @@ def recording_json(r: Any) -> dict[str, Any]:
         "state": r["state"],
         "notes": r["notes"],
         "tags": json.loads(r["tags"]),
+        "error": r["error"],
         "audio_url": f"/api/v1/recordings/{r['id']}/audio" if r["storage_path"] else None,
     }
 
@@ -119,7 +120,7 @@ class Recordings:
             await tx.execute(
                 "INSERT INTO recordings (source, pbx_name, call_key, remote_url, state, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, 'pending', ?, ?) ON CONFLICT (source, pbx_name) DO UPDATE SET"
-                " remote_url = excluded.remote_url, call_key = excluded.call_key",
+                " remote_url = excluded.remote_url, call_key = excluded.call_key, error = NULL",
                 (source, name, call_key, url, now, now),
             )
             await self._link(tx, call_key)
@@ -127,9 +128,17 @@ class Recordings:
     async def pending_downloads(self) -> list[dict[str, Any]]:
         rows = await self._db.fetchall(
             "SELECT source, pbx_name, remote_url FROM recordings WHERE remote_url IS NOT NULL"
-            " AND storage_path IS NULL AND state = 'pending' ORDER BY id"
+            " AND storage_path IS NULL AND state = 'pending' AND error IS NULL ORDER BY id"
         )
         return [dict(r) for r in rows]
+
+    async def refuse_download(self, source: str, pbx_name: str, reason: str) -> None:
+        """A remote recording will not be fetched: keep why (a new callback for it clears this)."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE recordings SET error = ?, updated_at = ? WHERE source = ? AND pbx_name = ?",
+                (reason, to_db_time(self._db.now()), source, pbx_name),
+            )
 
     async def by_name(self, source: str, pbx_name: str) -> dict[str, Any] | None:
         row = await self._db.fetchone(

@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
+from yarl import URL
 
 TWILIO_API = "https://api.twilio.com"
+# api.twilio.com and the regional hosts: api.<region>.twilio.com, api.<edge>.<region>.twilio.com
+_TWILIO_API_HOST = re.compile(r"api(\.[a-z0-9-]+){0,2}\.twilio\.com")
+
+
+def twilio_api_url(url: str, api_base: str = "") -> str | None:
+    """Where to send a request carrying the account's credentials for `url`, or None if it is not Twilio's.
+
+    Only Twilio's API hosts over https (and, when set, the configured `api_base`, a stand-in on
+    loopback in tests, to which api.twilio.com is redirected) may see the account's credentials.
+    """
+    try:
+        u = URL(url)
+    except ValueError:
+        return None
+    if not u.is_absolute() or u.user is not None or u.password is not None:
+        return None
+    if api_base:
+        base = URL(api_base.rstrip("/"))
+        if u.origin() == base.origin():
+            return url
+    host = (u.host or "").lower()
+    if u.scheme != "https" or u.port != 443 or not _TWILIO_API_HOST.fullmatch(host):
+        return None
+    if api_base and host == "api.twilio.com":
+        return api_base.rstrip("/") + str(u.relative())
+    return url
 
 
 class _HttpClient(AsyncTwilioHttpClient):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import stat
 import uuid
 import wave
 from collections.abc import Callable
@@ -36,7 +38,63 @@ class ScanReport:
     indexed: int = 0
     waiting: int = 0
     skipped: int = 0
+    refused: int = 0  # links and other non-files: never read
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    """A plain audio file directly in the watched directory, as `lstat` saw it."""
+
+    name: str
+    path: Path
+    size: int
+    mtime: float
+
+
+class DownloadRefused(Exception):
+    """A remote recording's URL is not one we send the provider's credentials to; not retried."""
+
+
+class NotAPlainFile(OSError):
+    """A path that is a symbolic link, a directory, a device or a pipe: never read as a recording."""
+
+
+def list_audio(directory: Path) -> tuple[list[DirEntry], list[str]]:
+    """The audio files directly in `directory`, and the audio-named entries refused (links, non-files).
+
+    Blocking (run it in a thread): a PBX directory can hold many thousands of files. Links are never
+    followed: a link named like a recording may point anywhere on the machine.
+    """
+    files: list[DirEntry] = []
+    refused: list[str] = []
+    with os.scandir(directory) as it:
+        for entry in it:
+            if Path(entry.name).suffix not in AUDIO_SUFFIXES:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # gone since the listing
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append(DirEntry(entry.name, Path(entry.path), st.st_size, st.st_mtime))
+            else:
+                refused.append(entry.name)
+    return files, refused
+
+
+def open_plain_file(path: Path) -> int:
+    """A read descriptor on `path` if it is a regular file itself (a link is refused, not followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise NotAPlainFile(errno.ELOOP, "a symbolic link, not a file", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotAPlainFile(errno.EINVAL, "not a regular file", str(path))
+    return fd
 
 
 def safe_name(pbx_path: str) -> str | None:
@@ -96,6 +154,7 @@ class RecordingService:
         self.settle_seconds = settle_seconds
         self.clock = clock
         self._sizes: dict[str, int] = {}
+        self._refused: set[str] = set()
 
     async def announce(self, call_id: str, pbx_path: str, *, source: str = "asterisk") -> None:
         name = safe_name(pbx_path)
@@ -113,22 +172,15 @@ class RecordingService:
     async def download_pending(
         self, fetch: Callable[[str], Any], *, attempts: int = 5, backoff: float = 1.0
     ) -> int:
-        """Fetch every remembered remote recording (retrying with backoff); how many were stored."""
+        """Fetch every remembered remote recording (retrying with backoff); how many were stored.
+
+        `fetch` raises `DownloadRefused` for a URL it will not send credentials to: the recording is
+        marked with the reason and not tried again.
+        """
         done = 0
         for row in await self.store.recordings.pending_downloads():
-            for attempt in range(attempts):
-                try:
-                    data: bytes = await fetch(row["remote_url"])
-                    break
-                except Exception as exc:  # the pointer stays; the next pass tries again
-                    log.warning(
-                        "event=recording_download_failed name=%s attempt=%d error=%r",
-                        row["pbx_name"],
-                        attempt + 1,
-                        exc,
-                    )
-                    await asyncio.sleep(backoff * 2**attempt)
-            else:
+            data = await self._fetch(fetch, row, attempts, backoff)
+            if data is None:
                 continue
             tmp = self.storage_dir / "incoming" / row["pbx_name"]
             await asyncio.to_thread(_write, tmp, data)
@@ -139,6 +191,27 @@ class RecordingService:
             done += 1
         return done
 
+    async def _fetch(
+        self, fetch: Callable[[str], Any], row: dict[str, Any], attempts: int, backoff: float
+    ) -> bytes | None:
+        for attempt in range(attempts):
+            try:
+                data: bytes = await fetch(row["remote_url"])
+                return data
+            except DownloadRefused as exc:
+                log.warning("event=recording_download_refused name=%s reason=%r", row["pbx_name"], str(exc))
+                await self.store.recordings.refuse_download(row["source"], row["pbx_name"], str(exc))
+                return None
+            except Exception as exc:  # the pointer stays; the next pass tries again
+                log.warning(
+                    "event=recording_download_failed name=%s attempt=%d error=%r",
+                    row["pbx_name"],
+                    attempt + 1,
+                    exc,
+                )
+                await asyncio.sleep(backoff * 2**attempt)
+        return None
+
     async def call_finished(self, call_id: str, *, source: str = "asterisk", **facts: Any) -> None:
         started = facts.get("started_at")
         if isinstance(started, datetime):
@@ -147,16 +220,18 @@ class RecordingService:
 
     def _copy(self, src: Path, fmt: str) -> tuple[str, int, str, float]:
         now = self.clock()
-        mtime = src.stat().st_mtime
-        rel = Path(f"{now:%Y}") / f"{now:%m}" / f"{uuid.uuid4().hex}.{fmt}"
-        dest = self.storage_dir / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        tmp = dest.with_suffix(".part")
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            while chunk := fin.read(1 << 16):
-                digest.update(chunk)
-                fout.write(chunk)
+        fin = os.fdopen(open_plain_file(src), "rb")
+        with fin:
+            mtime = os.fstat(fin.fileno()).st_mtime
+            rel = Path(f"{now:%Y}") / f"{now:%m}" / f"{uuid.uuid4().hex}.{fmt}"
+            dest = self.storage_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            tmp = dest.with_suffix(".part")
+            with tmp.open("wb") as fout:
+                while chunk := fin.read(1 << 16):
+                    digest.update(chunk)
+                    fout.write(chunk)
         tmp.replace(dest)
         return str(rel), dest.stat().st_size, digest.hexdigest(), mtime
 
@@ -200,30 +275,43 @@ class RecordingService:
         """
         directory = directory or self.watch_dir
         report = ScanReport()
-        if directory is None or not directory.is_dir():
+        if directory is None or not await asyncio.to_thread(directory.is_dir):
             return report
-        entries = [e for e in os.scandir(directory) if e.is_file() and Path(e.name).suffix in AUDIO_SUFFIXES]
-        now = self.clock().timestamp()
-        for n, entry in enumerate(entries, start=1):
+        entries, refused = await asyncio.to_thread(list_audio, directory)
+        for name in refused:
             report.seen += 1
-            st = entry.stat()
+            report.refused += 1
+            report.errors.append(f"{name}: a link or not a plain file, never read")
+            if name not in self._refused:  # said once, not at every poll
+                self._refused.add(name)
+                log.warning("event=recording_refused name=%r reason=not_a_plain_file", name)
+        now = self.clock().timestamp()
+        total = len(entries) + len(refused)
+        if refused and progress is not None:
+            progress(len(refused), total)
+        for n, entry in enumerate(entries, start=len(refused) + 1):
+            report.seen += 1
             known = await self.store.recordings.by_name("asterisk", entry.name)
-            if known is not None and known["storage_path"] and known["size"] == st.st_size:
+            if known is not None and known["storage_path"] and known["size"] == entry.size:
                 report.skipped += 1
             elif not force and (
-                self._sizes.get(entry.name) != st.st_size or now - st.st_mtime < self.settle_seconds
+                self._sizes.get(entry.name) != entry.size or now - entry.mtime < self.settle_seconds
             ):
-                self._sizes[entry.name] = st.st_size
+                self._sizes[entry.name] = entry.size
                 report.waiting += 1
             else:
                 try:
-                    await self.ingest(Path(entry.path))
+                    await self.ingest(entry.path)
                     report.indexed += 1
                     self._sizes.pop(entry.name, None)
+                except NotAPlainFile as exc:  # swapped for a link since the listing
+                    report.refused += 1
+                    report.errors.append(f"{entry.name}: {exc.strerror}, never read")
+                    log.warning("event=recording_refused name=%r reason=%s", entry.name, exc.strerror)
                 except OSError as exc:
                     report.errors.append(f"{entry.name}: {exc.strerror}")
             if progress is not None:
-                progress(n, len(entries))
+                progress(n, total)
         return report
 
     async def watch(self, poll_seconds: float) -> None:

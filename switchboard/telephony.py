@@ -11,13 +11,15 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from cti.ami.client import AmiClient
 from cti.asterisk import AsteriskSource
 from cti.directory import InterfaceDirectory
 from cti.service import CallService
-from cti.twilio_rest import close_client, twilio_client
+from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
+from recordings.service import DownloadRefused
 from switchboard.keys import CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE
 
 log = logging.getLogger("switchboard.telephony")
@@ -54,23 +56,24 @@ async def _download_loop(app: web.Application, wake: asyncio.Event) -> None:
     token = base64.b64encode(
         f"{settings.twilio.account_sid}:{settings.twilio.auth_token.reveal()}".encode()
     ).decode()
-    base = settings.twilio.api_base.rstrip("/")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def fetch(url: str) -> bytes:
-            if base and url.startswith("https://api.twilio.com"):
-                url = base + url[len("https://api.twilio.com") :]
-            async with session.get(url, headers={"Authorization": f"Basic {token}"}) as resp:
+            target = twilio_api_url(url, settings.twilio.api_base)
+            if target is None:  # never send the account's credentials anywhere but Twilio's API
+                raise DownloadRefused(f"RecordingUrl host {URL(url).host or url!r} is not a Twilio API host")
+            # aiohttp drops the Authorization header on a redirect to another origin
+            async with session.get(target, headers={"Authorization": f"Basic {token}"}) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"Twilio answered {resp.status} for a recording")
                 return await resp.read()
 
         while True:
+            wake.clear()  # before the pass: a callback that arrives during it wakes the next one
             try:
                 await app[SERVICES]["recordings"].download_pending(fetch)
             except Exception:
                 log.exception("event=twilio_recording_downloads_failed")
-            wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), 3600)
 

@@ -92,6 +92,10 @@ _UTF8_QP.body_encoding = QP  # readable in a raw view, safe for any line length
 
 
 def _addr(name: str, addr: str) -> str:
+    if not addr.isascii():  # an internationalized address needs SMTPUTF8, which we do not send
+        raise TemplateError(
+            f"the address {addr!r} is not ASCII (internationalized addresses are not supported)"
+        )
     return formataddr((name, addr), charset="utf-8") if name else addr
 
 

@@ -217,11 +217,24 @@ class EmailService:
                     await self.store.email.release([e.id for e in batch[n:]])
                     break
                 try:
-                    outcome = await self.smtp.send(self._message(email, secret))
+                    message = self._message(email, secret)
+                except Exception as exc:  # this message cannot be built (e.g. a line break in a header)
+                    reason = (
+                        str(exc) if isinstance(exc, TemplateError) else f"cannot build the message: {exc!r}"
+                    )
+                    log.warning("event=email_refused id=%d reason=%r", email.id, reason)
+                    done.append((email, "failed", reason, None, None))
+                    continue
+                try:
+                    outcome = await self.smtp.send(message)
                 except asyncio.CancelledError:
                     # the one in flight stays `sending` (becomes `unknown`); the untouched rest go back
                     await asyncio.shield(self.store.email.release([e.id for e in batch[n + 1 :]]))
                     raise
+                except Exception as exc:  # the exchange broke in a way we cannot classify: in doubt
+                    log.exception("event=email_send_error id=%d", email.id)
+                    done.append((email, "unknown", f"the mail server exchange failed: {exc!r}", None, None))
+                    continue
                 if outcome.status == "sent":
                     done.append((email, "sent", None, None, self._next_followup(email)))
                 elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
@@ -256,6 +269,10 @@ class EmailService:
                     await asyncio.wait_for(self._wake.wait(), idle_poll)
                 except TimeoutError:
                     pass
+
+    def wake(self) -> None:
+        """New work was queued: look at the outbox now rather than at the next poll."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping = True

@@ -156,6 +156,28 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(job)
 
 
+RESENDERS = ("manager", "marketing", "admin")  # and the rep who created the job
+
+
+async def resend_unknown(request: web.Request) -> web.Response:
+    """An operator decides the job's emails in doubt (`unknown`, a crash mid-send) were not sent: queue them again."""
+    user = require(request, *WRITERS)
+    store = request.app[STORE]
+    job_id = path_int(request)
+    job = await store.email.job(job_id)
+    if user.role not in RESENDERS and job["created_by"] != user.id:
+        raise ApiError(403, "forbidden", "only a manager, marketing or the sender of this job may resend it")
+    if job["state"] == "cancelled":
+        raise ApiError(409, "conflict", "the job was cancelled", "state")
+    n = await store.email.requeue_unknown(job_id)
+    if n:
+        service(request).wake()
+    await store.audit.write(
+        "email.job.resend_unknown", user_id=user.id, object_type="email_job", object_id=job_id, rows=n
+    )
+    return web.json_response({"requeued": n} | await store.email.job(job_id))
+
+
 async def unsubscribe(request: web.Request) -> web.Response:
     """GET shows a confirmation; POST (RFC 8058 one-click, or the button) sets the email opt-out."""
     store = request.app[STORE]
@@ -200,6 +222,7 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/v1/email/templates/{id}/preview", preview)
     r.add_post("/api/v1/email/send", send)
     r.add_get("/api/v1/email/jobs/{id}", get_job)
+    r.add_post("/api/v1/email/jobs/{id}/resend-unknown", resend_unknown)
     r.add_get("/email/unsubscribe/{token}", unsubscribe)
     r.add_post("/email/unsubscribe/{token}", unsubscribe)
     r.add_get("/email/templates", templates_page)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import tempfile
 import zipfile
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -21,6 +23,7 @@ from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_int, query_limit
 from switchboard.web.render import render
 
+EXPORT_CHUNK = 1 << 20
 VIEWERS = ("manager", "admin", "rep")  # marketing sees no recordings
 FILTERS = (
     "extension",
@@ -155,8 +158,68 @@ async def annotate(request: web.Request) -> web.Response:
     return web.json_response(_public(out))
 
 
+MANIFEST_COLUMNS = (
+    "file",
+    "id",
+    "started_at",
+    "direction",
+    "from",
+    "to",
+    "extension",
+    "agent",
+    "contact",
+    "duration_s",
+    "sha256",
+    "notes",
+)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A manifest cell a spreadsheet shows as text: one starting like a formula gets a leading quote."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _manifest_row(name: str, rec: dict[str, Any]) -> list[Any]:
+    values = [
+        name,
+        rec["id"],
+        rec["started_at"],
+        rec["direction"],
+        rec["from"],
+        rec["to"],
+        rec["extension"],
+        rec["agent"],
+        rec["contact_name"],
+        rec["duration_s"],
+        rec["sha256"],
+        rec["notes"],
+    ]
+    return [csv_cell(v) for v in values]
+
+
+def write_export(out: IO[bytes], storage: Path, recs: list[dict[str, Any]]) -> None:
+    """The export zip (audio files and manifest.csv) written to `out`; blocking, run in a thread."""
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(MANIFEST_COLUMNS)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for rec in recs:
+            name = f"recording-{rec['id']}.{rec['format'] or 'wav'}" if rec["_storage_path"] else ""
+            if name:
+                zf.write(storage / rec["_storage_path"], name)
+            writer.writerow(_manifest_row(name, rec))
+        zf.writestr("manifest.csv", manifest.getvalue())
+
+
 async def export(request: web.Request) -> web.StreamResponse:
-    """A zip of the chosen recordings with a CSV manifest; audited."""
+    """A zip of the chosen recordings with a CSV manifest; audited.
+
+    The zip is built in a thread into a temporary file (reading hundreds of recordings must not hold
+    the event loop, nor all of them sit in memory), then sent from that file.
+    """
     user = require(request, "manager", "admin")
     data = await json_body(request, allowed=("ids",))
     ids = data.get("ids")
@@ -164,58 +227,31 @@ async def export(request: web.Request) -> web.StreamResponse:
         raise ValidationError("ids", "must be a list of 1-500 recording ids")
     storage = Path(request.app[SETTINGS].recordings.storage_dir)
     recs = [await _visible(request, user, i) for i in dict.fromkeys(ids)]
-    buf = io.BytesIO()
-    manifest = io.StringIO()
-    writer = csv.writer(manifest)
-    writer.writerow(
-        [
-            "file",
-            "id",
-            "started_at",
-            "direction",
-            "from",
-            "to",
-            "extension",
-            "agent",
-            "contact",
-            "duration_s",
-            "sha256",
-            "notes",
-        ]
-    )
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for rec in recs:
-            name = f"recording-{rec['id']}.{rec['format'] or 'wav'}" if rec["_storage_path"] else ""
-            if name:
-                zf.write(storage / rec["_storage_path"], name)
-            writer.writerow(
-                [
-                    name,
-                    rec["id"],
-                    rec["started_at"],
-                    rec["direction"],
-                    rec["from"],
-                    rec["to"],
-                    rec["extension"],
-                    rec["agent"],
-                    rec["contact_name"],
-                    rec["duration_s"],
-                    rec["sha256"],
-                    rec["notes"],
-                ]
-            )
-        zf.writestr("manifest.csv", manifest.getvalue())
-    await request.app[STORE].audit.write(
-        "recording.export",
-        user_id=user.id,
-        object_type="recording",
-        object_id=",".join(str(r["id"]) for r in recs),
-    )
-    return web.Response(
-        body=buf.getvalue(),
-        content_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="recordings.zip"'},
-    )
+    out = await asyncio.to_thread(tempfile.TemporaryFile)
+    try:
+        await asyncio.to_thread(write_export, out, storage, recs)
+        await request.app[STORE].audit.write(
+            "recording.export",
+            user_id=user.id,
+            object_type="recording",
+            object_id=",".join(str(r["id"]) for r in recs),
+        )
+        size = out.tell()
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": 'attachment; filename="recordings.zip"',
+            }
+        )
+        resp.content_length = size
+        await resp.prepare(request)
+        await asyncio.to_thread(out.seek, 0)
+        while chunk := await asyncio.to_thread(out.read, EXPORT_CHUNK):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+    finally:
+        await asyncio.to_thread(out.close)
 
 
 async def page(request: web.Request) -> web.Response:

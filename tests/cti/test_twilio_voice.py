@@ -259,3 +259,69 @@ async def test_twilio_recording_callback_downloads_and_links(
         touch = await store.touches.by_source_key(f"twilio:{call_sid}")
         assert rec["source"] == "twilio" and rec["touch_id"] == touch.id and rec["size"] == len(audio)
         assert await (await manager.get(rec["audio_url"])).read() == audio
+
+
+async def test_recording_urls_off_twilio_never_get_the_credentials(
+    aiohttp_client: Any, settings: Any, tmp_path: Any, caplog: Any
+) -> None:
+    """A RecordingUrl on another host is refused and marked, and that host sees no request at all."""
+    import asyncio
+
+    from aiohttp import web
+
+    from switchboard.sim.twilio_api import FakeTwilioApi
+    from tests.conftest import free_port
+    from tests.recordings.test_recordings import make_wav
+
+    seen: list[str | None] = []  # the Authorization header of each request the other host got
+
+    async def other(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(body=make_wav(tmp_path / "other.wav", 0.5), content_type="audio/x-wav")
+
+    other_app = web.Application()
+    other_app.router.add_get("/{tail:.*}", other)
+    runner = web.AppRunner(other_app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sid = "AC" + "4" * 32
+    try:
+        async with FakeTwilioApi(sid, TOKEN) as fake:
+            settings.twilio.enabled = True
+            settings.twilio.account_sid = sid
+            settings.twilio.auth_token.__init__(TOKEN)  # type: ignore[misc]
+            settings.twilio.api_base = fake.base_url
+            settings.server.public_url = PUBLIC
+            client = await aiohttp_client(create_app(settings))
+            store = client.server.app[STORE]
+            bad_sid, good_sid = "RE" + "5" * 32, "RE" + "6" * 32
+            fake.recordings[good_sid] = make_wav(tmp_path / "good.wav", 1.0)
+            for rec_sid, url in (
+                (bad_sid, f"http://127.0.0.1:{port}/2010-04-01/Accounts/{sid}/Recordings/{bad_sid}"),
+                (good_sid, fake.recording_url(good_sid)),
+            ):
+                params = {
+                    "AccountSid": sid,
+                    "CallSid": "CA" + rec_sid[2:],
+                    "RecordingSid": rec_sid,
+                    "RecordingUrl": url,
+                    "RecordingStatus": "completed",
+                }
+                assert (await post_signed(client, "/twilio/voice/recording", params)).status == 204
+            async with asyncio.timeout(10):
+                while True:
+                    bad = await store.recordings.by_name("twilio", f"{bad_sid}.wav")
+                    good = await store.recordings.by_name("twilio", f"{good_sid}.wav")
+                    if good["storage_path"] and (bad.get("error") or seen):
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert seen == []  # not even a request without credentials
+    assert bad["storage_path"] is None
+    assert bad["error"] == "RecordingUrl host '127.0.0.1' is not a Twilio API host"
+    assert any("event=recording_download_refused" in r.getMessage() for r in caplog.records)
+    manager = await make_api(client, "maria", "manager")
+    one = await (await manager.get(f"/api/v1/recordings/{bad['id']}")).json()
+    assert one["error"] == bad["error"] and one["audio_url"] is None

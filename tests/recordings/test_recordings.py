@@ -8,6 +8,7 @@ import shutil
 import struct
 import wave
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import SERVICES, SETTINGS, STORE
 from tests.browser import login
 from tests.conftest import FIXTURES, PASSWORD, make_api
 
@@ -284,3 +285,115 @@ async def test_transcriber_and_retention(store: Any, tmp_path: Path) -> None:
     after = await store.recordings.get(rec["id"])
     assert after["state"] == "deleted" and after["audio_url"] is None
     assert (await store.audit.recent(action="recording.retention_delete"))[0]["object_id"] == str(rec["id"])
+
+
+async def test_manifest_cells_that_look_like_formulas_are_escaped(client: Any) -> None:
+    """A customer's name or a note a spreadsheet would run as a formula is exported as text."""
+    import csv
+
+    manager = await make_api(client, "maria", "manager")
+    store = client.server.app[STORE]
+    service = client.server.app[SERVICES]["recordings"]
+    contact = await store.contacts.create(
+        validate_contact({"first_name": '=HYPERLINK("http://evil.example")', "last_name": "X"}, region="US")
+    )
+    await service.announce("c9", "c9.wav")
+    await service.call_finished(
+        "c9",
+        touch_id=None,
+        contact_id=contact.id,
+        extension="@SUM(1+1)",
+        agent_user_id=None,
+        direction="inbound",
+        from_number="+15550001234",
+        to_number="-2+3",
+        started_at=None,
+        duration_s=2.0,
+    )
+    pbx = Path(client.server.app[SETTINGS].asterisk.recordings_dir)
+    pbx.mkdir(parents=True)
+    make_wav(pbx / "c9.wav", 0.5)
+    rid = await service.ingest(pbx / "c9.wav")
+    assert (
+        await manager.patch(f"/api/v1/recordings/{rid}", json={"notes": "\tcmd|' /C calc'!A0"})
+    ).status == 200
+    resp = await manager.post("/api/v1/recordings/export", json={"ids": [rid]})
+    assert resp.status == 200
+    zf = zipfile.ZipFile(io.BytesIO(await resp.read()))
+    header, row = list(csv.reader(io.StringIO(zf.read("manifest.csv").decode())))
+    cells = dict(zip(header, row, strict=True))
+    assert cells["contact"] == '\'=HYPERLINK("http://evil.example") X'
+    assert cells["extension"] == "'@SUM(1+1)" and cells["to"] == "'-2+3"
+    assert cells["from"] == "'+15550001234" and cells["notes"] == "'\tcmd|' /C calc'!A0"
+    assert (
+        cells["file"] == f"recording-{rid}.wav"
+        and cells["id"] == str(rid)
+        and cells["direction"] == "inbound"
+    )
+
+
+async def test_exporting_many_recordings_never_stalls_the_loop(client: Any, settings: Any) -> None:
+    """A zip of 200 recordings (100 MB) is built off the event loop; what arrives is complete."""
+    import hashlib
+
+    from tests.loop_lag import LoopLag
+
+    manager = await make_api(client, "maria", "manager")
+    store = client.server.app[STORE]
+    storage = Path(settings.recordings.storage_dir)
+    (storage / "bulk").mkdir(parents=True)
+    audio = make_wav(storage / "bulk" / "0.wav", 32.0)  # 512 KB
+    ids = []
+    for i in range(200):
+        path = storage / "bulk" / f"{i}.wav"
+        path.write_bytes(audio[:-4] + i.to_bytes(4, "big"))  # each file its own bytes
+        ids.append(
+            await store.recordings.store_file(
+                "asterisk",
+                f"{i}.wav",
+                storage_path=f"bulk/{i}.wav",
+                size=len(audio),
+                sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                fmt="wav",
+                duration_s=32.0,
+                state="indexed",
+                mtime=datetime.now(UTC),
+            )
+        )
+    async with LoopLag() as lag:
+        resp = await manager.post("/api/v1/recordings/export", json={"ids": ids})
+        body = await resp.read()
+    assert resp.status == 200 and resp.headers["Content-Type"] == "application/zip"
+    zf = zipfile.ZipFile(io.BytesIO(body))
+    assert len(zf.namelist()) == 201
+    assert zf.read(f"recording-{ids[7]}.wav") == audio[:-4] + (7).to_bytes(4, "big")
+    assert lag.ticks > 3 and lag.max_stall < 0.25, f"the loop stalled {lag.max_stall_ms:.0f} ms"
+
+
+async def test_links_in_the_pbx_directory_are_never_followed(store: Any, tmp_path: Path) -> None:
+    """`ln -s /etc/passwd monitor/x.wav` must not become a playable recording, nor a link to audio elsewhere."""
+    from recordings.service import RecordingService
+
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    make_wav(tmp_path / "elsewhere.wav", 1.0)
+    (monitor / "passwd.wav").symlink_to("/etc/passwd")
+    (monitor / "outside.wav").symlink_to(tmp_path / "elsewhere.wav")
+    (monitor / "sub.wav").mkdir()
+    make_wav(monitor / "real.wav", 1.0)
+    service = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store", settle_seconds=0)
+    first = await service.scan_once()  # the watcher: a file is taken once its size held for one poll
+    second = await service.scan_once()
+    rows = await store.db.fetchall("SELECT pbx_name FROM recordings")
+    assert [r[0] for r in rows] == ["real.wav"]
+    assert (first.waiting, second.indexed, second.refused) == (1, 1, 3)
+    again = await service.scan_once(force=True)  # a reindex takes every file as it is: still no link
+    assert (again.skipped, again.indexed, again.refused) == (1, 0, 3)
+    assert sorted(e.split(":")[0] for e in again.errors) == ["outside.wav", "passwd.wav", "sub.wav"]
+    rows = await store.db.fetchall("SELECT pbx_name FROM recordings")
+    assert [r[0] for r in rows] == ["real.wav"]
+    # a file swapped for a link between the listing and the copy is refused when opened
+    with pytest.raises(OSError, match="symbolic link"):
+        await service.ingest(monitor / "passwd.wav")
+    stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
+    assert len(stored) == 1 and stored[0].read_bytes() == (monitor / "real.wav").read_bytes()

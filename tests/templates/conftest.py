@@ -15,7 +15,8 @@ from aiosmtpd.controller import Controller
 class Inbox:
     """An aiosmtpd handler that keeps what it accepts and can answer with errors first."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop  # the tests' loop (the server runs its own, in a thread)
         self.messages: list[email.message.EmailMessage] = []
         self.fail_with: list[str] = []  # responses to give to the next DATA commands
         self.connections: set[int] = set()
@@ -27,19 +28,19 @@ class Inbox:
         if self.fail_with:
             return self.fail_with.pop(0)
         if self.block_after is not None and len(self.messages) >= self.block_after:
-            self.blocked.set()
+            self.loop.call_soon_threadsafe(self.blocked.set)  # wakes the tests' loop now
             await asyncio.Event().wait()
         self.messages.append(email.message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 
 
 @pytest.fixture
-def inbox() -> Any:
+async def inbox() -> Any:
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    handler = Inbox()
+    handler = Inbox(asyncio.get_running_loop())
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     handler.port = port

@@ -306,3 +306,163 @@ async def test_mail_merge_to_a_tag_skips_opted_out_and_addressless(mail_client: 
         )
     ).status == 204
     assert (await mkt.get(f"/api/v1/email/templates/{tpl['id']}")).status == 404
+
+
+MERGE_HTML = (
+    "<html><body><p>Dear {{ contact.first_name }} {{ contact.last_name }},</p>"
+    + "<p>Thank you for choosing {{ dealer.name }} for your {{ contact.attributes.vehicle }}. " * 12
+    + "</p><p>{{ user.name }}</p></body></html>"
+)
+
+
+async def test_a_mail_merge_to_thousands_never_stalls_the_loop(
+    aiohttp_client: Any, settings: Any, inbox: Any
+) -> None:
+    """The loop keeps answering while a merge to 3,000 customers is queued and sent."""
+    from crm_link.contacts import ContactFields
+    from tests.loop_lag import LoopLag
+
+    settings.smtp.port = inbox.port
+    settings.smtp.rate_per_second = 0
+    client = await aiohttp_client(create_app(settings))
+    mkt = await make_api(client, "kim", "marketing")
+    store = client.server.app[STORE]
+    n = 3000
+    await store.contacts.bulk_insert(
+        [
+            ContactFields(
+                first_name=f"P{i}",
+                last_name="Doe",
+                email=f"p{i}@example.com",
+                attributes={"vehicle": "Civic"},
+            )
+            for i in range(n)
+        ]
+    )
+    tpl = await (
+        await mkt.post(
+            "/api/v1/email/templates",
+            json={"name": "merge", "subject": "Hi {{ contact.first_name }}", "html": MERGE_HTML},
+        )
+    ).json()
+    async with LoopLag() as lag:
+        resp = await mkt.post(
+            "/api/v1/email/send", json={"template_id": tpl["id"], "contact_ids": list(range(1, n + 1))}
+        )
+        assert resp.status == 202
+        async with asyncio.timeout(100):
+            while (job := (await store.email.job((await resp.json())["id"])))["state"] != "done":
+                await asyncio.sleep(0.05)
+    assert job["counts"]["sent"] == n and len(inbox.messages) == n, job
+    assert lag.ticks > 10 and lag.max_stall < 0.25, f"the loop stalled {lag.max_stall_ms:.0f} ms"
+
+
+async def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_go(
+    mail_client: Any, inbox: Any
+) -> None:
+    """A merged subject with a line break (header injection) is refused for that customer only."""
+    mkt = await make_api(mail_client, "kim", "marketing")
+    store = mail_client.server.app[STORE]
+    ids = []
+    for name, note in (
+        ("A", "your Civic"),
+        ("B", "your Civic"),
+        ("Eve", "x\r\nBcc: everyone@example.com"),
+        ("C", "your Civic"),
+        ("Jöhn", "your Civic"),  # this mail server does not take SMTPUTF8 addresses
+        ("D", "your Civic"),
+    ):
+        c = await store.contacts.create(
+            validate_contact(
+                {"first_name": name, "email": f"{name.lower()}@example.com", "attributes": {"note": note}},
+                region="US",
+            )
+        )
+        ids.append(c.id)
+    tpl = await (
+        await mkt.post(
+            "/api/v1/email/templates",
+            json={"name": "n", "subject": "About {{ contact.attributes.note }}", "html": "<p>Hi</p>"},
+        )
+    ).json()
+    resp = await mkt.post("/api/v1/email/send", json={"template_id": tpl["id"], "contact_ids": ids})
+    job = await _job_done(mkt, (await resp.json())["id"])
+    assert job["counts"]["sent"] == 4 and job["counts"]["failed"] == 2 and job["counts"]["sending"] == 0
+    assert sorted(e["reason"] for e in job["errors"]) == [
+        "subject cannot contain line breaks",
+        "the address 'jöhn@example.com' is not ASCII (internationalized addresses are not supported)",
+    ]
+    assert sorted(m["To"] for m in inbox.messages) == [f"{n} <{n.lower()}@example.com>" for n in "ABCD"]
+    assert all(m["Bcc"] is None for m in inbox.messages)
+
+
+async def test_emails_in_doubt_after_a_crash_are_resent_once_an_operator_says_so(
+    aiohttp_client: Any, settings: Any, inbox: Any
+) -> None:
+    """Killed while the mail server holds a message: after the restart that one is `unknown`; the
+    job's sender (or a manager, or marketing) queues it again, and it arrives exactly once."""
+    from crm_link.contacts import ContactFields
+    from switchboard.app import open_store
+    from tests.conftest import PASSWORD, Api
+
+    settings.smtp.port = inbox.port
+    settings.smtp.rate_per_second = 0
+    n = 30
+    async with open_store(settings) as store:
+        owner = await store.users.add("jsmith", role="rep", password=PASSWORD)
+        for name, role in (("agarcia", "rep"), ("kim", "marketing"), ("maria", "manager")):
+            await store.users.add(name, role=role, password=PASSWORD)
+        await store.contacts.bulk_insert(
+            [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
+        )
+        tpl = await store.email.save_template(
+            template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
+        )
+        svc = EmailService(
+            store,
+            Renderer(),
+            SmtpSender("127.0.0.1", inbox.port, rate_per_second=0),
+            sender="s@motors.example",
+            public_url="https://crm.example",
+            dealer={},
+        )
+        job_id = await svc.send(tpl["id"], await store.contacts.get_many(list(range(1, n + 1))), owner)
+        inbox.block_after = 10
+        task = asyncio.create_task(svc.run(idle_poll=0.05))
+        await asyncio.wait_for(inbox.blocked.wait(), 20)
+        task.cancel()  # the process dies while the mail server holds the 11th message
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert svc.smtp._smtp is not None
+        svc.smtp._smtp.close()
+    inbox.block_after = None
+    client = await aiohttp_client(create_app(settings))  # the restart: what was in flight is in doubt
+    store = client.server.app[STORE]
+
+    async def api(name: str) -> Api:
+        user = await store.users.by_username(name)
+        return Api(client, await store.users.create_token(user.id, "test"), user)
+
+    sender, other_rep, mkt, manager = [await api(u) for u in ("jsmith", "agarcia", "kim", "maria")]
+    job = await _job_done(sender, job_id)
+    assert (job["counts"]["sent"], job["counts"]["unknown"]) == (n - 1, 1)
+    ((doubt,),) = await store.db.fetchall("SELECT to_addr FROM email_outbox WHERE state = 'unknown'")
+    assert len(inbox.messages) == n - 1 and doubt not in {
+        m["To"].addresses[0].addr_spec for m in inbox.messages
+    }
+    resp = await other_rep.post(f"/api/v1/email/jobs/{job_id}/resend-unknown")
+    assert resp.status == 403
+    assert (await manager.post("/api/v1/email/jobs/999/resend-unknown")).status == 404
+    resp = await sender.post(f"/api/v1/email/jobs/{job_id}/resend-unknown")
+    assert resp.status == 200 and (await resp.json())["requeued"] == 1
+    job = await _job_done(sender, job_id)
+    assert (job["counts"]["sent"], job["counts"]["unknown"]) == (n, 0)
+    assert sorted(m["To"].addresses[0].addr_spec for m in inbox.messages) == sorted(
+        f"p{i}@example.com" for i in range(n)
+    )
+    (entry,) = await store.audit.recent(action="email.job.resend_unknown")
+    assert entry["user"] == "jsmith" and entry["object_id"] == str(job_id)
+    for api_ in (mkt, manager):  # nothing is in doubt any more: nothing goes out again
+        resp = await api_.post(f"/api/v1/email/jobs/{job_id}/resend-unknown")
+        assert resp.status == 200 and (await resp.json())["requeued"] == 0
+    assert len(inbox.messages) == n
