@@ -29,10 +29,13 @@ class AsteriskSource:
         self._task: asyncio.Task[None] | None = None
         self._originations: set[asyncio.Task[Any]] = set()
 
-    async def start(self) -> None:
+    async def start(self, *, run: bool = True) -> None:
+        """Load the directory; unless `run` is False (the caller runs `client.run()` and `run()`
+        itself, e.g. under a supervisor), start the AMI client and the event consumer."""
         await self.directory.reload()
-        await self.client.start()
-        self._task = asyncio.create_task(self._consume(), name="asterisk-events")
+        if run:
+            await self.client.start()
+            self._task = asyncio.create_task(self.run(), name="asterisk-events")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -44,7 +47,8 @@ class AsteriskSource:
         await asyncio.gather(*self._originations, return_exceptions=True)
         await self.client.close()
 
-    async def _consume(self) -> None:
+    async def run(self) -> None:
+        """Consume AMI events: keep the tracker in step and feed the call service."""
         while True:
             ev = await self.client.events.get()
             self.events_seen += 1
