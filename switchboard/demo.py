@@ -450,25 +450,35 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
             return await seed(store)
 
     seeded = asyncio.run(prepare())
-    url = f"http://{settings.server.host}:{port}/"
-    print(f"Switchboard demo {'(new sample data)' if seeded else '(existing sample data)'} at {url}")
-    print(f"  store: {settings.store.url}")
-    print(f"  logins (password '{DEMO_PASSWORD}' for each):")
-    for username, role, name, ext, _ in DEMO_USERS:
-        print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
-    print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
-    print("  sign in as jsmith and keep My Day open to see the screen-pops.")
-    print(f"  Each call is recorded: sign in as maria (manager) to search and play them at {url}recordings.")
-    print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
-    print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
-    print(f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours).")
-    print(
-        f"  Call lists at {url}call-lists: as jsmith, 'Next customer' works the after-sale list in preview;"
-    )
-    print(
-        "  as maria, start 'Lost service customers' (progressive), then as jsmith/agarcia click 'I'm ready'."
-    )
-    print("  The simulated customers answer, are busy (numbers ending in 3) or do not answer (ending in 7);")
-    print("  the demo dials around the clock (production dials within [calling_hours] of each customer).")
-    print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
-    run_service(settings, demo_contexts(settings, data_dir), demo_routes)
+
+    def banner() -> None:
+        """Printed once the port is listening (a port in use gives one error line instead)."""
+        url = f"http://{settings.server.host}:{port}/"
+        print(f"Switchboard demo {'(new sample data)' if seeded else '(existing sample data)'} at {url}")
+        print(f"  store: {settings.store.url}")
+        print(f"  logins (password '{DEMO_PASSWORD}' for each):")
+        for username, role, name, ext, _ in DEMO_USERS:
+            print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
+        print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
+        print("  sign in as jsmith and keep My Day open to see the screen-pops.")
+        print(
+            f"  Each call is recorded: sign in as maria (manager) to search and play them at {url}recordings."
+        )
+        print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
+        print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
+        print(
+            f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours)."
+        )
+        print(
+            f"  Call lists at {url}call-lists: as jsmith, 'Next customer' works the after-sale list in preview;"
+        )
+        print(
+            "  as maria, start 'Lost service customers' (progressive), then as jsmith/agarcia click 'I'm ready'."
+        )
+        print(
+            "  The simulated customers answer, are busy (numbers ending in 3) or do not answer (ending in 7);"
+        )
+        print("  the demo dials around the clock (production dials within [calling_hours] of each customer).")
+        print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
+
+    run_service(settings, demo_contexts(settings, data_dir), demo_routes, ready=banner)
