@@ -94,3 +94,45 @@ def test_watch_shows_no_rate_when_nothing_moves(tmp_path: Path) -> None:
         m = re.fullmatch(rf"blast {blast_id} \[[#.]+\] 1/5( (?P<rate>[\d,]+)/s)?", draw)
         assert m is not None, draw
         assert m["rate"] in (None, "0"), draw
+
+
+def _cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_show_in_the_demo_folder_reads_the_demos_store(tmp_path: Path) -> None:
+    """Run where `switchboard demo` keeps its data, `sms show` / `call-lists show` read the demo's
+    store (and say so) instead of creating an empty ./switchboard.db."""
+    (tmp_path / "demo-data").mkdir()
+    blast_id = asyncio.run(_stalled_blast(tmp_path / "demo-data" / "demo.db"))
+    proc = _cli(tmp_path, "sms", "show", str(blast_id))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"blast {blast_id}: running; 4 queued, 0 sending, 1 sent")
+    assert "using the demo's store demo-data/demo.db" in proc.stderr
+    proc = _cli(tmp_path, "call-lists", "show", "1")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == "switchboard: error: ID: no call list 1 in demo-data/demo.db"
+    assert not (tmp_path / "switchboard.db").exists()
+    # a store that is configured is the one used, demo folder or not
+    other = tmp_path / "other.db"
+    proc = _cli(tmp_path, "sms", "show", str(blast_id), SWITCHBOARD_STORE_URL=f"sqlite:///{other}")
+    assert proc.returncode == 2 and "using the demo" not in proc.stderr
+    assert not other.exists()
+
+
+def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
+    for args in (("sms", "show", "1"), ("call-lists", "show", "1"), ("sms", "show", "1", "--watch")):
+        proc = _cli(tmp_path, *args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.splitlines() == [
+            "switchboard: error: store: no store at switchboard.db (store.url = 'sqlite:///switchboard.db'); "
+            "run `switchboard init` or `switchboard demo` first, or pass --config"
+        ]
+    assert list(tmp_path.iterdir()) == []
