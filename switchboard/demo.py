@@ -347,19 +347,23 @@ def demo_contexts(
         await pbx.close()
 
     async def smtp_ctx(app: web.Application) -> AsyncIterator[None]:
-        import socket
+        # the sink is served on the app's own loop: listening is ready once create_server returns,
+        # so nothing needs to connect and hang up to find out (aiosmtpd's Controller does, and
+        # its SMTP then logs "Connection lost during _handle_client()" at every start)
+        from aiosmtpd.smtp import SMTP
 
-        from aiosmtpd.controller import Controller
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        controller = Controller(DemoMailbox(app), hostname="127.0.0.1", port=port)
-        await asyncio.to_thread(controller.start)
-        settings.smtp.host, settings.smtp.port = "127.0.0.1", port
+        mailbox = DemoMailbox(app)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: SMTP(mailbox, hostname="demo-mail-sink"), "127.0.0.1", 0
+        )
+        settings.smtp.host, settings.smtp.port = "127.0.0.1", server.sockets[0].getsockname()[1]
         settings.smtp.starttls = "never"
-        yield
-        await asyncio.to_thread(controller.stop)
+        try:
+            yield
+        finally:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
     async def sms_gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         from campaigns.sms.kannel_standin import KannelStandIn
