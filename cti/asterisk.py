@@ -82,6 +82,13 @@ class AsteriskSource:
             return
         for domain_event in self.tracker.resync(channels):
             await self.service.handle(domain_event)
+        # calls the store still has ringing or answered (e.g. from before a restart) that the PBX
+        # no longer has: their end happened while nobody listened
+        await self.service.close_vanished(
+            set(self.tracker.calls),
+            now=self.tracker.clock(),
+            reason="the PBX no longer had this call when Switchboard reconnected",
+        )
         log.info(
             "event=asterisk_resynced live_channels=%d live_calls=%d", len(channels), len(self.tracker.calls)
         )

@@ -6,7 +6,8 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import aiohttp
@@ -75,6 +76,28 @@ async def _download_loop(app: web.Application, wake: asyncio.Event) -> None:
                 await asyncio.wait_for(wake.wait(), 3600)
 
 
+# Twilio ends every call after its time limit (4 hours unless raised): a call the store still has
+# ringing or answered after that, plus a margin, lost its end (a restart mid-ring, a lost callback)
+TWILIO_CALL_LIMIT = timedelta(hours=4, minutes=15)
+STALE_CALLS_EVERY = 600.0
+# tests may set the clock the stale-call sweep reads
+TELEPHONY_CLOCK = web.AppKey("telephony_clock", object)
+
+
+async def _close_stale_twilio_calls(service: CallService, clock: Callable[[], datetime]) -> None:
+    """At start, then every few minutes: close the Twilio calls that cannot still be going."""
+    hours = TWILIO_CALL_LIMIT.total_seconds() / 3600
+    while True:
+        now = clock()
+        await service.close_vanished(
+            (),
+            now=now,
+            started_before=now - TWILIO_CALL_LIMIT,
+            reason=f"Twilio reported no end within {hours:g} hours",
+        )
+        await asyncio.sleep(STALE_CALLS_EVERY)
+
+
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the call services of the enabled sources; stop them in reverse (also what had
     started when a later step fails)."""
@@ -131,11 +154,13 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 settings.twilio.account_sid, settings.twilio.auth_token.reveal(), settings.twilio.api_base
             )
             app[HEALTH]["twilio_voice"] = lambda: "up"
+            clock: Callable[[], datetime] = app.get(TELEPHONY_CLOCK) or (lambda: datetime.now(UTC))  # type: ignore[assignment]
+            supervisor.start("twilio-stale-calls", partial(_close_stale_twilio_calls, service, clock))
             if app[SERVICES].get("recordings") is not None:
                 supervisor.start("twilio-recordings", partial(_download_loop, app, wake_downloads))
         yield
     finally:
-        await supervisor.stop("twilio-recordings", "asterisk-events")
+        await supervisor.stop("twilio-recordings", "twilio-stale-calls", "asterisk-events")
         app[SERVICES].pop("twilio_voice", None)
         if "twilio_client" in app[SERVICES]:
             await close_client(app[SERVICES].pop("twilio_client"))
