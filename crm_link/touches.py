@@ -339,6 +339,16 @@ class Touches:
         )
         return _touch(row) if row else None
 
+    async def open_calls(self, channel: str, *, started_before: datetime | None = None) -> list[Touch]:
+        """Call touches of a source that never got their end (still ringing or answered), oldest
+        first; only those started before `started_before` when given."""
+        sql = _TOUCH_SELECT + " WHERE t.kind = 'call' AND t.channel = ? AND t.ended_at IS NULL"
+        params: tuple[Any, ...] = (channel,)
+        if started_before is not None:
+            sql += " AND t.started_at < ?"
+            params += (to_db_time(started_before),)
+        return [_touch(r) for r in await self._db.fetchall(sql + " ORDER BY t.started_at, t.id", params)]
+
     async def history(self, contact_id: int, *, limit: int | None = None, cursor: str | None = None) -> Page:
         """A contact's touches, newest first."""
         limit = check_limit(limit)

@@ -37,10 +37,13 @@ class AsteriskSource:
         self._task: asyncio.Task[None] | None = None
         self._originations: set[asyncio.Task[Any]] = set()
 
-    async def start(self) -> None:
+    async def start(self, *, run: bool = True) -> None:
+        """Load the directory; unless `run` is False (the caller runs `client.run()` and `run()`
+        itself, e.g. under a supervisor), start the AMI client and the event consumer."""
         await self.directory.reload()
-        await self.client.start()
-        self._task = asyncio.create_task(self._consume(), name="asterisk-events")
+        if run:
+            await self.client.start()
+            self._task = asyncio.create_task(self.run(), name="asterisk-events")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -52,7 +55,8 @@ class AsteriskSource:
         await asyncio.gather(*self._originations, return_exceptions=True)
         await self.client.close()
 
-    async def _consume(self) -> None:
+    async def run(self) -> None:
+        """Consume AMI events: keep the tracker in step and feed the call service."""
         while True:
             ev = await self.client.events.get()
             self.events_seen += 1
@@ -86,6 +90,13 @@ class AsteriskSource:
             return
         for domain_event in self.tracker.resync(channels):
             await self.service.handle(domain_event)
+        # calls the store still has ringing or answered (e.g. from before a restart) that the PBX
+        # no longer has: their end happened while nobody listened
+        await self.service.close_vanished(
+            set(self.tracker.calls),
+            now=self.tracker.clock(),
+            reason="the PBX no longer had this call when Switchboard reconnected",
+        )
         log.info(
             "event=asterisk_resynced live_channels=%d live_calls=%d", len(channels), len(self.tracker.calls)
         )

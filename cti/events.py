@@ -51,6 +51,8 @@ class CallEnded:
     hangup_cause_text: str | None
     transferred_to: str | None
     recording_files: tuple[str, ...] = ()
+    # set when the source never reported the end and Switchboard closed the call itself
+    closed_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -297,6 +297,7 @@ class CallService:
             "talk_s": ev.talk_s,
             "recording_files": list(ev.recording_files),
             "candidates": [c.id for c in matches] if len(matches) > 1 else None,
+            "closed_reason": ev.closed_reason,
         }
         touch = await self.store.touches.record(
             TouchInput(
@@ -329,12 +330,52 @@ class CallService:
 
     @staticmethod
     def _summary(ev: CallEnded, user: User | None) -> str:
+        why = f" ({ev.closed_reason})" if ev.closed_reason else ""
         if not ev.answered:
-            return "Missed call" + (f" in queue {ev.queue}" if ev.queue else "")
+            return "Missed call" + (f" in queue {ev.queue}" if ev.queue else "") + why
         who = f" by {user.name}" if user else ""
         talk = f", talked {ev.talk_s:.0f} s" if ev.talk_s else ""
         moved = f", transferred to {ev.transferred_to}" if ev.transferred_to else ""
-        return f"Answered{who}{talk}{moved}"
+        return f"Answered{who}{talk}{moved}{why}"
+
+    async def close_vanished(
+        self, live: Collection[str], *, now: datetime, reason: str, started_before: datetime | None = None
+    ) -> int:
+        """End the calls the store still has ringing or answered that the source no longer reports
+        (`live`: the call ids it does report), e.g. after a restart mid-ring: each gets its
+        CallEnded now, missed unless it was answered, with `reason`. Returns how many."""
+        closed = 0
+        for touch in await self.store.touches.open_calls(self.source, started_before=started_before):
+            call_id = touch.source_key.removeprefix(f"{self.source}:")
+            if call_id in live or call_id in self.calls or touch.direction not in ("inbound", "outbound"):
+                continue
+            inbound = touch.direction == "inbound"
+            await self.handle(
+                CallEnded(
+                    call_id=call_id,
+                    direction="inbound" if inbound else "outbound",
+                    from_number=touch.number if inbound else None,
+                    to_number=None if inbound else touch.number,
+                    answered=touch.status == "answered",
+                    answered_by=None,
+                    queue=touch.payload.get("queue"),
+                    started_at=touch.started_at,
+                    answered_at=None,
+                    ended_at=now,
+                    duration_s=max(0.0, (now - touch.started_at).total_seconds()),
+                    talk_s=None,
+                    hangup_cause=None,
+                    hangup_cause_text=None,
+                    transferred_to=None,
+                    closed_reason=reason,
+                )
+            )
+            closed += 1
+        if closed:
+            log.warning(
+                "event=calls_closed_without_end source=%s calls=%d reason=%r", self.source, closed, reason
+            )
+        return closed
 
     async def close(self) -> None:
         """Cancel pending lookups (calls in flight are resynced on the next start)."""

@@ -11,8 +11,9 @@ from aiohttp import web
 from crm_link.clock import Clock, system_clock
 from crm_link.store import Store
 from switchboard.hub import Hub
-from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import Settings
+from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
 from switchboard.web.errors import error_middleware, path_id_middleware
 from switchboard.web.render import setup_pages
@@ -72,6 +73,7 @@ def create_app(
     app[HEALTH] = {}
     app[MY_DAY_EXTRAS] = []
     app[SERVICES] = {}
+    app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
     from switchboard import dialer_ctx, messaging, recording_ctx, telephony
 
@@ -104,7 +106,10 @@ def create_app(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus each connector's state (no auth)."""
+    """Liveness plus each connector's and background worker's state (no auth)."""
     states = {name: fn() for name, fn in request.app[HEALTH].items()}
-    status = "ok" if all(s in ("up", "disabled") for s in states.values()) else "degraded"
-    return web.json_response({"status": status, "connectors": states})
+    supervisor = request.app[SUPERVISOR]
+    ok = all(s in ("up", "disabled") for s in states.values()) and supervisor.healthy()
+    return web.json_response(
+        {"status": "ok" if ok else "degraded", "connectors": states, "workers": supervisor.states()}
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +25,39 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"switchboard: error: {message}\n")
+
+
+# where `switchboard demo` keeps its store by default (relative to where it is run)
+DEMO_STORE = Path("demo-data") / "demo.db"
+# commands that only read: they never create a store that is not there
+READ_ONLY = ("sms", "call-lists")
+# commands that run the service with the store the settings name
+SERVICE_COMMANDS = ("serve", "demo", "init")
+
+
+def choose_store(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> None:
+    """Point the settings at the store this command should open.
+
+    Run where the demo keeps its data (./demo-data/demo.db) with no store configured (no --config,
+    no ./switchboard.toml, no SWITCHBOARD_STORE_URL), a command uses the demo's store and says so.
+    A read-only command refuses a store file that does not exist instead of creating an empty one.
+    """
+    command = getattr(args, "command", "")
+    if command in SERVICE_COMMANDS:
+        return
+    configured = (
+        args.config is not None or Path("switchboard.toml").is_file() or "SWITCHBOARD_STORE_URL" in env
+    )
+    if not configured and DEMO_STORE.is_file():
+        settings.store.url = f"sqlite:///{DEMO_STORE}"
+        print(f"switchboard: using the demo's store {DEMO_STORE}", file=sys.stderr)
+    path = settings.store.sqlite_path
+    if command in READ_ONLY and settings.store.url.startswith("sqlite:///") and path != ":memory:":
+        if not Path(path).is_file():
+            raise UsageError(
+                f"store: no store at {path} (store.url = {settings.store.url!r}); "
+                "run `switchboard init` or `switchboard demo` first, or pass --config"
+            )
 
 
 def _open(settings: Settings) -> Store:
@@ -153,7 +187,7 @@ async def cmd_call_list_show(settings: Settings, args: argparse.Namespace) -> in
         try:
             cl = await store.call_lists.get(args.id)
         except NotFound:
-            raise UsageError(f"ID: no call list {args.id}") from None
+            raise UsageError(f"ID: no call list {args.id} in {settings.store.sqlite_path}") from None
         st = await store.call_lists.stats(args.id)
         c = st["counts"]
         rate = f"{st['connect_rate']:.0%}" if st["connect_rate"] is not None else "-"
@@ -174,7 +208,7 @@ async def cmd_sms_show(settings: Settings, args: argparse.Namespace) -> int:
         try:
             blast = await store.sms.blast(args.id)
         except NotFound:
-            raise UsageError(f"ID: no blast {args.id}") from None
+            raise UsageError(f"ID: no blast {args.id} in {settings.store.sqlite_path}") from None
         p = await store.sms.progress(args.id)
         c = p["counts"]
         done = sum(c[k] for k in ("sent", "delivered", "failed", "skipped", "unknown"))
@@ -285,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
+        choose_store(settings, args, dict(os.environ))
         setup_logging("WARNING" if not getattr(args, "sync", False) else "INFO")
         run: Callable[[Settings, argparse.Namespace], Any] = args.run
         if getattr(args, "sync", False):

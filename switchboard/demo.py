@@ -346,19 +346,23 @@ def demo_contexts(
         await pbx.close()
 
     async def smtp_ctx(app: web.Application) -> AsyncIterator[None]:
-        import socket
+        # the sink is served on the app's own loop: listening is ready once create_server returns,
+        # so nothing needs to connect and hang up to find out (aiosmtpd's Controller does, and
+        # its SMTP then logs "Connection lost during _handle_client()" at every start)
+        from aiosmtpd.smtp import SMTP
 
-        from aiosmtpd.controller import Controller
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        controller = Controller(DemoMailbox(app), hostname="127.0.0.1", port=port)
-        await asyncio.to_thread(controller.start)
-        settings.smtp.host, settings.smtp.port = "127.0.0.1", port
+        mailbox = DemoMailbox(app)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: SMTP(mailbox, hostname="demo-mail-sink"), "127.0.0.1", 0
+        )
+        settings.smtp.host, settings.smtp.port = "127.0.0.1", server.sockets[0].getsockname()[1]
         settings.smtp.starttls = "never"
-        yield
-        await asyncio.to_thread(controller.stop)
+        try:
+            yield
+        finally:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
 
     async def sms_gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         from campaigns.sms.kannel_standin import KannelStandIn
@@ -449,25 +453,35 @@ def run_demo(settings: Settings, *, port: int, data_dir: Path) -> None:
             return await seed(store)
 
     seeded = asyncio.run(prepare())
-    url = f"http://{settings.server.host}:{port}/"
-    print(f"Switchboard demo {'(new sample data)' if seeded else '(existing sample data)'} at {url}")
-    print(f"  store: {settings.store.url}")
-    print(f"  logins (password '{DEMO_PASSWORD}' for each):")
-    for username, role, name, ext, _ in DEMO_USERS:
-        print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
-    print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
-    print("  sign in as jsmith and keep My Day open to see the screen-pops.")
-    print(f"  Each call is recorded: sign in as maria (manager) to search and play them at {url}recordings.")
-    print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
-    print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
-    print(f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours).")
-    print(
-        f"  Call lists at {url}call-lists: as jsmith, 'Next customer' works the after-sale list in preview;"
-    )
-    print(
-        "  as maria, start 'Lost service customers' (progressive), then as jsmith/agarcia click 'I'm ready'."
-    )
-    print("  The simulated customers answer, are busy (numbers ending in 3) or do not answer (ending in 7);")
-    print("  the demo dials around the clock (production dials within [calling_hours] of each customer).")
-    print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
-    run_service(settings, demo_contexts(settings, data_dir), demo_routes)
+
+    def banner() -> None:
+        """Printed once the port is listening (a port in use gives one error line instead)."""
+        url = f"http://{settings.server.host}:{port}/"
+        print(f"Switchboard demo {'(new sample data)' if seeded else '(existing sample data)'} at {url}")
+        print(f"  store: {settings.store.url}")
+        print(f"  logins (password '{DEMO_PASSWORD}' for each):")
+        for username, role, name, ext, _ in DEMO_USERS:
+            print(f"    {username:8} {role:9} {name}{'  ext ' + ext if ext else ''}")
+        print("  The simulated PBX rings John Smith (jsmith) and Ana Garcia (agarcia) every 30 seconds:")
+        print("  sign in as jsmith and keep My Day open to see the screen-pops.")
+        print(
+            f"  Each call is recorded: sign in as maria (manager) to search and play them at {url}recordings."
+        )
+        print(f"  Emails go to a built-in mail sink: {url}demo/mail shows what it received.")
+        print("  SMS goes through a built-in stand-in of Kannel's HTTP interface: sign in as kim (marketing)")
+        print(
+            f"  and send a blast to the tag 'service' at {url}sms/blasts (held in a customer's quiet hours)."
+        )
+        print(
+            f"  Call lists at {url}call-lists: as jsmith, 'Next customer' works the after-sale list in preview;"
+        )
+        print(
+            "  as maria, start 'Lost service customers' (progressive), then as jsmith/agarcia click 'I'm ready'."
+        )
+        print(
+            "  The simulated customers answer, are busy (numbers ending in 3) or do not answer (ending in 7);"
+        )
+        print("  the demo dials around the clock (production dials within [calling_hours] of each customer).")
+        print("  Ctrl-C stops it; running it again reuses the same data.", flush=True)
+
+    run_service(settings, demo_contexts(settings, data_dir), demo_routes, ready=banner)

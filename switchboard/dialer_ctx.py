@@ -14,7 +14,7 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from cti.screenpop import build_pop
 from switchboard.dialing import AmiDialBackend, TwilioDialBackend
-from switchboard.keys import CLOCK, HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.dialer")
 
@@ -59,13 +59,17 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
             service.on_ended = dialer.call_ended
     app[SERVICES]["dialer"] = dialer
     app[MY_DAY_EXTRAS].append(_my_day)
-    await dialer.start()
+    await dialer.start(run=False)
+    app[SUPERVISOR].start("dialer", dialer.run)
     log.info(
         "event=dialer_started owner=%s backend=%s", dialer.owner, dialer.backend and dialer.backend.source
     )
-    yield
-    await dialer.close()
-    app[SERVICES].pop("dialer", None)
+    try:
+        yield
+    finally:
+        await app[SUPERVISOR].stop("dialer")
+        await dialer.close()
+        app[SERVICES].pop("dialer", None)
 
 
 def _agents_on_calls(app: web.Application) -> set[int]:

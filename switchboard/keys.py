@@ -11,6 +11,7 @@ from aiohttp import web
 from crm_link.store import Store
 from switchboard.hub import Hub
 from switchboard.settings import Settings
+from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -19,6 +20,8 @@ CLOCK = web.AppKey("clock", Callable[[], datetime])
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
+# the owner of every long-lived background worker (restarts, state for /healthz)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # connector name -> a function returning its state ("up", "down", "connecting", "disabled")
 HEALTH = web.AppKey("health", dict)
 # async functions (request, user) -> dict merged into My Day (call lists add their entries)

@@ -29,3 +29,6 @@ def setup_logging(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosmtpd (the demo's mail sink) logs every SMTP command, and "Connection lost during
+    # _handle_client()" at every normal end of a session, at INFO
+    logging.getLogger("mail.log").setLevel(logging.WARNING)

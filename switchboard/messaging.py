@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +20,7 @@ from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.clock import Clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
-from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context
@@ -55,16 +55,14 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
     )
     app[SERVICES]["email"] = service
-    task = asyncio.create_task(service.run(), name="email-outbox")
-    yield
-    service.stop()
+    supervisor = app[SUPERVISOR]
+    supervisor.start("email", service.run)
     try:
-        await asyncio.wait_for(task, 10)
-    except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await smtp.close()
+        yield
+    finally:
+        service.stop()
+        await supervisor.stop("email", timeout=10)
+        await smtp.close()
 
 
 def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
@@ -152,77 +150,88 @@ def sms_render(renderer: Renderer, dealer: dict[str, Any], clock: Clock) -> Call
 
 
 async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start every configured SMS channel, its send loop, and the blast scheduler."""
-    settings, store = app[SETTINGS], app[STORE]
+    """Start every configured SMS channel, its send loop, and the blast scheduler; whatever started
+    is closed again, also when a later channel fails to start."""
+    settings, store, supervisor = app[SETTINGS], app[STORE], app[SUPERVISOR]
     if not settings.sms.channels:
         yield
         return
-    channels = {name: build_channel(cfg, settings) for name, cfg in settings.sms.channels.items()}
+    channels: dict[str, SmsChannel] = {}
+    started: list[SmsChannel] = []
     workers: dict[str, ChannelWorker] = {}
-    events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
-    d = settings.dealer
-    dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
-    render = sms_render(Renderer(default_time_zone=settings.server.time_zone), dealer, app[CLOCK])
+    try:
+        for name, cfg in settings.sms.channels.items():
+            channels[name] = build_channel(cfg, settings)
+        events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
+        d = settings.dealer
+        dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
+        render = sms_render(Renderer(default_time_zone=settings.server.time_zone), dealer, app[CLOCK])
 
-    def describe(text: str) -> dict[str, object]:
-        try:
-            return analyze(text, settings.sms.max_parts).as_dict()
-        except MessageTooLong as exc:
-            raise ValueError(str(exc)) from None
+        def describe(text: str) -> dict[str, object]:
+            try:
+                return analyze(text, settings.sms.max_parts).as_dict()
+            except MessageTooLong as exc:
+                raise ValueError(str(exc)) from None
 
-    for name, channel in channels.items():
-        await channel.start(events)
-        workers[name] = ChannelWorker(
+        for name, channel in channels.items():
+            await channel.start(events)
+            started.append(channel)
+            workers[name] = ChannelWorker(
+                store,
+                channel,
+                name=name,
+                rate_per_second=settings.sms.channels[name].rate_per_second,
+                quiet_start=settings.sms.quiet_start,
+                quiet_end=settings.sms.quiet_end,
+                unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
+                clock=app[CLOCK],
+            )
+        blasts = BlastService(
             store,
-            channel,
-            name=name,
-            rate_per_second=settings.sms.channels[name].rate_per_second,
+            channels=lambda: list(channels),
+            render=render,
+            analyze=describe,
             quiet_start=settings.sms.quiet_start,
             quiet_end=settings.sms.quiet_end,
-            unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
+            segment_ids=_segment_ids(store),
             clock=app[CLOCK],
         )
-    blasts = BlastService(
-        store,
-        channels=lambda: list(channels),
-        render=render,
-        analyze=describe,
-        quiet_start=settings.sms.quiet_start,
-        quiet_end=settings.sms.quiet_end,
-        segment_ids=_segment_ids(store),
-        clock=app[CLOCK],
-    )
-    app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
-    app[SERVICES]["sms_events"] = events
-    app[SERVICES]["sms_channels"] = channels
-    for name in channels:
-        app[HEALTH][f"sms:{name}"] = lambda: "up"
-    tasks = [asyncio.create_task(w.run(), name=f"sms-{n}") for n, w in workers.items()]
+        app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
+        app[SERVICES]["sms_events"] = events
+        app[SERVICES]["sms_channels"] = channels
 
-    async def scheduler() -> None:
-        while True:
-            try:
-                for blast_id in await blasts.run_due():
-                    blast = await store.sms.blast(blast_id)
-                    if blast["channel"] in workers:
-                        workers[blast["channel"]].wake()
-            except Exception:
-                log.exception("event=blast_scheduler_error")
-            await asyncio.sleep(1.0)
+        def channel_state(worker_name: str) -> str:
+            w = supervisor.workers.get(worker_name)
+            return "up" if w is not None and w.state == "running" else "down"
 
-    tasks.append(asyncio.create_task(scheduler(), name="sms-scheduler"))
-    yield
-    for w in workers.values():
-        w.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels.values():
-        await channel.close()
-        if isinstance(channel, TwilioSmsChannel):
-            from cti.twilio_rest import close_client
+        for name, worker in workers.items():
+            supervisor.start(f"sms:{name}", worker.run)
+            app[HEALTH][f"sms:{name}"] = partial(channel_state, f"sms:{name}")
 
-            await close_client(channel.client)
+        async def scheduler() -> None:
+            while True:
+                try:
+                    for blast_id in await blasts.run_due():
+                        blast = await store.sms.blast(blast_id)
+                        if blast["channel"] in workers:
+                            workers[blast["channel"]].wake()
+                except Exception:
+                    log.exception("event=blast_scheduler_error")
+                await asyncio.sleep(1.0)
+
+        supervisor.start("sms-scheduler", scheduler)
+        yield
+    finally:
+        for w in workers.values():
+            w.stop()
+        await supervisor.stop("sms-scheduler", *(f"sms:{n}" for n in workers))
+        for channel in started:
+            await channel.close()
+        for channel in channels.values():
+            if isinstance(channel, TwilioSmsChannel):
+                from cti.twilio_rest import close_client
+
+                await close_client(channel.client)
 
 
 def _segment_ids(store: Any) -> Any:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
 from recordings.service import RecordingService
-from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.recordings")
 RETENTION_EVERY = 6 * 3600.0
@@ -27,14 +27,13 @@ def recording_service(app: web.Application) -> RecordingService:
 
 async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
     """Started before the call sources, so they can announce recordings to it."""
-    settings = app[SETTINGS]
+    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     service = recording_service(app)
     app[SERVICES]["recordings"] = service
-    tasks = []
+    names: list[str] = []
     if service.watch_dir is not None:
-        tasks.append(
-            asyncio.create_task(service.watch(settings.recordings.poll_seconds), name="recordings-watch")
-        )
+        supervisor.start("recordings-watch", partial(service.watch, settings.recordings.poll_seconds))
+        names.append("recordings-watch")
     if settings.recordings.retention_days > 0:
 
         async def retention() -> None:
@@ -47,9 +46,9 @@ async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
                     log.exception("event=recordings_retention_failed")
                 await asyncio.sleep(RETENTION_EVERY)
 
-        tasks.append(asyncio.create_task(retention(), name="recordings-retention"))
-    yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        supervisor.start("recordings-retention", retention)
+        names.append("recordings-retention")
+    try:
+        yield
+    finally:
+        await supervisor.stop(*names)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import logging
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+from aiohttp.web_runner import GracefulExit
 
 from switchboard.app import CleanupCtx, create_app
-from switchboard.settings import Settings
+from switchboard.settings import Settings, SettingsError
 
 log = logging.getLogger("switchboard.service")
 
@@ -35,16 +39,62 @@ def run_service(
     settings: Settings,
     extra: Sequence[CleanupCtx] = (),
     setup: Callable[[web.Application], None] | None = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then stop taking requests, close sockets and connectors in order."""
+    """Serve until SIGINT/SIGTERM, then stop taking requests, close sockets and connectors in order.
+
+    `ready` runs once the port is listening (the demo prints its banner then). A start that fails
+    half-way (a bad setting, the port in use) closes what had started and raises: SettingsError
+    for what the settings got wrong."""
     app = build_app(settings, extra, setup)
-    log.info("event=serve host=%s port=%d", settings.server.host, settings.server.port)
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=10,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-    )
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_serve(app, settings, ready))
+    try:
+        loop.run_until_complete(main)
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        try:
+            if not main.done():
+                main.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    loop.run_until_complete(main)
+        finally:
+            _cancel_all(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            asyncio.set_event_loop(None)
+            loop.close()
+    if not main.cancelled() and main.exception() is not None:
+        raise main.exception()  # type: ignore[misc]
+
+
+async def _serve(app: web.Application, settings: Settings, ready: Callable[[], None] | None) -> None:
+    host, port = settings.server.host, settings.server.port
+    runner = web.AppRunner(app, access_log=None, handle_signals=True, shutdown_timeout=10)
+    try:
+        # a start-up that fails part-way leaves the started contexts to runner.cleanup() below
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc.strerror}"
+            )
+            raise SettingsError("server.port", f"{host}:{port} {reason}") from None
+        log.info("event=serve host=%s port=%d", host, port)
+        if ready is not None:
+            ready()
+        await asyncio.Event().wait()  # until a signal raises GracefulExit
+    finally:
+        await runner.cleanup()
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -6,7 +6,8 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from functools import partial
 
 import aiohttp
@@ -20,7 +21,7 @@ from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from recordings.service import DownloadRefused
-from switchboard.keys import CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.telephony")
 
@@ -78,68 +79,94 @@ async def _download_loop(app: web.Application, wake: asyncio.Event) -> None:
                 await asyncio.wait_for(wake.wait(), 3600)
 
 
+# Twilio ends every call after its time limit (4 hours unless raised): a call the store still has
+# ringing or answered after that, plus a margin, lost its end (a restart mid-ring, a lost callback)
+TWILIO_CALL_LIMIT = timedelta(hours=4, minutes=15)
+STALE_CALLS_EVERY = 600.0
+
+
+async def _close_stale_twilio_calls(service: CallService, clock: Callable[[], datetime]) -> None:
+    """At start, then every few minutes: close the Twilio calls that cannot still be going."""
+    hours = TWILIO_CALL_LIMIT.total_seconds() / 3600
+    while True:
+        now = clock()
+        await service.close_vanished(
+            (),
+            now=now,
+            started_before=now - TWILIO_CALL_LIMIT,
+            reason=f"Twilio reported no end within {hours:g} hours",
+        )
+        await asyncio.sleep(STALE_CALLS_EVERY)
+
+
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the call services of the enabled sources; stop them in reverse."""
-    settings, store, hub = app[SETTINGS], app[STORE], app[HUB]
+    """Start the call services of the enabled sources; stop them in reverse (also what had
+    started when a later step fails)."""
+    settings, store, hub, supervisor = app[SETTINGS], app[STORE], app[HUB], app[SUPERVISOR]
     directory = InterfaceDirectory(store, settings.interfaces)
     app[DIRECTORY] = directory
     services: list[CallService] = []
     source: AsteriskSource | None = None
-    downloads: asyncio.Task[None] | None = None
-    if settings.asterisk.enabled:
-        a = settings.asterisk
-        client = AmiClient(
-            a.host, a.port, a.username, a.secret.reveal(), auth=a.auth, ping_interval=a.ping_seconds
-        )
-        service = CallService(
-            store, hub, directory, source="asterisk", recordings=app[SERVICES].get("recordings")
-        )
-        source = AsteriskSource(client, service, directory, clock=app[CLOCK])
-        await source.start()
-        app[SERVICES]["asterisk"] = source
-        app[SERVICES]["calls:asterisk"] = service
-        app[HEALTH]["asterisk"] = lambda: client.state
-        services.append(service)
-    if settings.twilio.enabled:
-        service = CallService(
-            store, hub, directory, source="twilio", recordings=app[SERVICES].get("recordings")
-        )
+    try:
+        if settings.asterisk.enabled:
+            a = settings.asterisk
+            client = AmiClient(
+                a.host, a.port, a.username, a.secret.reveal(), auth=a.auth, ping_interval=a.ping_seconds
+            )
+            service = CallService(
+                store, hub, directory, source="asterisk", recordings=app[SERVICES].get("recordings")
+            )
+            services.append(service)
+            source = AsteriskSource(client, service, directory, clock=app[CLOCK])
+            await source.start(run=False)
+            supervisor.start("ami-client", client.run)
+            supervisor.start("asterisk-events", source.run)
+            app[SERVICES]["asterisk"] = source
+            app[SERVICES]["calls:asterisk"] = service
+            app[HEALTH]["asterisk"] = lambda: client.state
+        if settings.twilio.enabled:
+            service = CallService(
+                store, hub, directory, source="twilio", recordings=app[SERVICES].get("recordings")
+            )
+            services.append(service)
 
-        async def online() -> list[str]:
-            ids = set(hub.online_user_ids())
-            return [
-                u.username for u in await store.users.list() if u.id in ids and u.role in ("rep", "manager")
-            ]
+            async def online() -> list[str]:
+                ids = set(hub.online_user_ids())
+                return [
+                    u.username
+                    for u in await store.users.list()
+                    if u.id in ids and u.role in ("rep", "manager")
+                ]
 
-        wake_downloads = asyncio.Event()
-        app[SERVICES]["twilio_voice"] = TwilioVoiceWebhooks(
-            recordings=app[SERVICES].get("recordings"),
-            on_recording=wake_downloads.set,
-            auth_token=settings.twilio.auth_token.reveal(),
-            public_url=settings.server.public_url,
-            store=store,
-            service=service,
-            online_users=online,
-            fallback_queue=settings.twilio.fallback_queue,
-            record=settings.twilio.record_calls,
-        )
-        app[SERVICES]["calls:twilio"] = service
-        app[SERVICES]["twilio_client"] = twilio_client(
-            settings.twilio.account_sid, settings.twilio.auth_token.reveal(), settings.twilio.api_base
-        )
-        app[HEALTH]["twilio_voice"] = lambda: "up"
-        services.append(service)
-        if app[SERVICES].get("recordings") is not None:
-            downloads = asyncio.create_task(_download_loop(app, wake_downloads), name="twilio-recordings")
-    yield
-    if downloads is not None:
-        downloads.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await downloads
-    app[SERVICES].pop("twilio_voice", None)
-    if "twilio_client" in app[SERVICES]:
-        await close_client(app[SERVICES].pop("twilio_client"))
-    if source is not None:
-        await source.close()
-    for service in reversed(services):
-        await service.close()
+            wake_downloads = asyncio.Event()
+            app[SERVICES]["twilio_voice"] = TwilioVoiceWebhooks(
+                recordings=app[SERVICES].get("recordings"),
+                on_recording=wake_downloads.set,
+                auth_token=settings.twilio.auth_token.reveal(),
+                public_url=settings.server.public_url,
+                store=store,
+                service=service,
+                online_users=online,
+                fallback_queue=settings.twilio.fallback_queue,
+                record=settings.twilio.record_calls,
+            )
+            app[SERVICES]["calls:twilio"] = service
+            app[SERVICES]["twilio_client"] = twilio_client(
+                settings.twilio.account_sid, settings.twilio.auth_token.reveal(), settings.twilio.api_base
+            )
+            app[HEALTH]["twilio_voice"] = lambda: "up"
+            supervisor.start("twilio-stale-calls", partial(_close_stale_twilio_calls, service, app[CLOCK]))
+            if app[SERVICES].get("recordings") is not None:
+                supervisor.start("twilio-recordings", partial(_download_loop, app, wake_downloads))
+        yield
+    finally:
+        await supervisor.stop("twilio-recordings", "twilio-stale-calls", "asterisk-events")
+        app[SERVICES].pop("twilio_voice", None)
+        if "twilio_client" in app[SERVICES]:
+            await close_client(app[SERVICES].pop("twilio_client"))
+        if source is not None:
+            supervisor.expect_stop("ami-client")
+            await source.close()
+            await supervisor.stop("ami-client")
+        for service in reversed(services):
+            await service.close()

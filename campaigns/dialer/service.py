@@ -112,9 +112,12 @@ class Dialer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, run: bool = True) -> None:
+        """Settle what a previous run left, then (unless `run` is False: the caller runs `run()`
+        itself, e.g. under a supervisor) start the dialing loop."""
         await self.sweep()
-        self._task = asyncio.create_task(self._loop(), name=f"dialer-{self.owner}")
+        if run:
+            self._task = asyncio.create_task(self.run(), name=f"dialer-{self.owner}")
 
     async def close(self) -> None:
         """Stop dialing. Calls in flight go on at the phone system; their leases expire and the next
@@ -131,7 +134,8 @@ class Dialer:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _loop(self) -> None:
+    async def run(self) -> None:
+        """The dialing loop: a tick on every wake-up or every `tick_seconds`."""
         while True:
             try:
                 await self.tick()

@@ -109,7 +109,12 @@ class ChannelWorker:
                     continue
                 if sid is not None:
                     await self.store.sms.apply_report(
-                        self.name, message_id=msg.id, provider_id=sid, status="sent"
+                        self.name,
+                        message_id=msg.id,
+                        provider_id=sid,
+                        status="sent",
+                        error_code=None,
+                        error_text=None,
                     )
                     counts["found"] += 1
                 else:

@@ -93,7 +93,7 @@ class AmiClient:
     async def start(self) -> None:
         """Begin connecting (and reconnecting) in the background."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ami-client")
+            self._task = asyncio.create_task(self.run(), name="ami-client")
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Until logged in; AmiTimeout after `timeout` seconds."""
@@ -115,7 +115,9 @@ class AmiClient:
             self._task = None
         self._abort("client closed")
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Connect, and reconnect with backoff, until closed (for a caller that owns the task
+        itself instead of calling `start`)."""
         delay = self.backoff_min
         while not self._closing:
             try:

@@ -118,6 +118,13 @@ async def test_messages_in_doubt_are_looked_up_at_twilio_not_resent(
         await asyncio.sleep(0.3)
         await first.close()  # the worker is cancelled mid-request
         (ann_sid,) = fake.messages
+    async with open_store(settings) as s1:
+        # the process died before Twilio's status callbacks could reach it: Ann's row is still `sending`
+        await s1.db.execute_many(
+            "UPDATE sms_outbox SET state = 'sending', provider_id = NULL, sent_at = NULL, final_at = NULL"
+            " WHERE to_e164 = ?",
+            [("+12125550300",)],
+        )
     async with FakeTwilioApi(sid, token) as fake2:
         # the same account, as Twilio would keep it: Ann's message exists
         fake2.messages, fake2.message_status, fake2.message_created = (
