@@ -75,9 +75,13 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = asyncio.Lock()
         self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self.migrate()
-        self._reader = await self._connect() if self.path != ":memory:" else self._writer
+        try:
+            await self._writer.execute("PRAGMA journal_mode=WAL")
+            await self.migrate()
+            self._reader = await self._connect() if self.path != ":memory:" else self._writer
+        except BaseException:
+            await self.close()  # a store that cannot open leaves no connection (and no thread) behind
+            raise
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)

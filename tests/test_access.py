@@ -21,7 +21,13 @@ from tests.conftest import make_api
 
 ROLES = ("rep", "manager", "marketing", "admin")
 # values for the path parameters of dynamic routes: ids nobody has, so allowed callers get 404/400
-PARAMS = {"id": "987654", "token": "not-a-token", "action": "pause", "filename": "app.css"}
+PARAMS = {
+    "id": "987654",
+    "call_id": "1700000000.42",
+    "token": "not-a-token",
+    "action": "pause",
+    "filename": "app.css",
+}
 
 
 def _twilio(settings: Settings) -> Settings:

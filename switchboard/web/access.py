@@ -89,7 +89,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/calls"): staff(
         "rep", "manager", "admin", scope="reps: their own customers, from their own extension"
     ),
-    ("POST", "/api/v1/calls/{id}/disposition"): staff(
+    ("POST", "/api/v1/calls/{call_id}/disposition"): staff(
         "rep",
         "manager",
         "admin",
@@ -136,6 +136,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/email/templates/{id}/preview"): staff(scope="reps: a customer they may see"),
     ("POST", "/api/v1/email/send"): staff(scope="reps: customers they may see"),
     ("GET", "/api/v1/email/jobs/{id}"): staff(scope="reps: only jobs they started"),
+    ("POST", "/api/v1/email/jobs/{id}/resend-unknown"): staff(
+        "rep", "manager", "marketing", "admin", scope="reps: only jobs they started"
+    ),
     # recordings
     ("GET", "/recordings"): staff("manager", "admin", "rep", scope="reps: their own calls"),
     ("GET", "/api/v1/recordings"): staff("manager", "admin", "rep", scope="reps: their own calls"),

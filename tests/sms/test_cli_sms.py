@@ -69,14 +69,14 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
         bars.append(line)
         return line
 
-    assert " 1/5 " in await next_bar()  # the skipped one is already final
+    assert " 1/5" in await next_bar()  # the skipped one is already final
     async with Store(str(db)) as store:
         for k in range(4):  # the sender works through the blast while the command watches
             (msg,) = await store.sms.claim("main", now, 1)
             await store.sms.settle([(msg, "sent", "P1", None, None)])
             if k == 3:
                 await store.sms.finish_blasts()
-            assert f" {k + 2}/5 " in await next_bar()
+            assert f" {k + 2}/5" in await next_bar()
     out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
     code, out, err = proc.returncode, out_b.decode(), err_b.decode()
     assert code == 0, err
