@@ -10,7 +10,7 @@ import select
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crm_link.sms import OutboxRow
@@ -25,17 +25,17 @@ def _env(**extra: str) -> dict[str, str]:
 
 async def _stalled_blast(db: Path) -> int:
     """A running blast, 1 of 5 sent, that no sender is working on."""
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
     async with Store(str(db)) as store:
         blast_id = await store.sms.create_blast(
             name="Stalled", text="Hi", channel="main", audience={"tag": "t"}, created_by=None, send_at=None,
-            cron=None, time_zone="UTC", rate_per_second=None, next_run_at=now,
+            cron=None, time_zone="UTC", rate_per_second=None, next_run_at=None, claim_lease=timedelta(minutes=10),
         )  # fmt: skip
         rows = [
             OutboxRow(to_e164=f"+1212736{5000 + i}", text="Hi", channel="main", not_before=now)
             for i in range(5)
         ]
-        await store.sms.materialize(blast_id, rows, next_run_at=None)
+        await store.sms.materialize(blast_id, 1, rows)
         (msg,) = await store.sms.claim("main", now, 1)
         await store.sms.settle([(msg, "sent", "P1", None, None)])
     return blast_id
