@@ -76,8 +76,24 @@ class AsteriskSource:
         except AmiError as exc:
             log.warning("event=asterisk_resync_failed error=%r", exc)
             return
+        known = set(self.tracker.calls)
         for domain_event in self.tracker.resync(channels):
             await self.service.handle(domain_event)
+        # calls that began while we were away: MixMonitor announced their files before we listened
+        for ch in channels:
+            linkedid, name = ch.get("Linkedid") or "", ch.get("Channel") or ""
+            if linkedid in known or linkedid not in self.tracker.calls or not name:
+                continue
+            try:
+                resp = await self.client.send_action(
+                    "Getvar", {"Channel": name, "Variable": "MIXMONITOR_FILENAME"}, check=False
+                )
+            except AmiError as exc:
+                log.warning("event=asterisk_getvar_failed channel=%s error=%r", name, exc)
+                continue
+            if resp.status == "Success":
+                for domain_event in self.tracker.recording(linkedid, resp.get("Value")):
+                    await self.service.handle(domain_event)
         log.info(
             "event=asterisk_resynced live_channels=%d live_calls=%d", len(channels), len(self.tracker.calls)
         )

@@ -167,7 +167,11 @@ class CallTracker:
         if ev.get("Variable") != "MIXMONITOR_FILENAME":
             return []
         call = self._call_of(ev)
-        path = ev.get("Value")
+        return self.recording(call.linkedid, ev.get("Value")) if call is not None else []
+
+    def recording(self, linkedid: str, path: str | None) -> list[CallEvent]:
+        """A MixMonitor file of a live call (from VarSet, or asked with Getvar after adopting it)."""
+        call = self.calls.get(linkedid)
         if call is None or not path or path in call.recordings:
             return []
         call.recordings.append(path)
@@ -371,15 +375,16 @@ class CallTracker:
                 out += self._end(call, at)
         for linkedid, evs in present.items():
             call = self.calls.get(linkedid)
+            adopted = call is None
             if call is None:
                 started = at
                 for ev in evs:
-                    dur = ev.get("Duration") or ""
-                    secs = _hms(dur)
+                    secs = _hms(ev.get("Duration") or "")
                     if secs is not None:
                         started = min(started, datetime.fromtimestamp(at.timestamp() - secs, UTC))
                 call = _Call(linkedid=linkedid, started_at=started)
                 self.calls[linkedid] = call
+            # every channel of the call is settled first: the listing's order is not the calls' order
             for ev in evs:
                 uid, name = ev.headers["Uniqueid"], ev.get("Channel") or ""
                 chan = call.channels.get(uid)
@@ -393,23 +398,92 @@ class CallTracker:
                     )
                     call.channels[uid] = chan
                     self._chan_call[uid] = linkedid
-                    if uid == linkedid or call.first is None:
-                        call.first = uid
                 chan.hung = False
                 chan.up = ev.get("ChannelStateDesc") == "Up"
+                chan.exten = ev.get("Exten") or chan.exten
                 self._by_name[name] = uid
-                iface = chan.interface
-                if (
-                    chan.up
-                    and ev.get("BridgeId")
-                    and iface
-                    and self.is_agent(iface)
-                    and call.answered_by is None
-                ):
-                    self._decide_direction(call)
-                    if uid != call.first or call.direction != "outbound":
-                        call.answered_by, call.answered_at = iface, at
+            if adopted:
+                out += self._adopt(call, evs, at)
+            elif call.answered_by is None:
+                self._decide_direction(call)
+                for ev in evs:
+                    agent = self._bridged_agent(call, ev)
+                    if agent is not None:
+                        call.answered_by, call.answered_at = agent, at
+                        break
         return out
+
+    def _bridged_agent(self, call: _Call, ev: Event) -> str | None:
+        """The agent interface of a listed channel that is up in a bridge (not the outbound starter)."""
+        chan = call.channels.get(ev.get("Uniqueid") or "")
+        if chan is None or not chan.up or not ev.get("BridgeId") or not self._agent(chan.name):
+            return None
+        if chan.uniqueid == call.first and call.direction == "outbound":
+            return None
+        return chan.interface
+
+    def _adopt(self, call: _Call, evs: list[Event], at: datetime) -> list[CallEvent]:
+        """A call that was live before we connected: its direction, parties and answer, from the listing."""
+        call.first = call.linkedid if call.linkedid in call.channels else min(call.channels, key=_uid_order)
+        by_uid = {ev.headers["Uniqueid"]: ev for ev in evs}
+        queue_exten = None
+        for ev in evs:
+            if (ev.get("Application") or "") == "Queue" and ev.get("ApplicationData"):
+                call.queue = call.queue or (ev.get("ApplicationData") or "").split(",")[0] or None
+                queue_exten = queue_exten or ev.get("Exten")
+        first = call.channels[call.first]
+        ordered = sorted(call.channels.values(), key=lambda c: _uid_order(c.uniqueid))
+        others = [c for c in ordered if not self._agent(c.name)]
+        if self._agent(first.name):
+            call.direction = "outbound" if others else "internal"
+            customer = others[0] if others else None
+            call.from_number = first.caller
+            if customer is not None:
+                call.customer = customer.uniqueid
+                call.to_number = customer.exten if _dialable(customer.exten) else customer.caller
+        else:
+            call.direction = "inbound"
+            call.customer = first.uniqueid
+            call.from_number = first.caller
+            call.to_number = next((x for x in (first.exten, queue_exten) if _dialable(x)), None)
+        agent: str | None = None
+        if call.direction == "outbound":
+            customer_ev = by_uid.get(call.customer or "")
+            if (
+                customer_ev is not None
+                and customer_ev.get("ChannelStateDesc") == "Up"
+                and (customer_ev.get("BridgeId"))
+            ):
+                agent = first.interface
+            call.party = call.customer
+        else:
+            for ev in sorted(evs, key=lambda e: _uid_order(e.headers["Uniqueid"])):
+                agent = self._bridged_agent(call, ev)
+                if agent is not None:
+                    break
+            call.party = call.customer
+        out: list[CallEvent] = []
+        ringing = agent or (first.interface if call.direction == "outbound" else None)
+        if ringing is not None:
+            out += self._ring(call, ringing, at)
+        elif call.direction == "inbound":
+            for chan in ordered:
+                iface = self._agent(chan.name)
+                if iface is not None and chan.uniqueid != call.first:
+                    out += self._ring(call, iface, at)
+        if agent is not None:
+            out += self._answer(call, agent, at, call.customer)
+        return out
+
+
+def _uid_order(uid: str) -> tuple[int, ...]:
+    """Asterisk's Uniqueids (`epoch.sequence`) in the order the channels were made."""
+    return tuple(int(p) if p.isdigit() else 0 for p in uid.split("."))
+
+
+def _dialable(exten: str | None) -> bool:
+    """An extension that is a number (a DID or a customer's number), not a dialplan label like `s`."""
+    return bool(exten) and exten.lstrip("+").isdigit()  # type: ignore[union-attr]
 
 
 def _hms(text: str) -> int | None:

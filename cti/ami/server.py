@@ -1,6 +1,7 @@
 """An AMI test server: real AMI framing on a real TCP socket, for tests and the demo's PBX.
 
-It logs clients in (plain or MD5), answers Ping, CoreShowChannels, Setvar, Redirect, Originate and
+It logs clients in (plain or MD5), answers Ping, CoreShowChannels (its own channels, or a recorded
+listing), Getvar, Setvar, Redirect, Originate and
 Logoff, replays recorded transcripts of a real Asterisk byte for byte (whole, in random chunks or
 one byte at a time), and plays scripted calls whose events follow what the recorded Asterisk sent:
 Local channel ;1/;2 pairs, `<unknown>` caller IDs first, queue events, MixMonitor file names in
@@ -117,7 +118,13 @@ class _Session:
             await self.respond(a, Ping="Pong", Timestamp=f"{time.time():.6f}")
         elif name == "coreshowchannels":
             await self.respond(a, EventList="start", Message="Channels will follow")
-            for ch in srv.channels.values():
+            if srv.listing is not None:  # a recorded answer of a real Asterisk
+                for item in srv.listing:
+                    headers = {k: v for k, v in item.items() if k not in ("Event", "ActionID", "_rx")}
+                    await self.send(
+                        encode_message("Event", "CoreShowChannel", {"ActionID": a.action_id} | headers)
+                    )
+            for ch in srv.channels.values() if srv.listing is None else ():
                 await self.send(
                     encode_message(
                         "Event",
@@ -141,9 +148,17 @@ class _Session:
                 encode_message(
                     "Event",
                     "CoreShowChannelsComplete",
-                    {"ActionID": a.action_id, "EventList": "Complete", "ListItems": len(srv.channels)},
+                    {
+                        "ActionID": a.action_id,
+                        "EventList": "Complete",
+                        "ListItems": len(srv.channels if srv.listing is None else srv.listing),
+                    },
                 )
             )
+        elif name == "getvar":
+            # as Asterisk answers: Success, with an empty Value for a variable that is not set
+            value = srv.variables.get((a.get("Channel") or "", a.get("Variable") or ""), "")
+            await self.respond(a, Variable=a.get("Variable"), Value=value)
         elif name == "setvar":
             await self.respond(a, Message="Variable Set")
         elif name == "redirect":
@@ -181,6 +196,8 @@ class AmiTestServer:
         self.sessions: list[_Session] = []
         self.actions: list[Action] = []
         self.channels: dict[str, Channel] = {}
+        self.listing: list[dict[str, str]] | None = None  # a recorded CoreShowChannels answer to give
+        self.variables: dict[tuple[str, str], str] = {}  # (channel, variable) -> value, for Getvar
         self.logins = 0
         self.silent = False
         self.outcomes: dict[str, str] = {}  # customer number -> answer | busy | noanswer
@@ -270,6 +287,12 @@ class AmiTestServer:
             i += n
             if chunking == "bytes" and i % 512 == 0:
                 await asyncio.sleep(0)
+
+    async def play_events(self, events: Iterable[dict[str, str]]) -> None:
+        """Send recorded events (JSON objects as in the fixtures; keys starting with `_` are notes)."""
+        for item in events:
+            headers = {k: v for k, v in item.items() if k != "Event" and not k.startswith("_")}
+            await self.broadcast(encode_message("Event", item["Event"], headers))
 
     # scripted calls --------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,3 +34,9 @@ def ami_dir() -> Path:
     if not AMI.is_dir():
         pytest.fail(f"AMI fixtures not found at {AMI} (the repository's sibling shared/fixtures)")
     return AMI
+
+
+def midcall() -> dict[str, Any]:
+    """`v-adopt-midcall.json`: a real CoreShowChannels answer taken mid-call and the events after it."""
+    data: dict[str, Any] = json.loads((AMI / "v-adopt-midcall.json").read_text())
+    return data
