@@ -20,6 +20,7 @@ class CallRinging:
     interface: str
     queue: str | None
     at: datetime
+    started_at: datetime | None = None  # when the call arrived (before any phone rang), if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class CallEnded:
     hangup_cause_text: str | None
     transferred_to: str | None
     recording_files: tuple[str, ...] = ()
+    placed_by: str | None = None  # the agent interface that placed an outbound call
+    dial_status: str | None = None  # how dialling the customer ended: ANSWER, BUSY, NOANSWER, ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,21 @@ from cti.screenpop import build_pop, lookup_caller
 log = logging.getLogger("cti.service")
 
 
+BUSY_CAUSES = (17,)  # Q.850 user busy
+
+
+def call_status(ev: CallEnded) -> str:
+    """A call touch's status: `answered`; an inbound call not answered is `missed`; an outbound one
+    is `busy` (DialStatus BUSY or cause 17) or `no answer`."""
+    if ev.answered:
+        return "answered"
+    if ev.direction != "outbound":
+        return "missed"
+    if ev.dial_status == "BUSY" or ev.hangup_cause in BUSY_CAUSES:
+        return "busy"
+    return "no answer"
+
+
 class PopPublisher(Protocol):
     """Where pops go: the hub that fans out to each user's browser tabs."""
 
@@ -219,10 +234,24 @@ class CallService:
             if live is not None:
                 live.lookup.cancel()
             return
+        if ev.direction == "outbound" and not ev.answered and not (ev.to_number or ev.from_number):
+            # only the agent's own leg rang (their phone did not answer): no customer, no touch
+            log.info("event=call_agent_leg_unanswered call=%s interface=%s", ev.call_id, ev.placed_by)
+            self.hub.clear_live(ev.call_id)
+            live = self.calls.pop(ev.call_id, None)
+            if live is not None:
+                live.lookup.cancel()
+            if self.on_ended is not None:
+                await self.on_ended(ev, None)
+            return
         call = self._call(ev)
         try:
             matches = await call.lookup
-            user = call.answered_by or await self.directory.user_for(ev.answered_by)
+            user = (
+                call.answered_by
+                or await self.directory.user_for(ev.answered_by)
+                or await self.directory.user_for(ev.placed_by)
+            )
             touch_id = None
             if ev.direction != "internal":
                 touch_id = await self._write_touch(
@@ -272,6 +301,7 @@ class CallService:
             "extension": user.extension if user else None,
             "hangup_cause": ev.hangup_cause,
             "hangup_cause_text": ev.hangup_cause_text,
+            "dial_status": ev.dial_status,
             "transferred_to": ev.transferred_to,
             "answered_at": iso(ev.answered_at),
             "talk_s": ev.talk_s,
@@ -287,7 +317,7 @@ class CallService:
                 contact_id=contact.id if contact else None,
                 user_id=user.id if user else None,
                 channel=self.source,
-                status="answered" if ev.answered else "missed",
+                status=call_status(ev),
                 number=call.customer_number,
                 ended_at=ev.ended_at,
                 duration_s=round(ev.duration_s, 3),
@@ -309,6 +339,11 @@ class CallService:
 
     @staticmethod
     def _summary(ev: CallEnded, user: User | None) -> str:
+        status = call_status(ev)
+        if status in ("busy", "no answer"):
+            return ("Busy" if status == "busy" else "No answer") + (
+                f", called by {user.name}" if user else ""
+            )
         if not ev.answered:
             return "Missed call" + (f" in queue {ev.queue}" if ev.queue else "")
         who = f" by {user.name}" if user else ""

@@ -64,6 +64,7 @@ class _Call:
     exten_at_answer: str | None = None
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
+    dial_status: str | None = None  # DialEnd's DialStatus for the customer's leg
     recordings: list[str] = field(default_factory=list)
     last_seen: datetime | None = None
 
@@ -216,7 +217,14 @@ class CallTracker:
         assert call.direction is not None
         return [
             CallRinging(
-                call.linkedid, call.direction, call.from_number, call.to_number, iface, call.queue, at
+                call.linkedid,
+                call.direction,
+                call.from_number,
+                call.to_number,
+                iface,
+                call.queue,
+                at,
+                call.started_at,
             )
         ]
 
@@ -265,10 +273,12 @@ class CallTracker:
         return [CallAnswered(call.linkedid, iface, at)]
 
     def _on_DialEnd(self, ev: Event, at: datetime) -> list[CallEvent]:
-        if ev.get("DialStatus") != "ANSWER":
-            return []
         call = self.calls.get(ev.get("DestLinkedid") or "") or self._call_of(ev)
         if call is None:
+            return []
+        if call.customer is not None and ev.get("DestUniqueid") == call.customer:
+            call.dial_status = ev.get("DialStatus")
+        if ev.get("DialStatus") != "ANSWER":
             return []
         dest_agent = self._agent(ev.get("DestChannel"))
         src_agent = self._agent(ev.get("Channel"))
@@ -296,14 +306,12 @@ class CallTracker:
             chan.hung = True
             chan.exten = ev.get("Exten") or chan.exten
         cause = ev.get("Cause")
-        if uid in (call.customer, call.first) or call.hangup_cause is None:
-            if (
-                cause
-                and cause.isdigit()
-                and (uid in (call.customer, call.first) or call.hangup_cause is None)
-            ):
-                call.hangup_cause = int(cause)
-                call.hangup_cause_text = ev.get("Cause-txt")
+        # the cause that counts is the customer's leg's (the caller's, on an inbound call); on an
+        # outbound call the agent's leg hangs up after it and must not overwrite it
+        own = uid == (call.customer or call.first)
+        if cause and cause.isdigit() and (own or call.hangup_cause is None):
+            call.hangup_cause = int(cause)
+            call.hangup_cause_text = ev.get("Cause-txt")
         self._by_name.pop(ev.get("Channel") or "", None)
         if call.live():
             return []
@@ -323,6 +331,7 @@ class CallTracker:
         if call.direction == "inbound" and not call.from_number:
             first = call.channels.get(call.first or "")
             call.from_number = first.caller if first else None
+        first = call.channels.get(call.first or "")
         duration = max(0.0, (at - call.started_at).total_seconds())
         talk = (at - call.answered_at).total_seconds() if answered and call.answered_at else None
         return [
@@ -343,6 +352,8 @@ class CallTracker:
                 hangup_cause_text=call.hangup_cause_text,
                 transferred_to=moved,
                 recording_files=tuple(call.recordings),
+                placed_by=first.interface if call.direction == "outbound" and first else None,
+                dial_status=call.dial_status,
             )
         ]
 

@@ -202,6 +202,7 @@ class AmiTestServer:
         self.silent = False
         self.outcomes: dict[str, str] = {}  # customer number -> answer | busy | noanswer
         self.outcome_for: Callable[[str], str] | None = None  # for numbers not in `outcomes`
+        self.agent_outcomes: dict[str, str] = {}  # originated interface -> noanswer (default: answer)
         self.talk_seconds = 3.0
         self._logged_in = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -253,6 +254,12 @@ class AmiTestServer:
 
     async def wait_logged_in(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._logged_in.wait(), timeout)
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until every scripted call (an answered Originate, say) has sent its last event."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def drop_connections(self) -> None:
         """Cut every client off abruptly (a network failure or PBX restart as the client sees it)."""
@@ -508,6 +515,26 @@ class AmiTestServer:
         agent.state = "Ringing"
         await self.event("Newstate", agent)
         await self._pause(0.5)
+        if self.agent_outcomes.get(iface, "answer") != "answer":  # the rep's own phone is not answered
+            await self.event("DialEnd", None, DialStatus="NOANSWER", **dest)
+            await self._hangup(agent, 19)
+            await self.broadcast(
+                encode_message(
+                    "Event",
+                    "OriginateResponse",
+                    {
+                        "Privilege": "call,all",
+                        "ActionID": aid,
+                        "Response": "Failure",
+                        "Channel": iface,
+                        "Context": a.get("Context"),
+                        "Exten": number,
+                        "Reason": 3,
+                        "Uniqueid": "<null>",
+                    },
+                )
+            )
+            return
         agent.state = "Up"
         await self.event("Newstate", agent)
         await self.event("DialEnd", None, DialStatus="ANSWER", **dest)

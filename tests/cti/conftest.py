@@ -40,3 +40,18 @@ def midcall() -> dict[str, Any]:
     """`v-adopt-midcall.json`: a real CoreShowChannels answer taken mid-call and the events after it."""
     data: dict[str, Any] = json.loads((AMI / "v-adopt-midcall.json").read_text())
     return data
+
+
+async def start_pbx_app(aiohttp_server: Any, settings: Any, pbx: Any, interfaces: dict[str, str]) -> Any:
+    """The real app on loopback, its Asterisk connector logged in to the test PBX."""
+    from switchboard.app import create_app
+    from switchboard.keys import SERVICES
+
+    settings.asterisk.enabled = True
+    settings.asterisk.port = pbx.port
+    settings.asterisk.secret.__init__("crm-secret")
+    settings.asterisk.username = "switchboard"
+    settings.interfaces = interfaces
+    server = await aiohttp_server(create_app(settings))
+    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    return server

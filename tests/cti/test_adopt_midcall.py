@@ -20,10 +20,9 @@ from cti.ami.protocol import Event
 from cti.ami.server import AmiTestServer
 from cti.events import CallAnswered, CallEnded, CallRinging
 from cti.tracker import CallTracker
-from switchboard.app import create_app
 from switchboard.keys import SERVICES, STORE
 from tests.conftest import PASSWORD
-from tests.cti.conftest import is_agent, midcall
+from tests.cti.conftest import is_agent, midcall, start_pbx_app
 
 CALL = "1796209585.349"
 LISTING = midcall()["coreshowchannels"]
@@ -96,13 +95,7 @@ async def test_adopted_midcall_is_one_inbound_answered_call_in_every_listing_ord
 
 @pytest.fixture
 async def pbx_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer) -> Any:
-    settings.asterisk.enabled = True
-    settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
-    settings.interfaces = {"Local/agent2@agents/n": "agent2"}
-    server = await aiohttp_server(create_app(settings))
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
-    return server
+    return await start_pbx_app(aiohttp_server, settings, pbx, {"Local/agent2@agents/n": "agent2"})
 
 
 @pytest.mark.parametrize("order", [(0, 1, 2, 3), (3, 2, 1, 0)], ids=["agent-first", "caller-first"])
