@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from cti.ami.client import RESYNC, AmiClient, AmiError
@@ -108,12 +109,14 @@ class AsteriskSource:
         variables: dict[str, str],
         timeout_s: int,
     ) -> str:
-        """Originate the agent's leg, which then dials the customer; returns the originate id at once.
+        """Originate the agent's leg, which then dials the customer; returns the call's id at once.
 
-        The OriginateResponse is awaited by an owned task that logs a failure (agent did not
-        answer, interface unreachable); the call itself is followed through the event stream.
+        The id is given to Asterisk as the agent leg's ChannelId, so it is the call's Linkedid: the
+        same id names the pop, the touch and `/api/v1/calls/{id}/disposition`. The OriginateResponse
+        is awaited by an owned task that logs a failure (agent did not answer, interface
+        unreachable); the call itself is followed through the event stream.
         """
-        action_id = f"c2c-{abs(hash((interface, number, asyncio.get_running_loop().time()))):x}"
+        action_id = f"c2c-{uuid.uuid4().hex}"
 
         async def run() -> None:
             try:
@@ -126,6 +129,7 @@ class AsteriskSource:
                     variables=variables,
                     action_id=action_id,
                     wait=timeout_s + 30,
+                    channel_id=action_id,
                 )
                 if resp.get("Response") != "Success":
                     log.warning(

@@ -331,8 +331,10 @@ class AmiTestServer:
             }
         await self.broadcast(encode_message("Event", name, h | headers))
 
-    def _new(self, name: str, linkedid: str | None, caller: str, exten: str, context: str) -> Channel:
-        uid = self._uid()
+    def _new(
+        self, name: str, linkedid: str | None, caller: str, exten: str, context: str, uid: str | None = None
+    ) -> Channel:
+        uid = uid or self._uid()
         ch = Channel(name, uid, linkedid or uid, caller, exten, context)
         self.channels[uid] = ch
         return ch
@@ -501,7 +503,8 @@ class AmiTestServer:
         local = iface.startswith("Local/")
         n1, _ = self._chan_name(iface.split("/n")[0] if local else iface, local)
         agent_number = iface.split("/")[-1].split("@")[0].removeprefix("click")
-        agent = self._new(n1, None, agent_number, "s", "from-internal")
+        # Originate's ChannelId names the originated channel (and so the call), as Asterisk does
+        agent = self._new(n1, None, agent_number, "s", "from-internal", a.get("ChannelId"))
         await self._newchannel(agent, agent_number)
         dest = {
             "DestChannel": agent.name,
