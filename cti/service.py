@@ -71,6 +71,16 @@ class LiveCall:
     def customer_number(self) -> str | None:
         return self.to_number if self.direction == "outbound" else self.from_number
 
+    def placed_by(self, user: User | None) -> None:
+        """An outbound call is from the rep who placed it: their extension, not the caller ID their
+        phone was shown (click-to-call shows the rep the customer's number)."""
+        if self.direction != "outbound":
+            return
+        if user is not None and user.extension:
+            self.from_number = user.extension
+        elif self.from_number == self.to_number:
+            self.from_number = None
+
 
 class CallService:
     """Folds one source's call events into the CRM and the agents' browsers.
@@ -184,6 +194,7 @@ class CallService:
             return
         if call.direction == "internal":
             return  # a colleague calling: no customer to pop
+        call.placed_by(user)
         matches = await call.lookup
         if user.id not in call.popped:
             # the pop goes out first; writing the ringing touch must not delay it
@@ -252,6 +263,7 @@ class CallService:
                 or await self.directory.user_for(ev.answered_by)
                 or await self.directory.user_for(ev.placed_by)
             )
+            call.placed_by(user)
             touch_id = None
             if ev.direction != "internal":
                 touch_id = await self._write_touch(
@@ -280,8 +292,8 @@ class CallService:
                     extension=user.extension if user else None,
                     agent_user_id=user.id if user else None,
                     direction=ev.direction,
-                    from_number=ev.from_number,
-                    to_number=ev.to_number,
+                    from_number=call.from_number,
+                    to_number=call.to_number,
                     started_at=ev.started_at,
                     duration_s=ev.duration_s,
                 )

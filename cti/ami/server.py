@@ -503,6 +503,9 @@ class AmiTestServer:
         local = iface.startswith("Local/")
         n1, _ = self._chan_name(iface.split("/n")[0] if local else iface, local)
         agent_number = iface.split("/")[-1].split("@")[0].removeprefix("click")
+        shown = (a.get("CallerID") or "").rpartition("<")[2].rstrip(">").strip()
+        if shown:  # Asterisk gives the originated channel the CallerID of the Originate
+            agent_number = shown
         # Originate's ChannelId names the originated channel (and so the call), as Asterisk does
         agent = self._new(n1, None, agent_number, "s", "from-internal", a.get("ChannelId"))
         await self._newchannel(agent, agent_number)

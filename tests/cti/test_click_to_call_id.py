@@ -58,3 +58,29 @@ async def test_click_to_call_id_is_the_calls_id_everywhere(
     originate = next(a for a in pbx.actions if a.name == "Originate")
     assert originate.get("ChannelId") == call_id
     await ws.close()
+
+
+async def test_outbound_call_is_from_the_rep_to_the_customer(
+    pbx_app: Any, pbx: AmiTestServer, aiohttp_client: Any
+) -> None:
+    # click-to-call shows the rep's phone the customer's caller ID; the call is still from the rep
+    client = await aiohttp_client(pbx_app)
+    rep = await make_api(client, "jsmith", "rep", extension="1001")
+    store = pbx_app.app[STORE]
+    pat = await store.contacts.create(
+        validate_contact(
+            {"first_name": "Pat", "last_name": "Taylor", "phones": ["+15557654321"]}, region="US"
+        )
+    )
+    ws = await client.ws_connect(f"/ws/agent?token={rep.token}")
+    await ws.receive(timeout=5)
+    call_id = (await (await rep.post("/api/v1/calls", json={"contact_id": pat.id})).json())["id"]
+    pop = json.loads((await ws.receive(timeout=10)).data)
+    assert (pop["call"]["from"], pop["call"]["to"]) == ("1001", "+15557654321")
+    async with asyncio.timeout(10):
+        while (t := await store.touches.by_source_key(f"asterisk:{call_id}")) is None or t.ended_at is None:
+            await asyncio.sleep(0.02)
+    rec = await store.recordings.by_name("asterisk", f"{call_id}.wav")
+    assert (rec["direction"], rec["from_number"], rec["to_number"]) == ("outbound", "1001", "+15557654321")
+    assert t.number == "+15557654321" and t.username == "jsmith"
+    await ws.close()
