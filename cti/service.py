@@ -139,7 +139,7 @@ class CallService:
         call = self.calls.get(event.call_id)
         if call is None:
             number = event.to_number if event.direction == "outbound" else event.from_number
-            started = event.at if isinstance(event, CallRinging) else event.started_at
+            started = (event.started_at or event.at) if isinstance(event, CallRinging) else event.started_at
             lookup = None
             prefetched = self._prefetched.pop(event.call_id, None)
             if prefetched is not None:
