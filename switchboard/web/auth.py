@@ -19,7 +19,15 @@ COOKIE = "sb_session"
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # paths with their own authentication (provider signature or channel secret) or none at all
-PUBLIC_PREFIXES = ("/login", "/healthz", "/static/", "/twilio/", "/sms/kannel/", "/email/unsubscribe/")
+PUBLIC_PREFIXES = (
+    "/login",
+    "/healthz",
+    "/readyz",
+    "/static/",
+    "/twilio/",
+    "/sms/kannel/",
+    "/email/unsubscribe/",
+)
 
 
 @dataclass(slots=True)
