@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from typing import Any
 
 from crm_link.clock import Clock, system_clock
@@ -88,8 +89,24 @@ class AsteriskSource:
         except AmiError as exc:
             log.warning("event=asterisk_resync_failed error=%r", exc)
             return
+        known = set(self.tracker.calls)
         for domain_event in self.tracker.resync(channels):
             await self.service.handle(domain_event)
+        # calls that began while we were away: MixMonitor announced their files before we listened
+        for ch in channels:
+            linkedid, name = ch.get("Linkedid") or "", ch.get("Channel") or ""
+            if linkedid in known or linkedid not in self.tracker.calls or not name:
+                continue
+            try:
+                resp = await self.client.send_action(
+                    "Getvar", {"Channel": name, "Variable": "MIXMONITOR_FILENAME"}, check=False
+                )
+            except AmiError as exc:
+                log.warning("event=asterisk_getvar_failed channel=%s error=%r", name, exc)
+                continue
+            if resp.status == "Success":
+                for domain_event in self.tracker.recording(linkedid, resp.get("Value")):
+                    await self.service.handle(domain_event)
         # calls the store still has ringing or answered (e.g. from before a restart) that the PBX
         # no longer has: their end happened while nobody listened
         await self.service.close_vanished(
@@ -111,12 +128,14 @@ class AsteriskSource:
         variables: dict[str, str],
         timeout_s: int,
     ) -> str:
-        """Originate the agent's leg, which then dials the customer; returns the originate id at once.
+        """Originate the agent's leg, which then dials the customer; returns the call's id at once.
 
-        The OriginateResponse is awaited by an owned task that logs a failure (agent did not
-        answer, interface unreachable); the call itself is followed through the event stream.
+        The id is given to Asterisk as the agent leg's ChannelId, so it is the call's Linkedid: the
+        same id names the pop, the touch and `/api/v1/calls/{id}/disposition`. The OriginateResponse
+        is awaited by an owned task that logs a failure (agent did not answer, interface
+        unreachable); the call itself is followed through the event stream.
         """
-        action_id = f"c2c-{abs(hash((interface, number, asyncio.get_running_loop().time()))):x}"
+        action_id = f"c2c-{uuid.uuid4().hex}"
 
         async def run() -> None:
             try:
@@ -129,6 +148,7 @@ class AsteriskSource:
                     variables=variables,
                     action_id=action_id,
                     wait=timeout_s + 30,
+                    channel_id=action_id,
                 )
                 if resp.get("Response") != "Success":
                     log.warning(

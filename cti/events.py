@@ -20,6 +20,7 @@ class CallRinging:
     interface: str
     queue: str | None
     at: datetime
+    started_at: datetime | None = None  # when the call arrived (before any phone rang), if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,8 @@ class CallEnded:
     recording_files: tuple[str, ...] = ()
     # set when the source never reported the end and Switchboard closed the call itself
     closed_reason: str | None = None
+    placed_by: str | None = None  # the agent interface that placed an outbound call
+    dial_status: str | None = None  # how dialling the customer ended: ANSWER, BUSY, NOANSWER, ...
 
 
 @dataclass(frozen=True, slots=True)

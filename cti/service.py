@@ -19,6 +19,21 @@ from cti.screenpop import build_pop, lookup_caller
 log = logging.getLogger("cti.service")
 
 
+BUSY_CAUSES = (17,)  # Q.850 user busy
+
+
+def call_status(ev: CallEnded) -> str:
+    """A call touch's status: `answered`; an inbound call not answered is `missed`; an outbound one
+    is `busy` (DialStatus BUSY or cause 17) or `no answer`."""
+    if ev.answered:
+        return "answered"
+    if ev.direction != "outbound":
+        return "missed"
+    if ev.dial_status == "BUSY" or ev.hangup_cause in BUSY_CAUSES:
+        return "busy"
+    return "no answer"
+
+
 class PopPublisher(Protocol):
     """Where pops go: the hub that fans out to each user's browser tabs."""
 
@@ -55,6 +70,16 @@ class LiveCall:
     @property
     def customer_number(self) -> str | None:
         return self.to_number if self.direction == "outbound" else self.from_number
+
+    def placed_by(self, user: User | None) -> None:
+        """An outbound call is from the rep who placed it: their extension, not the caller ID their
+        phone was shown (click-to-call shows the rep the customer's number)."""
+        if self.direction != "outbound":
+            return
+        if user is not None and user.extension:
+            self.from_number = user.extension
+        elif self.from_number == self.to_number:
+            self.from_number = None
 
 
 class CallService:
@@ -134,7 +159,7 @@ class CallService:
         call = self.calls.get(event.call_id)
         if call is None:
             number = event.to_number if event.direction == "outbound" else event.from_number
-            started = event.at if isinstance(event, CallRinging) else event.started_at
+            started = (event.started_at or event.at) if isinstance(event, CallRinging) else event.started_at
             lookup = None
             prefetched = self._prefetched.pop(event.call_id, None)
             if prefetched is not None:
@@ -189,6 +214,7 @@ class CallService:
             return
         if call.direction == "internal":
             return  # a colleague calling: no customer to pop
+        call.placed_by(user)
         matches = await call.lookup
         if user.id not in call.popped:
             # the pop goes out first; writing the ringing touch must not delay it
@@ -239,10 +265,25 @@ class CallService:
             if live is not None:
                 live.lookup.cancel()
             return
+        if ev.direction == "outbound" and not ev.answered and not (ev.to_number or ev.from_number):
+            # only the agent's own leg rang (their phone did not answer): no customer, no touch
+            log.info("event=call_agent_leg_unanswered call=%s interface=%s", ev.call_id, ev.placed_by)
+            self.hub.clear_live(ev.call_id)
+            live = self.calls.pop(ev.call_id, None)
+            if live is not None:
+                live.lookup.cancel()
+            if self.on_ended is not None:
+                await self.on_ended(ev, None)
+            return
         call = self._call(ev)
         try:
             matches = await call.lookup
-            user = call.answered_by or await self.directory.user_for(ev.answered_by)
+            user = (
+                call.answered_by
+                or await self.directory.user_for(ev.answered_by)
+                or await self.directory.user_for(ev.placed_by)
+            )
+            call.placed_by(user)
             touch_id = None
             if ev.direction != "internal":
                 touch_id = await self._write_touch(
@@ -271,8 +312,8 @@ class CallService:
                     extension=user.extension if user else None,
                     agent_user_id=user.id if user else None,
                     direction=ev.direction,
-                    from_number=ev.from_number,
-                    to_number=ev.to_number,
+                    from_number=call.from_number,
+                    to_number=call.to_number,
                     started_at=ev.started_at,
                     duration_s=ev.duration_s,
                 )
@@ -292,6 +333,7 @@ class CallService:
             "extension": user.extension if user else None,
             "hangup_cause": ev.hangup_cause,
             "hangup_cause_text": ev.hangup_cause_text,
+            "dial_status": ev.dial_status,
             "transferred_to": ev.transferred_to,
             "answered_at": iso(ev.answered_at),
             "talk_s": ev.talk_s,
@@ -308,7 +350,7 @@ class CallService:
                 contact_id=contact.id if contact else None,
                 user_id=user.id if user else None,
                 channel=self.source,
-                status="answered" if ev.answered else "missed",
+                status=call_status(ev),
                 number=call.customer_number,
                 ended_at=ev.ended_at,
                 duration_s=round(ev.duration_s, 3),
@@ -331,6 +373,13 @@ class CallService:
     @staticmethod
     def _summary(ev: CallEnded, user: User | None) -> str:
         why = f" ({ev.closed_reason})" if ev.closed_reason else ""
+        status = call_status(ev)
+        if status in ("busy", "no answer"):
+            return (
+                ("Busy" if status == "busy" else "No answer")
+                + (f", called by {user.name}" if user else "")
+                + why
+            )
         if not ev.answered:
             return "Missed call" + (f" in queue {ev.queue}" if ev.queue else "") + why
         who = f" by {user.name}" if user else ""

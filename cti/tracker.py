@@ -65,6 +65,7 @@ class _Call:
     exten_at_answer: str | None = None
     hangup_cause: int | None = None
     hangup_cause_text: str | None = None
+    dial_status: str | None = None  # DialEnd's DialStatus for the customer's leg
     recordings: list[str] = field(default_factory=list)
     last_seen: datetime | None = None
 
@@ -168,7 +169,11 @@ class CallTracker:
         if ev.get("Variable") != "MIXMONITOR_FILENAME":
             return []
         call = self._call_of(ev)
-        path = ev.get("Value")
+        return self.recording(call.linkedid, ev.get("Value")) if call is not None else []
+
+    def recording(self, linkedid: str, path: str | None) -> list[CallEvent]:
+        """A MixMonitor file of a live call (from VarSet, or asked with Getvar after adopting it)."""
+        call = self.calls.get(linkedid)
         if call is None or not path or path in call.recordings:
             return []
         call.recordings.append(path)
@@ -213,7 +218,14 @@ class CallTracker:
         assert call.direction is not None
         return [
             CallRinging(
-                call.linkedid, call.direction, call.from_number, call.to_number, iface, call.queue, at
+                call.linkedid,
+                call.direction,
+                call.from_number,
+                call.to_number,
+                iface,
+                call.queue,
+                at,
+                call.started_at,
             )
         ]
 
@@ -262,10 +274,12 @@ class CallTracker:
         return [CallAnswered(call.linkedid, iface, at)]
 
     def _on_DialEnd(self, ev: Event, at: datetime) -> list[CallEvent]:
-        if ev.get("DialStatus") != "ANSWER":
-            return []
         call = self.calls.get(ev.get("DestLinkedid") or "") or self._call_of(ev)
         if call is None:
+            return []
+        if call.customer is not None and ev.get("DestUniqueid") == call.customer:
+            call.dial_status = ev.get("DialStatus")
+        if ev.get("DialStatus") != "ANSWER":
             return []
         dest_agent = self._agent(ev.get("DestChannel"))
         src_agent = self._agent(ev.get("Channel"))
@@ -293,14 +307,12 @@ class CallTracker:
             chan.hung = True
             chan.exten = ev.get("Exten") or chan.exten
         cause = ev.get("Cause")
-        if uid in (call.customer, call.first) or call.hangup_cause is None:
-            if (
-                cause
-                and cause.isdigit()
-                and (uid in (call.customer, call.first) or call.hangup_cause is None)
-            ):
-                call.hangup_cause = int(cause)
-                call.hangup_cause_text = ev.get("Cause-txt")
+        # the cause that counts is the customer's leg's (the caller's, on an inbound call); on an
+        # outbound call the agent's leg hangs up after it and must not overwrite it
+        own = uid == (call.customer or call.first)
+        if cause and cause.isdigit() and (own or call.hangup_cause is None):
+            call.hangup_cause = int(cause)
+            call.hangup_cause_text = ev.get("Cause-txt")
         self._by_name.pop(ev.get("Channel") or "", None)
         if call.live():
             return []
@@ -320,6 +332,7 @@ class CallTracker:
         if call.direction == "inbound" and not call.from_number:
             first = call.channels.get(call.first or "")
             call.from_number = first.caller if first else None
+        first = call.channels.get(call.first or "")
         duration = max(0.0, (at - call.started_at).total_seconds())
         talk = (at - call.answered_at).total_seconds() if answered and call.answered_at else None
         return [
@@ -340,6 +353,8 @@ class CallTracker:
                 hangup_cause_text=call.hangup_cause_text,
                 transferred_to=moved,
                 recording_files=tuple(call.recordings),
+                placed_by=first.interface if call.direction == "outbound" and first else None,
+                dial_status=call.dial_status,
             )
         ]
 
@@ -372,15 +387,16 @@ class CallTracker:
                 out += self._end(call, at)
         for linkedid, evs in present.items():
             call = self.calls.get(linkedid)
+            adopted = call is None
             if call is None:
                 started = at
                 for ev in evs:
-                    dur = ev.get("Duration") or ""
-                    secs = _hms(dur)
+                    secs = _hms(ev.get("Duration") or "")
                     if secs is not None:
                         started = min(started, datetime.fromtimestamp(at.timestamp() - secs, UTC))
                 call = _Call(linkedid=linkedid, started_at=started)
                 self.calls[linkedid] = call
+            # every channel of the call is settled first: the listing's order is not the calls' order
             for ev in evs:
                 uid, name = ev.headers["Uniqueid"], ev.get("Channel") or ""
                 chan = call.channels.get(uid)
@@ -394,23 +410,92 @@ class CallTracker:
                     )
                     call.channels[uid] = chan
                     self._chan_call[uid] = linkedid
-                    if uid == linkedid or call.first is None:
-                        call.first = uid
                 chan.hung = False
                 chan.up = ev.get("ChannelStateDesc") == "Up"
+                chan.exten = ev.get("Exten") or chan.exten
                 self._by_name[name] = uid
-                iface = chan.interface
-                if (
-                    chan.up
-                    and ev.get("BridgeId")
-                    and iface
-                    and self.is_agent(iface)
-                    and call.answered_by is None
-                ):
-                    self._decide_direction(call)
-                    if uid != call.first or call.direction != "outbound":
-                        call.answered_by, call.answered_at = iface, at
+            if adopted:
+                out += self._adopt(call, evs, at)
+            elif call.answered_by is None:
+                self._decide_direction(call)
+                for ev in evs:
+                    agent = self._bridged_agent(call, ev)
+                    if agent is not None:
+                        call.answered_by, call.answered_at = agent, at
+                        break
         return out
+
+    def _bridged_agent(self, call: _Call, ev: Event) -> str | None:
+        """The agent interface of a listed channel that is up in a bridge (not the outbound starter)."""
+        chan = call.channels.get(ev.get("Uniqueid") or "")
+        if chan is None or not chan.up or not ev.get("BridgeId") or not self._agent(chan.name):
+            return None
+        if chan.uniqueid == call.first and call.direction == "outbound":
+            return None
+        return chan.interface
+
+    def _adopt(self, call: _Call, evs: list[Event], at: datetime) -> list[CallEvent]:
+        """A call that was live before we connected: its direction, parties and answer, from the listing."""
+        call.first = call.linkedid if call.linkedid in call.channels else min(call.channels, key=_uid_order)
+        by_uid = {ev.headers["Uniqueid"]: ev for ev in evs}
+        queue_exten = None
+        for ev in evs:
+            if (ev.get("Application") or "") == "Queue" and ev.get("ApplicationData"):
+                call.queue = call.queue or (ev.get("ApplicationData") or "").split(",")[0] or None
+                queue_exten = queue_exten or ev.get("Exten")
+        first = call.channels[call.first]
+        ordered = sorted(call.channels.values(), key=lambda c: _uid_order(c.uniqueid))
+        others = [c for c in ordered if not self._agent(c.name)]
+        if self._agent(first.name):
+            call.direction = "outbound" if others else "internal"
+            customer = others[0] if others else None
+            call.from_number = first.caller
+            if customer is not None:
+                call.customer = customer.uniqueid
+                call.to_number = customer.exten if _dialable(customer.exten) else customer.caller
+        else:
+            call.direction = "inbound"
+            call.customer = first.uniqueid
+            call.from_number = first.caller
+            call.to_number = next((x for x in (first.exten, queue_exten) if _dialable(x)), None)
+        agent: str | None = None
+        if call.direction == "outbound":
+            customer_ev = by_uid.get(call.customer or "")
+            if (
+                customer_ev is not None
+                and customer_ev.get("ChannelStateDesc") == "Up"
+                and (customer_ev.get("BridgeId"))
+            ):
+                agent = first.interface
+            call.party = call.customer
+        else:
+            for ev in sorted(evs, key=lambda e: _uid_order(e.headers["Uniqueid"])):
+                agent = self._bridged_agent(call, ev)
+                if agent is not None:
+                    break
+            call.party = call.customer
+        out: list[CallEvent] = []
+        ringing = agent or (first.interface if call.direction == "outbound" else None)
+        if ringing is not None:
+            out += self._ring(call, ringing, at)
+        elif call.direction == "inbound":
+            for chan in ordered:
+                iface = self._agent(chan.name)
+                if iface is not None and chan.uniqueid != call.first:
+                    out += self._ring(call, iface, at)
+        if agent is not None:
+            out += self._answer(call, agent, at, call.customer)
+        return out
+
+
+def _uid_order(uid: str) -> tuple[int, ...]:
+    """Asterisk's Uniqueids (`epoch.sequence`) in the order the channels were made."""
+    return tuple(int(p) if p.isdigit() else 0 for p in uid.split("."))
+
+
+def _dialable(exten: str | None) -> bool:
+    """An extension that is a number (a DID or a customer's number), not a dialplan label like `s`."""
+    return bool(exten) and exten.lstrip("+").isdigit()  # type: ignore[union-attr]
 
 
 def _hms(text: str) -> int | None:

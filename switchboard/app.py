@@ -93,6 +93,7 @@ def create_app(
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     api.setup(app)
     pages.setup(app)
     ws.setup(app)
@@ -103,6 +104,17 @@ def create_app(
     recordings.setup(app)
     telephony.setup_routes(app)
     return app
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer (no auth): 200 when every configured connector is up, else 503
+    naming the ones that are not (`/healthz` stays 200 with `"status": "degraded"` meanwhile)."""
+    states = {name: fn() for name, fn in request.app[HEALTH].items()}
+    down = sorted(name for name, s in states.items() if s not in ("up", "disabled"))
+    return web.json_response(
+        {"status": "ready" if not down else "not_ready", "down": down, "connectors": states},
+        status=200 if not down else 503,
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

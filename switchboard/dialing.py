@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from campaigns.dialer.backends import AgentUnavailable, DialFailed
@@ -37,8 +38,19 @@ class AmiDialBackend:
             return interfaces[0]
         raise AgentUnavailable(f"{agent.username} has no extension or phone interface")
 
+    def name_call(self, attempt_id: int) -> str | None:
+        """Given to Asterisk as the agent leg's ChannelId: the call's Linkedid, and so its id."""
+        return f"attempt-{attempt_id}-{uuid.uuid4().hex[:12]}"
+
     async def dial(
-        self, *, agent: User, number: str, caller_name: str, attempt_id: int, timeout_s: int
+        self,
+        *,
+        agent: User,
+        number: str,
+        caller_name: str,
+        attempt_id: int,
+        timeout_s: int,
+        call_id: str | None = None,
     ) -> str:
         client = self.asterisk.client
         if client.state != "up":
@@ -55,6 +67,7 @@ class AmiDialBackend:
                 variables={"SWITCHBOARD_USER": agent.username, "SWITCHBOARD_ATTEMPT": str(attempt_id)},
                 action_id=f"dial-{attempt_id}",
                 wait=timeout_s + 30,
+                channel_id=call_id,
             )
         except AmiError as exc:
             raise DialFailed(str(exc)) from None
@@ -81,8 +94,18 @@ class TwilioDialBackend:
         self.client = client
         self.caller_id = caller_id
 
+    def name_call(self, attempt_id: int) -> str | None:
+        return None  # Twilio names the call (its CallSid)
+
     async def dial(
-        self, *, agent: User, number: str, caller_name: str, attempt_id: int, timeout_s: int
+        self,
+        *,
+        agent: User,
+        number: str,
+        caller_name: str,
+        attempt_id: int,
+        timeout_s: int,
+        call_id: str | None = None,
     ) -> str:
         from twilio.base.exceptions import TwilioRestException
 

@@ -25,6 +25,18 @@ class DialBackend(Protocol):
 
     source: str
 
+    def name_call(self, attempt_id: int) -> str | None:
+        """The id the attempt's call will have, when the phone system lets us choose it (so the
+        agent's pop carries the call's id from the start), else None."""
+        ...
+
     async def dial(
-        self, *, agent: User, number: str, caller_name: str, attempt_id: int, timeout_s: int
+        self,
+        *,
+        agent: User,
+        number: str,
+        caller_name: str,
+        attempt_id: int,
+        timeout_s: int,
+        call_id: str | None = None,
     ) -> str: ...

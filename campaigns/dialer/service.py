@@ -242,11 +242,14 @@ class Dialer:
             return None
         flight = _InFlight(attempt.id, entry.id, agent.id, entry.list_id)
         self.in_flight[attempt.id] = flight
-        await self._pop(agent, entry, attempt)
-        flight.task = asyncio.create_task(self._place(flight, entry, agent), name=f"dial-{attempt.id}")
+        call_id = self.backend.name_call(attempt.id)
+        await self._pop(agent, entry, attempt, call_id)
+        flight.task = asyncio.create_task(
+            self._place(flight, entry, agent, call_id), name=f"dial-{attempt.id}"
+        )
         return attempt
 
-    async def _place(self, flight: _InFlight, entry: Entry, agent: User) -> None:
+    async def _place(self, flight: _InFlight, entry: Entry, agent: User, named: str | None = None) -> None:
         assert self.backend is not None and entry.number is not None
         contact = None
         if entry.contact_id is not None:
@@ -259,6 +262,7 @@ class Dialer:
                 caller_name=contact.name if contact else entry.number,
                 attempt_id=flight.attempt_id,
                 timeout_s=self.dial_timeout_s,
+                call_id=named,
             )
         except AgentUnavailable as exc:
             await self.store.call_lists.cancel_attempt(flight.attempt_id, str(exc), self.clock())
@@ -299,13 +303,17 @@ class Dialer:
         if early is not None:
             await self.call_ended(*early)
 
-    async def _pop(self, agent: User, entry: Entry, attempt: Attempt) -> dict[str, Any]:
+    async def _pop(
+        self, agent: User, entry: Entry, attempt: Attempt, call_id: str | None = None
+    ) -> dict[str, Any]:
+        """The agent's pop while their phone rings; it has the call's id when that is known already,
+        so the call service's pop for the same call updates it instead of adding a second one."""
         matches = []
         if entry.contact_id is not None:
             with contextlib.suppress(NotFound):
                 matches = [await self.store.contacts.get(entry.contact_id)]
         call = {
-            "id": f"attempt-{attempt.id}",
+            "id": call_id or f"attempt-{attempt.id}",
             "attempt_id": attempt.id,
             "entry_id": entry.id,
             "list_id": entry.list_id,

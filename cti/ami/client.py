@@ -329,8 +329,13 @@ class AmiClient:
         variables: Mapping[str, Any] | None = None,
         action_id: str | None = None,
         wait: float = 90.0,
+        channel_id: str | None = None,
     ) -> Event:
-        """Originate asynchronously; returns the OriginateResponse (Response Success/Failure, Reason)."""
+        """Originate asynchronously; returns the OriginateResponse (Response Success/Failure, Reason).
+
+        `channel_id` becomes the Uniqueid of the originated channel, and so the Linkedid of the call
+        it starts: the call's id is known before the PBX answers.
+        """
         aid = action_id or self._next_id()
         loop = asyncio.get_running_loop()
         resp_fut: asyncio.Future[Response] = loop.create_future()
@@ -345,6 +350,7 @@ class AmiClient:
             "CallerID": caller_id,
             "Timeout": timeout_ms,
             "Async": "true",
+            "ChannelId": channel_id,
         }
         try:
             await self._write(encode_action("Originate", aid, headers, variables))

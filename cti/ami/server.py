@@ -1,6 +1,7 @@
 """An AMI test server: real AMI framing on a real TCP socket, for tests and the demo's PBX.
 
-It logs clients in (plain or MD5), answers Ping, CoreShowChannels, Setvar, Redirect, Originate and
+It logs clients in (plain or MD5), answers Ping, CoreShowChannels (its own channels, or a recorded
+listing), Getvar, Setvar, Redirect, Originate and
 Logoff, replays recorded transcripts of a real Asterisk byte for byte (whole, in random chunks or
 one byte at a time), and plays scripted calls whose events follow what the recorded Asterisk sent:
 Local channel ;1/;2 pairs, `<unknown>` caller IDs first, queue events, MixMonitor file names in
@@ -117,7 +118,13 @@ class _Session:
             await self.respond(a, Ping="Pong", Timestamp=f"{time.time():.6f}")
         elif name == "coreshowchannels":
             await self.respond(a, EventList="start", Message="Channels will follow")
-            for ch in srv.channels.values():
+            if srv.listing is not None:  # a recorded answer of a real Asterisk
+                for item in srv.listing:
+                    headers = {k: v for k, v in item.items() if k not in ("Event", "ActionID", "_rx")}
+                    await self.send(
+                        encode_message("Event", "CoreShowChannel", {"ActionID": a.action_id} | headers)
+                    )
+            for ch in srv.channels.values() if srv.listing is None else ():
                 await self.send(
                     encode_message(
                         "Event",
@@ -141,9 +148,17 @@ class _Session:
                 encode_message(
                     "Event",
                     "CoreShowChannelsComplete",
-                    {"ActionID": a.action_id, "EventList": "Complete", "ListItems": len(srv.channels)},
+                    {
+                        "ActionID": a.action_id,
+                        "EventList": "Complete",
+                        "ListItems": len(srv.channels if srv.listing is None else srv.listing),
+                    },
                 )
             )
+        elif name == "getvar":
+            # as Asterisk answers: Success, with an empty Value for a variable that is not set
+            value = srv.variables.get((a.get("Channel") or "", a.get("Variable") or ""), "")
+            await self.respond(a, Variable=a.get("Variable"), Value=value)
         elif name == "setvar":
             await self.respond(a, Message="Variable Set")
         elif name == "redirect":
@@ -181,10 +196,13 @@ class AmiTestServer:
         self.sessions: list[_Session] = []
         self.actions: list[Action] = []
         self.channels: dict[str, Channel] = {}
+        self.listing: list[dict[str, str]] | None = None  # a recorded CoreShowChannels answer to give
+        self.variables: dict[tuple[str, str], str] = {}  # (channel, variable) -> value, for Getvar
         self.logins = 0
         self.silent = False
         self.outcomes: dict[str, str] = {}  # customer number -> answer | busy | noanswer
         self.outcome_for: Callable[[str], str] | None = None  # for numbers not in `outcomes`
+        self.agent_outcomes: dict[str, str] = {}  # originated interface -> noanswer (default: answer)
         self.talk_seconds = 3.0
         self._logged_in = asyncio.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -237,6 +255,12 @@ class AmiTestServer:
     async def wait_logged_in(self, timeout: float = 10.0) -> None:
         await asyncio.wait_for(self._logged_in.wait(), timeout)
 
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until every scripted call (an answered Originate, say) has sent its last event."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def drop_connections(self) -> None:
         """Cut every client off abruptly (a network failure or PBX restart as the client sees it)."""
         for session in list(self.sessions):
@@ -271,6 +295,12 @@ class AmiTestServer:
             if chunking == "bytes" and i % 512 == 0:
                 await asyncio.sleep(0)
 
+    async def play_events(self, events: Iterable[dict[str, str]]) -> None:
+        """Send recorded events (JSON objects as in the fixtures; keys starting with `_` are notes)."""
+        for item in events:
+            headers = {k: v for k, v in item.items() if k != "Event" and not k.startswith("_")}
+            await self.broadcast(encode_message("Event", item["Event"], headers))
+
     # scripted calls --------------------------------------------------------------------------
 
     def _uid(self) -> str:
@@ -301,8 +331,10 @@ class AmiTestServer:
             }
         await self.broadcast(encode_message("Event", name, h | headers))
 
-    def _new(self, name: str, linkedid: str | None, caller: str, exten: str, context: str) -> Channel:
-        uid = self._uid()
+    def _new(
+        self, name: str, linkedid: str | None, caller: str, exten: str, context: str, uid: str | None = None
+    ) -> Channel:
+        uid = uid or self._uid()
         ch = Channel(name, uid, linkedid or uid, caller, exten, context)
         self.channels[uid] = ch
         return ch
@@ -471,7 +503,11 @@ class AmiTestServer:
         local = iface.startswith("Local/")
         n1, _ = self._chan_name(iface.split("/n")[0] if local else iface, local)
         agent_number = iface.split("/")[-1].split("@")[0].removeprefix("click")
-        agent = self._new(n1, None, agent_number, "s", "from-internal")
+        shown = (a.get("CallerID") or "").rpartition("<")[2].rstrip(">").strip()
+        if shown:  # Asterisk gives the originated channel the CallerID of the Originate
+            agent_number = shown
+        # Originate's ChannelId names the originated channel (and so the call), as Asterisk does
+        agent = self._new(n1, None, agent_number, "s", "from-internal", a.get("ChannelId"))
         await self._newchannel(agent, agent_number)
         dest = {
             "DestChannel": agent.name,
@@ -485,6 +521,26 @@ class AmiTestServer:
         agent.state = "Ringing"
         await self.event("Newstate", agent)
         await self._pause(0.5)
+        if self.agent_outcomes.get(iface, "answer") != "answer":  # the rep's own phone is not answered
+            await self.event("DialEnd", None, DialStatus="NOANSWER", **dest)
+            await self._hangup(agent, 19)
+            await self.broadcast(
+                encode_message(
+                    "Event",
+                    "OriginateResponse",
+                    {
+                        "Privilege": "call,all",
+                        "ActionID": aid,
+                        "Response": "Failure",
+                        "Channel": iface,
+                        "Context": a.get("Context"),
+                        "Exten": number,
+                        "Reason": 3,
+                        "Uniqueid": "<null>",
+                    },
+                )
+            )
+            return
         agent.state = "Up"
         await self.event("Newstate", agent)
         await self.event("DialEnd", None, DialStatus="ANSWER", **dest)

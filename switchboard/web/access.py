@@ -45,6 +45,7 @@ OWN_CONTACTS = "reps: their own customers, unowned ones, and one they are on a c
 RULES: dict[tuple[str, str], Rule] = {
     # service and sign-in
     ("GET", "/healthz"): public("liveness only, no data"),
+    ("GET", "/readyz"): public("readiness for a load balancer, no data"),
     ("GET", "/static"): public("the pages' CSS and JS"),
     ("GET", "/login"): public("the sign-in form"),
     ("POST", "/login"): public("the password itself; pre-login token; failed attempts limited"),

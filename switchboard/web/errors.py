@@ -35,7 +35,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 def _wants_json(request: web.Request) -> bool:
     return not request.path.startswith(("/login", "/logout")) and (
-        request.path.startswith(("/api/", "/twilio/", "/sms/", "/email/", "/healthz", "/ws/"))
+        request.path.startswith(("/api/", "/twilio/", "/sms/", "/email/", "/healthz", "/readyz", "/ws/"))
         or "application/json" in request.headers.get("Accept", "")
     )
 

@@ -71,7 +71,7 @@ async def test_progressive_list_over_twilio(
         for a in attempts:
             touch = await store.touches.get(a.touch_id)
             assert touch.source_key == f"twilio:{a.call_id}" and touch.contact_id == a.contact_id
-            assert touch.status == ("answered" if a.state == "answered" else "missed")
+            assert touch.status == {"answered": "answered", "busy": "busy", "noanswer": "no answer"}[a.state]
         assert body["results"] == {"reached": 4, "busy": 1, "no answer": 1}
         assert (await store.call_lists.attempt(attempts[-1].id)).ended_at - attempts[
             0
