@@ -204,7 +204,7 @@ async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
     await second.start()
     try:
         cl, _ = await store.call_lists.create(
-            ListSpec(name="shared", mode="progressive", max_attempts=1), contact_ids=ids, now=clock()
+            ListSpec(name="one list", mode="progressive", max_attempts=1), contact_ids=ids, now=clock()
         )
         await store.call_lists.set_state(cl.id, "running", clock())
         await first.set_ready(await store.users.by_username("jsmith"), cl.id)
