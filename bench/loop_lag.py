@@ -111,10 +111,10 @@ async def main() -> None:
             sent_s = time.perf_counter() - t - queued_s
             assert job["counts"]["sent"] == n, job
             lines.append(
-                f"loop_lag mail_merge recipients={n} queue_s={queued_s:.1f} max_stall_ms={queueing.max_stall_ms:.0f}"
+                f"loop_lag mail_merge recipients={n} queue_s={queued_s:.1f} max_stall_ms={queueing.max_stall_ms:.0f} max_busy_ms={queueing.max_busy_ms:.0f}"
             )
             lines.append(
-                f"loop_lag mail_merge_sending recipients={n} send_s={sent_s:.1f} max_stall_ms={sending.max_stall_ms:.0f}"
+                f"loop_lag mail_merge_sending recipients={n} send_s={sent_s:.1f} max_stall_ms={sending.max_stall_ms:.0f} max_busy_ms={sending.max_busy_ms:.0f}"
             )
 
             storage = Path(settings.recordings.storage_dir) / "bench"
@@ -146,7 +146,7 @@ async def main() -> None:
             assert resp.status == 200
             lines.append(
                 f"loop_lag recordings_export recordings={len(ids)} zip_mb={len(body) / 1e6:.0f}"
-                f" seconds={time.perf_counter() - t:.1f} max_stall_ms={exporting.max_stall_ms:.0f}"
+                f" seconds={time.perf_counter() - t:.1f} max_stall_ms={exporting.max_stall_ms:.0f} max_busy_ms={exporting.max_busy_ms:.0f}"
             )
 
             monitor = tmp / "monitor"
@@ -159,7 +159,7 @@ async def main() -> None:
                 scan = await service.scan_once()
             lines.append(
                 f"loop_lag recordings_watch_scan files={scan.seen} seconds={time.perf_counter() - t:.1f}"
-                f" max_stall_ms={scanning.max_stall_ms:.0f}"
+                f" max_stall_ms={scanning.max_stall_ms:.0f} max_busy_ms={scanning.max_busy_ms:.0f}"
             )
         finally:
             await client.close()

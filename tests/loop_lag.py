@@ -2,7 +2,9 @@
 
 Used by tests (a generous bound on the longest stall while a big job runs) and by bench scripts
 (which print the figure). It measures the loop, not the job: a task sleeps `interval` over and over
-and records by how much each wake-up came late.
+and records by how much each wake-up came late (`max_stall`, wall time: on a loaded machine this also
+counts the time the OS gave the core to other processes) and how much CPU the loop's own thread spent
+between two wake-ups (`max_busy`: the time the loop was really held by work, whatever the load).
 """
 
 from __future__ import annotations
@@ -19,19 +21,21 @@ class LoopLag:
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.max_stall = 0.0
+        self.max_busy = 0.0
         self.ticks = 0
         self._task: asyncio.Task[None] | None = None
         self._ticked = asyncio.Event()
 
     async def _run(self) -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.thread_time()
         while True:
             await asyncio.sleep(self.interval)
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.thread_time()
             self.max_stall = max(self.max_stall, now - last - self.interval)
+            self.max_busy = max(self.max_busy, cpu - last_cpu)
             self.ticks += 1
             self._ticked.set()
-            last = now
+            last, last_cpu = now, cpu
 
     async def __aenter__(self) -> LoopLag:
         self._task = asyncio.create_task(self._run(), name="loop-lag-probe")
@@ -49,3 +53,7 @@ class LoopLag:
     @property
     def max_stall_ms(self) -> float:
         return self.max_stall * 1000
+
+    @property
+    def max_busy_ms(self) -> float:
+        return self.max_busy * 1000

@@ -354,7 +354,7 @@ async def test_a_mail_merge_to_thousands_never_stalls_the_loop(
             while (job := (await store.email.job((await resp.json())["id"])))["state"] != "done":
                 await asyncio.sleep(0.05)
     assert job["counts"]["sent"] == n and len(inbox.messages) == n, job
-    assert lag.ticks > 10 and lag.max_stall < 0.25, f"the loop stalled {lag.max_stall_ms:.0f} ms"
+    assert lag.ticks > 10 and lag.max_busy < 0.25, f"the loop was held {lag.max_busy_ms:.0f} ms"
 
 
 async def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_go(
