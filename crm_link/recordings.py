@@ -88,6 +88,24 @@ class Recordings:
             )
             await self._link(tx, call_key)
 
+    async def attach_contact_in(self, tx: Any, call_key: str, contact_id: int) -> None:
+        """The call's caller is now this contact: on its recordings, and on what comes later."""
+        async with tx.execute("SELECT facts FROM recording_calls WHERE call_key = ?", (call_key,)) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            facts = json.loads(row[0])
+            if facts.get("contact_id") is None:
+                facts["contact_id"] = contact_id
+                await tx.execute(
+                    "UPDATE recording_calls SET facts = ? WHERE call_key = ?",
+                    (json.dumps(facts, default=str), call_key),
+                )
+        await tx.execute(
+            "UPDATE recordings SET contact_id = ?, updated_at = ? WHERE call_key = ? AND contact_id IS NULL",
+            (contact_id, to_db_time(self._db.now()), call_key),
+        )
+        await self._reindex_text(tx, call_key=call_key)
+
     async def _link(self, tx: Any, call_key: str) -> None:
         async with tx.execute("SELECT facts FROM recording_calls WHERE call_key = ?", (call_key,)) as cur:
             row = await cur.fetchone()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from crm_link.models import Contact, User, iso
+from crm_link.models import Contact, Touch, User, iso
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 from cti.directory import InterfaceDirectory
@@ -284,11 +284,13 @@ class CallService:
                 or await self.directory.user_for(ev.placed_by)
             )
             call.placed_by(user)
-            touch_id = None
+            touch_id = contact_id = None
             if ev.direction != "internal":
-                touch_id = await self._write_touch(
+                touch = await self._write_touch(
                     ev, call, matches, user, keep_summary=bool(done and done.summary)
                 )
+                # the touch's contact: the caller's, or a prospect created from the pop meanwhile
+                touch_id, contact_id = touch.id, touch.contact_id
             state = "ended" if ev.answered else "missed"
             for uid, viewer in call.popped.items():
                 await self.hub.publish(
@@ -308,7 +310,7 @@ class CallService:
                     ev.call_id,
                     source=self.source,
                     touch_id=touch_id,
-                    contact_id=matches[0].id if len(matches) == 1 else None,
+                    contact_id=contact_id,
                     extension=user.extension if user else None,
                     agent_user_id=user.id if user else None,
                     direction=ev.direction,
@@ -325,7 +327,7 @@ class CallService:
 
     async def _write_touch(
         self, ev: CallEnded, call: LiveCall, matches: list[Contact], user: User | None, *, keep_summary: bool
-    ) -> int:
+    ) -> Touch:
         contact = matches[0] if len(matches) == 1 else None
         payload: dict[str, Any] = {
             "queue": ev.queue,
@@ -368,7 +370,7 @@ class CallService:
                 + (f" (queue {ev.queue})" if ev.queue else ""),
                 created_by_touch_id=touch.id,
             )
-        return touch.id
+        return touch
 
     @staticmethod
     def _summary(ev: CallEnded, user: User | None) -> str:
