@@ -66,6 +66,7 @@ class LiveCall:
     popped: dict[int, User] = field(default_factory=dict)
     answered_by: User | None = None
     touch_id: int | None = None
+    transferred_to: User | None = None  # who an attended transfer put the customer through to
 
     @property
     def customer_number(self) -> str | None:
@@ -244,6 +245,24 @@ class CallService:
         if call is None:
             return
         user = await self.directory.user_for(ev.interface)
+        if ev.transfer:
+            # the customer is now with the colleague the agent consulted: their pop is answered;
+            # the call stays on the agent who answered it
+            call.transferred_to = user
+            if user is not None and user.id in call.popped:
+                await self.hub.publish(
+                    user.id,
+                    {
+                        "type": "call_update",
+                        "call": self._call_json(call, "answered", user)
+                        | {
+                            "answered_by": user.username,
+                            "answered_at": iso(ev.at),
+                            "transferred_from": call.answered_by.username if call.answered_by else None,
+                        },
+                    },
+                )
+            return
         if user is not None:
             call.answered_by = user
         self.hub.update_live(call.call_id, state="answered")
@@ -337,6 +356,7 @@ class CallService:
             "hangup_cause_text": ev.hangup_cause_text,
             "dial_status": ev.dial_status,
             "transferred_to": ev.transferred_to,
+            "transferred_to_user": call.transferred_to.username if call.transferred_to else None,
             "answered_at": iso(ev.answered_at),
             "talk_s": ev.talk_s,
             "recording_files": list(ev.recording_files),
@@ -356,7 +376,9 @@ class CallService:
                 number=call.customer_number,
                 ended_at=ev.ended_at,
                 duration_s=round(ev.duration_s, 3),
-                summary="" if keep_summary else self._summary(ev, user),  # a rep's note wins
+                summary=""
+                if keep_summary
+                else self._summary(ev, user, call.transferred_to),  # a rep's note wins
                 payload={k: v for k, v in payload.items() if v is not None},
             )
         )
@@ -373,7 +395,7 @@ class CallService:
         return touch
 
     @staticmethod
-    def _summary(ev: CallEnded, user: User | None) -> str:
+    def _summary(ev: CallEnded, user: User | None, transferred_to: User | None = None) -> str:
         why = f" ({ev.closed_reason})" if ev.closed_reason else ""
         status = call_status(ev)
         if status in ("busy", "no answer"):
@@ -387,6 +409,10 @@ class CallService:
         who = f" by {user.name}" if user else ""
         talk = f", talked {ev.talk_s:.0f} s" if ev.talk_s else ""
         moved = f", transferred to {ev.transferred_to}" if ev.transferred_to else ""
+        if transferred_to is not None:
+            moved = f", transferred to {transferred_to.name}" + (
+                f" ({ev.transferred_to})" if ev.transferred_to else ""
+            )
         return f"Answered{who}{talk}{moved}{why}"
 
     async def close_vanished(
