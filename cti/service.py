@@ -287,6 +287,8 @@ class CallService:
         if ev.direction == "outbound" and not ev.answered and not (ev.to_number or ev.from_number):
             # only the agent's own leg rang (their phone did not answer): no customer, no touch
             log.info("event=call_agent_leg_unanswered call=%s interface=%s", ev.call_id, ev.placed_by)
+            if self.recordings is not None:
+                await self.recordings.call_finished(ev.call_id, source=self.source, direction=ev.direction)
             self.hub.clear_live(ev.call_id)
             live = self.calls.pop(ev.call_id, None)
             if live is not None:
@@ -324,7 +326,7 @@ class CallService:
                         },
                     },
                 )
-            if self.recordings is not None and touch_id is not None:
+            if self.recordings is not None:  # also without a touch: its recording is final now
                 await self.recordings.call_finished(
                     ev.call_id,
                     source=self.source,
