@@ -88,6 +88,24 @@ class Recordings:
             )
             await self._link(tx, call_key)
 
+    async def attach_contact_in(self, tx: Any, call_key: str, contact_id: int) -> None:
+        """The call's caller is now this contact: on its recordings, and on what comes later."""
+        async with tx.execute("SELECT facts FROM recording_calls WHERE call_key = ?", (call_key,)) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            facts = json.loads(row[0])
+            if facts.get("contact_id") is None:
+                facts["contact_id"] = contact_id
+                await tx.execute(
+                    "UPDATE recording_calls SET facts = ? WHERE call_key = ?",
+                    (json.dumps(facts, default=str), call_key),
+                )
+        await tx.execute(
+            "UPDATE recordings SET contact_id = ?, updated_at = ? WHERE call_key = ? AND contact_id IS NULL",
+            (contact_id, to_db_time(self._db.now()), call_key),
+        )
+        await self._reindex_text(tx, call_key=call_key)
+
     async def _link(self, tx: Any, call_key: str) -> None:
         async with tx.execute("SELECT facts FROM recording_calls WHERE call_key = ?", (call_key,)) as cur:
             row = await cur.fetchone()
@@ -140,6 +158,11 @@ class Recordings:
                 (reason, to_db_time(self._db.now()), source, pbx_name),
             )
 
+    async def call_has_ended(self, call_key: str) -> bool:
+        """Whether the call service reported this call's end (its facts are written only then)."""
+        row = await self._db.fetchone("SELECT 1 FROM recording_calls WHERE call_key = ?", (call_key,))
+        return row is not None
+
     async def by_name(self, source: str, pbx_name: str) -> dict[str, Any] | None:
         row = await self._db.fetchone(
             "SELECT * FROM recordings WHERE source = ? AND pbx_name = ?", (source, pbx_name)
@@ -158,6 +181,7 @@ class Recordings:
         duration_s: float | None,
         state: str,
         mtime: datetime,
+        settled: bool = True,
     ) -> int:
         """A file is in our storage: index it (linked if its call was announced, else `unlinked`).
 
@@ -167,8 +191,9 @@ class Recordings:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO recordings (source, pbx_name, state, storage_path, size, sha256, format, duration_s,"
-                " started_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " started_at, created_at, updated_at, settled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (source, pbx_name) DO UPDATE SET storage_path = excluded.storage_path,"
+                " settled = excluded.settled,"
                 " size = excluded.size, sha256 = excluded.sha256, format = excluded.format,"
                 " duration_s = excluded.duration_s, started_at = COALESCE(started_at, excluded.started_at),"
                 " state = excluded.state, updated_at = excluded.updated_at RETURNING id, call_key",
@@ -184,6 +209,7 @@ class Recordings:
                     to_db_time(mtime),
                     now,
                     now,
+                    1 if settled else 0,
                 ),
             ) as cur:
                 row = await cur.fetchone()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from crm_link.call_lists import CallLists
 from crm_link.clock import Clock, system_clock
-from crm_link.contacts import Contacts
-from crm_link.db import Database
+from crm_link.contacts import ContactFields, Contacts
+from crm_link.db import Database, to_db_time
 from crm_link.email import EmailStore
+from crm_link.errors import Conflict, NotFound
+from crm_link.models import Contact
 from crm_link.recordings import Recordings
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
@@ -33,6 +35,26 @@ class Store:
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
+
+    async def create_contact_for_call(self, fields: ContactFields, call_key: str) -> Contact:
+        """A new contact for an unknown caller, and that call (its touch and recordings) now theirs;
+        all or nothing: a call that is gone or already someone's leaves no contact behind."""
+        async with self.db.transaction() as tx:
+            async with tx.execute(
+                "SELECT contact_id FROM touches WHERE source_key = ? AND kind = 'call'", (call_key,)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound("call", call_key)
+            if row[0] is not None:
+                raise Conflict("call_id", "this call already belongs to a customer")
+            contact_id = await self.contacts.insert_in(tx, fields)
+            await tx.execute(
+                "UPDATE touches SET contact_id = ?, updated_at = ? WHERE source_key = ? AND contact_id IS NULL",
+                (contact_id, to_db_time(self.db.now()), call_key),
+            )
+            await self.recordings.attach_contact_in(tx, call_key, contact_id)
+        return await self.contacts.get(contact_id)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from crm_link.models import User
 from crm_link.store import Store
-from cti.interfaces import normalize_interface
+from cti.interfaces import dial_interface, normalize_interface
 
 
 class InterfaceDirectory:
@@ -25,9 +25,13 @@ class InterfaceDirectory:
         *,
         ttl: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        agent_dial: str = "PJSIP/{extension}",
+        dial_interfaces: dict[str, str] | None = None,
     ) -> None:
         self._store = store
         self._configured = dict(configured)
+        self.agent_dial = agent_dial
+        self._dial_overrides = dict(dial_interfaces or {})
         self._ttl = ttl
         self._clock = clock
         self._loaded_at = -1e18
@@ -52,6 +56,10 @@ class InterfaceDirectory:
         for iface, username in self._configured.items():
             if username in self._by_username:
                 self._by_interface[normalize_interface(iface) or iface] = self._by_username[username]
+        for u in users:  # the interface rung for a user is theirs, whatever else is configured
+            iface = self.dial_interface_of(u)
+            if iface:
+                self._by_interface.setdefault(normalize_interface(iface) or iface, u)
         self._loaded_at = self._clock()
 
     def _find(self, interface: str) -> User | None:
@@ -81,6 +89,22 @@ class InterfaceDirectory:
     def is_agent(self, interface: str | None) -> bool:
         """Whether an interface belongs to a user, from the last load (no I/O: the tracker asks often)."""
         return bool(interface) and self._find(interface) is not None  # type: ignore[arg-type]
+
+    def dial_interface_of(self, user: User | None, extension: str | None = None) -> str | None:
+        """The one interface to ring for a user (click-to-call, progressive dialing).
+
+        Their `[dial_interfaces]` entry if any, else `[asterisk] agent_dial` filled with their
+        extension and username; for an extension nobody has, the template filled with it. None when
+        the template needs what is missing (a user without an extension, say).
+        """
+        if user is not None:
+            return dial_interface(
+                self.agent_dial,
+                extension=user.extension,
+                username=user.username,
+                override=self._dial_overrides.get(user.username),
+            )
+        return dial_interface(self.agent_dial, extension=extension, username=None)
 
     async def interfaces_of(self, user: User) -> list[str]:
         """Every interface that reaches this user (for originating their leg)."""

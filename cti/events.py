@@ -30,6 +30,8 @@ class CallAnswered:
     call_id: str
     interface: str | None
     at: datetime
+    # an attended transfer put the customer through to this interface (who answered the consult call)
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

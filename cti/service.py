@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from crm_link.models import Contact, User, iso
+from crm_link.models import Contact, Touch, User, iso
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 from cti.directory import InterfaceDirectory
@@ -66,6 +66,7 @@ class LiveCall:
     popped: dict[int, User] = field(default_factory=dict)
     answered_by: User | None = None
     touch_id: int | None = None
+    transferred_to: User | None = None  # who an attended transfer put the customer through to
 
     @property
     def customer_number(self) -> str | None:
@@ -244,6 +245,24 @@ class CallService:
         if call is None:
             return
         user = await self.directory.user_for(ev.interface)
+        if ev.transfer:
+            # the customer is now with the colleague the agent consulted: their pop is answered;
+            # the call stays on the agent who answered it
+            call.transferred_to = user
+            if user is not None and user.id in call.popped:
+                await self.hub.publish(
+                    user.id,
+                    {
+                        "type": "call_update",
+                        "call": self._call_json(call, "answered", user)
+                        | {
+                            "answered_by": user.username,
+                            "answered_at": iso(ev.at),
+                            "transferred_from": call.answered_by.username if call.answered_by else None,
+                        },
+                    },
+                )
+            return
         if user is not None:
             call.answered_by = user
         self.hub.update_live(call.call_id, state="answered")
@@ -268,6 +287,8 @@ class CallService:
         if ev.direction == "outbound" and not ev.answered and not (ev.to_number or ev.from_number):
             # only the agent's own leg rang (their phone did not answer): no customer, no touch
             log.info("event=call_agent_leg_unanswered call=%s interface=%s", ev.call_id, ev.placed_by)
+            if self.recordings is not None:
+                await self.recordings.call_finished(ev.call_id, source=self.source, direction=ev.direction)
             self.hub.clear_live(ev.call_id)
             live = self.calls.pop(ev.call_id, None)
             if live is not None:
@@ -284,11 +305,13 @@ class CallService:
                 or await self.directory.user_for(ev.placed_by)
             )
             call.placed_by(user)
-            touch_id = None
+            touch_id = contact_id = None
             if ev.direction != "internal":
-                touch_id = await self._write_touch(
+                touch = await self._write_touch(
                     ev, call, matches, user, keep_summary=bool(done and done.summary)
                 )
+                # the touch's contact: the caller's, or a prospect created from the pop meanwhile
+                touch_id, contact_id = touch.id, touch.contact_id
             state = "ended" if ev.answered else "missed"
             for uid, viewer in call.popped.items():
                 await self.hub.publish(
@@ -303,12 +326,12 @@ class CallService:
                         },
                     },
                 )
-            if self.recordings is not None and touch_id is not None:
+            if self.recordings is not None:  # also without a touch: its recording is final now
                 await self.recordings.call_finished(
                     ev.call_id,
                     source=self.source,
                     touch_id=touch_id,
-                    contact_id=matches[0].id if len(matches) == 1 else None,
+                    contact_id=contact_id,
                     extension=user.extension if user else None,
                     agent_user_id=user.id if user else None,
                     direction=ev.direction,
@@ -325,7 +348,7 @@ class CallService:
 
     async def _write_touch(
         self, ev: CallEnded, call: LiveCall, matches: list[Contact], user: User | None, *, keep_summary: bool
-    ) -> int:
+    ) -> Touch:
         contact = matches[0] if len(matches) == 1 else None
         payload: dict[str, Any] = {
             "queue": ev.queue,
@@ -335,6 +358,7 @@ class CallService:
             "hangup_cause_text": ev.hangup_cause_text,
             "dial_status": ev.dial_status,
             "transferred_to": ev.transferred_to,
+            "transferred_to_user": call.transferred_to.username if call.transferred_to else None,
             "answered_at": iso(ev.answered_at),
             "talk_s": ev.talk_s,
             "recording_files": list(ev.recording_files),
@@ -354,7 +378,9 @@ class CallService:
                 number=call.customer_number,
                 ended_at=ev.ended_at,
                 duration_s=round(ev.duration_s, 3),
-                summary="" if keep_summary else self._summary(ev, user),  # a rep's note wins
+                summary=""
+                if keep_summary
+                else self._summary(ev, user, call.transferred_to),  # a rep's note wins
                 payload={k: v for k, v in payload.items() if v is not None},
             )
         )
@@ -368,10 +394,10 @@ class CallService:
                 + (f" (queue {ev.queue})" if ev.queue else ""),
                 created_by_touch_id=touch.id,
             )
-        return touch.id
+        return touch
 
     @staticmethod
-    def _summary(ev: CallEnded, user: User | None) -> str:
+    def _summary(ev: CallEnded, user: User | None, transferred_to: User | None = None) -> str:
         why = f" ({ev.closed_reason})" if ev.closed_reason else ""
         status = call_status(ev)
         if status in ("busy", "no answer"):
@@ -385,6 +411,10 @@ class CallService:
         who = f" by {user.name}" if user else ""
         talk = f", talked {ev.talk_s:.0f} s" if ev.talk_s else ""
         moved = f", transferred to {ev.transferred_to}" if ev.transferred_to else ""
+        if transferred_to is not None:
+            moved = f", transferred to {transferred_to.name}" + (
+                f" ({ev.transferred_to})" if ev.transferred_to else ""
+            )
         return f"Answered{who}{talk}{moved}{why}"
 
     async def close_vanished(

@@ -68,6 +68,8 @@ class _Call:
     dial_status: str | None = None  # DialEnd's DialStatus for the customer's leg
     recordings: list[str] = field(default_factory=list)
     last_seen: datetime | None = None
+    consulted: str | None = None  # an agent who answered a consultation call (attended transfer)
+    transferred_to: str | None = None
 
     def live(self) -> bool:
         return any(not c.hung for c in self.channels.values())
@@ -283,6 +285,10 @@ class CallTracker:
             return []
         dest_agent = self._agent(ev.get("DestChannel"))
         src_agent = self._agent(ev.get("Channel"))
+        if dest_agent and call.answered_by is not None and dest_agent != call.answered_by:
+            # the agent on the call consults a colleague (attended transfer); the consult call
+            # shares the Linkedid (its channel was requested by the transferer's)
+            call.consulted = dest_agent
         if dest_agent and ev.get("Channel") and call.direction in ("inbound", "internal"):
             return self._answer(call, dest_agent, at, ev.get("Uniqueid"))
         if src_agent and not dest_agent and call.direction == "outbound":
@@ -295,6 +301,25 @@ class CallTracker:
         if call is None or not iface or not self.is_agent(iface):
             return []
         return self._answer(call, iface, at, ev.get("Uniqueid"))
+
+    def _on_AttendedTransfer(self, ev: Event, at: datetime) -> list[CallEvent]:
+        """The transferer put the customer through to the party they consulted."""
+        if ev.get("Result") != "Success":
+            return []
+        call = None
+        for prefix in ("Transferee", "OrigTransferer", "SecondTransferer", "TransferTarget"):
+            call = self.calls.get(ev.get(prefix + "Linkedid") or "")
+            if call is not None:
+                break
+        if call is None:
+            return []
+        target = self._agent(ev.get("TransferTargetChannel")) or call.consulted
+        exten = ev.get("TransferTargetExten")
+        call.transferred_to = exten if _dialable(exten) else target or exten
+        if target is None or target == call.answered_by:
+            return []
+        call.consulted = target
+        return [CallAnswered(call.linkedid, target, at, transfer=True)]
 
     def _on_Hangup(self, ev: Event, at: datetime) -> list[CallEvent]:
         uid = ev.headers["Uniqueid"]
@@ -351,7 +376,7 @@ class CallTracker:
                 talk_s=round(talk, 3) if talk is not None else None,
                 hangup_cause=call.hangup_cause,
                 hangup_cause_text=call.hangup_cause_text,
-                transferred_to=moved,
+                transferred_to=call.transferred_to or moved,
                 recording_files=tuple(call.recordings),
                 placed_by=first.interface if call.direction == "outbound" and first else None,
                 dial_status=call.dial_status,

@@ -144,6 +144,7 @@ class RecordingService:
         watch_dir: Path | None,
         storage_dir: Path,
         settle_seconds: float = 2.0,
+        live_quiet_seconds: float = 6 * 3600.0,
         clock: Callable[[], datetime] = system_clock,
         transcriber: Transcriber | None = None,
     ) -> None:
@@ -152,6 +153,9 @@ class RecordingService:
         self.watch_dir = watch_dir
         self.storage_dir = storage_dir
         self.settle_seconds = settle_seconds
+        # a file whose call never reported its end (Switchboard was down at the time) is taken
+        # after this long without a write
+        self.live_quiet_seconds = live_quiet_seconds
         self.clock = clock
         self._sizes: dict[str, int] = {}
         self._refused: set[str] = set()
@@ -218,12 +222,13 @@ class RecordingService:
             facts["started_at"] = to_db_time(started)
         await self.store.recordings.call_facts(f"{source}:{call_id}", facts)
 
-    def _copy(self, src: Path, fmt: str) -> tuple[str, int, str, float]:
+    def _copy(self, src: Path, fmt: str, rel: Path | None = None) -> tuple[str, int, str, float]:
         now = self.clock()
         fin = os.fdopen(open_plain_file(src), "rb")
         with fin:
             mtime = os.fstat(fin.fileno()).st_mtime
-            rel = Path(f"{now:%Y}") / f"{now:%m}" / f"{uuid.uuid4().hex}.{fmt}"
+            # a file read again replaces its earlier copy: one copy per recording
+            rel = rel or Path(f"{now:%Y}") / f"{now:%m}" / f"{uuid.uuid4().hex}.{fmt}"
             dest = self.storage_dir / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
@@ -235,10 +240,17 @@ class RecordingService:
         tmp.replace(dest)
         return str(rel), dest.stat().st_size, digest.hexdigest(), mtime
 
-    async def ingest(self, path: Path, source: str = "asterisk") -> int:
-        """Copy one complete file into storage under a name we make, and index it."""
+    async def ingest(self, path: Path, source: str = "asterisk", *, settled: bool = True) -> int:
+        """Copy one complete file into storage under a name we make (the same name again when it is
+        read again), and index it; `settled`: judged after its call ended, so its state is final."""
         fmt = AUDIO_SUFFIXES[path.suffix]
-        rel, size, sha, mtime_s = await asyncio.to_thread(self._copy, path, fmt)
+        known = await self.store.recordings.by_name(source, path.name)
+        earlier = known["storage_path"] if known and known["storage_path"] else None
+        if earlier is not None and Path(earlier).suffix != f".{fmt}":
+            earlier = None
+        rel, size, sha, mtime_s = await asyncio.to_thread(
+            self._copy, path, fmt, Path(earlier) if earlier else None
+        )
         state, duration = await asyncio.to_thread(inspect_audio, self.storage_dir / rel, fmt)
         mtime = datetime.fromtimestamp(mtime_s, UTC)
         rid = await self.store.recordings.store_file(
@@ -251,6 +263,7 @@ class RecordingService:
             duration_s=duration,
             state=state,
             mtime=mtime,
+            settled=settled,
         )
         log.info("event=recording_indexed id=%d state=%s size=%d", rid, state, size)
         if self.transcriber is not None and state == "indexed":
@@ -270,8 +283,13 @@ class RecordingService:
     ) -> ScanReport:
         """Index the complete, not yet indexed audio files of a directory (the PBX's, by default).
 
-        A file counts as complete when its size did not change since the previous scan and it has
-        not been written to for `settle_seconds`; `force` (a reindex) takes every file as it is.
+        MixMonitor writes a call's file until the call ends (with option `b` it does not even grow
+        while the caller waits), so a file whose call was announced is left alone while the call is
+        up, and taken once the call has ended and its size held for one scan. A file no call
+        announced counts as complete when its size held and it was not written to for
+        `settle_seconds`. A file judged while its call was still up (a forced reindex, or one from
+        before this rule) is judged again once the call has ended. `force` (a reindex) takes every
+        file as it is.
         """
         directory = directory or self.watch_dir
         report = ScanReport()
@@ -292,16 +310,27 @@ class RecordingService:
         for n, entry in enumerate(entries, start=len(refused) + 1):
             report.seen += 1
             known = await self.store.recordings.by_name("asterisk", entry.name)
-            if known is not None and known["storage_path"] and known["size"] == entry.size:
-                report.skipped += 1
+            call_key = known["call_key"] if known else None
+            ended = call_key is not None and await self.store.recordings.call_has_ended(call_key)
+            stable = self._sizes.get(entry.name) == entry.size
+            if (
+                known is not None
+                and known["storage_path"]
+                and known["size"] == entry.size
+                and (known["settled"] or not ended or force)
+            ):
+                report.skipped += 1  # final, or judged again once its call has ended
             elif not force and (
-                self._sizes.get(entry.name) != entry.size or now - entry.mtime < self.settle_seconds
+                # MixMonitor is still writing it
+                (call_key is not None and not ended and now - entry.mtime < self.live_quiet_seconds)
+                or not stable
+                or (call_key is None and now - entry.mtime < self.settle_seconds)
             ):
                 self._sizes[entry.name] = entry.size
                 report.waiting += 1
             else:
                 try:
-                    await self.ingest(entry.path)
+                    await self.ingest(entry.path, settled=call_key is None or ended)
                     report.indexed += 1
                     self._sizes.pop(entry.name, None)
                 except NotAPlainFile as exc:  # swapped for a link since the listing

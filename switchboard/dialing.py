@@ -30,13 +30,12 @@ class AmiDialBackend:
         self.context = context
 
     async def interface_of(self, agent: User) -> str:
-        interfaces = await self.asterisk.directory.interfaces_of(agent)
-        pjsip = next((i for i in interfaces if i.startswith(("PJSIP/", "SIP/"))), None)
-        if agent.extension:
-            return pjsip or f"PJSIP/{agent.extension}"
-        if interfaces:
-            return interfaces[0]
-        raise AgentUnavailable(f"{agent.username} has no extension or phone interface")
+        interface = self.asterisk.directory.dial_interface_of(agent)
+        if interface is None:
+            raise AgentUnavailable(
+                f"{agent.username} has no interface to ring: give them an extension or a [dial_interfaces] entry"
+            )
+        return str(interface)
 
     def name_call(self, attempt_id: int) -> str | None:
         """Given to Asterisk as the agent leg's ChannelId: the call's Linkedid, and so its id."""

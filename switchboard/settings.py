@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 
 from campaigns.dialer import DISPOSITIONS
+from cti.interfaces import dial_template_fields
 
 
 class SettingsError(ValueError):
@@ -97,6 +98,8 @@ class AsteriskSettings:
     originate_timeout_s: int = 30
     auth: str = "md5"  # md5 (challenge, the secret never crosses the wire) or plain
     ping_seconds: float = 20.0
+    # the interface rung for a user (click-to-call, progressive dialing) unless [dial_interfaces] names one
+    agent_dial: str = "PJSIP/{extension}"
 
 
 @dataclass(slots=True)
@@ -189,6 +192,8 @@ class Settings:
     recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
     # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
     interfaces: dict[str, str] = field(default_factory=dict)
+    # username -> the interface to ring for that user (beats asterisk.agent_dial)
+    dial_interfaces: dict[str, str] = field(default_factory=dict)
 
 
 _SECTIONS = (
@@ -275,6 +280,10 @@ def _fill(section_name: str, obj: Any, table: dict[str, Any], env: dict[str, str
 
 
 def _validate(s: Settings) -> None:
+    try:
+        dial_template_fields(s.asterisk.agent_dial)
+    except ValueError as exc:
+        raise SettingsError("asterisk.agent_dial", str(exc)) from None
     if not (0 < s.server.port < 65536):
         raise SettingsError("server.port", f"must be 1-65535, got {s.server.port}")
     if s.server.public_url and not s.server.public_url.startswith(("http://", "https://")):
@@ -374,7 +383,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise SettingsError("--config", f"file not found: {p}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError("--config", f"{p} is not valid TOML: {exc}") from None
-    known = {*_SECTIONS, "sms", "interfaces"}
+    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces"}
     for name in data:
         if name not in known:
             raise SettingsError(name, "unknown section")
@@ -389,5 +398,9 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if not isinstance(interfaces, dict) or not all(isinstance(v, str) for v in interfaces.values()):
         raise SettingsError("interfaces", 'expected a table of interface = "username"')
     s.interfaces = dict(interfaces)
+    dial = data.get("dial_interfaces", {})
+    if not isinstance(dial, dict) or not all(isinstance(v, str) and v for v in dial.values()):
+        raise SettingsError("dial_interfaces", 'expected a table of username = "interface"')
+    s.dial_interfaces = dict(dial)
     _validate(s)
     return s

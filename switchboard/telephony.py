@@ -103,7 +103,12 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the call services of the enabled sources; stop them in reverse (also what had
     started when a later step fails)."""
     settings, store, hub, supervisor = app[SETTINGS], app[STORE], app[HUB], app[SUPERVISOR]
-    directory = InterfaceDirectory(store, settings.interfaces)
+    directory = InterfaceDirectory(
+        store,
+        settings.interfaces,
+        agent_dial=settings.asterisk.agent_dial,
+        dial_interfaces=settings.dial_interfaces,
+    )
     app[DIRECTORY] = directory
     services: list[CallService] = []
     source: AsteriskSource | None = None

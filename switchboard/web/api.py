@@ -80,17 +80,51 @@ async def visible_contact(request: web.Request, user: User, contact_id: int) -> 
     return contact
 
 
+async def call_to_attach(request: web.Request, user: User, call_id: Any) -> str:
+    """The source key of the call a new prospect is created from (`call_id` of the pop), checked:
+    a call with no customer yet that this user took, rang for, or nobody took; managers any."""
+    if not isinstance(call_id, str) or not call_id or len(call_id) > 200:
+        raise ValidationError("call_id", "must be the id of a call")
+    if user.role not in ("rep", "manager", "admin"):
+        raise ApiError(403, "forbidden", "only reps and managers attach calls", "call_id")
+    store = store_of(request)
+    for source in ("asterisk", "twilio"):
+        touch = await store.touches.by_source_key(f"{source}:{call_id}")
+        if touch is not None and touch.kind == "call":
+            break
+    else:
+        raise ApiError(404, "not_found", f"no call {call_id}", "call_id")
+    if touch.contact_id is not None:
+        raise ApiError(409, "conflict", "this call already belongs to a customer", "call_id")
+    if user.role == "rep" and touch.user_id not in (None, user.id):
+        calls = request.app[SERVICES].get(f"calls:{source}")
+        if calls is None or not calls.is_on_call(user.id, call_id):
+            raise ApiError(403, "forbidden", "this call was another salesperson's", "call_id")
+    return touch.source_key
+
+
 async def create_contact(request: web.Request) -> web.Response:
     user = require(request, *ALL_STAFF)
     store = store_of(request)
     data = await json_body(request)
+    call_id = data.pop("call_id", None)
     fields = validate_contact(data, region=store.region)
     if user.role == "rep":
         if fields.owner is not None and fields.owner.strip().lower() != user.username:
             raise ApiError(403, "forbidden", "a rep can only create their own customers", "owner")
         fields.owner, fields.present = user.username, fields.present | {"owner"}
-    contact = await store.contacts.create(fields)
-    await store.audit.write("contact.create", user_id=user.id, object_type="contact", object_id=contact.id)
+    if call_id is not None:
+        call_key = await call_to_attach(request, user, call_id)
+        contact = await store.create_contact_for_call(fields, call_key)
+    else:
+        contact = await store.contacts.create(fields)
+    await store.audit.write(
+        "contact.create",
+        user_id=user.id,
+        object_type="contact",
+        object_id=contact.id,
+        **({"call_id": call_id} if call_id is not None else {}),
+    )
     return web.json_response(contact.to_dict(), status=201)
 
 

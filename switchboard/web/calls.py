@@ -56,9 +56,11 @@ async def click_to_call(request: web.Request) -> web.Response:
         raise ApiError(
             503, "no_phone_system", "click-to-call needs the Asterisk connector ([asterisk] enabled)"
         )
-    owner = await store.users.by_username(user.username) if extension == user.extension else None
-    interfaces = await source.directory.interfaces_of(owner) if owner else []
-    interface = next((i for i in interfaces if i.startswith("Local/click")), None) or f"PJSIP/{extension}"
+    directory = source.directory
+    owner = user if extension == user.extension else await directory.user_for(extension)
+    interface = directory.dial_interface_of(owner) or directory.dial_interface_of(None, extension)
+    if interface is None:
+        raise ValidationError("from_extension", "no interface to ring: see [asterisk] agent_dial")
     caller_name = (contact.name if contact else number).replace('"', "")
     try:
         originate_id = await source.click_to_call(

@@ -14,11 +14,11 @@ from aiohttp import web
 
 from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
-from crm_link.errors import Conflict, ValidationError
+from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
 from switchboard.keys import CLOCK, LIMITER, SETTINGS, STORE
-from switchboard.web.api import visible_contact
+from switchboard.web.api import call_to_attach, visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
 from switchboard.web.errors import ApiError, path_int
 from switchboard.web.render import render
@@ -253,7 +253,14 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
 async def contact_new_page(request: web.Request) -> web.Response:
     require(request, "rep", "manager", "admin", "marketing")
     return render(
-        request, "contact_new.html", {"phone": request.query.get("phone", ""), "error": None, "form": {}}
+        request,
+        "contact_new.html",
+        {
+            "phone": request.query.get("phone", ""),
+            "call_id": request.query.get("call_id", ""),
+            "error": None,
+            "form": {},
+        },
     )
 
 
@@ -268,16 +275,28 @@ async def contact_new_submit(request: web.Request) -> web.StreamResponse:
         data["phones"] = [phone]
     if user.role == "rep":
         data["owner"] = user.username
+    call_id = str(form.get("call_id", "")).strip()
     try:
-        contact = await store.contacts.create(validate_contact(data, region=store.region))
+        fields = validate_contact(data, region=store.region)
+        if call_id:  # from an unknown caller's pop: that call becomes the new customer's
+            call_key = await call_to_attach(request, user, call_id)
+            contact = await store.create_contact_for_call(fields, call_key)
+        else:
+            contact = await store.contacts.create(fields)
     except (ValidationError, Conflict) as exc:
-        return render(
-            request,
-            "contact_new.html",
-            {"phone": phone, "error": f"{exc.field}: {exc.reason}", "form": data},
-            status=400,
-        )
-    raise web.HTTPSeeOther(f"/contacts/{contact.id}")
+        error = f"{exc.field}: {exc.reason}"
+    except NotFound:
+        error = f"call_id: no call {call_id}"
+    except ApiError as exc:
+        error = f"{exc.field}: {exc.message}" if exc.field else exc.message
+    else:
+        raise web.HTTPSeeOther(f"/contacts/{contact.id}")
+    return render(
+        request,
+        "contact_new.html",
+        {"phone": phone, "call_id": call_id, "error": error, "form": data},
+        status=400,
+    )
 
 
 async def admin_page(request: web.Request) -> web.Response:

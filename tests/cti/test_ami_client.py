@@ -77,6 +77,16 @@ EXPECTED = {
         None,
         "/tmp/ast-rec/1795346762.58.wav",
     ),
+    "vi-attended-transfer": (
+        "1795346245.0",
+        "inbound",
+        "+15551234567",
+        True,
+        "Local/agent1@agents",
+        "sales",
+        "2002",
+        "/tmp/ast-rec/1795346245.1.wav",
+    ),
     "sip-0-register": None,
     "status-idle": None,
 }

@@ -178,4 +178,13 @@ async def test_rep_sees_the_pop_in_the_browser(pbx_app: Any, pbx: AmiTestServer,
     )
     await page.click(".pop .new-prospect", timeout=10_000)
     assert await page.input_value("input[name=phone]") == "+12125550147"
-    await call
+    # the new prospect gets the call they rang with: it is on their history
+    await page.fill("input[name=first_name]", "Quinn")
+    await page.click("#new-prospect button[type=submit]")
+    await page.wait_for_selector("#contact-card >> text=+12125550147")
+    linkedid = await call
+    touch = await _wait_touch(store, f"asterisk:{linkedid}")
+    (quinn,) = await store.contacts.find_by_phone("+12125550147")
+    assert touch.contact_id == quinn.id and touch.status == "missed"
+    await page.reload()
+    assert "Missed call" in await page.text_content("#history")

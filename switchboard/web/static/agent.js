@@ -42,7 +42,7 @@
     } else {
       text(el.querySelector(".pop-name"), "Unknown caller");
       const a = document.createElement("a");
-      a.href = "/contacts/new?phone=" + encodeURIComponent(number || "");
+      a.href = "/contacts/new?phone=" + encodeURIComponent(number || "") + "&call_id=" + encodeURIComponent(call.id || "");
       a.className = "button new-prospect"; text(a, "New prospect");
       choices.append(a);
       text(el.querySelector(".pop-owner"), "");
