@@ -47,6 +47,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): public("liveness only, no data"),
     ("GET", "/readyz"): public("readiness for a load balancer, no data"),
     ("GET", "/static"): public("the pages' CSS and JS"),
+    ("GET", "/favicon.ico"): public("the site's icon"),
     ("GET", "/login"): public("the sign-in form"),
     ("POST", "/login"): public("the password itself; pre-login token; failed attempts limited"),
     ("POST", "/logout"): staff(),
@@ -127,6 +128,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/sms/blasts/{id}/resend-unknown"): staff("manager", "admin"),
     ("POST", "/api/v1/sms/preview"): staff(scope="reps: a customer they may see"),
     ("POST", "/api/v1/sms/send"): staff("rep", "manager", "admin", scope="reps: a customer they may see"),
+    ("GET", "/api/v1/sms/templates"): staff(),
+    ("POST", "/api/v1/sms/templates"): staff("manager", "marketing", "admin"),
+    ("PUT", "/api/v1/sms/templates/{id}"): staff("manager", "marketing", "admin"),
+    ("DELETE", "/api/v1/sms/templates/{id}"): staff("manager", "marketing", "admin"),
     # email
     ("GET", "/email/templates"): staff(),
     ("GET", "/api/v1/email/templates"): staff(),

@@ -10,7 +10,7 @@
   let retry = 500;
 
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
-  function fmt(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+  const fmt = (iso) => window.SB.when(iso);
 
   function render(msg) {
     const call = msg.call;
@@ -72,7 +72,7 @@
     ev.preventDefault();
     const form = ev.target;
     const body = { summary: form.summary.value, disposition: form.disposition.value || null };
-    if (form.next_followup_at.value) body.next_followup_at = new Date(form.next_followup_at.value).toISOString();
+    if (form.next_followup_at.value) body.next_followup_at = window.SB.localInputToIso(form.next_followup_at.value);
     const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/disposition", {
       method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body),
     });

@@ -18,15 +18,15 @@
     const c = pop.contact;
     preview.querySelector(".pop-name").textContent = c ? c.name : "New prospect";
     preview.querySelector(".pop-list").textContent = listName || "";
-    preview.querySelector(".pop-number").textContent = entry ? entry.number : (pop.call.to || "");
+    preview.querySelector(".pop-number").textContent = window.SB.phone(entry ? entry.number : (pop.call.to || ""));
     preview.querySelector(".pop-local").textContent = local ? "Their time: " + local + " (" + entry.time_zone + ")" : "";
     preview.querySelector(".pop-owner").textContent = c && c.owner_name ? "Salesperson: " + c.owner_name : "";
     const touches = preview.querySelector(".pop-touches"); touches.textContent = "";
-    for (const t of pop.recent_touches) touches.append(el("li", t.at.slice(0, 10) + " · " + t.kind + " " + t.direction + " · " + t.summary));
+    for (const t of pop.recent_touches) touches.append(el("li", window.SB.when(t.at) + " · " + t.kind + " " + t.direction + " · " + t.summary));
     const fus = preview.querySelector(".pop-followups"); fus.textContent = "";
-    for (const f of pop.open_followups) fus.append(el("li", "Follow-up due " + f.due_at.slice(0, 16).replace("T", " ") + ": " + f.note));
+    for (const f of pop.open_followups) fus.append(el("li", "Follow-up due " + window.SB.when(f.due_at) + ": " + f.note));
     const att = preview.querySelector(".pop-attempts"); att.textContent = "";
-    for (const a of attempts || []) att.append(el("li", "Attempt " + a.started_at.slice(0, 16).replace("T", " ") + ": " + a.state + (a.disposition ? " · " + a.disposition : "")));
+    for (const a of attempts || []) att.append(el("li", "Attempt " + window.SB.when(a.started_at) + ": " + a.state + (a.disposition ? " · " + a.disposition : "")));
   }
 
   function showDisposition(attemptId, label) {
@@ -72,7 +72,7 @@
     ev.preventDefault();
     const form = ev.target;
     const body = { disposition: form.disposition.value, note: form.note.value };
-    if (form.callback_at.value) body.callback_at = new Date(form.callback_at.value).toISOString();
+    if (form.callback_at.value) body.callback_at = window.SB.localInputToIso(form.callback_at.value);
     const res = await post("/api/v1/call-attempts/" + state.attempt + "/disposition", body);
     if (!res.ok) return failed(res);
     $("disposition-saved").textContent = "Saved.";
