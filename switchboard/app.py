@@ -88,6 +88,7 @@ def create_app(
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
     from switchboard.web import (
+        admin_pages,
         api,
         call_lists,
         calls,
@@ -108,6 +109,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     api.setup(app)
     pages.setup(app)
+    admin_pages.setup(app)
     ws.setup(app)
     sms.setup(app)
     sms_templates.setup(app)

@@ -71,6 +71,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/users"): staff("admin", "manager"),
     ("GET", "/admin"): staff("admin"),
     ("POST", "/admin/users"): staff("admin"),
+    ("GET", "/admin/users/{id}"): staff("admin"),
+    ("POST", "/admin/users/{id}"): staff("admin"),
+    ("POST", "/admin/users/{id}/password"): staff("admin"),
+    ("POST", "/admin/users/{id}/active"): staff("admin", scope="not oneself"),
+    ("GET", "/account"): staff(scope="one's own account"),
+    ("POST", "/account/password"): staff(scope="one's own password, knowing the current one"),
     # contacts and their history
     ("GET", "/"): staff(scope="the user's own My Day"),
     ("GET", "/api/v1/me/day"): staff(scope="the user's own My Day"),

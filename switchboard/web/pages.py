@@ -299,8 +299,10 @@ async def contact_new_submit(request: web.Request) -> web.StreamResponse:
 
 async def admin_page(request: web.Request) -> web.Response:
     require(request, "admin")
+    from switchboard.web.admin_pages import audit_rows
+
     users = await request.app[STORE].users.list()
-    audit = await request.app[STORE].audit.recent(20)
+    audit = audit_rows(await request.app[STORE].audit.recent(30), {u.id: u.username for u in users})
     return render(
         request, "admin.html", {"users": users, "error": request.query.get("error"), "audit": audit}
     )

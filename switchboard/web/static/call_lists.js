@@ -162,13 +162,22 @@
     });
   }
 
-  async function control(id, action) { await post("/api/v1/call-lists/" + id + "/" + action, {}); refresh(); }
+  async function control(id, action, name) {
+    if (action === "stop" && !window.confirm("Stop “" + name + "”? Nobody will be called from it again; this cannot be undone.")) return;
+    await post("/api/v1/call-lists/" + id + "/" + action, {}); refresh(); }
 
   function detail(l) {
     const box = $("list-detail"); box.textContent = "";
     box.append(el("h3", l.name));
-    box.append(el("p", "Results: " + Object.entries(l.results).map(([k, v]) => k + " " + v).join(", ")));
-    box.append(el("p", "Dispositions: " + (Object.entries(l.dispositions).map(([k, v]) => k + " " + v).join(", ") || "none yet")));
+    // one table: each outcome of the calls, then each disposition the agents chose
+    const rt = el("table", null, "list results"); const rh = el("tr");
+    for (const h of ["Result", "Calls"]) rh.append(el("th", h));
+    rt.append(rh);
+    const rows = Object.entries(l.results).map(([k, v]) => [k.replace(/_/g, " "), v])
+      .concat(Object.entries(l.dispositions).map(([k, v]) => ["disposition: " + k, v]));
+    for (const [k, v] of rows) { const tr = el("tr"); tr.append(el("td", k), el("td", v)); rt.append(tr); }
+    if (!rows.length) { const tr = el("tr"); tr.append(el("td", "no calls yet"), el("td", "")); rt.append(tr); }
+    box.append(rt);
     const t = el("table", null, "list"); const head = el("tr");
     for (const h of ["Agent", "Attempts", "Reached", "Connect rate"]) head.append(el("th", h));
     t.append(head);
@@ -196,13 +205,15 @@
       const actions = el("td");
       if (form) {
         const acts = { draft: ["start", "stop"], running: ["pause", "stop"], paused: ["resume", "stop"] }[l.state] || [];
-        for (const act of acts) { const b = el("button", act, "link"); b.type = "button"; b.addEventListener("click", () => control(l.id, act)); actions.append(b); }
+        for (const act of acts) { const b = el("button", act, "link"); b.type = "button"; b.setAttribute("aria-label", act + " " + l.name); b.addEventListener("click", () => control(l.id, act, l.name)); actions.append(b); }
       }
       tr.append(actions); tbody.append(tr);
       if (l.mode === "progressive" && l.state === "running") { const o = el("option", l.name); o.value = l.id; sel.append(o); }
       if (selected === l.id) detail(l);
     }
     sel.value = keep;
+    $("no-lists").hidden = data.items.length > 0;
+    $("lists").hidden = data.items.length === 0;
   }
   refresh();
   setInterval(refresh, 2000);
