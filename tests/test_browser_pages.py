@@ -12,7 +12,7 @@ import pytest
 from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
 from switchboard.app import create_app
-from switchboard.keys import STORE
+from switchboard.keys import SETTINGS, STORE
 from switchboard.settings import SmsChannelSettings
 from tests.browser import login
 from tests.conftest import PASSWORD, REPO
@@ -112,6 +112,13 @@ async def test_rep_and_manager_pages_fit_a_desk_and_a_phone(pages_app: Any, brow
         ["/", "/contacts?q=Jane", f"/contacts/{jane.id}", "/call-lists", "/recordings"],
         errors,
     )
+    # the pop's disposition list is the configured one, the same as the call lists'
+    await page.goto(base + "/")
+    options = await page.eval_on_selector(
+        "#pop-template",
+        "t => [...t.content.querySelectorAll('select[name=disposition] option')].map(o => o.textContent)",
+    )
+    assert options[1:] == list(pages_app.app[SETTINGS].dialer.dispositions)
     # the contact page: numbers as people write them, tel: links, Call and Text on each number
     await page.goto(f"{base}/contacts/{jane.id}")
     assert await page.text_content("#contact-card .phone-row .num") == "(312) 555-0142"

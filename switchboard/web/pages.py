@@ -147,6 +147,7 @@ async def my_day_page(request: web.Request) -> web.Response:
             "local": lambda d: _local(d, zone),
             "now": request.app[CLOCK](),
             "call_lists": call_lists,
+            "dispositions": list(request.app[SETTINGS].dialer.dispositions),
         },
     )
 
