@@ -12,6 +12,7 @@ from crm_link.models import Contact
 from crm_link.recordings import Recordings
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
+from crm_link.sms_templates import SmsTemplates
 from crm_link.touches import Audit, Touches
 from crm_link.users import Users
 
@@ -32,6 +33,7 @@ class Store:
         self.audit = Audit(self.db)
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
+        self.sms_templates = SmsTemplates(self.db)
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)

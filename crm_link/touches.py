@@ -475,6 +475,7 @@ class Audit:
             {
                 "at": r["at"],
                 "user": r["username"],
+                "user_id": r["user_id"],
                 "action": r["action"],
                 "object_type": r["object_type"],
                 "object_id": r["object_id"],

@@ -144,9 +144,63 @@ class Users:
     async def set_active(self, user_id: int, active: bool) -> None:
         async with self._db.transaction() as tx:
             await tx.execute("UPDATE users SET active = ? WHERE id = ?", (int(active), user_id))
-            if not active:
+            if not active:  # signed out everywhere, and its API tokens end for good
                 await tx.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+                await tx.execute(
+                    "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                    (to_db_time(self._db.now()), user_id),
+                )
         self.version += 1
+
+    async def update(
+        self,
+        user_id: int,
+        *,
+        display_name: str,
+        role: str,
+        extension: str | None,
+        email: str | None,
+        time_zone: str | None,
+    ) -> User:
+        """Change a user's name, role, extension, email and zone; Conflict when the extension is taken."""
+        if role not in ROLES:
+            raise ValidationError("role", f"must be one of {', '.join(ROLES)}")
+        if extension is not None and not _EXTENSION.match(extension):
+            raise ValidationError("extension", "must be 2-10 digits")
+        if time_zone:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(time_zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValidationError("time_zone", f"unknown time zone {time_zone!r}") from None
+        async with self._db.transaction() as tx:
+            if extension is not None:
+                async with tx.execute(
+                    "SELECT username FROM users WHERE extension = ? AND id != ?", (extension, user_id)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row:
+                    raise Conflict("extension", f"{extension} already belongs to {row[0]}")
+            async with tx.execute(
+                "UPDATE users SET display_name = ?, role = ?, extension = ?, email = ?, time_zone = ?"
+                " WHERE id = ? RETURNING id",
+                (display_name, role, extension, email, time_zone or None, user_id),
+            ) as cur:
+                if await cur.fetchone() is None:
+                    raise NotFound("user", user_id)
+        self.version += 1
+        return await self.get(user_id)
+
+    async def verify_password(self, user_id: int, password: str) -> bool:
+        """Whether `password` is this user's current one."""
+        row = await self._db.fetchone("SELECT password_hash FROM users WHERE id = ?", (user_id,))
+        if row is None:
+            return False
+        try:
+            return bool(await asyncio.to_thread(_hasher.verify, row[0], password))
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
     async def get(self, user_id: int) -> User:
         row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))

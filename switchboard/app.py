@@ -87,23 +87,47 @@ def create_app(
     app.cleanup_ctx.append(messaging.sms_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
-    from switchboard.web import api, call_lists, calls, email, headers, pages, recordings, sms, ws
+    from switchboard.web import (
+        admin_pages,
+        api,
+        call_lists,
+        calls,
+        email,
+        headers,
+        pages,
+        recordings,
+        sms,
+        sms_templates,
+        ws,
+    )
 
     headers.setup(app)
 
     app.router.add_static("/static/", WEB_DIR / "static", name="static")
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     api.setup(app)
     pages.setup(app)
+    admin_pages.setup(app)
     ws.setup(app)
     sms.setup(app)
+    sms_templates.setup(app)
     calls.setup(app)
     call_lists.setup(app)
     email.setup(app)
     recordings.setup(app)
     telephony.setup_routes(app)
     return app
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """The site's icon where browsers look for it first."""
+    return web.Response(
+        body=(WEB_DIR / "static" / "favicon.svg").read_bytes(),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "max-age=86400"},
+    )
 
 
 async def readyz(request: web.Request) -> web.Response:

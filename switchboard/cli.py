@@ -98,6 +98,58 @@ async def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _user_named(store: Any, name: str) -> Any:
+    user = await store.users.by_username(name)
+    if user is None:
+        raise UsageError(f"NAME: no user named {name!r}")
+    return user
+
+
+async def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> int:
+    password = args.password or secrets.token_urlsafe(12)
+    async with _open(settings) as store:
+        user = await _user_named(store, args.name)
+        await store.users.set_password(user.id, password)
+        await store.audit.write(
+            "user.password", user_id=None, object_type="user", object_id=user.id, via="cli"
+        )
+    print(f"password of {user.username} changed; their sessions ended")
+    if not args.password:
+        print(f"password: {password}")
+    return 0
+
+
+async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    active = bool(args.enable)
+    async with _open(settings) as store:
+        user = await _user_named(store, args.name)
+        await store.users.set_active(user.id, active)
+        await store.audit.write(
+            "user.enable" if active else "user.disable",
+            user_id=None,
+            object_type="user",
+            object_id=user.id,
+            via="cli",
+        )
+    print(
+        f"{user.username} reactivated"
+        if active
+        else f"{user.username} deactivated: sessions ended, API tokens revoked"
+    )
+    return 0
+
+
+async def cmd_user_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _open(settings) as store:
+        users = await store.users.list()
+    print(f"{'USERNAME':<20} {'ROLE':<10} {'EXT':<6} {'ACTIVE':<6} NAME")
+    for u in users:
+        print(
+            f"{u.username:<20} {u.role:<10} {u.extension or '':<6} {'yes' if u.active else 'no':<6} {u.display_name}"
+        )
+    return 0
+
+
 async def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     async with _open(settings) as store:
         user = await store.users.by_username(args.name)
@@ -267,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--display-name")
     s.add_argument("--password", metavar="PW")
     s.set_defaults(run=cmd_user_add)
+    s = user.add_parser("passwd", parents=[common], help="set a user's password (ends their sessions)")
+    s.add_argument("name")
+    s.add_argument("--password", metavar="PW", help="the new password (default: a random one, printed)")
+    s.set_defaults(run=cmd_user_passwd)
+    s = user.add_parser(
+        "disable", parents=[common], help="deactivate a user: sessions and tokens end at once"
+    )
+    s.add_argument("name")
+    s.add_argument("--enable", action="store_true", help="reactivate instead")
+    s.set_defaults(run=cmd_user_disable)
+    s = user.add_parser("list", parents=[common], help="list users")
+    s.set_defaults(run=cmd_user_list)
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(
         dest="token_cmd", required=True, parser_class=_Parser

@@ -70,6 +70,6 @@ async def test_unknown_search_offers_new_prospect(live_app: Any, browser: Any) -
     assert await page.input_value("input[name=phone]") == "212-736-5000"
     await page.fill("input[name=first_name]", "Sam")
     await page.click("#new-prospect button[type=submit]")
-    await page.wait_for_selector("#contact-card >> text=+12127365000")
+    await page.wait_for_selector("#contact-card >> text=(212) 736-5000")
     found = await store.contacts.find_by_phone("2127365000")
     assert [c.first_name for c in found] == ["Sam"] and found[0].owner_username == "jsmith"

@@ -33,35 +33,86 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return web.json_response(body, status=status)
 
 
+JSON_PREFIXES = ("/api/", "/twilio/", "/sms/kannel/", "/healthz", "/readyz", "/ws/")
+
+
 def _wants_json(request: web.Request) -> bool:
-    return not request.path.startswith(("/login", "/logout")) and (
-        request.path.startswith(("/api/", "/twilio/", "/sms/", "/email/", "/healthz", "/readyz", "/ws/"))
-        or "application/json" in request.headers.get("Accept", "")
-    )
+    """An API, webhook or script asking (JSON errors), rather than a person's browser (error pages)."""
+    if request.path.startswith(JSON_PREFIXES) or "Authorization" in request.headers:
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+_TITLES = {
+    400: "That request was not understood",
+    401: "Please sign in",
+    403: "Not yours to open",
+    404: "Page not found",
+    405: "Not something this page does",
+    413: "That was too big",
+    429: "Slow down a little",
+}
+_HINTS = {
+    403: "Your role or this record's owner does not allow it. Ask a manager if you need access.",
+    404: "The address may be mistyped, or the record was removed. Search for the customer instead.",
+    500: "Something went wrong on our side. It has been logged; try again, or tell your admin the time it happened.",
+}
+
+
+def _error_page(request: web.Request, status: int, message: str) -> web.StreamResponse:
+    """The app's own error page for a person's browser (falls back to plain text if rendering fails)."""
+    from switchboard.web.render import render  # render -> auth -> errors: imported late
+
+    title = _TITLES.get(status, "Something went wrong" if status >= 500 else "That did not work")
+    try:
+        return render(
+            request,
+            "error.html",
+            {"status": status, "title": title, "message": message, "hint": _HINTS.get(status, "")},
+            status=status,
+        )
+    except Exception:
+        log.exception("event=error_page_failed status=%s path=%s", status, request.path)
+        return web.Response(text=f"{status} {title}", status=status)
+
+
+def _answer(
+    request: web.Request, status: int, code: str, message: str, field: str | None = None
+) -> web.StreamResponse:
+    if _wants_json(request):
+        return error_response(status, code, message, field)
+    return _error_page(request, status, message)
 
 
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Turn store and API errors into 4xx JSON; never leak a traceback to the client."""
+    """Turn store and API errors into 4xx JSON (APIs) or the app's error page (browsers); never leak
+    a traceback to the client."""
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return _answer(request, exc.status, exc.code, exc.message, exc.field)
     except ValidationError as exc:
-        return error_response(409 if exc.code == "conflict" else 400, exc.code, exc.reason, exc.field)
+        return _answer(request, 409 if exc.code == "conflict" else 400, exc.code, exc.reason, exc.field)
     except Conflict as exc:
-        return error_response(409, "conflict", exc.reason, exc.field)
+        return _answer(request, 409, "conflict", exc.reason, exc.field)
     except NotFound as exc:
-        return error_response(404, "not_found", str(exc))
+        return _answer(request, 404, "not_found", str(exc))
     except web.HTTPException as exc:
-        if exc.status >= 400 and _wants_json(request) and exc.content_type != "application/json":
-            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if exc.status >= 400 and exc.content_type != "application/json":
+            text = exc.text or exc.reason
+            if text == f"{exc.status}: {exc.reason}":
+                text = ""  # aiohttp's default body says nothing a person can use
+            if _wants_json(request):
+                return error_response(exc.status, exc.reason.lower().replace(" ", "_"), text or exc.reason)
+            return _error_page(request, exc.status, text)
         raise
     except Exception:
         log.exception("event=unhandled_error method=%s path=%s", request.method, request.path)
-        return error_response(500, "internal", "internal error; see the server log")
+        return _answer(request, 500, "internal", "internal error; see the server log")
 
 
 MAX_JSON_BYTES = 8 * 1024**2

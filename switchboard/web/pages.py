@@ -147,6 +147,7 @@ async def my_day_page(request: web.Request) -> web.Response:
             "local": lambda d: _local(d, zone),
             "now": request.app[CLOCK](),
             "call_lists": call_lists,
+            "dispositions": list(request.app[SETTINGS].dialer.dispositions),
         },
     )
 
@@ -196,6 +197,19 @@ async def contact_page(request: web.Request) -> web.Response:
     zone = _zone(request)
     history = await store.touches.history(contact.id, limit=100)
     followups = await store.touches.open_followups(contact.id)
+    from crm_link.recordings import RecordingFilter
+    from switchboard.keys import SERVICES
+
+    # recordings of this customer's calls, by the call's touch (reps: only their own calls)
+    recs = await store.recordings.search(
+        RecordingFilter(contact_id=contact.id, only_user_id=user.id if user.role == "rep" else None),
+        limit=100,
+    )
+    by_touch: dict[int, list[dict[str, Any]]] = {}
+    for r in recs.items:
+        if r["touch_id"] is not None:
+            by_touch.setdefault(r["touch_id"], []).append(r)
+    staff = user.role in ("rep", "manager", "admin")
     return render(
         request,
         "contact.html",
@@ -207,6 +221,10 @@ async def contact_page(request: web.Request) -> web.Response:
             "local": lambda d: _local(d, zone),
             "error": request.query.get("error"),
             "email_templates": await store.email.templates(),
+            "sms_templates": await store.sms_templates.list(),
+            "recordings": by_touch,
+            "can_call": staff,
+            "can_text": staff and request.app[SERVICES].get("sms") is not None,
         },
     )
 
@@ -301,8 +319,10 @@ async def contact_new_submit(request: web.Request) -> web.StreamResponse:
 
 async def admin_page(request: web.Request) -> web.Response:
     require(request, "admin")
+    from switchboard.web.admin_pages import audit_rows
+
     users = await request.app[STORE].users.list()
-    audit = await request.app[STORE].audit.recent(20)
+    audit = audit_rows(await request.app[STORE].audit.recent(30), {u.id: u.username for u in users})
     return render(
         request, "admin.html", {"users": users, "error": request.query.get("error"), "audit": audit}
     )

@@ -165,7 +165,8 @@ async def test_rep_sees_the_pop_in_the_browser(pbx_app: Any, pbx: AmiTestServer,
     pop = page.locator(".pop", has_text="Jane Doe")
     await pop.wait_for(timeout=10_000)
     assert await pop.locator(".pop-name a").get_attribute("href") == f"/contacts/{jane.id}"
-    await page.wait_for_selector(".pop .pop-state:text('ended')", timeout=15_000)
+    await page.wait_for_selector(".pop .pop-state:text('wrap-up')", timeout=15_000)
+    assert await page.is_visible(".pop .pop-dismiss")
     linkedid = await call
     await _wait_touch(store, f"asterisk:{linkedid}")
     await page.goto(f"{base}/contacts/{jane.id}")

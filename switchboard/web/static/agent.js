@@ -10,18 +10,28 @@
   let retry = 500;
 
   function text(el, value) { el.textContent = value == null ? "" : String(value); }
-  function fmt(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
+  const fmt = (iso) => window.SB.when(iso);
 
+  const byCaller = new Map();
   function render(msg) {
     const call = msg.call;
-    let el = pops.get(call.id);
+    const caller = (call.direction === "outbound" ? call.to : call.from) || call.id;
+    let el = pops.get(call.id) || byCaller.get(caller);
     if (!el) {
       el = template.content.firstElementChild.cloneNode(true);
-      el.dataset.callId = call.id;
       panel.prepend(el);
-      pops.set(call.id, el);
-      el.querySelector(".pop-note").addEventListener("submit", (ev) => saveNote(ev, call.id, el));
+      el.querySelector(".pop-note").addEventListener("submit", (ev) => saveNote(ev, el.dataset.callId, el));
+      el.querySelector(".pop-dismiss").addEventListener("click", () => {
+        el.remove(); byCaller.delete(caller);
+        for (const [k, v] of pops) if (v === el) pops.delete(k);
+        const none = document.getElementById("no-calls"); if (none && !panel.querySelector(".pop")) none.hidden = false;
+      });
+    } else if (el.dataset.callId !== call.id) {
+      panel.prepend(el);  // the same caller rang again: one item, moved to the top
+      el.dataset.rings = String(Number(el.dataset.rings || "1") + 1);
     }
+    el.dataset.callId = call.id;
+    pops.set(call.id, el); byCaller.set(caller, el);
     const none = document.getElementById("no-calls");
     if (none) none.hidden = true;
     const number = call.direction === "outbound" ? call.to : call.from;
@@ -47,7 +57,7 @@
       choices.append(a);
       text(el.querySelector(".pop-owner"), "");
     }
-    text(el.querySelector(".pop-number"), (call.direction || "") + " · " + (number || "") + (call.queue ? " · queue " + call.queue : ""));
+    text(el.querySelector(".pop-number"), (call.direction || "") + " · " + window.SB.phone(number || "") + (call.queue ? " · queue " + call.queue : "") + (el.dataset.rings ? " · rang " + el.dataset.rings + " times" : ""));
     const touches = el.querySelector(".pop-touches"); touches.textContent = "";
     for (const t of msg.recent_touches || []) {
       const li = document.createElement("li");
@@ -61,18 +71,33 @@
     setState(el, call.state);
   }
 
+  // the talk timer runs from the answer to the end; an ended call is in wrap-up until dismissed
+  function tick() {
+    for (const el of panel.querySelectorAll(".pop[data-answered-at]")) {
+      const end = Number(el.dataset.endedAt || Date.now());
+      const s = Math.max(0, Math.round((end - Number(el.dataset.answeredAt)) / 1000));
+      text(el.querySelector(".pop-timer"), Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0"));
+    }
+  }
+  setInterval(tick, 1000);
+  const WORDS = { ringing: "ringing", answered: "talking", ended: "wrap-up", missed: "missed" };
   function setState(el, s) {
     const badge = el.querySelector(".pop-state");
-    text(badge, s);
-    badge.className = "pop-state badge " + (s === "answered" ? "ok" : s === "missed" ? "bad" : "");
+    text(badge, WORDS[s] || s);
+    badge.className = "pop-state badge " + (s === "answered" ? "ok" : s === "missed" ? "bad" : s === "ended" ? "warn" : "");
+    if (s === "answered" && !el.dataset.answeredAt) { el.dataset.answeredAt = String(Date.now()); delete el.dataset.endedAt; }
+    if (s === "ringing") { delete el.dataset.answeredAt; delete el.dataset.endedAt; text(el.querySelector(".pop-timer"), ""); }
+    if ((s === "ended" || s === "missed") && el.dataset.answeredAt && !el.dataset.endedAt) el.dataset.endedAt = String(Date.now());
     el.classList.toggle("ended", s === "ended" || s === "missed");
+    el.querySelector(".pop-dismiss").hidden = !(s === "ended" || s === "missed");
+    tick();
   }
 
   async function saveNote(ev, callId, el) {
     ev.preventDefault();
     const form = ev.target;
     const body = { summary: form.summary.value, disposition: form.disposition.value || null };
-    if (form.next_followup_at.value) body.next_followup_at = new Date(form.next_followup_at.value).toISOString();
+    if (form.next_followup_at.value) body.next_followup_at = window.SB.localInputToIso(form.next_followup_at.value);
     const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/disposition", {
       method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body),
     });

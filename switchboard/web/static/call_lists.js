@@ -18,15 +18,15 @@
     const c = pop.contact;
     preview.querySelector(".pop-name").textContent = c ? c.name : "New prospect";
     preview.querySelector(".pop-list").textContent = listName || "";
-    preview.querySelector(".pop-number").textContent = entry ? entry.number : (pop.call.to || "");
+    preview.querySelector(".pop-number").textContent = window.SB.phone(entry ? entry.number : (pop.call.to || ""));
     preview.querySelector(".pop-local").textContent = local ? "Their time: " + local + " (" + entry.time_zone + ")" : "";
     preview.querySelector(".pop-owner").textContent = c && c.owner_name ? "Salesperson: " + c.owner_name : "";
     const touches = preview.querySelector(".pop-touches"); touches.textContent = "";
-    for (const t of pop.recent_touches) touches.append(el("li", t.at.slice(0, 10) + " · " + t.kind + " " + t.direction + " · " + t.summary));
+    for (const t of pop.recent_touches) touches.append(el("li", window.SB.when(t.at) + " · " + t.kind + " " + t.direction + " · " + t.summary));
     const fus = preview.querySelector(".pop-followups"); fus.textContent = "";
-    for (const f of pop.open_followups) fus.append(el("li", "Follow-up due " + f.due_at.slice(0, 16).replace("T", " ") + ": " + f.note));
+    for (const f of pop.open_followups) fus.append(el("li", "Follow-up due " + window.SB.when(f.due_at) + ": " + f.note));
     const att = preview.querySelector(".pop-attempts"); att.textContent = "";
-    for (const a of attempts || []) att.append(el("li", "Attempt " + a.started_at.slice(0, 16).replace("T", " ") + ": " + a.state + (a.disposition ? " · " + a.disposition : "")));
+    for (const a of attempts || []) att.append(el("li", "Attempt " + window.SB.when(a.started_at) + ": " + a.state + (a.disposition ? " · " + a.disposition : "")));
   }
 
   function showDisposition(attemptId, label) {
@@ -72,7 +72,7 @@
     ev.preventDefault();
     const form = ev.target;
     const body = { disposition: form.disposition.value, note: form.note.value };
-    if (form.callback_at.value) body.callback_at = new Date(form.callback_at.value).toISOString();
+    if (form.callback_at.value) body.callback_at = window.SB.localInputToIso(form.callback_at.value);
     const res = await post("/api/v1/call-attempts/" + state.attempt + "/disposition", body);
     if (!res.ok) return failed(res);
     $("disposition-saved").textContent = "Saved.";
@@ -162,13 +162,22 @@
     });
   }
 
-  async function control(id, action) { await post("/api/v1/call-lists/" + id + "/" + action, {}); refresh(); }
+  async function control(id, action, name) {
+    if (action === "stop" && !window.confirm("Stop “" + name + "”? Nobody will be called from it again; this cannot be undone.")) return;
+    await post("/api/v1/call-lists/" + id + "/" + action, {}); refresh(); }
 
   function detail(l) {
     const box = $("list-detail"); box.textContent = "";
     box.append(el("h3", l.name));
-    box.append(el("p", "Results: " + Object.entries(l.results).map(([k, v]) => k + " " + v).join(", ")));
-    box.append(el("p", "Dispositions: " + (Object.entries(l.dispositions).map(([k, v]) => k + " " + v).join(", ") || "none yet")));
+    // one table: each outcome of the calls, then each disposition the agents chose
+    const rt = el("table", null, "list results"); const rh = el("tr");
+    for (const h of ["Result", "Calls"]) rh.append(el("th", h));
+    rt.append(rh);
+    const rows = Object.entries(l.results).map(([k, v]) => [k.replace(/_/g, " "), v])
+      .concat(Object.entries(l.dispositions).map(([k, v]) => ["disposition: " + k, v]));
+    for (const [k, v] of rows) { const tr = el("tr"); tr.append(el("td", k), el("td", v)); rt.append(tr); }
+    if (!rows.length) { const tr = el("tr"); tr.append(el("td", "no calls yet"), el("td", "")); rt.append(tr); }
+    box.append(rt);
     const t = el("table", null, "list"); const head = el("tr");
     for (const h of ["Agent", "Attempts", "Reached", "Connect rate"]) head.append(el("th", h));
     t.append(head);
@@ -196,13 +205,15 @@
       const actions = el("td");
       if (form) {
         const acts = { draft: ["start", "stop"], running: ["pause", "stop"], paused: ["resume", "stop"] }[l.state] || [];
-        for (const act of acts) { const b = el("button", act, "link"); b.type = "button"; b.addEventListener("click", () => control(l.id, act)); actions.append(b); }
+        for (const act of acts) { const b = el("button", act, "link"); b.type = "button"; b.setAttribute("aria-label", act + " " + l.name); b.addEventListener("click", () => control(l.id, act, l.name)); actions.append(b); }
       }
       tr.append(actions); tbody.append(tr);
       if (l.mode === "progressive" && l.state === "running") { const o = el("option", l.name); o.value = l.id; sel.append(o); }
       if (selected === l.id) detail(l);
     }
     sel.value = keep;
+    $("no-lists").hidden = data.items.length > 0;
+    $("lists").hidden = data.items.length === 0;
   }
   refresh();
   setInterval(refresh, 2000);

@@ -71,7 +71,7 @@
       ev.preventDefault();
       const body = { template_id: Number(select.value), contact_ids: [contactId] };
       const when = send.querySelector("input[name=next_followup_at]").value;
-      if (when) body.next_followup_at = new Date(when).toISOString();
+      if (when) body.next_followup_at = window.SB.localInputToIso(when);
       const r = await api("POST", "/api/v1/email/send", body);
       const out = document.getElementById("email-result");
       if (!r.ok) { out.className = "error"; out.textContent = errText(r.body); return; }

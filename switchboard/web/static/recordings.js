@@ -8,6 +8,9 @@
   const player = document.getElementById("rec-player");
   const errorBox = document.getElementById("rec-error");
   let cursor = null;
+  const nowPlaying = document.getElementById("rec-now");
+  const STATES = { indexed: "ready", pending: "waiting for the file", unlinked: "no call found for it", empty: "silent (nobody was connected)", truncated: "cut short", deleted: "deleted by the retention rule" };
+  const empty = document.getElementById("rec-empty");
   const canEdit = !!document.getElementById("rec-export");
   const el = (tag, text, cls) => { const e = document.createElement(tag); if (text != null) e.textContent = String(text); if (cls) e.className = cls; return e; };
 
@@ -27,27 +30,35 @@
     errorBox.hidden = res.ok;
     if (!res.ok) { errorBox.textContent = (body.error.field ? body.error.field + ": " : "") + body.error.message; return; }
     if (!append) tbody.textContent = "";
+    empty.hidden = append || body.items.length > 0;
     for (const r of body.items) {
       const tr = el("tr"); tr.dataset.id = r.id;
-      const box = el("input"); box.type = "checkbox"; box.value = r.id;
+      const box = el("input"); box.type = "checkbox"; box.value = r.id; box.setAttribute("aria-label", "Select recording " + r.id);
       const td0 = el("td"); td0.append(box); tr.append(td0);
-      tr.append(el("td", r.started_at ? new Date(r.started_at).toLocaleString() : ""), el("td", r.direction || ""));
+      tr.append(el("td", r.started_at ? window.SB.when(r.started_at) : ""), el("td", r.direction || ""));
       const who = el("td");
       if (r.contact_id) { const a = el("a", r.contact_name || "#" + r.contact_id); a.href = "/contacts/" + r.contact_id; who.append(a); }
-      tr.append(who, el("td", r.direction === "outbound" ? r.to : r.from), el("td", r.extension || ""), el("td", r.agent || ""),
-        el("td", r.duration_s != null ? Math.round(r.duration_s) + " s" : ""), el("td", r.state, "badge"));
+      tr.append(who, el("td", window.SB.phone(r.direction === "outbound" ? r.to : r.from)), el("td", r.extension || ""), el("td", r.agent || ""),
+        el("td", r.duration_s != null ? Math.round(r.duration_s) + " s" : ""), el("td", STATES[r.state] || r.state, "state"));
       const play = el("td");
       if (r.audio_url) {
         const b = el("button", "Play", "secondary play"); b.type = "button";
-        b.onclick = () => { player.src = r.audio_url; player.play().catch(() => {}); };
+        b.setAttribute("aria-label", "Play recording of " + (r.contact_name || "the call") + ", " + window.SB.when(r.started_at));
+        b.onclick = () => {
+          player.src = r.audio_url; player.play().catch(() => {});
+          nowPlaying.textContent = "Playing: " + (r.contact_name || window.SB.phone(r.direction === "outbound" ? r.to : r.from) || "recording " + r.id) + " · " + window.SB.when(r.started_at) + (r.agent ? " · " + r.agent : "");
+          document.getElementById("rec-dock").hidden = false;
+          for (const row of tbody.querySelectorAll("tr.playing")) row.classList.remove("playing");
+          tr.classList.add("playing");
+        };
         const dl = el("a", "Download", "download"); dl.href = r.audio_url; dl.download = "recording-" + r.id + "." + (r.format || "wav");
         play.append(b, " ", dl);
       }
       tr.append(play);
       if (canEdit) {
         const notes = el("td");
-        const input = el("input"); input.value = r.notes || ""; input.placeholder = "notes"; input.className = "rec-notes";
-        const tags = el("input"); tags.value = (r.tags || []).join(", "); tags.placeholder = "tags"; tags.className = "rec-tags";
+        const input = el("input"); input.value = r.notes || ""; input.placeholder = "notes"; input.className = "rec-notes"; input.setAttribute("aria-label", "Notes");
+        const tags = el("input"); tags.value = (r.tags || []).join(", "); tags.placeholder = "tags"; tags.className = "rec-tags"; tags.setAttribute("aria-label", "Tags");
         const save = el("button", "Save", "secondary"); save.type = "button";
         save.onclick = async () => {
           const res = await fetch("/api/v1/recordings/" + r.id, { method: "PATCH", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },

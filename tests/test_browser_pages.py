@@ -1,0 +1,171 @@
+"""Every role's main pages in headless Chromium at a desk (1280 px) and a phone (390 px): no sideways
+scroll, no console errors, the app's own error pages; screenshots land in test-screenshots/ (not in git)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crm_link.contacts import validate_contact
+from crm_link.touches import TouchInput
+from switchboard.app import create_app
+from switchboard.keys import SETTINGS, STORE
+from switchboard.settings import SmsChannelSettings
+from tests.browser import login
+from tests.conftest import PASSWORD, REPO
+
+pytestmark = pytest.mark.browser
+SHOTS = Path(os.environ.get("SB_SHOTS", REPO / "test-screenshots"))
+WIDTHS = {"desk": (1280, 800), "phone": (390, 844)}
+
+
+async def _walk(page: Any, base: str, who: str, paths: list[str], errors: list[str]) -> None:
+    """Open each page at both widths: no horizontal scroll, a screenshot of each."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        for label, (w, h) in WIDTHS.items():
+            await page.set_viewport_size({"width": w, "height": h})
+            await page.goto(base + path)
+            await page.wait_for_load_state("networkidle")
+            scroll, inner = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            name = f"{who}{path.replace('/', '_').replace('?', '_') or '_home'}-{label}"
+            await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+            assert scroll <= inner, f"{name}: the page scrolls sideways ({scroll} > {inner})"
+    assert errors == [], errors
+
+
+def _watch(page: Any) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+@pytest.fixture
+async def pages_app(aiohttp_server: Any, settings: Any) -> Any:
+    settings.sms.channels["main"] = SmsChannelSettings(
+        name="main",
+        type="kannel",
+        options={
+            "sendsms_url": "http://127.0.0.1:9/cgi-bin/sendsms",
+            "username": "u",
+            "password": "p",
+            "secret": "s",
+        },
+    )
+    server = await aiohttp_server(create_app(settings))
+    store = server.app[STORE]
+    await store.users.add(
+        "jsmith", role="rep", password=PASSWORD, display_name="John Smith", extension="1001"
+    )
+    await store.users.add("mgr", role="manager", password=PASSWORD, display_name="Maria Gomez")
+    await store.users.add("kim", role="marketing", password=PASSWORD, display_name="Kim Park")
+    await store.users.add("root", role="admin", password=PASSWORD, display_name="Ada Admin")
+    jane = await store.contacts.create(
+        validate_contact(
+            {
+                "first_name": "Jane",
+                "last_name": "Doe-Worthington",
+                "email": "jane.doe-worthington@example-motors-customers.com",
+                "phones": ["+13125550142", "+13125550199"],
+                "owner": "jsmith",
+                "tags": ["service", "after-sale"],
+                "attributes": {"vehicle": "2024 Honda Civic EX-L Hatchback", "vin": "1HGCM82633A004352"},
+            },
+            region="US",
+        )
+    )
+    await store.touches.record(
+        TouchInput(
+            source_key="ami:1700000000.1",
+            kind="call",
+            direction="inbound",
+            started_at=server.app[STORE].db.now(),
+            contact_id=jane.id,
+            channel="asterisk",
+            status="answered",
+            number="+13125550142",
+            duration_s=20,
+            summary="Answered by John Smith, talked 12 s",
+        )
+    )
+    await store.sms_templates.save(
+        "Service reminder", "Hi {{ contact.first_name }}, your service is due.", user_id=None
+    )
+    server.jane = jane
+    return server
+
+
+async def test_rep_and_manager_pages_fit_a_desk_and_a_phone(pages_app: Any, browser: Any) -> None:
+    base = str(pages_app.make_url("")).rstrip("/")
+    jane = pages_app.jane
+    page = await browser.new_page()
+    errors = _watch(page)
+    await login(page, base, "jsmith", PASSWORD)
+    await _walk(
+        page,
+        base,
+        "rep",
+        ["/", "/contacts?q=Jane", f"/contacts/{jane.id}", "/call-lists", "/recordings"],
+        errors,
+    )
+    # the pop's disposition list is the configured one, the same as the call lists'
+    await page.goto(base + "/")
+    options = await page.eval_on_selector(
+        "#pop-template",
+        "t => [...t.content.querySelectorAll('select[name=disposition] option')].map(o => o.textContent)",
+    )
+    assert options[1:] == list(pages_app.app[SETTINGS].dialer.dispositions)
+    # the contact page: numbers as people write them, tel: links, Call and Text on each number
+    await page.goto(f"{base}/contacts/{jane.id}")
+    assert await page.text_content("#contact-card .phone-row .num") == "(312) 555-0142"
+    assert await page.get_attribute("#contact-card .phone-row .num", "href") == "tel:+13125550142"
+    assert await page.locator("button.call-btn").count() == 2
+    # a call row says one thing
+    row = await page.text_content("#history li.call")
+    assert "talked 12 s" in row and "answered" not in row and "20 s" not in row
+    # a saved text fills the message and the preview shows it merged for Jane
+    await page.select_option("#sms-send select[name=template]", label="Service reminder")
+    await page.wait_for_selector("#sms-preview:has-text('Hi Jane, your service is due.')")
+    # the app's own error pages, not JSON or "404: Not Found"
+    resp = await page.goto(base + "/contacts/999999")
+    assert resp.status == 404
+    assert "Page not found" in await page.text_content("#error-page h1")
+    resp = await page.goto(base + "/admin")
+    assert resp.status == 403 and "Not yours to open" in await page.text_content("#error-page h1")
+    resp = await page.goto(base + "/no/such/page")
+    assert resp.status == 404 and await page.locator("#error-page").count() == 1
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.screenshot(path=str(SHOTS / "rep_404-phone.png"), full_page=True)
+    errors.clear()  # the error responses themselves are logged by the browser as failed loads
+    # the header leaves the phone's screen to the page
+    await page.goto(base + "/")
+    height = await page.evaluate("document.querySelector('header.top').getBoundingClientRect().height")
+    assert height <= 90, height
+
+    page = await browser.new_page()
+    errors = _watch(page)
+    await login(page, base, "mgr", PASSWORD)
+    await _walk(
+        page, base, "manager", ["/call-lists", "/recordings", "/contacts?q=555", "/email/templates"], errors
+    )
+
+
+async def test_marketing_and_admin_pages_fit_a_desk_and_a_phone(pages_app: Any, browser: Any) -> None:
+    base = str(pages_app.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    errors = _watch(page)
+    await login(page, base, "kim", PASSWORD)
+    await _walk(page, base, "marketing", ["/sms/blasts", "/contacts", "/email/templates"], errors)
+    page = await browser.new_page()
+    errors = _watch(page)
+    await login(page, base, "root", PASSWORD)
+    await _walk(page, base, "admin", ["/admin", "/", f"/contacts/{pages_app.jane.id}"], errors)
+    # a page request never gets JSON, an API request always does
+    resp = await page.request.get(base + "/api/v1/contacts/999999")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    resp = await page.request.get(base + "/favicon.ico")
+    assert resp.status == 200 and resp.headers["content-type"].startswith("image/svg")
