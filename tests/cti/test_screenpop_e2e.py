@@ -182,7 +182,7 @@ async def test_rep_sees_the_pop_in_the_browser(pbx_app: Any, pbx: AmiTestServer,
     # the new prospect gets the call they rang with: it is on their history
     await page.fill("input[name=first_name]", "Quinn")
     await page.click("#new-prospect button[type=submit]")
-    await page.wait_for_selector("#contact-card >> text=+12125550147")
+    await page.wait_for_selector("#contact-card >> text=(212) 555-0147")
     linkedid = await call
     touch = await _wait_touch(store, f"asterisk:{linkedid}")
     (quinn,) = await store.contacts.find_by_phone("+12125550147")

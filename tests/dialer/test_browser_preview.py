@@ -58,7 +58,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await page.wait_for_selector("#lists tr[data-list-id] >> text=After-sale 4 days")
     await page.click("#next-call")
     await page.wait_for_selector("#preview .pop-name:text('Jane Doe')")
-    assert "+12127365001" in await page.text_content("#preview .pop-number")
+    assert "(212) 736-5001" in await page.text_content("#preview .pop-number")
     await page.click("#dial")
     await page.wait_for_selector("#disposition:not([hidden])")
     # the PBX rings the rep's phone, then the customer, who answers; the page hears the end
