@@ -138,7 +138,9 @@ async def test_restart_mid_call_puts_the_call_on_the_customers_history(
         "+15550004445",
     )
     assert t.payload["queue"] == "sales"
-    rec = await store.recordings.by_name("asterisk", "1796209585.350.wav")
+    async with asyncio.timeout(10):  # the recording is labelled when its call's end reaches it
+        while (rec := await store.recordings.by_name("asterisk", "1796209585.350.wav"))["touch_id"] is None:
+            await asyncio.sleep(0.01)
     assert (rec["direction"], rec["from_number"], rec["to_number"], rec["touch_id"], rec["contact_id"]) == (
         "inbound",
         "+15550004445",

@@ -28,19 +28,27 @@ async def test_watch_follows_the_list_to_the_end(tmp_path: Path) -> None:
             sys.executable, "-m", "switchboard", "call-lists", "show", str(cl.id), "--watch", "--interval", "0.05",
             env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        for _ in range(10):  # an agent works through the list while the command watches
-            await asyncio.sleep(0.15)
+        assert proc.stderr is not None
+        progress: list[str] = []
+
+        async def next_bar() -> str:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()  # type: ignore[union-attr]
+            assert line.startswith(f"call list {cl.id} ["), line
+            progress.append(line)
+            return line
+
+        assert " 0/10" in await next_bar()
+        for k in range(10):  # an agent works through the list while the command watches, bar by bar
             entry = await store.call_lists.claim(
                 cl.id, zones=["America/New_York"], now=NOW, owner="agent:1", lease=timedelta(minutes=5)
             )
             assert entry is not None
             await store.call_lists.skip(entry.id, "agent:1", "not interested", NOW)
-        await store.call_lists.finish_if_empty(cl.id, NOW)
+            if k == 9:
+                await store.call_lists.finish_if_empty(cl.id, NOW)
+            assert f" {k + 1}/10" in await next_bar()
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err
-    lines = err.decode().splitlines()
-    progress = [line for line in lines if line.startswith(f"call list {cl.id} [")]
-    assert len(progress) >= 3 and progress[-1].split("] ")[1].startswith("10/10"), lines
     assert "done; 0 pending, 0 in progress, 0 done, 10 skipped of 10" in out.decode()
     # bad input: exit 2 naming the argument
     bad = await asyncio.create_subprocess_exec(

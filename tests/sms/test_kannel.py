@@ -226,7 +226,13 @@ def real_kannel(tmp_path: Path) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("Kannel is not installed; .ci/run installs the kannel and kannel-extras packages")
         pytest.skip("Kannel is not installed (apt-get install kannel kannel-extras)")
+    # free ports, so that two Kannels (another test run, a benchmark) never meet on one machine
+    admin, box, smsc, sendsms = (free_port() for _ in range(4))
     conf = (FIXTURES / "kannel" / "kannel.conf").read_text().replace("LOGDIR", str(tmp_path))
+    for line, port in (("admin-port = 13000", admin), ("smsbox-port = 13001", box), ("port = 10000", smsc),
+                       ("bearerbox-port = 13001", box), ("sendsms-port = 13013", sendsms)):  # fmt: skip
+        assert line in conf, line
+        conf = conf.replace(line, line.split("=")[0] + f"= {port}")
     (tmp_path / "kannel.conf").write_text(conf)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -238,7 +244,7 @@ def real_kannel(tmp_path: Path) -> Iterator[str]:
                 stderr=subprocess.DEVNULL,
             )
         )
-        _wait_http("http://127.0.0.1:13000/status.txt?password=adminpw", "Status: running")
+        _wait_http(f"http://127.0.0.1:{admin}/status.txt?password=adminpw", "Status: running")
         procs.append(
             subprocess.Popen(
                 [BINARIES[1], str(tmp_path / "kannel.conf")],
@@ -247,16 +253,16 @@ def real_kannel(tmp_path: Path) -> Iterator[str]:
                 stderr=subprocess.DEVNULL,
             )
         )
-        _wait_port(13013)
+        _wait_port(sendsms)
         procs.append(
             subprocess.Popen(
-                [BINARIES[2], "-r", "10000", "-m", "0", "1 2 text x"],
+                [BINARIES[2], "-r", str(smsc), "-m", "0", "1 2 text x"],
                 cwd=tmp_path,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
-        yield "http://127.0.0.1:13013/cgi-bin/sendsms"
+        yield f"http://127.0.0.1:{sendsms}/cgi-bin/sendsms"
     finally:
         for p in reversed(procs):
             p.terminate()
