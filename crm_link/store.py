@@ -7,6 +7,7 @@ from crm_link.clock import Clock, system_clock
 from crm_link.contacts import Contacts
 from crm_link.db import Database
 from crm_link.email import EmailStore
+from crm_link.followups import FollowupStore
 from crm_link.recordings import Recordings
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
@@ -27,6 +28,7 @@ class Store:
         self.users = Users(self.db)
         self.contacts = Contacts(self.db, region, time_zone)
         self.touches = Touches(self.db, time_zone)
+        self.followups = FollowupStore(self.db)
         self.audit = Audit(self.db)
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
