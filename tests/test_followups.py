@@ -334,3 +334,32 @@ async def test_visits_at_least_three_selects_3_and_10_not_2(fclient: Any, tmp_pa
     names = [c.first_name for c in await store.contacts.get_many(ids)]
     assert names == ["V3", "V10"]
     assert (await store.followups.attribute_types())["service_visits"] == "number"
+
+
+async def test_segment_date_operators(store: Any) -> None:
+    from crm_link.contacts import validate_contact as vc
+
+    today = date(2026, 6, 17)  # a Wednesday
+    now = datetime(2026, 6, 17, 17, 0, tzinfo=UTC)
+    dates = {
+        "soon": "2026-06-27",
+        "late": "2026-08-01",
+        "ago5": "2026-06-12",
+        "week": "1990-06-21",  # birthday on Sunday of this week
+        "month": "1985-06-30",
+        "july": "1985-07-01",
+    }
+    ids = {}
+    for name, d in dates.items():
+        c = await store.contacts.create(vc({"first_name": name, "attributes": {"d": d}}, region="US"))
+        ids[c.id] = name
+
+    async def names(op: str, value: Any = None) -> list[str]:
+        got = await store.segments.ids({"field": "attributes.d", "op": op, "value": value}, now=now)
+        return sorted(ids[i] for i in got)
+
+    assert today.weekday() == 2
+    assert await names("in_next_days", 10) == ["soon"]
+    assert await names("days_ago", 5) == ["ago5"]
+    assert await names("anniversary_this_week") == ["week"]
+    assert await names("anniversary_this_month") == ["ago5", "month", "soon", "week"]
