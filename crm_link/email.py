@@ -32,7 +32,8 @@ class EmailRow:
     state: str = "queued"
     reason: str | None = None
     close_followups: bool = False
-    next_followup: str | None = None  # ISO time, "cadence" or "none"
+    next_followup: str | None = None  # ISO time or "none"
+    followup_id: int | None = None  # the follow-up this email serves: closed once it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class OutboxEmail:
     attempts: int
     close_followups: bool
     next_followup: str | None
+    followup_id: int | None = None
 
 
 def _email(r: Any) -> OutboxEmail:
@@ -71,6 +73,7 @@ def _email(r: Any) -> OutboxEmail:
         r["attempts"],
         bool(r["close_followups"]),
         r["next_followup"],
+        r["followup_id"],
     )
 
 
@@ -197,8 +200,8 @@ class EmailStore:
     async def _insert(self, tx: Any, job_id: int | None, rows: Sequence[EmailRow], now: str) -> list[int]:
         await tx.executemany(
             "INSERT INTO email_outbox (job_id, template_id, contact_id, user_id, to_addr, to_name, subject, html,"
-            " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " text, message_id, state, reason, close_followups, next_followup, not_before, created_at, updated_at,"
+            " followup_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (  # a generator: the rows' parameters are built in the database thread, not on the loop
                 (
                     job_id,
@@ -218,6 +221,7 @@ class EmailStore:
                     to_db_time(r.not_before),
                     now,
                     now,
+                    r.followup_id,
                 )
                 for r in rows
             ),
@@ -374,7 +378,9 @@ class EmailStore:
                             "job_id": email.job_id,
                             "to": email.to_addr,
                         },
-                        close_followups=email.close_followups,
+                        close_followups=email.followup_id is not None,
+                        followup_id=email.followup_id,
+                        followup_result="emailed",
                         next_followup=next_followup,
                     )
                     for email, state, _, _, next_followup in outcomes

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crm_link.attributes import convert, infer
 from crm_link.contacts import validate_contact
 from crm_link.errors import ValidationError
 from crm_link.store import Store
@@ -61,6 +62,8 @@ class ImportReport:
     updated: int = 0
     errors: list[RowError] = field(default_factory=list)
     dry_run: bool = False
+    contact_ids: list[int] = field(default_factory=list)  # created or updated, in row order
+    attribute_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -113,8 +116,10 @@ def _flag(value: str, column: str) -> bool:
     raise ValidationError(column, f"{value!r} is not yes/no")
 
 
-def row_to_input(row: list[str], hm: HeaderMap) -> dict[str, Any]:
-    """One CSV row as contact input for validate_contact."""
+def row_to_input(
+    row: list[str], hm: HeaderMap, types: dict[str, str] | None = None, date_format: str = ""
+) -> dict[str, Any]:
+    """One CSV row as contact input for validate_contact (attributes converted to their types)."""
     data: dict[str, Any] = {}
     for name, i in hm.fields.items():
         value = row[i].strip() if i < len(row) else ""
@@ -132,7 +137,11 @@ def row_to_input(row: list[str], hm: HeaderMap) -> dict[str, Any]:
         phones += [p.strip() for p in re.split(r"[;|/]", value) if p.strip()]
     if phones:
         data["phones"] = phones
-    attrs = {name: row[i].strip() for name, i in hm.attributes.items() if i < len(row) and row[i].strip()}
+    attrs: dict[str, Any] = {
+        name: convert(row[i].strip(), (types or {}).get(name, "text"), name, date_format)
+        for name, i in hm.attributes.items()
+        if i < len(row) and row[i].strip()
+    }
     if attrs:
         data["attributes"] = attrs
     return data
@@ -167,12 +176,27 @@ async def import_contacts(
     dry_run: bool = False,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    declared_types: dict[str, str] | None = None,
+    date_format: str = "",
 ) -> ImportReport:
-    """Validate every row; write the good ones (create or update) in batches; report the bad ones."""
+    """Validate every row; write the good ones (create or update) in batches; report the bad ones.
+
+    Attribute columns are typed: a declared type (settings [attributes]) wins, else the type the
+    store already knows, else the one every value of the column fits (number, date, boolean, text).
+    """
     headers, rows = read_csv(path)
     hm = map_headers(headers)
     all_rows = list(rows)
     report = ImportReport(total=len(all_rows), dry_run=dry_run)
+    known = await store.followups.attribute_types()
+    types: dict[str, str] = {}
+    for name, i in hm.attributes.items():
+        types[name] = (
+            (declared_types or {}).get(name)
+            or known.get(name)
+            or infer((r[i] for r in all_rows if i < len(r)), date_format)
+        )
+    report.attribute_types = types
     owner_ids = {u.username: u.id for u in await store.users.list()}
     owners = set(owner_ids)
     batch: list[tuple[int, Any]] = []
@@ -211,10 +235,12 @@ async def import_contacts(
                     new.append(fields)
             ids = await store.contacts.insert_many_in(tx, new, owner_ids)
             report.created += len(new)
+            report.contact_ids += ids
             for target, fields in updates:
                 contact_id = ids[-1 - target] if target < 0 else target
                 await store.contacts.update_in(tx, contact_id, fields, merge=True)
                 report.updated += 1
+                report.contact_ids.append(contact_id)
         batch = []
 
     for n, row in enumerate(all_rows, start=1):
@@ -224,7 +250,7 @@ async def import_contacts(
         try:
             if len(row) > len(headers):
                 raise ValidationError("row", f"has {len(row)} cells but the header has {len(headers)}")
-            fields = validate_contact(row_to_input(row, hm), region=store.region)
+            fields = validate_contact(row_to_input(row, hm, types, date_format), region=store.region)
             if fields.owner is not None and fields.owner not in owners:
                 raise ValidationError("owner", f"no user named {fields.owner!r}")
         except ValidationError as exc:
@@ -237,6 +263,10 @@ async def import_contacts(
         if progress and (done % 500 == 0):
             progress(done, report.total)
     await flush()
+    if not dry_run and types:
+        await store.followups.set_attribute_types(
+            {n: t for n, t in types.items() if n not in (declared_types or {})}, source="inferred"
+        )
     if progress:
         progress(report.total, report.total)
     return report

@@ -163,6 +163,14 @@ class FollowUp:
     status: str
     created_by_touch_id: int | None
     closed_by_touch_id: int | None
+    pool: str | None = None
+    cadence_id: int | None = None
+    cadence_name: str | None = None
+    step: int | None = None
+    channel: str = "call"
+    result: str | None = None
+    attempts: int = 0
+    escalated_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,10 +178,20 @@ class FollowUp:
             "contact_id": self.contact_id,
             "contact_name": self.contact_name,
             "assignee": self.assignee_username,
+            "pool": self.pool,
             "kind": self.kind,
             "due_at": iso(self.due_at),
+            "reason": self.note,
             "note": self.note,
+            "rule": self.cadence_name,
+            "rule_id": self.cadence_id,
+            "step": self.step,
+            "channel": self.channel,
+            "state": self.status,
             "status": self.status,
+            "result": self.result,
+            "attempts": self.attempts,
+            "escalated_reason": self.escalated_reason,
             "created_by_touch_id": self.created_by_touch_id,
             "closed_by_touch_id": self.closed_by_touch_id,
         }

@@ -11,7 +11,9 @@ A filter is JSON, never code. It compiles to one parameterised SQL condition ove
 F is one of the contact columns below or `attributes.<key>`. Date operators take "today" in the
 dealer's time zone: `days_ago_between [a, b]` (a to b days ago, inclusive), `older_than_days n`,
 `within_days n` (in the last n days), `anniversary_within_days n` (a birthday or purchase anniversary
-today or in the next n days).
+today or in the next n days), `in_next_days n` (today to n days ahead: an insurance expiry),
+`days_ago n` (exactly n days ago), `anniversary_this_week` / `anniversary_this_month` (value ignored:
+month-day in this Monday-to-Sunday week / this calendar month).
 """
 
 from __future__ import annotations
@@ -41,7 +43,16 @@ COLUMNS = {
     "external_id": "c.external_id",
 }
 COMPARE = {"eq": "=", "ne": "!=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
-DATE_OPS = ("days_ago_between", "older_than_days", "within_days", "anniversary_within_days")
+DATE_OPS = (
+    "days_ago_between",
+    "older_than_days",
+    "within_days",
+    "anniversary_within_days",
+    "in_next_days",
+    "days_ago",
+    "anniversary_this_week",
+    "anniversary_this_month",
+)
 OPS = (*COMPARE, "between", "in", "contains", "is_set", "not_set", *DATE_OPS)
 TOUCH_OPS = ("count_gte", "count_lte", "any_within_days", "none_within_days")
 _ATTR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -168,6 +179,17 @@ class _Compiler:
             )
             return f"({col} LIKE ? ESCAPE '\\')"
         day = f"substr({col}, 1, 10)"
+        if op in ("anniversary_this_week", "anniversary_this_month"):
+            if op == "anniversary_this_week":
+                first = self.today - timedelta(days=self.today.weekday())
+                span = [first + timedelta(days=i) for i in range(7)]
+                days = {d.strftime("%m-%d") for d in span}
+                if "02-28" in days:
+                    days.add("02-29")
+                self.params += sorted(days)
+                return f"(substr({col}, 6, 5) IN ({','.join('?' * len(days))}))"
+            self.params.append(self.today.strftime("%m"))
+            return f"(substr({col}, 6, 2) = ?)"
         if op == "days_ago_between":
             if (
                 not isinstance(value, list)
@@ -189,6 +211,12 @@ class _Compiler:
         if op == "within_days":
             self.params.append((self.today - timedelta(days=value)).isoformat())
             return f"({day} >= ?)"
+        if op == "in_next_days":
+            self.params += [self.today.isoformat(), (self.today + timedelta(days=value)).isoformat()]
+            return f"({day} BETWEEN ? AND ?)"
+        if op == "days_ago":
+            self.params.append((self.today - timedelta(days=value)).isoformat())
+            return f"({day} = ?)"
         # anniversary_within_days: month-day today .. today + n
         days = {(self.today + timedelta(days=i)).strftime("%m-%d") for i in range(min(value, 366) + 1)}
         if "02-28" in days and "03-01" in days:

@@ -8,6 +8,7 @@ from crm_link.contacts import ContactFields, Contacts
 from crm_link.db import Database, to_db_time
 from crm_link.email import EmailStore
 from crm_link.errors import Conflict, NotFound
+from crm_link.followups import FollowupStore
 from crm_link.models import Contact
 from crm_link.recordings import Recordings
 from crm_link.segments import Segments
@@ -30,6 +31,7 @@ class Store:
         self.users = Users(self.db)
         self.contacts = Contacts(self.db, region, time_zone)
         self.touches = Touches(self.db, time_zone)
+        self.followups = FollowupStore(self.db)
         self.audit = Audit(self.db)
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)

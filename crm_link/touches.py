@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from crm_link.cadence import end_of_day, next_cadence
 from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound, StoreError, ValidationError
+from crm_link.followups import FOLLOWUP_SELECT, end_of_day, followup_of
 from crm_link.models import (
     DIRECTIONS,
     TOUCH_KINDS,
@@ -27,7 +27,7 @@ from crm_link.models import (
 
 log = logging.getLogger("crm_link.touches")
 
-NextFollowup = datetime | Literal["cadence", "none"] | None
+NextFollowup = datetime | Literal["none"] | None
 
 
 @dataclass(slots=True)
@@ -47,7 +47,11 @@ class TouchInput:
     duration_s: float | None = None
     summary: str = ""
     payload: dict[str, Any] = field(default_factory=dict)
+    # close the follow-up this touch served: `followup_id`, else the contact's soonest one due today
+    # that is this user's (or nobody's); its result is `followup_result` (else the touch's status)
     close_followups: bool = False
+    followup_id: int | None = None
+    followup_result: str = ""
     next_followup: NextFollowup = None
     followup_note: str = ""
     followup_kind: str = "followup"
@@ -79,10 +83,7 @@ _UPSERT = (
     " summary = CASE WHEN excluded.summary != '' THEN excluded.summary ELSE summary END,"
     " payload = json_patch(payload, excluded.payload), updated_at = excluded.updated_at"
 )
-_FOLLOWUP_SELECT = (
-    "SELECT f.*, u.username AS assignee_username, trim(c.first_name || ' ' || c.last_name) AS contact_name"
-    " FROM followups f JOIN contacts c ON c.id = f.contact_id LEFT JOIN users u ON u.id = f.assignee_id"
-)
+_FOLLOWUP_SELECT = FOLLOWUP_SELECT
 
 
 def _touch(r: Any, created: bool = False) -> Touch:
@@ -106,20 +107,7 @@ def _touch(r: Any, created: bool = False) -> Touch:
     )
 
 
-def _followup(r: Any) -> FollowUp:
-    return FollowUp(
-        id=r["id"],
-        contact_id=r["contact_id"],
-        contact_name=r["contact_name"],
-        assignee_id=r["assignee_id"],
-        assignee_username=r["assignee_username"],
-        kind=r["kind"],
-        due_at=from_db_time(r["due_at"]),  # type: ignore[arg-type]
-        note=r["note"],
-        status=r["status"],
-        created_by_touch_id=r["created_by_touch_id"],
-        closed_by_touch_id=r["closed_by_touch_id"],
-    )
+_followup = followup_of
 
 
 class Touches:
@@ -131,6 +119,7 @@ class Touches:
         self._queue: asyncio.Queue[tuple[TouchInput, asyncio.Future[Touch]]] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 500
+        self.unowned_pool: str | None = None  # where follow-ups of customers nobody owns go
 
     # group commit ---------------------------------------------------------------------------
 
@@ -266,25 +255,32 @@ class Touches:
 
     async def _followups_for(self, tx: Any, touch_id: int, item: TouchInput) -> None:
         now = self._db.now()
-        closes = item.close_followups
-        if closes:
-            horizon = end_of_day(now, self.default_time_zone)
+        if item.close_followups:
+            # only the follow-up this touch served: the one named, else the soonest one due today
+            # that is this user's or nobody's (never another rep's, never a later one)
+            if item.followup_id is not None:
+                target = "id = ? AND contact_id = ?"
+                params: list[Any] = [item.followup_id, item.contact_id]
+            else:
+                target = (
+                    "id = (SELECT id FROM followups WHERE contact_id = ? AND status = 'open' AND due_at < ?"
+                    " AND (assignee_id = ? OR (assignee_id IS NULL AND pool IS NULL)) ORDER BY due_at, id LIMIT 1)"
+                )
+                horizon = end_of_day(now, self.default_time_zone)
+                params = [item.contact_id, to_db_time(horizon), item.user_id]
             await tx.execute(
-                "UPDATE followups SET status = 'done', closed_by_touch_id = ?, closed_at = ?"
-                " WHERE contact_id = ? AND status = 'open' AND due_at < ?",
-                (touch_id, to_db_time(now), item.contact_id, to_db_time(horizon)),
+                "UPDATE followups SET status = 'done', result = ?, closed_by_touch_id = ?, closed_by_user_id = ?,"
+                f" closed_at = ?, updated_at = ? WHERE status = 'open' AND {target}",
+                [
+                    item.followup_result or item.status or item.kind,
+                    touch_id,
+                    item.user_id,
+                    to_db_time(now),
+                    to_db_time(now),
+                    *params,
+                ],
             )
         nxt = item.next_followup
-        note = item.followup_note
-        if nxt == "cadence":
-            async with tx.execute(
-                "SELECT attributes, time_zone FROM contacts WHERE id = ?", (item.contact_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            planned = next_cadence(json.loads(row[0]), now, row[1] or self.default_time_zone) if row else None
-            if planned is None:
-                return
-            nxt, note = planned[0], note or planned[1]
         if isinstance(nxt, datetime):
             assignee = item.followup_assignee_id
             if assignee is None:
@@ -293,15 +289,16 @@ class Touches:
                 ) as cur:
                     assignee = (await cur.fetchone())[0]
             await tx.execute(
-                "INSERT INTO followups (contact_id, assignee_id, kind, due_at, note, created_by_touch_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO followups (contact_id, assignee_id, kind, due_at, note, created_by_touch_id, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
                     item.contact_id,
                     assignee,
                     item.followup_kind,
                     to_db_time(nxt),
-                    note,
+                    item.followup_note,
                     touch_id,
+                    to_db_time(now),
                     to_db_time(now),
                 ),
             )
@@ -381,16 +378,19 @@ class Touches:
         assignee_id: int | None = None,
         created_by_touch_id: int | None = None,
     ) -> FollowUp | None:
-        """A follow-up (assigned to the contact's owner unless said); None if this touch already made one."""
+        """A follow-up (assigned to the contact's owner unless said, else to the unowned pool); None if
+        this touch already made one."""
         if due_at.tzinfo is None:
             raise ValidationError("due_at", "must carry a time zone")
         async with self._db.transaction() as tx:
             async with tx.execute(
-                "INSERT INTO followups (contact_id, assignee_id, kind, due_at, note, created_by_touch_id, created_at)"
-                " SELECT id, COALESCE(?, owner_id), ?, ?, ?, ?, ? FROM contacts WHERE id = ?"
-                " ON CONFLICT DO NOTHING RETURNING id",
+                "INSERT INTO followups (contact_id, assignee_id, pool, kind, due_at, note, created_by_touch_id,"
+                " created_at) SELECT id, COALESCE(?, owner_id), CASE WHEN COALESCE(?, owner_id) IS NULL THEN ? END,"
+                " ?, ?, ?, ?, ? FROM contacts WHERE id = ? ON CONFLICT DO NOTHING RETURNING id",
                 (
                     assignee_id,
+                    assignee_id,
+                    self.unowned_pool,
                     kind,
                     to_db_time(due_at),
                     note,

@@ -75,9 +75,10 @@ def create_app(
     app[SERVICES] = {}
     app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
-    from switchboard import dialer_ctx, messaging, recording_ctx, telephony
+    from switchboard import dialer_ctx, followups_ctx, messaging, recording_ctx, telephony
 
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(followups_ctx.followups_ctx)
     for ctx in contexts:
         app.cleanup_ctx.append(ctx)
     app.cleanup_ctx.append(recording_ctx.recordings_ctx)
@@ -93,6 +94,7 @@ def create_app(
         call_lists,
         calls,
         email,
+        followups,
         headers,
         pages,
         recordings,
@@ -108,6 +110,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     api.setup(app)
+    followups.setup(app)
     pages.setup(app)
     admin_pages.setup(app)
     ws.setup(app)

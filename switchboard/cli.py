@@ -161,14 +161,23 @@ async def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> int:
-    from crm_link.importer import import_contacts
     from switchboard.progress import ProgressBar
 
     path = Path(args.file)
     if not await asyncio.to_thread(path.is_file):
         raise UsageError(f"FILE: no such file: {path}")
     async with _open(settings) as store:
-        report = await import_contacts(store, path, dry_run=args.dry_run, progress=ProgressBar("import"))
+        from crm_link.clock import system_clock
+        from switchboard.followups_ctx import build_service, import_with_followups
+
+        report, made = await import_with_followups(
+            settings,
+            store,
+            build_service(settings, store, system_clock),
+            path,
+            dry_run=args.dry_run,
+            progress=ProgressBar("import"),
+        )
     for err in report.errors[:200]:
         print(f"row {err.row}: {err.field}: {err.reason}", file=sys.stderr)
     if len(report.errors) > 200:
@@ -179,6 +188,7 @@ async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> i
         f"{verb} {ok} of {report.total} rows"
         + ("" if args.dry_run else f" ({report.created} created, {report.updated} updated)")
         + f"; {report.failed} rows with errors"
+        + ("" if args.dry_run else f"; {made} follow-ups from cadences")
     )
     return 1 if report.failed else 0
 

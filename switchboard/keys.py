@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.store import Store
+from followups.service import FollowupService
 from switchboard.hub import Hub
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
@@ -28,3 +29,5 @@ HEALTH = web.AppKey("health", dict)
 MY_DAY_EXTRAS = web.AppKey("my_day_extras", list)
 # name -> long-lived service object (AMI client, dialer, blast sender …) for handlers to reach
 SERVICES = web.AppKey("services", dict[str, Any])
+# the follow-up loop: cadence rules, routing, actions on a follow-up, the daily sweep
+FOLLOWUPS = web.AppKey("followups", FollowupService)

@@ -177,6 +177,24 @@ class RecordingsSettings:
 
 
 @dataclass(slots=True)
+class FollowupSettings:
+    unowned_pool: str = ""  # missed calls, SMS replies and cadence steps of customers nobody owns
+    sweep_at: str = "06:00"  # the daily cadence sweep, in the dealership's zone
+    call_at: str = "10:00"  # the local time a cadence follow-up is due on its day
+    lookahead_days: int = 14  # cadence follow-ups are made this many days ahead
+    catch_up_days: int = 7  # steps whose day passed up to this many days ago are still made
+    retry_hours: int = 4  # no answer on a follow-up without a cadence: try again after…
+    max_attempts: int = 3  # …up to this many times, then escalate to the managers
+    # pool name -> usernames; filled from [followups.pools]
+    pools: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ImportSettings:
+    date_format: str = ""  # e.g. "%m/%d/%Y"; ISO dates (2026-03-01) are always understood
+
+
+@dataclass(slots=True)
 class Settings:
     """Everything Switchboard reads at start; built once and passed down."""
 
@@ -190,6 +208,10 @@ class Settings:
     dialer: DialerSettings = field(default_factory=DialerSettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
     recordings: RecordingsSettings = field(default_factory=RecordingsSettings)
+    followups: FollowupSettings = field(default_factory=FollowupSettings)
+    import_: ImportSettings = field(default_factory=ImportSettings)
+    # attribute name -> declared type (text, number, date, boolean), overriding what import infers
+    attributes: dict[str, str] = field(default_factory=dict)
     # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
     interfaces: dict[str, str] = field(default_factory=dict)
     # username -> the interface to ring for that user (beats asterisk.agent_dial)
@@ -369,6 +391,30 @@ def _load_sms(table: dict[str, Any], env: dict[str, str]) -> SmsSettings:
     return sms
 
 
+def _load_followups(table: Any, env: dict[str, str]) -> FollowupSettings:
+    if not isinstance(table, dict):
+        raise SettingsError("followups", "expected a table")
+    out = FollowupSettings()
+    pools = table.get("pools", {})
+    if not isinstance(pools, dict):
+        raise SettingsError("followups.pools", 'expected a table of pool = ["username", ...]')
+    for name, members in pools.items():
+        if not isinstance(members, list) or not all(isinstance(m, str) and m for m in members):
+            raise SettingsError(f"followups.pools.{name}", "expected a list of usernames")
+        out.pools[name] = list(members)
+    _fill("followups", out, {k: v for k, v in table.items() if k != "pools"}, env)
+    for key in ("sweep_at", "call_at"):
+        setattr(out, key, _hhmm(f"followups.{key}", getattr(out, key)))
+    for key in ("lookahead_days", "catch_up_days", "retry_hours", "max_attempts"):
+        if getattr(out, key) < 0 or (key in ("retry_hours", "max_attempts") and getattr(out, key) < 1):
+            raise SettingsError(f"followups.{key}", "is out of range")
+    if out.unowned_pool and out.unowned_pool not in out.pools:
+        raise SettingsError(
+            "followups.unowned_pool", f"no pool named {out.unowned_pool!r} in [followups.pools]"
+        )
+    return out
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read TOML (path, else ./switchboard.toml if present) and environment overrides; validate."""
     env = dict(os.environ if env is None else env)
@@ -383,7 +429,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise SettingsError("--config", f"file not found: {p}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError("--config", f"{p} is not valid TOML: {exc}") from None
-    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces"}
+    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces", "followups", "import", "attributes"}
     for name in data:
         if name not in known:
             raise SettingsError(name, "unknown section")
@@ -402,5 +448,17 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if not isinstance(dial, dict) or not all(isinstance(v, str) and v for v in dial.values()):
         raise SettingsError("dial_interfaces", 'expected a table of username = "interface"')
     s.dial_interfaces = dict(dial)
+    s.followups = _load_followups(data.get("followups", {}), env)
+    imp = data.get("import", {})
+    if not isinstance(imp, dict):
+        raise SettingsError("import", "expected a table")
+    _fill("import", s.import_, imp, env)
+    attrs = data.get("attributes", {})
+    if not isinstance(attrs, dict):
+        raise SettingsError("attributes", 'expected a table of name = "number" | "date" | "boolean" | "text"')
+    for name, kind in attrs.items():
+        if kind not in ("text", "number", "date", "boolean"):
+            raise SettingsError(f"attributes.{name}", "must be text, number, date or boolean")
+    s.attributes = dict(attrs)
     _validate(s)
     return s

@@ -111,6 +111,7 @@ class EmailService:
         *,
         close: bool,
         next_followup: str | None,
+        followup_id: int | None = None,
     ) -> EmailRow:
         base = dict(
             to_addr=contact.email or "",
@@ -122,6 +123,7 @@ class EmailService:
             template_id=template["id"],
             close_followups=close,
             next_followup=next_followup,
+            followup_id=followup_id,
         )
         if not contact.email:
             return EmailRow(subject="", html="", text="", state="skipped", reason="no email address", **base)
@@ -154,15 +156,25 @@ class EmailService:
         *,
         send_at: datetime | None = None,
         next_followup: str | None = None,
+        followup_id: int | None = None,
     ) -> int:
-        """Queue a send job (one row per recipient, skipped ones with their reason); its id."""
+        """Queue a send job (one row per recipient, skipped ones with their reason); its id. An email
+        to one customer sent from a follow-up (`followup_id`) closes that follow-up once sent."""
         template = await self.store.email.template(template_id)
         at = send_at or self.clock()
         single = len(contacts) == 1
         # the template is the sender's own text: render it off the event loop
         rows = await asyncio.to_thread(
             lambda: [
-                self._row(template, c, sender, at, close=single, next_followup=next_followup)
+                self._row(
+                    template,
+                    c,
+                    sender,
+                    at,
+                    close=single and followup_id is not None,
+                    next_followup=next_followup,
+                    followup_id=followup_id if single else None,
+                )
                 for c in contacts
             ]
         )
@@ -198,7 +210,7 @@ class EmailService:
     def _next_followup(self, email: OutboxEmail) -> Any:
         value = email.next_followup
         if value in (None, "", "cadence"):
-            return "cadence" if email.close_followups else None
+            return None  # the cadence rules plan what comes next, not each email
         if value == "none":
             return "none"
         return datetime.fromisoformat(value)

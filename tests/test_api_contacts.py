@@ -1,5 +1,6 @@
 """The contacts API through real HTTP: create, find, history, notes, roles, and bad input."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -133,11 +134,18 @@ async def test_note_with_next_followup_shows_on_my_day(admin: Api, rep: Api) -> 
         f"/api/v1/contacts/{c['id']}/touches",
         json={"summary": "Wants a test drive", "next_followup_at": "2020-01-01T15:00:00Z"},
     )
-    assert resp.status == 201
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "next_followup_at"
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    for _ in range(2):  # saving the same note twice: one touch, one follow-up
+        resp = await rep.post(
+            f"/api/v1/contacts/{c['id']}/touches",
+            json={"summary": "Wants a test drive", "next_followup_at": soon, "idempotency_key": "td"},
+        )
+        assert resp.status in (200, 201)
     touch = await resp.json()
     assert touch["kind"] == "note" and touch["user"] == "jsmith"
-    day = await (await rep.get("/api/v1/me/day")).json()
-    assert [f["contact_id"] for f in day["followups"]] == [c["id"]]
+    listed = await (await rep.get(f"/api/v1/followups?contact_id={c['id']}")).json()
+    assert [(f["contact_id"], f["assignee"]) for f in listed["items"]] == [(c["id"], "jsmith")]
     history = await (await rep.get(f"/api/v1/contacts/{c['id']}/touches")).json()
     assert [t["summary"] for t in history["items"]] == ["Wants a test drive"]
     # the same idempotency key twice: one touch

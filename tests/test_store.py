@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm_link.cadence import next_cadence
 from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, ValidationError
 from crm_link.store import Store
@@ -131,37 +130,33 @@ async def test_touch_closes_due_followup_and_sets_next(store: Store) -> None:
     assert len(await store.touches.open_followups(c.id)) == 1
 
 
-async def test_no_next_contact_falls_back_to_cadence(store: Store) -> None:
-    await store.users.add("jsmith", role="rep", password="password-1")
-    bought = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
-    c = await _contact(
-        store, owner="jsmith", attributes={"purchase_date": bought}, time_zone="America/Chicago"
-    )
+async def test_a_touch_closes_only_the_followup_it_served(store: Store) -> None:
+    """A touch closes one follow-up: the one it names, else the soonest due today of its user;
+    never another rep's, never one due later, and it adds none of its own."""
+    ann = await store.users.add("ann", role="rep", password="password-1")
+    bob = await store.users.add("bob", role="rep", password="password-1")
+    c = await _contact(store, owner="ann")
+    now = datetime.now(UTC)
+    bobs = await store.touches.add_followup(c.id, now - timedelta(hours=2), note="bob's", assignee_id=bob.id)
+    later = await store.touches.add_followup(c.id, now + timedelta(days=3), note="later")
+    mine = await store.touches.add_followup(c.id, now - timedelta(hours=1), note="mine")
+    assert bobs and later and mine
     await store.touches.record(
         TouchInput(
-            source_key="n2",
-            kind="note",
-            direction="none",
-            started_at=datetime.now(UTC),
+            source_key="e1",
+            kind="email",
+            direction="outbound",
+            started_at=now,
             contact_id=c.id,
+            user_id=ann.id,
+            status="sent",
             close_followups=True,
-            next_followup="cadence",
         )
     )
-    (f,) = await store.touches.open_followups(c.id)
-    assert "4-day" in f.note
-    assert f.due_at.astimezone().date() >= datetime.now(UTC).date()
-
-
-def test_cadence_milestones() -> None:
-    now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
-    due, note = next_cadence({"purchase_date": "2026-11-10"}, now, "America/New_York")
-    assert due.date().isoformat() == "2026-12-05" and "25-day" in note
-    due, note = next_cadence({"purchase_date": "2026-01-10"}, now, "UTC")
-    assert due.date().isoformat() == "2027-06-10" and "17-month" in note
-    assert next_cadence({"purchase_date": "2020-01-01"}, now, "UTC") is None
-    due, _ = next_cadence({}, now, "UTC")
-    assert due.date().isoformat() == "2026-11-29"
+    states = {f.note: f.status for f in [await store.followups.get(x.id) for x in (bobs, later, mine)]}
+    assert states == {"bob's": "open", "later": "open", "mine": "done"}
+    assert (await store.followups.get(mine.id)).result == "sent"
+    assert len(await store.touches.open_followups(c.id)) == 2
 
 
 async def test_duplicate_username_and_extension(store: Store) -> None:

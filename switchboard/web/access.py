@@ -41,6 +41,10 @@ def public(why: str) -> Rule:
 
 OWN_CONTACTS = "reps: their own customers, unowned ones, and one they are on a call with (audited)"
 
+FOLLOWUP_SCOPE = (
+    "reps: follow-ups assigned to them, unclaimed in their pools, or unassigned on their customers"
+)
+
 # (method, route as registered) -> rule. HEAD follows GET.
 RULES: dict[tuple[str, str], Rule] = {
     # service and sign-in
@@ -93,6 +97,22 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/contacts/{id}"): staff(scope=OWN_CONTACTS),
     ("POST", "/api/v1/contacts/{id}/touches"): staff("rep", "manager", "admin", scope=OWN_CONTACTS),
     ("POST", "/contacts/{id}/touches"): staff("rep", "manager", "admin", scope=OWN_CONTACTS),
+    # follow-ups and cadences
+    ("GET", "/api/v1/followups"): staff(scope="reps: their own and their pools' follow-ups"),
+    ("POST", "/api/v1/followups"): staff("rep", "manager", "admin", scope=OWN_CONTACTS),
+    ("GET", "/api/v1/followups/team"): staff("manager", "admin"),
+    ("POST", "/api/v1/followups/{id}/done"): staff("rep", "manager", "admin", scope=FOLLOWUP_SCOPE),
+    ("POST", "/api/v1/followups/{id}/no-answer"): staff("rep", "manager", "admin", scope=FOLLOWUP_SCOPE),
+    ("POST", "/api/v1/followups/{id}/reschedule"): staff("rep", "manager", "admin", scope=FOLLOWUP_SCOPE),
+    ("POST", "/api/v1/followups/{id}/handoff"): staff("rep", "manager", "admin", scope=FOLLOWUP_SCOPE),
+    ("POST", "/api/v1/followups/{id}/claim"): staff(
+        "rep", "manager", "admin", scope="reps: an unclaimed follow-up of a pool they are in"
+    ),
+    ("GET", "/api/v1/cadences"): staff(),
+    ("POST", "/api/v1/cadences"): staff("manager", "admin"),
+    ("PUT", "/api/v1/cadences/{id}"): staff("manager", "admin"),
+    ("DELETE", "/api/v1/cadences/{id}"): staff("manager", "admin"),
+    ("GET", "/followups/team"): staff("manager", "admin"),
     # calls
     ("POST", "/api/v1/calls"): staff(
         "rep", "manager", "admin", scope="reps: their own customers, from their own extension"

@@ -8,13 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
 from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, MY_DAY_EXTRAS, SERVICES, STORE
+from switchboard.keys import CLOCK, FOLLOWUPS, MY_DAY_EXTRAS, SERVICES, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 
@@ -125,6 +124,8 @@ async def create_contact(request: web.Request) -> web.Response:
         object_id=contact.id,
         **({"call_id": call_id} if call_id is not None else {}),
     )
+    if fields.attributes:
+        await request.app[FOLLOWUPS].apply_to([contact.id])
     return web.json_response(contact.to_dict(), status=201)
 
 
@@ -136,8 +137,20 @@ async def update_contact(request: web.Request) -> web.Response:
     if user.role == "rep" and "owner" in fields.present and fields.owner != user.username:
         raise ApiError(403, "forbidden", "a rep cannot give a contact to someone else", "owner")
     updated = await store.contacts.update(contact.id, fields)
-    await store.audit.write("contact.update", user_id=user.id, object_type="contact", object_id=contact.id)
-    return web.json_response(updated.to_dict())
+    await store.audit.write(
+        "contact.update",
+        user_id=user.id,
+        object_type="contact",
+        object_id=contact.id,
+        fields=sorted(fields.present),
+    )
+    loop = request.app[FOLLOWUPS]
+    moved = 0
+    if "owner" in fields.present and updated.owner_id != contact.owner_id:
+        moved = await loop.reassign_owner(contact.id, contact.owner_id, updated.owner_id, user)
+    if "attributes" in fields.present:
+        await loop.apply_to([contact.id])  # a new or corrected date makes or moves its follow-ups
+    return web.json_response(updated.to_dict() | {"followups_moved": moved})
 
 
 async def list_contacts(request: web.Request) -> web.Response:
@@ -183,14 +196,20 @@ async def contact_touches(request: web.Request) -> web.Response:
 TOUCH_FIELDS = ("kind", "direction", "summary", "next_followup_at", "close_followup", "idempotency_key", "at")
 
 
-def next_followup_of(data: dict[str, Any]) -> NextFollowup:
-    """`next_followup_at`: a time; absent or null → the cadence decides; "none" → no follow-up."""
+def future_time(value: Any, field: str, now: datetime) -> datetime:
+    """An ISO time that is not in the past, or a 400 naming the field."""
+    when = parse_time(value, field)
+    if when <= now:
+        raise ValidationError(field, "is in the past; give a time from now on")
+    return when
+
+
+def next_followup_of(data: dict[str, Any], now: datetime) -> NextFollowup:
+    """`next_followup_at`: a time from now on; absent, null or "none" → none (the cadences plan the rest)."""
     value = data.get("next_followup_at")
-    if value is None:
-        return "cadence"
-    if value == "none":
-        return "none"
-    return parse_time(value, "next_followup_at")
+    if value is None or value == "none":
+        return None
+    return future_time(value, "next_followup_at", now)
 
 
 async def add_touch(request: web.Request) -> web.Response:
@@ -225,7 +244,7 @@ async def add_touch(request: web.Request) -> web.Response:
             status="logged",
             summary=summary.strip(),
             close_followups=close,
-            next_followup=next_followup_of(data),
+            next_followup=next_followup_of(data, request.app[CLOCK]()),
             followup_assignee_id=contact.owner_id or user.id,
         )
     )
@@ -237,7 +256,7 @@ async def my_day(request: web.Request) -> web.Response:
     user = require(request, *ALL_STAFF)
     store = store_of(request)
     zone = user.time_zone or store.time_zone
-    due = await store.touches.due_for(user.id, end_of_day(request.app[CLOCK](), zone))
+    due = await request.app[FOLLOWUPS].my_day(user)
     groups: dict[str, list[dict[str, Any]]] = {
         "followups": [],
         "callbacks": [],

@@ -15,7 +15,7 @@ from crm_link.call_lists import ListSpec
 from crm_link.errors import ValidationError
 from crm_link.models import decode_cursor, encode_cursor
 from crm_link.phones import phones_from_csv
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import FOLLOWUPS, SERVICES, STORE
 from switchboard.web.api import parse_time
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
@@ -362,9 +362,17 @@ async def attempt_disposition(request: web.Request) -> web.Response:
     if not isinstance(disposition, str):
         raise ValidationError("disposition", "is required")
     callback_at = parse_time(data["callback_at"], "callback_at") if data.get("callback_at") else None
+    attempt_id = path_int(request)
+    loop = request.app[FOLLOWUPS]
+    before = await request.app[STORE].call_lists.attempt(attempt_id)
+    # the follow-up this call served, found before the disposition adds its own call-back
+    served = await loop.served(before.contact_id, user) if before.contact_id is not None else None
     attempt = await dialer_of(request).disposition(
-        user, path_int(request), disposition, note=note.strip(), callback_at=callback_at
+        user, attempt_id, disposition, note=note.strip(), callback_at=callback_at
     )
+    if served is not None:
+        # closed with the call's result (no answer / busy: retried, then escalated)
+        await loop.done(served, disposition, note=note.strip(), by=user, touch_id=attempt.touch_id)
     return web.json_response(attempt.to_dict())
 
 

@@ -10,7 +10,7 @@ from crm_link.errors import ValidationError
 from crm_link.models import Touch, User
 from crm_link.phones import normalize_phone
 from cti.ami.client import AmiError
-from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, FOLLOWUPS, SERVICES, SETTINGS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body
@@ -156,7 +156,9 @@ async def disposition(request: web.Request) -> web.Response:
     user = require(request, "rep", "manager", "admin")
     store = request.app[STORE]
     call_id = request.match_info["call_id"]
-    data = await json_body(request, allowed=("disposition", "note", "summary", "next_followup_at"))
+    data = await json_body(
+        request, allowed=("disposition", "note", "summary", "next_followup_at", "followup_id")
+    )
     touch = None
     for source in ("asterisk", "twilio"):
         touch = await store.touches.by_source_key(f"{source}:{call_id}")
@@ -177,18 +179,33 @@ async def disposition(request: web.Request) -> web.Response:
     due = parse_time(data["next_followup_at"], "next_followup_at") if data.get("next_followup_at") else None
     if disp == "call back" and due is None:
         raise ValidationError("next_followup_at", "a call back needs a time")
+    if due is not None and due <= request.app[CLOCK]():
+        raise ValidationError("next_followup_at", "is in the past; give a time from now on")
+    followup_id = data.get("followup_id")
+    if followup_id is not None and (isinstance(followup_id, bool) or not isinstance(followup_id, int)):
+        raise ValidationError("followup_id", "must be a follow-up id")
     updated = await store.touches.set_note(touch.id, note.strip() or touch.summary, disposition=disp)
     if touch.contact_id is not None:
         if disp == "do not call":
             await store.contacts.set_flags(touch.contact_id, do_not_call=True)
+        if disp is not None:
+            # the call closes the follow-up it served (no answer / busy: retried, then escalated)
+            await request.app[FOLLOWUPS].call_result(
+                touch.contact_id, user, disp, note=note.strip(), touch_id=touch.id, followup_id=followup_id
+            )
         if due is not None:
-            await store.touches.add_followup(
+            # one follow-up per call: saving the note again moves it, never adds a second
+            f, made = await store.followups.create(
                 touch.contact_id,
                 due,
                 kind="callback" if disp == "call back" else "followup",
                 note=note.strip() or (disp or ""),
                 assignee_id=user.id,
+                source_key=f"call-next:{touch.id}",
+                created_by_touch_id=touch.id,
             )
+            if not made and f.status == "open":
+                await store.followups.reschedule(f.id, due)
     if dialer is not None and disp is not None:
         # a call of a call list: its entry is closed, retried or called back as well
         await dialer.on_touch_disposition(touch.id, disp, note.strip(), due)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_link.errors import ValidationError
+from crm_link.errors import NotFound, ValidationError
 from switchboard.keys import SERVICES, STORE
 from switchboard.web.api import can_see_contact, parse_time
 from switchboard.web.auth import auth_of, require
@@ -108,7 +108,7 @@ async def send(request: web.Request) -> web.Response:
     """Send a template to one or many customers now or at `send_at`; a job with progress."""
     user = require(request, *WRITERS)
     data = await json_body(
-        request, allowed=("template_id", "contact_ids", "tag", "send_at", "next_followup_at")
+        request, allowed=("template_id", "contact_ids", "tag", "send_at", "next_followup_at", "followup_id")
     )
     template_id = data.get("template_id")
     if isinstance(template_id, bool) or not isinstance(template_id, int):
@@ -141,7 +141,19 @@ async def send(request: web.Request) -> web.Response:
             raise ValidationError("contact_ids", "this customer has no email address")
         if contacts[0].email_opt_out:
             raise ApiError(409, "unsubscribed", "this customer unsubscribed from email", "contact_ids")
-    job_id = await service(request).send(template_id, contacts, user, send_at=send_at, next_followup=nxt)
+    followup_id = data.get("followup_id")
+    if followup_id is not None:
+        if isinstance(followup_id, bool) or not isinstance(followup_id, int) or len(contacts) != 1:
+            raise ValidationError("followup_id", "must be the id of a follow-up of the one customer emailed")
+        try:
+            served = await request.app[STORE].followups.get(followup_id)
+        except NotFound:
+            raise ValidationError("followup_id", f"no follow-up {followup_id}") from None
+        if served.contact_id != contacts[0].id or served.status != "open":
+            raise ValidationError("followup_id", "must be an open follow-up of this customer")
+    job_id = await service(request).send(
+        template_id, contacts, user, send_at=send_at, next_followup=nxt, followup_id=followup_id
+    )
     await request.app[STORE].audit.write(
         "email.send", user_id=user.id, object_type="email_job", object_id=job_id, recipients=len(contacts)
     )

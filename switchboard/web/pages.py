@@ -12,7 +12,6 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from crm_link.cadence import end_of_day
 from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
@@ -132,9 +131,11 @@ async def my_day_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
     zone = _zone(request)
-    due = await store.touches.due_for(user.id, end_of_day(request.app[CLOCK](), zone))
     from switchboard.dialer_ctx import lists_for
-    from switchboard.keys import SERVICES
+    from switchboard.keys import FOLLOWUPS, SERVICES
+
+    loop = request.app[FOLLOWUPS]
+    due = await loop.my_day(user)
 
     dialer = request.app[SERVICES].get("dialer")
     call_lists = await lists_for(store, dialer, user) if dialer is not None else []
@@ -147,6 +148,8 @@ async def my_day_page(request: web.Request) -> web.Response:
             "local": lambda d: _local(d, zone),
             "now": request.app[CLOCK](),
             "call_lists": call_lists,
+            "me_id": user.id,
+            "pools": loop.pools_of(user),
             "dispositions": list(request.app[SETTINGS].dialer.dispositions),
         },
     )
@@ -240,7 +243,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
     if kind not in ("note", "call", "email", "sms") or not summary:
         raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Write+what+happened")
     when = str(form.get("next_followup_at", "")).strip()
-    nxt: NextFollowup = "cadence"
+    nxt: NextFollowup = None
     if form.get("no_followup"):
         nxt = "none"
     elif when:
@@ -248,6 +251,8 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
             nxt = datetime.fromisoformat(when).replace(tzinfo=ZoneInfo(_zone(request)))
         except ValueError:
             raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Next+follow-up+is+not+a+date") from None
+        if nxt <= request.app[CLOCK]():
+            raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Next+follow-up+is+in+the+past")
     await store.touches.record(
         TouchInput(
             source_key=f"manual:{user.id}:{form.get('idempotency_key') or secrets.token_hex(8)}",

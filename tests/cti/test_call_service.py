@@ -175,7 +175,7 @@ async def test_disposition_lands_on_the_call_and_sets_the_callback(client: Any, 
         json={
             "disposition": "call back",
             "note": "Wants a quote",
-            "next_followup_at": "2026-11-24T15:00:00Z",
+            "next_followup_at": "2099-11-24T15:00:00Z",
         },
     )
     assert resp.status == 200, await resp.text()
@@ -184,7 +184,7 @@ async def test_disposition_lands_on_the_call_and_sets_the_callback(client: Any, 
     assert touch.summary == "Wants a quote" and touch.payload["disposition"] == "call back"
     assert touch.status == "answered"  # the end of the call kept the note
     (fu,) = await store.touches.open_followups(jane.id)
-    assert fu.kind == "callback" and fu.due_at.isoformat() == "2026-11-24T15:00:00+00:00"
+    assert fu.kind == "callback" and fu.due_at.isoformat() == "2099-11-24T15:00:00+00:00"
     bad = await rep.post("/api/v1/calls/d1/disposition", json={"disposition": "maybe"})
     assert bad.status == 400 and (await bad.json())["error"]["field"] == "disposition"
     assert (await rep.post("/api/v1/calls/nope/disposition", json={"note": "x"})).status == 404

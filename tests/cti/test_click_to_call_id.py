@@ -47,7 +47,7 @@ async def test_click_to_call_id_is_the_calls_id_everywhere(
         json={
             "disposition": "call back",
             "note": "Wants a quote",
-            "next_followup_at": "2026-11-24T15:00:00Z",
+            "next_followup_at": "2099-11-24T15:00:00Z",
         },
     )
     assert note.status == 200, await note.text()

@@ -1,0 +1,1 @@
+"""The follow-up loop: cadence rules, the daily sweep, routing, escalation, hand-off."""
