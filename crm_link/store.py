@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from crm_link.call_lists import CallLists
 from crm_link.clock import Clock, system_clock
+from crm_link.contact_sync import ContactSync
 from crm_link.contacts import Contacts
+from crm_link.crm_events import CrmEvents
 from crm_link.db import Database
 from crm_link.email import EmailStore
 from crm_link.recordings import Recordings
@@ -33,6 +35,8 @@ class Store:
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
+        self.crm_events = CrmEvents(self.db)
+        self.contact_sync = ContactSync(self.db, self.contacts, self.crm_events)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

@@ -69,6 +69,16 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/users"): staff("admin"),
     ("GET", "/api/v1/users"): staff("admin", "manager"),
     ("GET", "/admin"): staff("admin"),
+    # CRM write-back (issue 21): deliveries, re-drive, the CRM's contact upsert (an admin's token)
+    ("GET", "/admin/crm"): staff("admin"),
+    ("POST", "/admin/crm/redrive"): staff("admin"),
+    ("GET", "/api/v1/crm/deliveries"): staff("admin"),
+    ("GET", "/api/v1/crm/deliveries/summary"): staff("admin"),
+    ("POST", "/api/v1/crm/deliveries/redrive"): staff("admin"),
+    ("GET", "/api/v1/crm/deliveries/{id}"): staff("admin"),
+    ("POST", "/api/v1/crm/deliveries/{id}/redrive"): staff("admin"),
+    ("POST", "/api/v1/crm/contacts"): staff("admin"),
+    ("POST", "/api/v1/contacts/{id}/merge"): staff("admin", "manager"),
     ("POST", "/admin/users"): staff("admin"),
     # contacts and their history
     ("GET", "/"): staff(scope="the user's own My Day"),
