@@ -8,6 +8,7 @@ the demo can show retries, back-off and dead letters.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ class CrmStandIn:
     window_s: int = 300
     now: Callable[[], float] = time.time
     fail_status: int | None = None
+    delay_s: float = 0.0  # how long each request takes (a slow CRM)
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> the event (first copy)
     order: list[str] = field(default_factory=list)  # event ids in arrival order (first copies)
     duplicates: int = 0
@@ -60,6 +62,8 @@ class CrmStandIn:
 
     async def _checked(self, request: web.Request) -> tuple[str, bytes] | web.Response:
         self.requests += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.fail_status is not None:
             return web.Response(status=self.fail_status, text="CRM unavailable")
         body = await request.read()
