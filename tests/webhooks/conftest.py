@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from switchboard.settings import Secret, Settings, WebhookSettings
@@ -49,11 +52,22 @@ async def all_delivered(store: Any, crm: CrmStandIn) -> bool:
     return bool(events) and all(e.uid in crm.events for e in events)
 
 
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events"
+
+
+def assert_schema(event: dict[str, Any]) -> None:
+    """The event matches its type's JSON Schema in docs/events (and there is one)."""
+    schema = SCHEMAS / f"{event['type']}.json"
+    assert schema.is_file(), f"no schema for {event['type']} in docs/events"
+    jsonschema.validate(event, json.loads(schema.read_text()))
+
+
 def assert_in_order_per_contact(crm: CrmStandIn) -> None:
-    """For each contact, the events arrived in the order they were written."""
+    """For each contact, the events arrived in the order they were written, each as documented."""
     last: dict[Any, int] = {}
     for uid in crm.order:
         e = crm.events[uid]
+        assert_schema(e)
         key = e["contact_id"] if e["contact_id"] is not None else ("t", e["data"].get("touch_id"))
         assert e["sequence"] > last.get(key, 0), f"event {e['sequence']} of {key} arrived after {last[key]}"
         last[key] = e["sequence"]

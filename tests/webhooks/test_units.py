@@ -47,7 +47,7 @@ def test_mapping_builds_their_request_and_names_what_is_wrong() -> None:
     assert req is not None and req.method == "PATCH" and req.path == "/calls/7"
     assert req.body == {"who": "a/b", "lit": "plain", "list": ["call.answered", 3], "esc": "$x"}
     assert apply(m, {"type": "sms.sent", "data": {}}) is None
-    with pytest.raises(MappingError, match="data.touch_id is empty"):
+    with pytest.raises(MappingError, match=r"data\.touch_id is empty"):
         apply(m, {"type": "call.missed", "data": {}})
     for doc, where in (
         ({}, "routes"),
