@@ -172,7 +172,8 @@ class ContactSync:
             async with tx.execute(
                 "SELECT COALESCE(MAX(position), -1) + 1 FROM contact_phones WHERE contact_id = ?", (keep_id,)
             ) as cur:
-                base = int((await cur.fetchone())[0])
+                top = await cur.fetchone()
+            base = int(top[0]) if top else 0
             async with tx.execute(
                 "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position)"
                 " SELECT ?, raw, e164, valid, kind, ? + position FROM contact_phones WHERE contact_id = ?"

@@ -14,7 +14,7 @@ from switchboard.webhooks.mapping import MappingError, apply, parse_mapping
 from switchboard.webhooks.signing import SignatureError, sign, verify
 
 
-@given(st.binary(max_size=512), st.integers(min_value=0, max_value=2**40))
+@given(st.binary(max_size=512), st.integers(min_value=0, max_value=10**11))
 def test_a_signature_verifies_and_any_change_breaks_it(body: bytes, ts: int) -> None:
     header = sign("s3cret-s3cret-s3cret", ts, body)
     assert verify("s3cret-s3cret-s3cret", header, body, now=ts) == ts
