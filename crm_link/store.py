@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from crm_link.call_lists import CallLists
 from crm_link.clock import Clock, system_clock
+from crm_link.contact_sync import ContactSync
 from crm_link.contacts import ContactFields, Contacts
+from crm_link.crm_events import CrmEvents
 from crm_link.db import Database, to_db_time
 from crm_link.email import EmailStore
 from crm_link.errors import Conflict, NotFound
@@ -39,6 +41,8 @@ class Store:
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
+        self.crm_events = CrmEvents(self.db)
+        self.contact_sync = ContactSync(self.db, self.contacts, self.crm_events)
 
     async def create_contact_for_call(self, fields: ContactFields, call_key: str) -> Contact:
         """A new contact for an unknown caller, and that call (its touch and recordings) now theirs;

@@ -11,7 +11,18 @@ from aiohttp import web
 from crm_link.clock import Clock, system_clock
 from crm_link.store import Store
 from switchboard.hub import Hub
-from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import (
+    CLOCK,
+    HEALTH,
+    HEALTH_DETAILS,
+    HUB,
+    LIMITER,
+    MY_DAY_EXTRAS,
+    SERVICES,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+)
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
@@ -71,11 +82,13 @@ def create_app(
     app[CLOCK] = clock
     app[HUB] = Hub()
     app[HEALTH] = {}
+    app[HEALTH_DETAILS] = {}
     app[MY_DAY_EXTRAS] = []
     app[SERVICES] = {}
     app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
     from switchboard import dialer_ctx, followups_ctx, messaging, recording_ctx, telephony
+    from switchboard.webhooks.ctx import crm_ctx
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(followups_ctx.followups_ctx)
@@ -86,6 +99,7 @@ def create_app(
     app.cleanup_ctx.append(dialer_ctx.dialer_ctx)
     app.cleanup_ctx.append(messaging.email_ctx)
     app.cleanup_ctx.append(messaging.sms_ctx)
+    app.cleanup_ctx.append(crm_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)
     from switchboard.web import (
@@ -93,6 +107,7 @@ def create_app(
         api,
         call_lists,
         calls,
+        crm,
         email,
         followups,
         headers,
@@ -120,6 +135,7 @@ def create_app(
     call_lists.setup(app)
     email.setup(app)
     recordings.setup(app)
+    crm.setup(app)
     telephony.setup_routes(app)
     return app
 
@@ -149,6 +165,7 @@ async def healthz(request: web.Request) -> web.Response:
     states = {name: fn() for name, fn in request.app[HEALTH].items()}
     supervisor = request.app[SUPERVISOR]
     ok = all(s in ("up", "disabled") for s in states.values()) and supervisor.healthy()
+    details = {name: fn() for name, fn in request.app[HEALTH_DETAILS].items()}
     return web.json_response(
-        {"status": "ok" if ok else "degraded", "connectors": states, "workers": supervisor.states()}
+        {"status": "ok" if ok else "degraded", "connectors": states, "workers": supervisor.states()} | details
     )

@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--watch", action="store_true", help="redraw until the job is over")
         s.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between updates")
         s.set_defaults(run=run)
+    from switchboard.webhooks.cli import add_commands as add_crm_commands
+
+    add_crm_commands(sub, common, _Parser)
     for extra in EXTRA_COMMANDS:
         extra(sub, common)
     return p

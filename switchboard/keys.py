@@ -25,6 +25,8 @@ LIMITER = web.AppKey("login_limiter", LoginLimiter)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # connector name -> a function returning its state ("up", "down", "connecting", "disabled")
 HEALTH = web.AppKey("health", dict)
+# name -> a function returning a JSON-able dict shown under that name in /healthz (e.g. the CRM backlog)
+HEALTH_DETAILS = web.AppKey("health_details", dict)
 # async functions (request, user) -> dict merged into My Day (call lists add their entries)
 MY_DAY_EXTRAS = web.AppKey("my_day_extras", list)
 # name -> long-lived service object (AMI client, dialer, blast sender …) for handlers to reach

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -195,6 +196,40 @@ class ImportSettings:
 
 
 @dataclass(slots=True)
+class WebhookSettings:
+    """One `[[crm.webhooks]]` subscriber: where events go, the HMAC secret, which event types."""
+
+    name: str
+    url: str
+    secret: Secret
+    events: list[str] = field(default_factory=lambda: ["*"])
+    mapping: str = ""  # a JSON mapping file: the REST adapter (our fields -> their JSON); empty: our JSON
+    connections: int = 8  # concurrent requests to this subscriber
+    timeout_seconds: float = 10.0
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers, e.g. the CRM's API key
+
+    def wants(self, event_type: str) -> bool:
+        """Whether this subscriber asked for `event_type` ("*", "call.*" or the exact type)."""
+        return any(
+            p == "*" or p == event_type or (p.endswith(".*") and event_type.startswith(p[:-1]))
+            for p in self.events
+        )
+
+
+@dataclass(slots=True)
+class CrmSettings:
+    """Write-back to the dealership's CRM: the event outbox and its subscribers."""
+
+    max_attempts: int = 12  # then the delivery is dead-lettered with its last reason
+    retry_first_seconds: float = 2.0  # the backoff doubles from here
+    retry_max_seconds: float = 900.0
+    replay_window_seconds: int = 300  # receivers refuse a signature timestamp older than this
+    poll_seconds: float = 0.2  # how often the worker looks for new events when idle
+    retention_days: int = 7  # delivered events are forgotten after this
+    webhooks: list[WebhookSettings] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Settings:
     """Everything Switchboard reads at start; built once and passed down."""
 
@@ -212,6 +247,7 @@ class Settings:
     import_: ImportSettings = field(default_factory=ImportSettings)
     # attribute name -> declared type (text, number, date, boolean), overriding what import infers
     attributes: dict[str, str] = field(default_factory=dict)
+    crm: CrmSettings = field(default_factory=CrmSettings)
     # interface name (PJSIP/1001, Local/agent1@agents/n) -> username, besides each user's extension
     interfaces: dict[str, str] = field(default_factory=dict)
     # username -> the interface to ring for that user (beats asterisk.agent_dial)
@@ -415,6 +451,71 @@ def _load_followups(table: Any, env: dict[str, str]) -> FollowupSettings:
     return out
 
 
+_WEBHOOK_EVENT = re.compile(r"^(\*|[a-z_]+\.\*|[a-z_]+\.[a-z_]+)$")
+
+
+def _load_crm(table: Any, env: dict[str, str]) -> CrmSettings:
+    if not isinstance(table, dict):
+        raise SettingsError("crm", "expected a table")
+    crm = CrmSettings()
+    hooks = table.get("webhooks", [])
+    _fill("crm", crm, {k: v for k, v in table.items() if k != "webhooks"}, env)
+    for name in (
+        "max_attempts",
+        "retry_first_seconds",
+        "retry_max_seconds",
+        "poll_seconds",
+        "replay_window_seconds",
+    ):
+        if getattr(crm, name) <= 0:
+            raise SettingsError(f"crm.{name}", "must be greater than 0")
+    if crm.retention_days < 0:
+        raise SettingsError("crm.retention_days", "must be 0 or more")
+    if not isinstance(hooks, list):
+        raise SettingsError("crm.webhooks", "expected an array of tables ([[crm.webhooks]])")
+    hints = typing.get_type_hints(WebhookSettings)
+    for i, hook in enumerate(hooks):
+        key = f"crm.webhooks[{i}]"
+        if not isinstance(hook, dict):
+            raise SettingsError(key, "expected a table")
+        for name in hook:
+            if name not in hints:
+                raise SettingsError(f"{key}.{name}", "unknown setting")
+        for name in ("url", "secret"):
+            if not hook.get(name):
+                raise SettingsError(f"{key}.{name}", "is required")
+        values = {
+            name: _coerce(f"{key}.{name}", hints[name], value)
+            for name, value in hook.items()
+            if name != "name"
+        }
+        hook_name = str(hook.get("name") or f"webhook{i + 1}")
+        if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", hook_name):
+            raise SettingsError(f"{key}.name", "must be 1-64 letters, digits, _ . -")
+        if any(h.name == hook_name for h in crm.webhooks):
+            raise SettingsError(f"{key}.name", f"{hook_name!r} is used by another webhook")
+        w = WebhookSettings(name=hook_name, **values)
+        if not w.url.startswith(("http://", "https://")):
+            raise SettingsError(f"{key}.url", "must start with http:// or https://")
+        if len(w.secret.reveal()) < 16:
+            raise SettingsError(f"{key}.secret", "must be at least 16 characters")
+        if not w.events:
+            raise SettingsError(f"{key}.events", 'must name at least one event type (or "*")')
+        for j, pattern in enumerate(w.events):
+            if not _WEBHOOK_EVENT.match(pattern):
+                raise SettingsError(
+                    f"{key}.events[{j}]", f'{pattern!r} is not an event type, "kind.*" or "*"'
+                )
+        if w.connections < 1 or w.connections > 256:
+            raise SettingsError(f"{key}.connections", "must be 1-256")
+        if w.timeout_seconds <= 0:
+            raise SettingsError(f"{key}.timeout_seconds", "must be greater than 0")
+        if w.mapping and not Path(w.mapping).is_file():
+            raise SettingsError(f"{key}.mapping", f"file not found: {w.mapping}")
+        crm.webhooks.append(w)
+    return crm
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read TOML (path, else ./switchboard.toml if present) and environment overrides; validate."""
     env = dict(os.environ if env is None else env)
@@ -429,7 +530,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise SettingsError("--config", f"file not found: {p}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError("--config", f"{p} is not valid TOML: {exc}") from None
-    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces", "followups", "import", "attributes"}
+    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces", "followups", "import", "attributes", "crm"}
     for name in data:
         if name not in known:
             raise SettingsError(name, "unknown section")
@@ -440,6 +541,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise SettingsError(section, "expected a table")
         _fill(section, getattr(s, section), table, env)
     s.sms = _load_sms(data.get("sms", {}), env)
+    s.crm = _load_crm(data.get("crm", {}), env)
     interfaces = data.get("interfaces", {})
     if not isinstance(interfaces, dict) or not all(isinstance(v, str) for v in interfaces.values()):
         raise SettingsError("interfaces", 'expected a table of interface = "username"')

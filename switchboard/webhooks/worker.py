@@ -1,0 +1,272 @@
+"""The delivery worker: fans new events out to subscribers, sends them signed (bounded concurrency per
+subscriber, one event of a contact at a time, in order), retries with backoff and dead-letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from crm_link.clock import Clock
+from crm_link.crm_events import Delivery, Outcome, backoff
+from crm_link.store import Store
+from switchboard.settings import CrmSettings, WebhookSettings
+from switchboard.webhooks.mapping import Mapping, MappingError, apply, load_mapping
+from switchboard.webhooks.signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, sign
+
+log = logging.getLogger("switchboard.webhooks")
+
+RETRYABLE_STATUS = frozenset({408, 425, 429})
+USER_AGENT = "Switchboard-Webhooks/1"
+IDLE_MAX_S = 10.0
+
+
+@dataclass
+class Subscriber:
+    """One configured webhook and what the worker knows of it right now."""
+
+    cfg: WebhookSettings
+    mapping: Mapping | None
+    inflight: set[asyncio.Task[Outcome]] = field(default_factory=set)
+    session: aiohttp.ClientSession | None = None
+    # no claim before this time unless poked (new events while the subscriber is healthy)
+    idle_until: datetime | None = None
+    failing: bool = False
+    last_error: str | None = None
+    last_ok_at: datetime | None = None
+    delivered: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+
+class DeliveryWorker:
+    """Runs under the supervisor: `run()` until `stop()`."""
+
+    def __init__(self, store: Store, settings: CrmSettings, *, clock: Clock, public_url: str = "") -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.public_url = public_url.rstrip("/")
+        self.subscribers = [
+            Subscriber(w, load_mapping(w.mapping) if w.mapping else None) for w in settings.webhooks
+        ]
+        self._done: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._next_prune: datetime | None = None
+        self.stats: dict[str, Any] = {"backlog": 0, "dead": 0, "unfanned": 0, "oldest_waiting_at": None}
+        self._stats_at: datetime | None = None
+
+    # control ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight requests finish and are recorded."""
+        self._stopping = True
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Look for work now (after a re-drive, say)."""
+        for sub in self.subscribers:
+            sub.idle_until = None
+        self._wake.set()
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows: the backlog and each subscriber's state."""
+        return self.stats | {
+            "subscribers": {
+                s.name: {
+                    "state": "failing" if s.failing else "ok",
+                    "in_flight": len(s.inflight),
+                    "last_error": s.last_error,
+                    "last_ok_at": s.last_ok_at.isoformat() if s.last_ok_at else None,
+                }
+                for s in self.subscribers
+            }
+        }
+
+    # the loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until stopped; attempts cut short by a crash are sent again (at least once)."""
+        self._stopping = False
+        requeued = await self.store.crm_events.requeue_sending()
+        if requeued:
+            log.info("event=crm_requeued_in_flight count=%d", requeued)
+        for sub in self.subscribers:
+            sub.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=sub.cfg.connections),
+                timeout=aiohttp.ClientTimeout(total=sub.cfg.timeout_seconds),
+                headers={"User-Agent": USER_AGENT},
+            )
+            sub.idle_until = None
+        try:
+            await self._loop()
+        finally:
+            tasks = [t for s in self.subscribers for t in s.inflight]
+            if tasks and not self._stopping:
+                for t in tasks:
+                    t.cancel()
+            if tasks:
+                # their done-callbacks (registered first) have collected the outcomes by now
+                await asyncio.gather(*tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._settle())
+            for sub in self.subscribers:
+                if sub.session is not None:
+                    await sub.session.close()
+                    sub.session = None
+
+    async def _loop(self) -> None:
+        events = self.store.crm_events
+        wants = [(s.name, s.cfg.wants) for s in self.subscribers]
+        while not self._stopping:
+            busy = False
+            fanned = await events.fan_out(wants)
+            if fanned:
+                busy = True
+                for sub in self.subscribers:
+                    if not sub.failing:
+                        sub.idle_until = None
+            if await self._settle():
+                busy = True
+            now = self.clock()
+            for sub in self.subscribers:
+                free = sub.cfg.connections - len(sub.inflight)
+                if free <= 0 or (sub.idle_until is not None and now < sub.idle_until):
+                    continue
+                claimed = await events.claim(sub.name, free)
+                for d in claimed:
+                    task = asyncio.create_task(self._attempt(sub, d), name=f"crm-delivery-{d.id}")
+                    sub.inflight.add(task)
+                    task.add_done_callback(self._finished(sub))
+                if claimed:
+                    busy = True
+                if len(claimed) < free:
+                    # nothing more is due until a retry time, a new event or a completion
+                    # (at most IDLE_MAX: a re-drive from the CLI, another process, is seen soon)
+                    sub.idle_until = now + timedelta(seconds=min(IDLE_MAX_S, self.settings.retry_max_seconds))
+                    due = await self._earliest_retry(sub.name)
+                    if due is not None:
+                        sub.idle_until = min(sub.idle_until, due)
+            await self._housekeeping(now)
+            if not busy:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+
+    def _finished(self, sub: Subscriber) -> Any:
+        def done(task: asyncio.Task[Outcome]) -> None:
+            sub.inflight.discard(task)
+            if not task.cancelled() and task.exception() is None:
+                self._done.append(task.result())
+            if not sub.failing:
+                sub.idle_until = None  # the contact's next event may go now
+            self._wake.set()
+
+        return done
+
+    async def _settle(self) -> bool:
+        outcomes, self._done = self._done, []
+        if outcomes:
+            await self.store.crm_events.settle(outcomes)
+        return bool(outcomes)
+
+    async def _earliest_retry(self, subscriber: str) -> datetime | None:
+        return await self.store.crm_events.next_retry_at(subscriber)
+
+    async def _housekeeping(self, now: datetime) -> None:
+        if self._stats_at is None or now - self._stats_at >= timedelta(seconds=1):
+            self._stats_at = now
+            counts = await self.store.crm_events.counts()
+            self.stats = {k: counts[k] for k in ("backlog", "dead", "unfanned", "oldest_waiting_at")}
+        if self.settings.retention_days and (self._next_prune is None or now >= self._next_prune):
+            self._next_prune = now + timedelta(minutes=10)
+            pruned = await self.store.crm_events.prune(now - timedelta(days=self.settings.retention_days))
+            if pruned:
+                log.info("event=crm_events_pruned count=%d", pruned)
+
+    # one attempt -----------------------------------------------------------------------------
+
+    def envelope(self, d: Delivery) -> dict[str, Any]:
+        """The event as sent: our envelope (with the recording's absolute URL when there is one)."""
+        body = d.event.envelope()
+        path = body["data"].get("audio_path")
+        if path and self.public_url:
+            body["data"]["audio_url"] = self.public_url + path
+        return body
+
+    async def _attempt(self, sub: Subscriber, d: Delivery) -> Outcome:
+        envelope = self.envelope(d)
+        url, method, payload = sub.cfg.url, "POST", envelope
+        if sub.mapping is not None:
+            try:
+                req = apply(sub.mapping, envelope)
+            except MappingError as exc:
+                return self._give_up(sub, d, None, f"mapping: {exc.reason}")
+            if req is None:
+                return Outcome(d.id, ok=True, status=None, error=None)  # the mapping takes no such event
+            url, method, payload = sub.cfg.url.rstrip("/") + req.path, req.method, req.body
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        ts = int(self.clock().timestamp())
+        headers = {
+            **sub.cfg.headers,
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(sub.cfg.secret.reveal(), ts, body),
+            EVENT_ID_HEADER: d.event.uid,
+            EVENT_TYPE_HEADER: d.event.type,
+        }
+        assert sub.session is not None
+        try:
+            async with sub.session.request(
+                method, url, data=body, headers=headers, allow_redirects=False
+            ) as resp:
+                text = (await resp.text(errors="replace"))[:200]
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return self._retry(sub, d, None, f"{type(exc).__name__}: {exc}"[:300] or "connection failed")
+        if 200 <= status < 300:
+            sub.failing = False
+            sub.last_ok_at = self.clock()
+            sub.delivered += 1
+            return Outcome(d.id, ok=True, status=status, error=None)
+        reason = f"HTTP {status}: {text.strip()}"[:300]
+        if status >= 500 or status in RETRYABLE_STATUS:
+            return self._retry(sub, d, status, reason)
+        return self._give_up(sub, d, status, reason)
+
+    def _retry(self, sub: Subscriber, d: Delivery, status: int | None, reason: str) -> Outcome:
+        sub.failing = True
+        sub.last_error = reason
+        if d.attempts >= self.settings.max_attempts:
+            return self._give_up(sub, d, status, f"{reason} (after {d.attempts} attempts)")
+        wait = backoff(d.attempts, self.settings.retry_first_seconds, self.settings.retry_max_seconds)
+        retry_at = self.clock() + wait
+        sub.idle_until = retry_at if sub.idle_until is None else min(sub.idle_until, retry_at)
+        log.info(
+            "event=crm_delivery_retry subscriber=%s delivery=%d attempts=%d wait_s=%.1f reason=%r",
+            sub.name,
+            d.id,
+            d.attempts,
+            wait.total_seconds(),
+            reason,
+        )
+        return Outcome(d.id, ok=False, status=status, error=reason, retry_at=retry_at)
+
+    def _give_up(self, sub: Subscriber, d: Delivery, status: int | None, reason: str) -> Outcome:
+        sub.last_error = reason
+        log.warning(
+            "event=crm_delivery_dead subscriber=%s delivery=%d event=%s reason=%r",
+            sub.name,
+            d.id,
+            d.event.uid,
+            reason,
+        )
+        return Outcome(d.id, ok=False, status=status, error=reason)
