@@ -8,6 +8,7 @@ from crm_link.contacts import Contacts
 from crm_link.db import Database
 from crm_link.email import EmailStore
 from crm_link.recordings import Recordings
+from crm_link.reports import ReportStore
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.touches import Audit, Touches
@@ -33,6 +34,7 @@ class Store:
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
+        self.reports = ReportStore(self.db, time_zone)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

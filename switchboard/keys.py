@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.store import Store
+from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
@@ -28,3 +29,5 @@ HEALTH = web.AppKey("health", dict)
 MY_DAY_EXTRAS = web.AppKey("my_day_extras", list)
 # name -> long-lived service object (AMI client, dialer, blast sender …) for handlers to reach
 SERVICES = web.AppKey("services", dict[str, Any])
+# the live agent board (states from call events and presence; published on the hub's "board" topic)
+BOARD = web.AppKey("agent_board", AgentBoard)
