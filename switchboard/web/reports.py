@@ -141,7 +141,9 @@ async def reports_page(request: web.Request) -> web.Response:
 async def agents_api(request: web.Request) -> web.Response:
     """GET /api/v1/agents: the live board (reps see only themselves)."""
     user = require(request)
-    snap = request.app[BOARD].snapshot()
+    board = request.app[BOARD]
+    board.load([user])  # a user added since the start is an agent too
+    snap = board.snapshot()
     if user.role not in MANAGERS:
         snap["items"] = [a for a in snap["items"] if a["user"] == user.username]
     return web.json_response(snap)
@@ -154,12 +156,14 @@ async def set_my_state(request: web.Request) -> web.Response:
     state = body.get("state")
     if not isinstance(state, str):
         raise ValidationError("state", "must be ready or paused")
+    request.app[BOARD].load([user])
     return web.json_response(await request.app[BOARD].set_state(user, state))
 
 
 async def agents_page(request: web.Request) -> web.Response:
     """/agents: managers watch every agent live; a rep sees and sets their own state."""
     user = require(request)
+    request.app[BOARD].load([user])
     snap = request.app[BOARD].snapshot()
     mine = next((a for a in snap["items"] if a["user"] == user.username), None)
     if user.role not in MANAGERS:

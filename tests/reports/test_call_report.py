@@ -9,7 +9,7 @@ import csv
 import io
 import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -94,7 +94,9 @@ async def pbx_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer) -> Any
     )
 
 
-async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(pbx_app: Any, pbx: AmiTestServer) -> None:
+async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(
+    pbx_app: Any, pbx: AmiTestServer
+) -> None:
     app = pbx_app.app
     store = app[STORE]
     await store.users.add("agent1", role="rep", password=PASSWORD, extension="1001")
@@ -110,7 +112,9 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(pbx_app: 
         touches.append((name, start, await wait_ended(store, f"asterisk:{linkedid}")))
     # the scripted PBX: one more answered and one abandoned call, now (a day of their own)
     scripted = [
-        await pbx.inbound_call("+15550009999", agents=["Local/agent2@agents/n"], answer="Local/agent2@agents/n"),
+        await pbx.inbound_call(
+            "+15550009999", agents=["Local/agent2@agents/n"], answer="Local/agent2@agents/n"
+        ),
         await pbx.inbound_call("+15550008888", agents=["Local/agent1@agents/n", "Local/agent2@agents/n"]),
     ]
     scripted_touches = [await wait_ended(store, f"asterisk:{c}") for c in scripted]
@@ -126,7 +130,9 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(pbx_app: 
     for t in abandoned:
         assert t.status == "missed" and t.payload.get("abandoned") is True
     waits = [
-        (datetime.fromisoformat(t.payload["answered_at"].replace("Z", "+00:00")) - t.started_at).total_seconds()
+        (
+            datetime.fromisoformat(t.payload["answered_at"].replace("Z", "+00:00")) - t.started_at
+        ).total_seconds()
         for t in answered
     ]
     # the 09:20 abandoned caller was called back at 09:40 (same number); the others never
@@ -141,7 +147,12 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(pbx_app: 
     async with aiohttp.ClientSession(headers=headers) as http:
 
         async def get(group: str, fmt: str = "json", **q: str) -> Any:
-            params = {"from": DAY.date().isoformat(), "to": DAY.date().isoformat(), "group": group, "format": fmt}
+            params = {
+                "from": DAY.date().isoformat(),
+                "to": DAY.date().isoformat(),
+                "group": group,
+                "format": fmt,
+            }
             async with http.get(base + "/api/v1/reports/calls", params=params | q) as resp:
                 assert resp.status == 200, await resp.text()
                 return await resp.json() if fmt == "json" else await resp.text()
@@ -206,9 +217,13 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(pbx_app: 
         assert (now["inbound"], now["answered"], now["abandoned"]) == (2, 1, 1)
 
         # bad input names its field
-        for q, field in (({"group": "week"}, "group"), ({"from": "2031-13-01"}, "from"),
-                         ({"from": "2031-06-10", "to": "2031-06-01"}, "to"),
-                         ({"callback_within": "0"}, "callback_within"), ({"format": "xml"}, "format")):
+        for q, field in (
+            ({"group": "week"}, "group"),
+            ({"from": "2031-13-01"}, "from"),
+            ({"from": "2031-06-10", "to": "2031-06-01"}, "to"),
+            ({"callback_within": "0"}, "callback_within"),
+            ({"format": "xml"}, "format"),
+        ):
             async with http.get(base + "/api/v1/reports/calls", params=q) as resp:
                 assert resp.status == 400
                 assert (await resp.json())["error"]["field"] == field
