@@ -134,7 +134,7 @@ def flush(db: sqlite3.Connection, touches: list, facts: list, now: str) -> None:
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def bench_reports(path: str) -> list[str]:
@@ -146,11 +146,11 @@ async def bench_reports(path: str) -> list[str]:
             period = Period(END.date() - timedelta(days=days), END.date() - timedelta(days=1), ZONE)
             for name, fn in [
                 *[
-                    (f"calls group={g}", lambda g=g: call_report(store, period, g))
+                    (f"calls group={g}", lambda g=g, period=period: call_report(store, period, g))
                     for g in ("agent", "day", "hour", "queue", "weekday_hour")
                 ],
                 *[
-                    (f"messaging group={g}", lambda g=g: messaging_report(store, period, g))
+                    (f"messaging group={g}", lambda g=g, period=period: messaging_report(store, period, g))
                     for g in ("blast", "month")
                 ],
             ]:
