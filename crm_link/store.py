@@ -13,6 +13,7 @@ from crm_link.errors import Conflict, NotFound
 from crm_link.followups import FollowupStore
 from crm_link.models import Contact
 from crm_link.recordings import Recordings
+from crm_link.reports import ReportStore
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.sms_templates import SmsTemplates
@@ -41,6 +42,7 @@ class Store:
         self.recordings = Recordings(self.db)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
+        self.reports = ReportStore(self.db, time_zone)
         self.crm_events = CrmEvents(self.db)
         self.contact_sync = ContactSync(self.db, self.contacts, self.crm_events)
 

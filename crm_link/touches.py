@@ -24,6 +24,7 @@ from crm_link.models import (
     decode_cursor,
     encode_cursor,
 )
+from crm_link.reports import CallFigures, write_call_facts
 
 log = logging.getLogger("crm_link.touches")
 
@@ -56,6 +57,7 @@ class TouchInput:
     followup_note: str = ""
     followup_kind: str = "followup"
     followup_assignee_id: int | None = None
+    call: CallFigures | None = None  # a finished call's report figures (written with its end)
 
     def check(self) -> None:
         if not self.source_key or len(self.source_key) > 200:
@@ -68,6 +70,8 @@ class TouchInput:
             raise ValidationError("started_at", "must carry a time zone")
         if len(self.summary) > 10_000:
             raise ValidationError("summary", "is longer than 10,000 characters")
+        if self.call is not None:
+            self.call.check()
 
 
 _TOUCH_SELECT = "SELECT t.*, u.username FROM touches t LEFT JOIN users u ON u.id = t.user_id"
@@ -251,6 +255,9 @@ class Touches:
             if created and item.contact_id is not None and (item.close_followups or item.next_followup):
                 await self._followups_for(tx, row["id"], item)
             out.append(_touch(row, created))
+        facts = [(rows[i.source_key], i.call) for i in items if i.call is not None]
+        if facts:
+            await write_call_facts(tx, facts, self.default_time_zone)
         return out
 
     async def _followups_for(self, tx: Any, touch_id: int, item: TouchInput) -> None:

@@ -58,6 +58,7 @@ class CallEnded:
     closed_reason: str | None = None
     placed_by: str | None = None  # the agent interface that placed an outbound call
     dial_status: str | None = None  # how dialling the customer ended: ANSWER, BUSY, NOANSWER, ...
+    abandoned: bool = False  # inbound, unanswered: the caller hung up while waiting for an agent
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from crm_link.models import Contact, Touch, User, iso
+from crm_link.reports import CallFigures
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 from cti.directory import InterfaceDirectory
@@ -44,6 +45,29 @@ class PopPublisher(Protocol):
     def clear_live(self, call_id: str) -> list[int]: ...
 
     async def publish(self, user_id: int, message: dict[str, Any]) -> int: ...
+
+
+class CallObserver(Protocol):
+    """Something that follows calls as they happen (the live agent board): each event with the
+    user it concerns (the rung or answering agent; on an end, who had the call), after the service."""
+
+    async def call_event(self, event: CallEvent, user: User | None) -> None: ...
+
+
+def call_figures(ev: CallEnded) -> CallFigures:
+    """A finished call's report figures: its outcome, queue, wait (inbound: arrival to answer, or to
+    the caller's hang-up when nobody answered) and talk time."""
+    status = call_status(ev)
+    if ev.answered:
+        outcome = "answered"
+    elif ev.direction == "inbound":
+        outcome = "abandoned" if ev.abandoned else "missed"
+    else:
+        outcome = "busy" if status == "busy" else "no_answer"
+    wait = None
+    if ev.direction == "inbound" and not (ev.answered and ev.answered_at is None):
+        wait = max(0.0, ((ev.answered_at or ev.ended_at) - ev.started_at).total_seconds())
+    return CallFigures(outcome, ev.queue, ev.answered_at, wait, ev.talk_s)
 
 
 class RecordingSink(Protocol):
@@ -101,6 +125,7 @@ class CallService:
         recordings: RecordingSink | None = None,
         missed_followup_after: timedelta = timedelta(minutes=0),
         on_ended: Callable[[CallEnded, int | None], Awaitable[None]] | None = None,
+        observers: Collection[CallObserver] = (),
     ) -> None:
         self.store = store
         self.hub = hub
@@ -109,6 +134,7 @@ class CallService:
         self.recordings = recordings
         self.missed_followup_after = missed_followup_after
         self.on_ended = on_ended
+        self.observers = list(observers)
         self.calls: dict[str, LiveCall] = {}
         self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
         self.pops_sent = 0
@@ -195,6 +221,15 @@ class CallService:
         except Exception:
             log.exception("event=call_event_failed source=%s type=%s", self.source, type(event).__name__)
 
+    async def _observe(self, event: CallEvent, user: User | None) -> None:
+        for observer in self.observers:
+            try:
+                await observer.call_event(event, user)
+            except Exception:
+                log.exception(
+                    "event=call_observer_failed source=%s type=%s", self.source, type(event).__name__
+                )
+
     def _call_json(self, call: LiveCall, state: str, user: User | None) -> dict[str, Any]:
         return {
             "id": call.call_id,
@@ -213,6 +248,7 @@ class CallService:
         if user is None:
             log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
             return
+        await self._observe(ev, user)
         if call.direction == "internal":
             return  # a colleague calling: no customer to pop
         call.placed_by(user)
@@ -265,6 +301,7 @@ class CallService:
             return
         if user is not None:
             call.answered_by = user
+        await self._observe(ev, user)
         self.hub.update_live(call.call_id, state="answered")
         for uid, viewer in call.popped.items():
             update = {
@@ -279,6 +316,7 @@ class CallService:
         if done is not None and done.ended_at is not None:
             # a replayed end (provider retry, resync after a restart): the touch is final already
             log.info("event=call_end_replayed call=%s", ev.call_id)
+            await self._observe(ev, None)
             self.hub.clear_live(ev.call_id)
             live = self.calls.pop(ev.call_id, None)
             if live is not None:
@@ -295,6 +333,7 @@ class CallService:
                 live.lookup.cancel()
             if self.on_ended is not None:
                 await self.on_ended(ev, None)
+            await self._observe(ev, await self.directory.user_for(ev.placed_by))
             return
         call = self._call(ev)
         try:
@@ -343,6 +382,7 @@ class CallService:
             if self.on_ended is not None:
                 await self.on_ended(ev, touch_id)
         finally:
+            await self._observe(ev, call.answered_by)
             self.hub.clear_live(ev.call_id)
             self.calls.pop(ev.call_id, None)
 
@@ -364,6 +404,7 @@ class CallService:
             "recording_files": list(ev.recording_files),
             "candidates": [c.id for c in matches] if len(matches) > 1 else None,
             "closed_reason": ev.closed_reason,
+            "abandoned": True if ev.abandoned else None,
         }
         touch = await self.store.touches.record(
             TouchInput(
@@ -382,6 +423,7 @@ class CallService:
                 if keep_summary
                 else self._summary(ev, user, call.transferred_to),  # a rep's note wins
                 payload={k: v for k, v in payload.items() if v is not None},
+                call=call_figures(ev),
             )
         )
         self.touches_written += 1

@@ -380,6 +380,7 @@ class CallTracker:
                 recording_files=tuple(call.recordings),
                 placed_by=first.interface if call.direction == "outbound" and first else None,
                 dial_status=call.dial_status,
+                abandoned=call.abandoned and call.direction == "inbound",
             )
         ]
 

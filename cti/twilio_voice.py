@@ -52,6 +52,7 @@ class _TwilioCall:
     answered_at: datetime | None = None
     ended: bool = False
     customer_status: str | None = None  # an outbound call's <Dial> result (DialCallStatus)
+    ring_result: str | None = None  # an inbound call's <Dial> result: how ringing the agents ended
 
 
 def twilio_direction(value: str) -> Direction:
@@ -118,6 +119,8 @@ class TwilioCallFolder:
         call = self.calls.get(sid)
         if call is not None and call.direction == "outbound":
             call.customer_status = params.get("DialCallStatus") or None
+        elif call is not None:
+            call.ring_result = params.get("DialCallStatus") or None
 
     def leg_status(self, params: Mapping[str, str]) -> list[CallEvent]:
         """Status of a dialled leg (<Client statusCallback>): who answered."""
@@ -188,6 +191,10 @@ class TwilioCallFolder:
                 hangup_cause=cause,
                 hangup_cause_text=cause_text,
                 transferred_to=None,
+                # the caller left before ringing the agents ran out (no-answer, busy, failed)
+                abandoned=call.direction == "inbound"
+                and not answered
+                and call.ring_result not in ("no-answer", "busy", "failed"),
             )
         )
         del self.calls[sid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -148,6 +149,8 @@ class TwilioVoiceWebhooks:
                     {"busy": "The line is busy.", "no-answer": "No answer."}.get(status, "The call failed.")
                 )
         elif params.get("DialCallStatus") not in ("completed", "answered"):
+            with contextlib.suppress(TwilioParamError):
+                self.folder.dial_result(params)  # nobody took it: a missed call, not an abandoned one
             resp.say("Sorry, nobody could take your call. We will call you back shortly.")
         resp.hangup()
         return twiml(resp)

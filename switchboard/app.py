@@ -88,12 +88,14 @@ def create_app(
     app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
     from switchboard import dialer_ctx, followups_ctx, messaging, recording_ctx, telephony
+    from switchboard.web import reports
     from switchboard.webhooks.ctx import crm_ctx
 
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(followups_ctx.followups_ctx)
     for ctx in contexts:
         app.cleanup_ctx.append(ctx)
+    app.cleanup_ctx.append(reports.board_ctx)
     app.cleanup_ctx.append(recording_ctx.recordings_ctx)
     app.cleanup_ctx.append(telephony.telephony_ctx)
     app.cleanup_ctx.append(dialer_ctx.dialer_ctx)
@@ -136,6 +138,7 @@ def create_app(
     email.setup(app)
     recordings.setup(app)
     crm.setup(app)
+    reports.setup(app)
     telephony.setup_routes(app)
     return app
 

@@ -20,6 +20,7 @@ class Hub:
         self._subs: dict[int, set[web.WebSocketResponse]] = {}
         self._all: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         self._live: dict[int, dict[str, dict[str, Any]]] = {}
+        self._topics: dict[str, set[web.WebSocketResponse]] = {}
         self.sent = 0
         self.dropped = 0
 
@@ -36,6 +37,40 @@ class Hub:
         self._subs.setdefault(user_id, set()).add(ws)
         self._all.add(ws)
         return list(self._live.get(user_id, {}).values())
+
+    def tabs(self, user_id: int) -> int:
+        """How many open tabs a user has."""
+        return sum(1 for ws in self._subs.get(user_id, ()) if not ws.closed)
+
+    def subscribe_topic(self, topic: str, ws: web.WebSocketResponse) -> None:
+        """Also send this tab what is published on `topic` (e.g. the agent board)."""
+        self._topics.setdefault(topic, set()).add(ws)
+        self._all.add(ws)
+
+    def unsubscribe_topic(self, topic: str, ws: web.WebSocketResponse) -> None:
+        subs = self._topics.get(topic)
+        if subs is not None:
+            subs.discard(ws)
+
+    async def publish_topic(self, topic: str, message: dict[str, Any]) -> int:
+        """Send one message to every tab subscribed to `topic`; returns how many got it."""
+        subs = self._topics.get(topic)
+        if not subs:
+            return 0
+        text = json.dumps(message, separators=(",", ":"), default=str)
+        delivered = 0
+        for ws in list(subs):
+            if ws.closed:
+                subs.discard(ws)
+                continue
+            try:
+                await ws.send_str(text)
+                delivered += 1
+            except (ConnectionError, RuntimeError):
+                self.dropped += 1
+                subs.discard(ws)
+        self.sent += delivered
+        return delivered
 
     def unsubscribe(self, user_id: int, ws: web.WebSocketResponse) -> None:
         subs = self._subs.get(user_id)
@@ -91,3 +126,4 @@ class Hub:
         for ws in list(self._all):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         self._subs.clear()
+        self._topics.clear()

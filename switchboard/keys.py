@@ -10,6 +10,7 @@ from aiohttp import web
 
 from crm_link.store import Store
 from followups.service import FollowupService
+from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
@@ -33,3 +34,5 @@ MY_DAY_EXTRAS = web.AppKey("my_day_extras", list)
 SERVICES = web.AppKey("services", dict[str, Any])
 # the follow-up loop: cadence rules, routing, actions on a follow-up, the daily sweep
 FOLLOWUPS = web.AppKey("followups", FollowupService)
+# the live agent board (states from call events and presence; published on the hub's "board" topic)
+BOARD = web.AppKey("agent_board", AgentBoard)

@@ -21,7 +21,7 @@ from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from recordings.service import DownloadRefused
-from switchboard.keys import CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import BOARD, CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.telephony")
 
@@ -119,7 +119,12 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 a.host, a.port, a.username, a.secret.reveal(), auth=a.auth, ping_interval=a.ping_seconds
             )
             service = CallService(
-                store, hub, directory, source="asterisk", recordings=app[SERVICES].get("recordings")
+                store,
+                hub,
+                directory,
+                source="asterisk",
+                recordings=app[SERVICES].get("recordings"),
+                observers=[app[BOARD]] if BOARD in app else (),
             )
             services.append(service)
             source = AsteriskSource(client, service, directory, clock=app[CLOCK])
@@ -131,7 +136,12 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             app[HEALTH]["asterisk"] = lambda: client.state
         if settings.twilio.enabled:
             service = CallService(
-                store, hub, directory, source="twilio", recordings=app[SERVICES].get("recordings")
+                store,
+                hub,
+                directory,
+                source="twilio",
+                recordings=app[SERVICES].get("recordings"),
+                observers=[app[BOARD]] if BOARD in app else (),
             )
             services.append(service)
 

@@ -190,6 +190,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ),
     ("PATCH", "/api/v1/recordings/{id}"): staff("manager", "admin"),
     ("POST", "/api/v1/recordings/export"): staff("manager", "admin"),
+    # reports and the live agent board
+    ("GET", "/reports"): staff("manager", "admin"),
+    ("GET", "/api/v1/reports/calls"): staff("manager", "admin"),
+    ("GET", "/api/v1/reports/messaging"): staff("manager", "admin"),
+    ("GET", "/agents"): staff(scope="reps: their own state only"),
+    ("GET", "/api/v1/agents"): staff(scope="reps: their own state only"),
+    ("POST", "/api/v1/agents/me/state"): staff(scope="the user's own state"),
     # the demo's mail sink (registered by `switchboard demo` only)
     ("GET", "/demo/mail"): staff(),
 }

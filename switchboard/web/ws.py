@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
-from switchboard.keys import HUB, SETTINGS
+from switchboard.keys import BOARD, HUB, SETTINGS
 from switchboard.web.auth import auth_of, require
 from switchboard.web.errors import ApiError
 
@@ -52,11 +52,21 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     hub = request.app[HUB]
+    board = request.app.get(BOARD)
     live = hub.subscribe(user.id, ws)
+    watch = request.query.get("board") == "1" and user.role in ("manager", "admin") and board is not None
     try:
         await ws.send_str(json.dumps({"type": "hello", "user": user.username, "extension": user.extension}))
         for message in live:
             await ws.send_str(json.dumps(message, default=str))
+        if board is not None and hub.tabs(user.id) == 1:
+            await board.presence(user, True)
+        if board is not None and "self" in request.query:
+            hub.subscribe_topic(f"self:{user.id}", ws)
+        if watch:
+            assert board is not None
+            hub.subscribe_topic("board", ws)
+            await ws.send_str(json.dumps({"type": "board"} | board.snapshot(), default=str))
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and msg.data == "ping":
                 await ws.send_str('{"type":"pong"}')
@@ -64,6 +74,10 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         hub.unsubscribe(user.id, ws)
+        hub.unsubscribe_topic("board", ws)
+        hub.unsubscribe_topic(f"self:{user.id}", ws)
+        if board is not None and hub.tabs(user.id) == 0:
+            await board.presence(user, False)
     return ws
 
 

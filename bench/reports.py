@@ -1,0 +1,264 @@
+"""Reports over many touches, and the agent board's update latency with many agents.
+
+    python bench/reports.py [--touches 1000000] [--agents 1000] [--watchers 5]
+
+Builds a store with N call touches (with their call facts, 70% inbound, spread over 90 days, 50 agents,
+4 queues) plus 10% as many SMS outbox rows and inbound replies, then times each report (20 runs, p50/p95)
+over the whole 90 days and over one week. Then starts the real app on loopback with `--agents` agents,
+`--watchers` managers' board sockets open, feeds call events through the board, and times each update
+from the event to its arrival at every watcher (p50/p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from crm_link.store import Store
+from cti.events import CallAnswered, CallEnded, CallRinging
+from reports.calls import call_report
+from reports.messaging import messaging_report
+from reports.periods import Period
+
+ZONE = "America/Chicago"
+END = datetime(2031, 6, 30, tzinfo=ZoneInfo(ZONE))
+
+
+def build(path: str, n: int) -> None:
+    """Write the rows straight with sqlite3 (building them through the store would take the bench's time)."""
+    rng = random.Random(1)
+    db = sqlite3.connect(path)
+    now = "2031-06-30T00:00:00.000000Z"
+    db.executemany(
+        "INSERT INTO users (id, username, role, password_hash, created_at) VALUES (?, ?, 'rep', 'x', ?)",
+        [(i, f"agent{i}", now) for i in range(1, 51)],
+    )
+    zone = ZoneInfo(ZONE)
+    start = END - timedelta(days=90)
+    touches, facts = [], []
+    for i in range(1, n + 1):
+        t = start + timedelta(seconds=rng.random() * 90 * 86400)
+        inbound = rng.random() < 0.7
+        r = rng.random()
+        outcome = "answered" if r < 0.75 else ("abandoned" if r < 0.9 else "missed")
+        if not inbound:
+            outcome = "answered" if r < 0.6 else ("busy" if r < 0.7 else "no_answer")
+        wait = rng.expovariate(1 / 20) if inbound else None
+        talk = rng.expovariate(1 / 180) if outcome == "answered" else None
+        end = t + timedelta(seconds=(wait or 5) + (talk or 0))
+        number = f"+1555{rng.randrange(10**6, 10**7)}"
+        user = rng.randint(1, 50) if outcome == "answered" or not inbound else None
+        ts = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        te = end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        touches.append(
+            (i, f"bench:{i}", user, "inbound" if inbound else "outbound", "answered", number, ts, te)
+        )
+        local = t.astimezone(zone)
+        facts.append(
+            (
+                i,
+                "inbound" if inbound else "outbound",
+                outcome,
+                user,
+                rng.choice(["sales", "service", "parts", "bdc"]),
+                number,
+                t.timestamp(),
+                t.timestamp() + (wait or 0) if outcome == "answered" else None,
+                end.timestamp(),
+                wait,
+                talk,
+                local.date().isoformat(),
+                local.hour,
+                local.isoweekday() % 7,
+            )
+        )
+        if len(touches) == 50_000:
+            flush(db, touches, facts, now)
+    flush(db, touches, facts, now)
+    outbox, replies = [], []
+    for i in range(1, n // 10 + 1):
+        t = start + timedelta(seconds=rng.random() * 90 * 86400)
+        ts = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        number = f"+1555{rng.randrange(10**6, 10**7)}"
+        state = rng.choice(["delivered", "delivered", "sent", "failed"])
+        outbox.append((i, 1 + i % 20, number, state, ts, now))
+        if rng.random() < 0.05:
+            rt = (t + timedelta(hours=1)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            kw = '{"keyword": "stop"}' if rng.random() < 0.3 else "{}"
+            replies.append((f"bench-sms:{i}", number, rt, kw, now, now))
+    db.executemany(
+        "INSERT INTO sms_blasts (id, name, text, channel, audience, state, created_at)"
+        " VALUES (?, ?, 'hi', 'fake', '{}', 'done', ?)",
+        [(b, f"blast {b}", now) for b in range(1, 21)],
+    )
+    db.executemany(
+        "INSERT INTO sms_outbox (id, blast_id, to_e164, text, channel, state, not_before, created_at, updated_at,"
+        " sent_at) VALUES (?, ?, ?, 'hi', 'fake', ?, ?, ?, ?, ?)",
+        [(i, b, num, st, ts, ts, now, ts) for i, b, num, st, ts, now in outbox],
+    )
+    db.executemany(
+        "INSERT INTO touches (source_key, kind, direction, status, number, started_at, payload, created_at,"
+        " updated_at) VALUES (?, 'sms', 'inbound', 'received', ?, ?, ?, ?, ?)",
+        replies,
+    )
+    db.commit()
+    db.execute("ANALYZE")
+    db.close()
+
+
+def flush(db: sqlite3.Connection, touches: list, facts: list, now: str) -> None:
+    db.executemany(
+        "INSERT INTO touches (id, source_key, user_id, kind, direction, status, number, started_at, ended_at,"
+        f" created_at, updated_at) VALUES (?, ?, ?, 'call', ?, ?, ?, ?, ?, '{now}', '{now}')",
+        touches,
+    )
+    db.executemany("INSERT INTO call_facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", facts)
+    touches.clear()
+    facts.clear()
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+async def bench_reports(path: str) -> list[str]:
+    store = Store(path, time_zone=ZONE)
+    await store.open()
+    lines = []
+    try:
+        for label, days in (("90 days", 90), ("7 days", 7)):
+            period = Period(END.date() - timedelta(days=days), END.date() - timedelta(days=1), ZONE)
+            for name, fn in [
+                *[
+                    (f"calls group={g}", lambda g=g, period=period: call_report(store, period, g))
+                    for g in ("agent", "day", "hour", "queue", "weekday_hour")
+                ],
+                *[
+                    (f"messaging group={g}", lambda g=g, period=period: messaging_report(store, period, g))
+                    for g in ("blast", "month")
+                ],
+            ]:
+                times = []
+                for _ in range(20 if days == 7 else 8):
+                    t0 = time.perf_counter()
+                    await fn()
+                    times.append((time.perf_counter() - t0) * 1000)
+                lines.append(
+                    f"{label:8} {name:26} p50 {statistics.median(times):7.1f} ms  p95 {pct(times, 95):7.1f} ms"
+                )
+                print(lines[-1], flush=True)
+    finally:
+        await store.close()
+    return lines
+
+
+async def bench_board(agents: int, watchers: int, events: int) -> str:
+    from switchboard.app import create_app
+    from switchboard.keys import BOARD, STORE
+    from switchboard.settings import load_settings
+
+    tmp = tempfile.mkdtemp()
+    s = load_settings(env={})
+    s.store.url = f"sqlite:///{tmp}/board.db"
+    s.server.time_zone = ZONE
+    app = create_app(s)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        store = app[STORE]
+        users = [await store.users.add(f"a{i}", role="rep", password="password-123") for i in range(agents)]
+        boss = await store.users.add("boss", role="manager", password="password-123")
+        token = await store.users.create_token(boss.id, "bench")
+        board = app[BOARD]
+        board.load(users)
+        url = str(server.make_url("/ws/agent")) + f"?board=1&token={token}"
+        async with aiohttp.ClientSession() as http:
+            sockets = [await http.ws_connect(url) for _ in range(watchers)]
+            for ws in sockets:
+                while (json.loads((await ws.receive()).data))["type"] != "board":
+                    pass
+            lat: list[float] = []
+            for k in range(events):
+                u = users[k % agents]
+                at = datetime.now(UTC)
+                ev = (
+                    CallRinging(f"c{k}", "inbound", "+15550001111", None, "x", "sales", at)
+                    if k % 3 == 0
+                    else CallAnswered(f"c{k - 1}", "x", at)
+                    if k % 3 == 1
+                    else CallEnded(
+                        f"c{k - 2}",
+                        "inbound",
+                        "+15550001111",
+                        None,
+                        True,
+                        "x",
+                        "sales",
+                        at,
+                        at,
+                        at,
+                        1.0,
+                        1.0,
+                        16,
+                        None,
+                        None,
+                    )
+                )
+                t0 = time.perf_counter()
+                await board.call_event(ev, u)
+                for ws in sockets:
+                    while True:
+                        msg = json.loads((await ws.receive()).data)
+                        if msg["type"] == "agent":
+                            break
+                lat.append((time.perf_counter() - t0) * 1000)
+            for ws in sockets:
+                await ws.close()
+        return (
+            f"board: {agents} agents, {watchers} watching managers, {events} events: event to every "
+            f"watcher p50 {statistics.median(lat):.2f} ms  p99 {pct(lat, 99):.2f} ms"
+        )
+    finally:
+        await server.close()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--touches", type=int, default=1_000_000)
+    ap.add_argument("--agents", type=int, default=1000)
+    ap.add_argument("--watchers", type=int, default=5)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/reports.db"
+        s = Store(path, time_zone=ZONE)
+        await s.open()
+        await s.close()
+        t0 = time.perf_counter()
+        build(path, args.touches)
+        print(
+            f"built {args.touches:,} call touches + facts, {args.touches // 10:,} SMS in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        await bench_reports(path)
+    print(await bench_board(args.agents, args.watchers, 900), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
