@@ -11,6 +11,7 @@ from crm_link.recordings import Recordings
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.touches import Audit, Touches
+from crm_link.transcripts import Transcripts
 from crm_link.users import Users
 
 
@@ -31,6 +32,7 @@ class Store:
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
         self.recordings = Recordings(self.db)
+        self.transcripts = Transcripts(self.db, self.recordings)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
 
