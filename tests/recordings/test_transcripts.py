@@ -272,3 +272,21 @@ async def test_the_page_marks_the_word_and_its_time_jumps_the_player(
 
 async def _done(store: Store) -> bool:
     return (await store.transcripts.counts())["done"] == 1
+
+
+@needs_engine
+def test_cli_transcribes_the_backlog_with_a_progress_bar(tmp_path: Path) -> None:
+    """`switchboard recordings transcribe` works the queue here and now; a second run finds nothing to do."""
+    from tests.test_cli import run
+
+    monitor = tmp_path / "monitor"
+    monitor.mkdir()
+    shutil.copy(SPEECH, monitor / "a.wav")
+    make_wav(monitor / "b.wav", 0.5)  # a tone: no words, still done once
+    run(tmp_path, "init", "--admin-password", "pw-123456789")
+    run(tmp_path, "recordings", "reindex", str(monitor))
+    first = run(tmp_path, "recordings", "transcribe")
+    assert "transcribe [" in first.stderr
+    assert "transcripts: 0 queued, 0 working, 2 done, 0 failed" in first.stdout
+    watch = run(tmp_path, "recordings", "transcribe", "--watch", "--interval", "0.1")
+    assert "transcripts: idle; 0 queued, 0 working, 2 done, 0 failed" in watch.stdout
