@@ -13,6 +13,37 @@ from crm_link.errors import NotFound
 from crm_link.models import Page, check_limit, decode_cursor, encode_cursor, iso
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+SNIPPET_BEFORE, SNIPPET_AFTER = 6, 12
+
+
+def transcript_snippet(transcript: str, q: str) -> list[dict[str, Any]] | None:
+    """The part of a transcript around the first word the search matched, as text runs with the
+    matched words marked (`hit`); None when no word of `q` is in it. Matching is the search's:
+    case-insensitive, a query word matches words it begins."""
+    wanted = [w.casefold() for w in _WORD.findall(q)[:8]]
+    words = list(_WORD.finditer(transcript))
+    hits = [i for i, m in enumerate(words) if any(m.group().casefold().startswith(w) for w in wanted)]
+    if not wanted or not hits:
+        return None
+    first = max(0, hits[0] - SNIPPET_BEFORE)
+    last = min(len(words), hits[0] + SNIPPET_AFTER + 1)
+    parts: list[dict[str, Any]] = []
+    if first > 0:
+        parts.append({"text": "… ", "hit": False})
+    for i in range(first, last):
+        hit = i in hits
+        text = words[i].group()
+        if parts and not hit and not parts[-1]["hit"]:
+            parts[-1]["text"] += text
+        else:
+            parts.append({"text": text, "hit": hit})
+        sep = " " if i < last - 1 else (" …" if last < len(words) else "")
+        if sep:
+            if hit:
+                parts.append({"text": sep, "hit": False})
+            else:
+                parts[-1]["text"] += sep
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +89,7 @@ def recording_json(r: Any) -> dict[str, Any]:
         "tags": json.loads(r["tags"]),
         "error": r["error"],
         "audio_url": f"/api/v1/recordings/{r['id']}/audio" if r["storage_path"] else None,
+        "has_transcript": bool(r["transcript"]),
     }
 
 
@@ -129,7 +161,7 @@ class Recordings:
                 call_key,
             ),
         )
-        await self._reindex_text(tx, call_key=call_key)
+        await self.reindex_text(tx, call_key=call_key)
 
     async def remember_remote(self, source: str, name: str, call_key: str, url: str) -> None:
         """A provider holds the audio at `url`: keep the pointer durably before fetching it."""
@@ -218,12 +250,13 @@ class Recordings:
             if row["call_key"] is not None:
                 await self._link(tx, row["call_key"])
             else:
-                await self._reindex_text(tx, recording_id=row["id"])
+                await self.reindex_text(tx, recording_id=row["id"])
             return int(row["id"])
 
-    async def _reindex_text(
+    async def reindex_text(
         self, tx: Any, *, call_key: str | None = None, recording_id: int | None = None
     ) -> None:
+        """Rebuild the full-text row (customer, notes, tags, transcript) of these recordings, in `tx`."""
         where, param = ("r.call_key = ?", call_key) if call_key is not None else ("r.id = ?", recording_id)
         async with tx.execute(
             "SELECT r.id, r.notes, r.tags, r.transcript, trim(COALESCE(c.first_name, '') || ' ' ||"
@@ -250,19 +283,19 @@ class Recordings:
                     recording_id,
                 ),
             )
-            await self._reindex_text(tx, recording_id=recording_id)
+            await self.reindex_text(tx, recording_id=recording_id)
         return await self.get(recording_id)
-
-    async def set_transcript(self, recording_id: int, text: str) -> None:
-        async with self._db.transaction() as tx:
-            await tx.execute("UPDATE recordings SET transcript = ? WHERE id = ?", (text, recording_id))
-            await self._reindex_text(tx, recording_id=recording_id)
 
     async def get(self, recording_id: int) -> dict[str, Any]:
         row = await self._db.fetchone(_SELECT + " WHERE r.id = ?", (recording_id,))
         if row is None:
             raise NotFound("recording", recording_id)
-        return recording_json(row) | {"_storage_path": row["storage_path"], "_user_id": row["user_id"]}
+        return recording_json(row) | {
+            "transcript": row["transcript"],
+            "transcript_segments": json.loads(row["transcript_segments"]),
+            "_storage_path": row["storage_path"],
+            "_user_id": row["user_id"],
+        }
 
     async def search(
         self,
@@ -317,6 +350,11 @@ class Recordings:
         )
         rows = await self._db.fetchall(sql, [*params, limit + 1])
         items = [recording_json(r) for r in rows[:limit]]
+        if f.q:
+            for item, r in zip(items, rows, strict=False):
+                item["transcript_match"] = (
+                    transcript_snippet(r["transcript"], f.q) if r["transcript"] else None
+                )
         nxt = None
         if len(rows) > limit:
             last = rows[limit - 1]

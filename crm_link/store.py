@@ -18,6 +18,7 @@ from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.sms_templates import SmsTemplates
 from crm_link.touches import Audit, Touches
+from crm_link.transcripts import Transcripts
 from crm_link.users import Users
 
 
@@ -40,6 +41,7 @@ class Store:
         self.email = EmailStore(self.db, self.touches)
         self.sms_templates = SmsTemplates(self.db)
         self.recordings = Recordings(self.db)
+        self.transcripts = Transcripts(self.db, self.recordings)
         self.segments = Segments(self.db, time_zone)
         self.call_lists = CallLists(self.db, time_zone)
         self.reports = ReportStore(self.db, time_zone)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 from crm_link.clock import system_clock
 from crm_link.db import to_db_time
@@ -24,12 +24,6 @@ from crm_link.store import Store
 log = logging.getLogger("recordings")
 
 AUDIO_SUFFIXES = {".wav": "wav", ".WAV": "wav", ".mp3": "mp3", ".gsm": "gsm", ".ogg": "ogg"}
-
-
-class Transcriber(Protocol):
-    """Turns a recording's audio into text (plug one in to search what was said; none is required)."""
-
-    async def transcribe(self, path: Path) -> str: ...
 
 
 @dataclass(slots=True)
@@ -146,10 +140,11 @@ class RecordingService:
         settle_seconds: float = 2.0,
         live_quiet_seconds: float = 6 * 3600.0,
         clock: Callable[[], datetime] = system_clock,
-        transcriber: Transcriber | None = None,
+        on_indexed: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
-        self.transcriber = transcriber
+        # told each new recording's id (the transcript worker wakes up); never awaited by indexing
+        self.on_indexed = on_indexed
         self.watch_dir = watch_dir
         self.storage_dir = storage_dir
         self.settle_seconds = settle_seconds
@@ -266,12 +261,8 @@ class RecordingService:
             settled=settled,
         )
         log.info("event=recording_indexed id=%d state=%s size=%d", rid, state, size)
-        if self.transcriber is not None and state == "indexed":
-            try:
-                text = await self.transcriber.transcribe(self.storage_dir / rel)
-                await self.store.recordings.set_transcript(rid, text)
-            except Exception:
-                log.exception("event=transcription_failed id=%d", rid)
+        if self.on_indexed is not None and state == "indexed":
+            self.on_indexed(rid)
         return rid
 
     async def scan_once(

@@ -214,6 +214,39 @@ async def cmd_recordings_reindex(settings: Settings, args: argparse.Namespace) -
     return 1 if report.errors else 0
 
 
+async def cmd_recordings_transcribe(settings: Settings, args: argparse.Namespace) -> int:
+    """Transcribe the backlog here and now (progress bar), or --watch the server's queue drain."""
+    if args.watch:
+
+        async def fetch(store: Store) -> tuple[str, int, int, str]:
+            c = await store.transcripts.counts()
+            state = "transcribing" if c["queued"] + c["working"] else "idle"
+            summary = ", ".join(f"{v} {k}" for k, v in c.items())
+            return state, c["done"] + c["failed"], sum(c.values()), summary
+
+        return await _watch(settings, args, "transcripts", fetch, ("idle",))
+    from recordings.transcribe import EXTRA_HINT, PocketSphinxTranscriber, available
+    from recordings.transcripts import TranscriptWorker
+    from switchboard.progress import ProgressBar
+
+    if not available():
+        raise UsageError(f"transcripts need PocketSphinx, not installed here: {EXTRA_HINT}")
+    workers = settings.recordings.transcribe_workers if args.workers is None else args.workers
+    if workers < 1:
+        raise UsageError("--workers: must be at least 1")
+    transcriber = PocketSphinxTranscriber(workers)
+    try:
+        async with _open(settings) as store:
+            worker = TranscriptWorker(
+                store, transcriber, Path(settings.recordings.storage_dir), concurrency=workers
+            )
+            counts = await worker.run_backlog(ProgressBar("transcribe"))
+    finally:
+        await asyncio.to_thread(transcriber.close)
+    print("transcripts: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 1 if counts["failed"] else 0
+
+
 async def _watch(
     settings: Settings,
     args: argparse.Namespace,
@@ -365,6 +398,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("dir", nargs="?", metavar="DIR")
     s.set_defaults(run=cmd_recordings_reindex)
+    s = rec.add_parser(
+        "transcribe",
+        parents=[common],
+        help="transcribe every recording not yet transcribed; --watch shows the server's queue instead",
+    )
+    s.add_argument(
+        "--watch", action="store_true", help="redraw the server's progress until the queue is empty"
+    )
+    s.add_argument("--interval", type=float, default=1.0, help="seconds between redraws (--watch)")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes decoding at once (default: recordings.transcribe_workers)",
+    )
+    s.set_defaults(run=cmd_recordings_transcribe)
     for name, helptext, run in (
         ("call-lists", "outbound call lists", cmd_call_list_show),
         ("sms", "SMS blasts", cmd_sms_show),

@@ -11,7 +11,11 @@ from pathlib import Path
 from aiohttp import web
 
 from recordings.service import RecordingService
+from recordings.transcripts import TranscriptWorker
 from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE, SUPERVISOR
+
+# the transcript worker when `[recordings] transcribe = true`, else absent
+TRANSCRIPTS = web.AppKey("transcripts", TranscriptWorker)
 
 log = logging.getLogger("switchboard.recordings")
 RETENTION_EVERY = 6 * 3600.0
@@ -31,6 +35,21 @@ async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
     service = recording_service(app)
     app[SERVICES]["recordings"] = service
     names: list[str] = []
+    transcriber = None
+    if settings.recordings.transcribe:
+        from recordings.transcribe import PocketSphinxTranscriber
+
+        transcriber = PocketSphinxTranscriber(settings.recordings.transcribe_workers)
+        worker = TranscriptWorker(
+            app[STORE],
+            transcriber,
+            service.storage_dir,
+            concurrency=settings.recordings.transcribe_workers,
+        )
+        app[TRANSCRIPTS] = worker
+        service.on_indexed = lambda _rid: worker.wake()
+        supervisor.start("recordings-transcribe", worker.run)
+        names.append("recordings-transcribe")
     if service.watch_dir is not None:
         supervisor.start("recordings-watch", partial(service.watch, settings.recordings.poll_seconds))
         names.append("recordings-watch")
@@ -52,3 +71,5 @@ async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await supervisor.stop(*names)
+        if transcriber is not None:
+            await asyncio.to_thread(transcriber.close)

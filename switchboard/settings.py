@@ -175,6 +175,8 @@ class RecordingsSettings:
     storage_dir: str = "var/recordings"  # where Switchboard keeps its copies, under names it makes
     retention_days: int = 0  # 0 keeps recordings for ever
     poll_seconds: float = 5.0
+    transcribe: bool = False  # transcripts made on this machine (pip install 'switchboard[transcripts]')
+    transcribe_workers: int = 1  # processes decoding at once (each holds one CPU core while it works)
 
 
 @dataclass(slots=True)
@@ -389,6 +391,15 @@ def _validate(s: Settings) -> None:
     s.sms.quiet_end = _hhmm("sms.quiet_end", s.sms.quiet_end)
     if s.smtp.starttls not in ("auto", "always", "never"):
         raise SettingsError("smtp.starttls", "must be auto, always or never")
+    if s.recordings.transcribe_workers < 1:
+        raise SettingsError("recordings.transcribe_workers", "must be at least 1")
+    if s.recordings.transcribe:
+        from recordings.transcribe import EXTRA_HINT, available
+
+        if not available():
+            raise SettingsError(
+                "recordings.transcribe", f"needs PocketSphinx, not installed here: {EXTRA_HINT}"
+            )
     if s.asterisk.auth not in ("md5", "plain"):
         raise SettingsError("asterisk.auth", "must be md5 or plain")
     if s.asterisk.enabled and not s.asterisk.secret:

@@ -184,6 +184,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # recordings
     ("GET", "/recordings"): staff("manager", "admin", "rep", scope="reps: their own calls"),
     ("GET", "/api/v1/recordings"): staff("manager", "admin", "rep", scope="reps: their own calls"),
+    ("GET", "/api/v1/recordings/transcripts"): staff("manager", "admin", "rep"),
     ("GET", "/api/v1/recordings/{id}"): staff("manager", "admin", "rep", scope="reps: their own calls"),
     ("GET", "/api/v1/recordings/{id}/audio"): staff(
         "manager", "admin", "rep", scope="reps: their own calls (plays audited)"

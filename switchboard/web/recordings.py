@@ -254,6 +254,17 @@ async def export(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(out.close)
 
 
+async def transcript_progress(request: web.Request) -> web.Response:
+    """Whether transcripts are made here, and the queue's counts by state."""
+    require(request, *VIEWERS)
+    return web.json_response(
+        {
+            "enabled": request.app[SETTINGS].recordings.transcribe,
+            "counts": await request.app[STORE].transcripts.counts(),
+        }
+    )
+
+
 async def page(request: web.Request) -> web.Response:
     user = require(request, *VIEWERS)
     return render(
@@ -265,6 +276,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/recordings", search)
     r.add_post("/api/v1/recordings/export", export)
+    r.add_get("/api/v1/recordings/transcripts", transcript_progress)
     r.add_get("/api/v1/recordings/{id}", get_one)
     r.add_patch("/api/v1/recordings/{id}", annotate)
     r.add_get("/api/v1/recordings/{id}/audio", audio)

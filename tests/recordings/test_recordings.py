@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from crm_link.contacts import validate_contact
+from crm_link.recordings import RecordingFilter
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
 from switchboard.keys import SERVICES, SETTINGS, STORE
@@ -256,22 +257,17 @@ async def test_manager_filters_and_plays_in_the_browser(
     assert await page.evaluate("document.getElementById('rec-player').duration") > 1
 
 
-async def test_transcriber_and_retention(store: Any, tmp_path: Path) -> None:
+async def test_retention_deletes_old_audio(store: Any, tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from crm_link.recordings import RecordingFilter
     from recordings.service import RecordingService
-
-    class Words:
-        async def transcribe(self, path: Path) -> str:
-            return "the customer asked about a trade-in"
 
     monitor = tmp_path / "pbx"
     monitor.mkdir()
     make_wav(monitor / "a.wav", 1.0)
-    service = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store", transcriber=Words())
+    service = RecordingService(store, watch_dir=monitor, storage_dir=tmp_path / "store")
     await service.scan_once(force=True)
-    (rec,) = (await store.recordings.search(RecordingFilter(q="trade"))).items
+    (rec,) = (await store.recordings.search(RecordingFilter())).items
     stored = tmp_path / "store" / (await store.recordings.get(rec["id"]))["_storage_path"]
     assert stored.exists()
     later = RecordingService(

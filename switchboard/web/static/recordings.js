@@ -1,4 +1,5 @@
-// Recordings: search with filters, play in the page (the audio element seeks with Range requests), export.
+// Recordings: search with filters (words said are marked in each result), play in the page (the audio
+// element seeks with Range requests) beside the transcript, whose times jump the player; export.
 (function () {
   "use strict";
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
@@ -7,6 +8,10 @@
   const more = document.getElementById("rec-more");
   const player = document.getElementById("rec-player");
   const errorBox = document.getElementById("rec-error");
+  const panel = document.getElementById("rec-transcript");
+  const segList = document.getElementById("rec-segments");
+  const nowPlaying = document.getElementById("rec-now");
+  const progress = document.getElementById("rec-transcripts");
   let cursor = null;
   const nowPlaying = document.getElementById("rec-now");
   const STATES = { indexed: "ready", pending: "waiting for the file", unlinked: "no call found for it", empty: "silent (nobody was connected)", truncated: "cut short", deleted: "deleted by the retention rule" };
@@ -20,6 +25,62 @@
       if (form[f].value) p.set(f, form[f].value);
     }
     return p;
+  }
+
+  // text runs [{text, hit}] from the API, the hits inside <mark>
+  function marked(parts) {
+    const span = el("span", null, "snippet");
+    for (const p of parts) span.append(p.hit ? el("mark", p.text) : document.createTextNode(p.text));
+    return span;
+  }
+
+  const clock = (s) => Math.floor(s / 60) + ":" + String(Math.floor(s % 60)).padStart(2, "0");
+
+  function seek(seconds) {
+    const go = () => { player.currentTime = seconds; player.play().catch(() => {}); };
+    if (player.readyState >= 1) go(); else player.addEventListener("loadedmetadata", go, { once: true });
+  }
+
+  async function showTranscript(r) {
+    segList.textContent = "";
+    panel.hidden = true;
+    const res = await fetch("/api/v1/recordings/" + r.id);
+    if (!res.ok) return;
+    const rec = await res.json();
+    const words = (form.q.value.match(/[\p{L}\p{N}_]+/gu) || []).map((w) => w.toLowerCase());
+    for (const seg of rec.transcript_segments || []) {
+      const li = el("li"); li.dataset.start = seg.start; li.dataset.end = seg.end;
+      const at = el("button", clock(seg.words.length ? seg.words[0][1] : seg.start), "secondary at"); at.type = "button";
+      at.dataset.start = seg.words.length ? seg.words[0][1] : seg.start;
+      at.addEventListener("click", () => seek(Number(at.dataset.start)));
+      const text = el("span");
+      seg.words.forEach(([w, start], i) => {
+        if (i) text.append(" ");
+        const hit = words.some((q) => w.toLowerCase().startsWith(q));
+        const word = el(hit ? "mark" : "span", w, "word"); word.dataset.start = start; word.title = clock(start);
+        word.addEventListener("click", () => seek(start));
+        text.append(word);
+      });
+      li.append(at, text);
+      segList.append(li);
+    }
+    panel.hidden = !segList.children.length;
+  }
+
+  player.addEventListener("timeupdate", () => {
+    for (const li of segList.children) {
+      li.classList.toggle("playing", player.currentTime >= Number(li.dataset.start) && player.currentTime < Number(li.dataset.end));
+    }
+  });
+
+  async function loadProgress() {
+    if (!progress) return;
+    const res = await fetch("/api/v1/recordings/transcripts");
+    if (!res.ok) return;
+    const body = await res.json();
+    const c = body.counts;
+    if (!body.enabled && !c.done) { progress.textContent = ""; return; }
+    progress.textContent = "Transcripts: " + c.done + " done, " + (c.queued + c.working) + " waiting" + (c.failed ? ", " + c.failed + " failed" : "") + ".";
   }
 
   async function load(append) {
@@ -38,6 +99,7 @@
       tr.append(el("td", r.started_at ? window.SB.when(r.started_at) : ""), el("td", r.direction || ""));
       const who = el("td");
       if (r.contact_id) { const a = el("a", r.contact_name || "#" + r.contact_id); a.href = "/contacts/" + r.contact_id; who.append(a); }
+      if (r.transcript_match) who.append(marked(r.transcript_match));
       tr.append(who, el("td", window.SB.phone(r.direction === "outbound" ? r.to : r.from)), el("td", r.extension || ""), el("td", r.agent || ""),
         el("td", r.duration_s != null ? Math.round(r.duration_s) + " s" : ""), el("td", STATES[r.state] || r.state, "state"));
       const play = el("td");
@@ -48,6 +110,7 @@
           player.src = r.audio_url; player.play().catch(() => {});
           nowPlaying.textContent = "Playing: " + (r.contact_name || window.SB.phone(r.direction === "outbound" ? r.to : r.from) || "recording " + r.id) + " · " + window.SB.when(r.started_at) + (r.agent ? " · " + r.agent : "");
           document.getElementById("rec-dock").hidden = false;
+          if (r.has_transcript) showTranscript(r); else { segList.textContent = ""; panel.hidden = true; }
           for (const row of tbody.querySelectorAll("tr.playing")) row.classList.remove("playing");
           tr.classList.add("playing");
         };
@@ -86,4 +149,5 @@
     const a = el("a"); a.href = url; a.download = "recordings.zip"; document.body.append(a); a.click(); a.remove();
   });
   load(false);
+  loadProgress();
 })();
