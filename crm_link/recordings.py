@@ -136,7 +136,7 @@ class Recordings:
             "UPDATE recordings SET contact_id = ?, updated_at = ? WHERE call_key = ? AND contact_id IS NULL",
             (contact_id, to_db_time(self._db.now()), call_key),
         )
-        await self._reindex_text(tx, call_key=call_key)
+        await self.reindex_text(tx, call_key=call_key)
 
     async def _link(self, tx: Any, call_key: str) -> None:
         async with tx.execute("SELECT facts FROM recording_calls WHERE call_key = ?", (call_key,)) as cur:

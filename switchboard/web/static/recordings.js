@@ -13,7 +13,6 @@
   const nowPlaying = document.getElementById("rec-now");
   const progress = document.getElementById("rec-transcripts");
   let cursor = null;
-  const nowPlaying = document.getElementById("rec-now");
   const STATES = { indexed: "ready", pending: "waiting for the file", unlinked: "no call found for it", empty: "silent (nobody was connected)", truncated: "cut short", deleted: "deleted by the retention rule" };
   const empty = document.getElementById("rec-empty");
   const canEdit = !!document.getElementById("rec-export");
