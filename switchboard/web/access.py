@@ -128,6 +128,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # SMS
     ("GET", "/sms/blasts"): staff("marketing", "manager", "admin"),
     ("POST", "/api/v1/sms/blasts"): staff("marketing", "manager", "admin"),
+    ("POST", "/api/v1/sms/blasts/dry-run"): staff("marketing", "manager", "admin"),
     ("GET", "/api/v1/sms/blasts"): staff("marketing", "manager", "admin"),
     ("GET", "/api/v1/sms/blasts/{id}"): staff("marketing", "manager", "admin"),
     ("POST", "/api/v1/sms/blasts/{id}/{action}"): staff("marketing", "manager", "admin"),
