@@ -120,21 +120,22 @@ async def test_manager_builds_a_segment_and_a_list_from_it(
     await login(page, base, "maria", PASSWORD)
     await page.goto(base + "/call-lists")
     await page.fill("#segment-form input[name=name]", "Lost service customers")
-    await page.click("#segment-preview")  # the example filter: no visit in 180 days after 3 or more
-    await page.wait_for_selector("#segment-result:has-text('2 customers')")
-    assert "Owner0 Test" in (await page.text_content("#segment-result") or "")
+    # the builder's starting rows: no visit in 180 days after 3 or more; counted live
+    await page.wait_for_selector("#segment-builder .count:text('2 customers today')")
+    assert "Owner0 Test" in (await page.text_content("#segment-builder .segment-count") or "")
+    await page.click("#segment-advanced summary")  # the JSON, for what the rows cannot say
     await page.fill(
         "#segment-form textarea[name=filter]", '{"field": "password_hash", "op": "eq", "value": 1}'
     )
     await page.click("#segment-preview")
-    await page.wait_for_selector("#segment-result:has-text('filter.field')")
+    await page.wait_for_selector("#segment-builder .segment-count .error:has-text('filter.field')")
     await page.fill(
         "#segment-form textarea[name=filter]",
         '{"all": [{"field": "attributes.last_service_date", "op": "older_than_days", "value": 180},'
         ' {"field": "attributes.service_visits", "op": "gte", "value": 3}]}',
     )
     await page.click("#segment-form button[type=submit]")
-    await page.wait_for_selector("#segment-result:has-text('Saved: 2 customers')")
+    await page.wait_for_selector("#segment-result:has-text('2 customers today')")
     await page.fill("#list-form input[name=name]", "Win them back")
     await page.select_option("#list-form select[name=mode]", "progressive")
     await page.select_option("#list-form select[name=segment]", label="Lost service customers")

@@ -138,29 +138,11 @@
     });
   }
 
-  const segForm = $("segment-form");
-  if (segForm) {
-    const result = $("segment-result");
-    function filterOf() {
-      try { return JSON.parse(segForm.filter.value); } catch (e) { result.textContent = "filter: not JSON (" + e.message + ")"; return null; }
-    }
-    $("segment-preview").addEventListener("click", async () => {
-      const f = filterOf(); if (f === null) return;
-      const res = await post("/api/v1/segments/preview", { filter: f });
-      const out = await res.json();
-      if (!res.ok) { result.textContent = (out.error.field ? out.error.field + ": " : "") + out.error.message; return; }
-      result.textContent = out.count + " customers" + (out.sample.length ? ", e.g. " + out.sample.map((c) => c.name).join(", ") : "");
-    });
-    segForm.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const f = filterOf(); if (f === null) return;
-      const res = await post("/api/v1/segments", { name: segForm.name.value, filter: f });
-      const out = await res.json();
-      if (!res.ok) { result.textContent = (out.error.field ? out.error.field + ": " : "") + out.error.message; return; }
-      result.textContent = "Saved: " + out.count + " customers today.";
-      const o = el("option", out.name); o.value = out.id; form.segment.append(o);
-    });
-  }
+  // saving a segment is segment_builder.js's; a saved one joins this form's choices
+  document.addEventListener("segment-saved", (ev) => {
+    if (!form) return;
+    const o = el("option", ev.detail.name); o.value = ev.detail.id; form.segment.append(o);
+  });
 
   async function control(id, action, name) {
     if (action === "stop" && !window.confirm("Stop “" + name + "”? Nobody will be called from it again; this cannot be undone.")) return;
