@@ -171,7 +171,7 @@ async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> i
     async with _open(settings) as store:
         report = await import_contacts(store, path, dry_run=args.dry_run, progress=ProgressBar("import"))
     for err in report.errors[:200]:
-        print(f"row {err.row}: {err.field}: {err.reason}", file=sys.stderr)
+        print(err.describe(), file=sys.stderr)
     if len(report.errors) > 200:
         print(f"... and {len(report.errors) - 200} more errors", file=sys.stderr)
     verb = "would import" if args.dry_run else "imported"
