@@ -374,8 +374,10 @@ class Contacts:
         owner_id: int | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        include_unowned: bool = False,
     ) -> Page:
-        """Contacts matching every filter given, by id, one page at a time."""
+        """Contacts matching every filter given, by id, one page at a time (`include_unowned`: the
+        owner's and those nobody owns)."""
         limit = check_limit(limit)
         where: list[str] = []
         params: list[Any] = []
@@ -395,7 +397,7 @@ class Contacts:
                 )
                 params += [like, like, like]
         if owner_id is not None:
-            where.append("c.owner_id = ?")
+            where.append("(c.owner_id = ? OR c.owner_id IS NULL)" if include_unowned else "c.owner_id = ?")
             params.append(owner_id)
         if cursor:
             (last_id,) = decode_cursor(cursor, int)

@@ -93,6 +93,7 @@ def create_app(
         call_lists,
         calls,
         email,
+        export,
         headers,
         pages,
         recordings,
@@ -117,6 +118,7 @@ def create_app(
     call_lists.setup(app)
     email.setup(app)
     recordings.setup(app)
+    export.setup(app)
     telephony.setup_routes(app)
     return app
 

@@ -304,3 +304,34 @@ async def test_manager_builds_a_segment_by_pointing_and_clicking(pages_app: Any,
         ]
     }
     assert errors == [], errors
+
+
+async def test_admin_exports_contacts_from_the_contacts_page(pages_app: Any, browser: Any) -> None:
+    """The export buttons download CSVs (contacts with the extension kept, the history's calls)."""
+    import csv
+    import io
+
+    base = str(pages_app.make_url("")).rstrip("/")
+    page = await browser.new_page(accept_downloads=True)
+    errors = _watch(page)
+    await login(page, base, "root", PASSWORD)
+    for label, (w, h) in WIDTHS.items():
+        await page.set_viewport_size({"width": w, "height": h})
+        await page.goto(base + "/contacts")
+        scroll, inner = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        await page.screenshot(path=str(SHOTS / f"admin_contacts_export-{label}.png"), full_page=True)
+        assert scroll <= inner, f"{label}: the page scrolls sideways ({scroll} > {inner})"
+    async with page.expect_download() as info:
+        await page.click("#export-contacts")
+    download = await info.value
+    assert download.suggested_filename.startswith("contacts-")
+    rows = list(csv.DictReader(io.StringIO(Path(await download.path()).read_text("utf-8-sig"))))
+    assert [r["last_name"] for r in rows] == ["Doe-Worthington"]
+    assert rows[0]["phones"] == "+13125550142; +13125550199"
+    async with page.expect_download() as info:
+        await page.click("#export-history")
+    rows = list(csv.DictReader(io.StringIO(Path(await (await info.value).path()).read_text("utf-8-sig"))))
+    assert [(r["kind"], r["status"], r["summary"]) for r in rows] == [
+        ("call", "answered", "Answered by John Smith, talked 12 s")
+    ]
+    assert errors == [], errors
