@@ -16,6 +16,7 @@ from switchboard.keys import SERVICES, STORE
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.dialer.conftest import add_customers, until
+from tests.test_browser_pages import SHOTS
 
 
 @pytest.mark.browser
@@ -58,7 +59,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await page.wait_for_selector("#lists tr[data-list-id] >> text=After-sale 4 days")
     await page.click("#next-call")
     await page.wait_for_selector("#preview .pop-name:text('Jane Doe')")
-    assert "+12127365001" in await page.text_content("#preview .pop-number")
+    assert "(212) 736-5001" in await page.text_content("#preview .pop-number")
     await page.click("#dial")
     await page.wait_for_selector("#disposition:not([hidden])")
     # the PBX rings the rep's phone, then the customer, who answers; the page hears the end
@@ -75,6 +76,18 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await page.fill("#disposition textarea[name=note]", "wants to talk about the trade-in")
     await page.click("#disposition button[type=submit]")
     await page.wait_for_selector("#disposition-saved:text('Saved.')")
+    # the next customer is offered at once, and the keyboard is already on it
+    await page.wait_for_selector("#offer-next #take-next:focus")
+    for label, width in (("desk", 1280), ("phone", 390)):
+        await page.set_viewport_size({"width": width, "height": 844})
+        await page.screenshot(path=str(SHOTS / f"rep_preview_offer_next-{label}.png"), full_page=True)
+        scroll, inner = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"{label}: the page scrolls sideways ({scroll} > {inner})"
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#preview .pop-name:not(:text('Jane Doe'))")
+    assert await page.locator("#offer-next").is_hidden()
+    assert await page.locator("#preview .pop-actions #dial").is_visible()
 
     attempts = await store.call_lists.attempts_of(list_id=cl.id)
     assert [(a.state, a.disposition) for a in attempts] == [("answered", "call back")]
@@ -90,7 +103,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await callbacks.wait_for()
     assert "trade-in" in (await callbacks.text_content() or "")
     lists = page.locator("ul.due[data-kind=call_list] li", has_text="After-sale 4 days")
-    assert "2 to call" in (await lists.text_content() or "")
+    assert "1 to call" in (await lists.text_content() or "")  # the other is on the rep's screen
     assert datetime.now(UTC) < (await store.call_lists.entry(attempts[0].entry_id)).next_at
 
 

@@ -37,18 +37,21 @@
     preview.querySelector(".pop-actions").hidden = true;
   }
 
-  $("next-call").addEventListener("click", async () => {
+  async function takeNext() {
     showError("");
+    $("offer-next").hidden = true;
     const res = await post("/api/v1/agent/next-call", {});
     if (!res.ok) return failed(res);
     const out = await res.json();
     if (!out.entry) { preview.hidden = true; $("nothing-due").hidden = false; return; }
-    state.entry = out.entry; state.attempt = null;
+    state.entry = out.entry; state.attempt = null; state.previewing = true;
     showPop(out.pop, out.entry, out.list.name, out.local_time, out.attempts);
     preview.querySelector(".pop-actions").hidden = false;
     $("disposition").hidden = true;
     $("agent-state").textContent = "previewing";
-  });
+  }
+  $("next-call").addEventListener("click", takeNext);
+  $("take-next").addEventListener("click", takeNext);
 
   $("dial").addEventListener("click", async () => {
     showError("");
@@ -77,6 +80,8 @@
     if (!res.ok) return failed(res);
     $("disposition-saved").textContent = "Saved.";
     $("agent-state").textContent = "idle";
+    // a preview list: the next customer is one key press away (progressive lists ring on their own)
+    if (state.previewing) { $("offer-next").hidden = false; $("take-next").focus(); }
     refresh();
   });
 
@@ -99,7 +104,9 @@
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
       if (msg.type === "screen_pop" && msg.call && msg.call.attempt_id) {
-        state.entry = { id: msg.call.entry_id };
+        // the pop of the preview call just dialled keeps the preview; any other is the progressive dialer's
+        if (!state.entry || state.entry.id !== msg.call.entry_id) { state.previewing = false; $("offer-next").hidden = true; }
+        state.entry = Object.assign({}, state.entry, { id: msg.call.entry_id });
         showPop(msg, null, "", "", []);
         showDisposition(msg.call.attempt_id, "dialing…");
         $("agent-state").textContent = "on a call";
