@@ -176,8 +176,8 @@ def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None
 _CONTACT_SELECT = """
 SELECT c.*, u.username AS owner_username,
        COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name,
-       (SELECT json_group_array(json_array(raw, e164, valid, kind)) FROM
-          (SELECT raw, e164, valid, kind FROM contact_phones p WHERE p.contact_id = c.id ORDER BY position, id))
+       (SELECT json_group_array(json_array(raw, e164, valid, kind, extension)) FROM
+          (SELECT raw, e164, valid, kind, extension FROM contact_phones p WHERE p.contact_id = c.id ORDER BY position, id))
          AS phones_json,
        (SELECT json_group_array(tag) FROM
           (SELECT tag FROM contact_tags t WHERE t.contact_id = c.id ORDER BY tag)) AS tags_json
@@ -306,9 +306,9 @@ class Contacts:
         if not keep_existing:
             await tx.execute("DELETE FROM contact_phones WHERE contact_id = ?", (contact_id,))
         await tx.executemany(
-            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (contact_id, e164) DO NOTHING",
-            [(contact_id, p.raw, p.e164, int(p.valid), p.kind, i) for i, p in enumerate(phones)],
+            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position, extension)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, e164) DO NOTHING",
+            [(contact_id, p.raw, p.e164, int(p.valid), p.kind, i, p.extension) for i, p in enumerate(phones)],
         )
 
     async def _replace_tags(
@@ -374,8 +374,10 @@ class Contacts:
         owner_id: int | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        include_unowned: bool = False,
     ) -> Page:
-        """Contacts matching every filter given, by id, one page at a time."""
+        """Contacts matching every filter given, by id, one page at a time (`include_unowned`: the
+        owner's and those nobody owns)."""
         limit = check_limit(limit)
         where: list[str] = []
         params: list[Any] = []
@@ -395,7 +397,7 @@ class Contacts:
                 )
                 params += [like, like, like]
         if owner_id is not None:
-            where.append("c.owner_id = ?")
+            where.append("(c.owner_id = ? OR c.owner_id IS NULL)" if include_unowned else "c.owner_id = ?")
             params.append(owner_id)
         if cursor:
             (last_id,) = decode_cursor(cursor, int)
@@ -456,10 +458,10 @@ class Contacts:
             params,
         )
         await tx.executemany(
-            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (contact_id, e164) DO NOTHING",
+            "INSERT INTO contact_phones (contact_id, raw, e164, valid, kind, position, extension)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, e164) DO NOTHING",
             [
-                (cid, p.raw, p.e164, int(p.valid), p.kind, n)
+                (cid, p.raw, p.e164, int(p.valid), p.kind, n, p.extension)
                 for cid, f in zip(ids, rows, strict=True)
                 for n, p in enumerate(f.phones)
             ],
@@ -521,7 +523,9 @@ class Contacts:
                 email_opt_out=bool(r["email_opt_out"]),
                 created_at=from_db_time(r["created_at"]),  # type: ignore[arg-type]
                 updated_at=from_db_time(r["updated_at"]),  # type: ignore[arg-type]
-                phones=[ContactPhone(p[0], p[1], bool(p[2]), p[3]) for p in json.loads(r["phones_json"])],
+                phones=[
+                    ContactPhone(p[0], p[1], bool(p[2]), p[3], p[4]) for p in json.loads(r["phones_json"])
+                ],
                 tags=json.loads(r["tags_json"]),
             )
             for r in rows

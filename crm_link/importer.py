@@ -21,7 +21,30 @@ ALIASES = {
     "email": ("email", "e_mail", "email_address", "mail"),
     "owner": ("owner", "salesperson", "sales_rep", "rep", "assigned_to"),
     "tags": ("tags", "tag", "labels"),
-    "external_id": ("external_id", "customer_id", "customer_number", "dms_id", "id"),
+    # a dealer's DMS export calls its customer number many things; "#" reads as "no"
+    "external_id": (
+        "external_id",
+        "customer_id",
+        "customer_number",
+        "customer_no",
+        "customer_num",
+        "cust_id",
+        "cust_no",
+        "cust_number",
+        "cust_num",
+        "custno",
+        "customer",
+        "dms_id",
+        "dms_no",
+        "dms_number",
+        "dms_customer_id",
+        "dms_customer_no",
+        "account_no",
+        "account_number",
+        "acct_no",
+        "acct_id",
+        "id",
+    ),
     "time_zone": ("time_zone", "timezone", "tz"),
     "do_not_call": ("do_not_call", "dnc"),
     "sms_opt_out": ("sms_opt_out", "no_sms"),
@@ -45,14 +68,24 @@ _FALSE = {"0", "false", "no", "n", ""}
 
 
 def _norm_header(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+    """A header as a key: "Customer #" -> customer_no, "E-mail" -> e_mail."""
+    text = name.strip().lower().replace("#", " no ").replace("nbr", "no")
+    text = re.sub(r"\bno\.", "no", text)
+    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
 
 
 @dataclass(frozen=True, slots=True)
 class RowError:
-    row: int  # 1-based data row number (the header is row 0); line numbers may differ for multi-line cells
-    field: str
+    row: int  # 1-based data row number (the header is row 0)
+    field: str  # the contact field, e.g. phones[0]
     reason: str
+    line: int = 0  # the spreadsheet's line the row starts on (the header is line 1)
+    column: str = ""  # the header of the column at fault, as written in the file
+
+    def describe(self) -> str:
+        """In plain words: 'line 3, column "Mobile": '12' is too short'."""
+        where = f"line {self.line}" if self.line else f"row {self.row}"
+        return f'{where}, column "{self.column}": {self.reason}' if self.column else f"{where}: {self.reason}"
 
 
 @dataclass(slots=True)
@@ -107,6 +140,12 @@ def map_headers(headers: list[str]) -> HeaderMap:
     return HeaderMap(fields, phones, attributes)
 
 
+def _plain(exc: ValidationError) -> str:
+    if exc.field in ("row", "body"):
+        return f"the row {exc.reason}" if exc.field == "row" else exc.reason
+    return f"{exc.field}: {exc.reason}"
+
+
 def _flag(value: str, column: str) -> bool:
     v = value.strip().lower()
     if v in _TRUE:
@@ -147,7 +186,15 @@ def row_to_input(
     return data
 
 
-def read_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
+def _with_lines(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """Each record with the line it starts on (a quoted cell may span lines)."""
+    last = reader.line_num
+    for row in reader:
+        yield last + 1, row
+        last = reader.line_num
+
+
+def read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """Headers and rows of a UTF-8 (BOM allowed) CSV; ValidationError naming the line on bad bytes."""
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -166,7 +213,44 @@ def read_csv(path: Path) -> tuple[list[str], Iterator[list[str]]]:
         headers = next(reader)
     except StopIteration:
         raise ValidationError("file", "is empty") from None
-    return headers, reader
+    return headers, _with_lines(reader)
+
+
+_FLAGS = ("do_not_call", "sms_opt_out", "email_opt_out")
+
+
+def row_problems(
+    row: list[str], hm: HeaderMap, headers: list[str], region: str, owners: set[str]
+) -> list[tuple[str, str, str]]:
+    """Every problem of one row, cell by cell: (contact field, column header, reason)."""
+    problems: list[tuple[str, str, str]] = []
+    cell = lambda i: row[i].strip() if i < len(row) else ""  # noqa: E731
+    for name, i in hm.fields.items():
+        value = cell(i)
+        if not value:
+            continue
+        try:
+            if name in _FLAGS:
+                _flag(value, name)
+            elif name == "owner":
+                if value not in owners:
+                    raise ValidationError("owner", f"no user named {value!r}")
+            else:
+                one = row_to_input([value], HeaderMap({name: 0}, [], {}))
+                validate_contact(one, region=region, partial=True)
+        except ValidationError as exc:
+            problems.append((exc.field, headers[i], exc.reason))
+    n = 0
+    for i in hm.phones:
+        for part in (p.strip() for p in re.split(r"[;|/]", cell(i))):
+            if not part:
+                continue
+            try:
+                validate_contact({"phones": [part]}, region=region, partial=True)
+            except ValidationError as exc:
+                problems.append((f"phones[{n}]", headers[i], exc.reason))
+            n += 1
+    return problems
 
 
 async def import_contacts(
@@ -243,18 +327,25 @@ async def import_contacts(
                 report.contact_ids.append(contact_id)
         batch = []
 
-    for n, row in enumerate(all_rows, start=1):
+    for n, (line, row) in enumerate(all_rows, start=1):
         if not any(cell.strip() for cell in row):
             done += 1
             continue
         try:
             if len(row) > len(headers):
-                raise ValidationError("row", f"has {len(row)} cells but the header has {len(headers)}")
+                raise ValidationError(
+                    "row", f"has {len(row)} cells but the header has {len(headers)} (a stray comma?)"
+                )
             fields = validate_contact(row_to_input(row, hm, types, date_format), region=store.region)
             if fields.owner is not None and fields.owner not in owners:
                 raise ValidationError("owner", f"no user named {fields.owner!r}")
         except ValidationError as exc:
-            report.errors.append(RowError(n, exc.field, exc.reason))
+            # name every cell at fault, not only the first one found
+            found = [] if exc.field == "row" else row_problems(row, hm, headers, store.region, owners)
+            if not found:
+                found = [(exc.field, "", _plain(exc))]
+            for field_name, column, reason in found:
+                report.errors.append(RowError(n, field_name, reason, line=line, column=column))
         else:
             batch.append((n, fields))
         if len(batch) >= batch_size:

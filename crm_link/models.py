@@ -59,9 +59,16 @@ class ContactPhone:
     e164: str
     valid: bool
     kind: str
+    extension: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"raw": self.raw, "e164": self.e164, "valid": self.valid, "kind": self.kind}
+        return {
+            "raw": self.raw,
+            "e164": self.e164,
+            "valid": self.valid,
+            "kind": self.kind,
+            "extension": self.extension,
+        }
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
@@ -36,6 +37,18 @@ class Phone:
     e164: str
     valid: bool
     kind: str  # mobile | landline | fixed_or_mobile | toll_free | voip | premium | unknown
+    extension: str | None = None  # dialled after the call connects: "12" of "x12" / "ext. 12"
+
+
+_EXTENSION = re.compile(r"\s*[,;]?\s*(?:x|ext\.?|extn\.?|extension|#)\s*(\d{1,7})\s*$", re.IGNORECASE)
+
+
+def split_extension(text: str) -> tuple[str, str | None]:
+    """The number and its extension: "(312) 555-0142 ext. 12" -> ("(312) 555-0142", "12")."""
+    m = _EXTENSION.search(text)
+    if m is None or m.start() == 0:
+        return text, None
+    return text[: m.start()], m.group(1)
 
 
 def normalize_phone(raw: str, default_region: str = "US", *, field: str = "phone") -> Phone:
@@ -47,6 +60,7 @@ def normalize_phone(raw: str, default_region: str = "US", *, field: str = "phone
         text = text[4:]
     if not text:
         raise ValidationError(field, "is empty")
+    text, extension = split_extension(text)
     if any(ch.isalpha() for ch in text):
         raise ValidationError(field, f"{raw!r} contains letters; a phone number has digits only")
     try:
@@ -59,7 +73,7 @@ def normalize_phone(raw: str, default_region: str = "US", *, field: str = "phone
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     valid = phonenumbers.is_valid_number(num)
     kind = _KINDS.get(phonenumbers.number_type(num), "unknown") if valid else "unknown"
-    return Phone(raw=raw.strip(), e164=e164, valid=valid, kind=kind)
+    return Phone(raw=raw.strip(), e164=e164, valid=valid, kind=kind, extension=extension)
 
 
 def try_e164(raw: str | None, default_region: str = "US") -> str | None:

@@ -335,6 +335,18 @@ class SmsStore:
             "errors": [{"state": r[0], "reason": r[1], "count": r[2]} for r in reasons],
         }
 
+    async def held(self, blast_id: int, reason: str) -> tuple[datetime | None, int]:
+        """How many of a blast's messages wait in the queue held back for `reason` (quiet hours),
+        and when the first of them may go."""
+        row = await self._db.fetchone(
+            "SELECT min(not_before), count(*) FROM sms_outbox WHERE blast_id = ? AND state = 'queued'"
+            " AND reason = ?",
+            (blast_id, reason),
+        )
+        if row is None or not row[1]:
+            return None, 0
+        return from_db_time(row[0]), row[1]
+
     # single messages ------------------------------------------------------------------------
 
     async def enqueue(self, row: OutboxRow) -> OutboxMessage | None:

@@ -369,6 +369,17 @@ class Touches:
         nxt = encode_cursor(rows[limit - 1]["started_at"], items[-1].id) if len(rows) > limit else None
         return Page(items, nxt)
 
+    async def of_contacts(self, contact_ids: Sequence[int]) -> list[Touch]:
+        """Every touch of these contacts, by contact, oldest first (for an export)."""
+        if not contact_ids:
+            return []
+        marks = ",".join("?" * len(contact_ids))
+        rows = await self._db.fetchall(
+            _TOUCH_SELECT + f" WHERE t.contact_id IN ({marks}) ORDER BY t.contact_id, t.started_at, t.id",
+            list(contact_ids),
+        )
+        return [_touch(r) for r in rows]
+
     async def count(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM touches")
         return int(row[0]) if row else 0

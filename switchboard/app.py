@@ -111,6 +111,7 @@ def create_app(
         calls,
         crm,
         email,
+        export,
         followups,
         headers,
         pages,
@@ -139,6 +140,7 @@ def create_app(
     recordings.setup(app)
     crm.setup(app)
     reports.setup(app)
+    export.setup(app)
     telephony.setup_routes(app)
     return app
 

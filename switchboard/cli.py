@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from crm_link.errors import Conflict, StoreError, ValidationError
 from crm_link.models import ROLES
@@ -179,7 +180,7 @@ async def cmd_import_contacts(settings: Settings, args: argparse.Namespace) -> i
             progress=ProgressBar("import"),
         )
     for err in report.errors[:200]:
-        print(f"row {err.row}: {err.field}: {err.reason}", file=sys.stderr)
+        print(err.describe(), file=sys.stderr)
     if len(report.errors) > 200:
         print(f"... and {len(report.errors) - 200} more errors", file=sys.stderr)
     verb = "would import" if args.dry_run else "imported"
@@ -297,6 +298,7 @@ async def cmd_call_list_show(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def cmd_sms_show(settings: Settings, args: argparse.Namespace) -> int:
+    from campaigns.sms.quiet import QUIET_HOURS
     from crm_link.errors import NotFound
 
     async def fetch(store: Store) -> tuple[str, int, int, str]:
@@ -308,6 +310,12 @@ async def cmd_sms_show(settings: Settings, args: argparse.Namespace) -> int:
         c = p["counts"]
         done = sum(c[k] for k in ("sent", "delivered", "failed", "skipped", "unknown"))
         summary = ", ".join(f"{v} {k}" for k, v in c.items()) + f"; {p['segments']} segments"
+        until, held = await store.sms.held(args.id, QUIET_HOURS)
+        if until is not None:
+            zone = ZoneInfo(blast.get("time_zone") or settings.server.time_zone)
+            summary += (
+                f"; {held} held by quiet hours until {until.astimezone(zone):%a %d %b %Y %H:%M} {zone.key}"
+            )
         return blast["state"], done, p["total"], summary
 
     return await _watch(settings, args, f"blast {args.id}", fetch, ("done", "cancelled", "paused"))

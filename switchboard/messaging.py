@@ -23,7 +23,7 @@ from crm_link.models import Contact
 from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
-from templates.context import merge_context
+from templates.context import merge_context, unknown_codes, unknown_codes_message
 from templates.email_service import EmailService
 from templates.render import Renderer, TemplateError, TemplateTooCostly
 from templates.smtp import SmtpSender
@@ -133,6 +133,24 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
     raise SettingsError(f"{key}.type", f"unknown channel type {cfg.type!r}; use kannel, twilio or modem")
 
 
+def merge_code_check(renderer: Renderer) -> Callable[[str], None]:
+    """A check that names a misspelt merge code (and the closest known one) or a syntax error, for
+    any customer: the preview shows it before a sample customer is even chosen."""
+
+    def check(text: str) -> None:
+        try:
+            codes = renderer.validate(text).merge_codes
+        except TemplateTooCostly as exc:
+            raise ValidationError("text", str(exc), code="template_too_costly") from None
+        except TemplateError as exc:
+            raise ValidationError("text", str(exc), code="template_syntax") from None
+        found = unknown_codes(codes)
+        if found:
+            raise ValidationError("text", unknown_codes_message(found), code="unknown_merge_code")
+
+    return check
+
+
 def sms_render(renderer: Renderer, dealer: dict[str, Any], clock: Clock) -> Callable[[str, Contact], str]:
     """The blast engine's render: a ValueError naming the problem for a customer (a missing merge
     code), a ValidationError on `text` for a template no customer can be rendered with (too costly)."""
@@ -165,7 +183,8 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
         d = settings.dealer
         dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
-        render = sms_render(Renderer(default_time_zone=settings.server.time_zone), dealer, app[CLOCK])
+        renderer = Renderer(default_time_zone=settings.server.time_zone)
+        render = sms_render(renderer, dealer, app[CLOCK])
 
         def describe(text: str) -> dict[str, object]:
             try:
@@ -190,6 +209,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             store,
             channels=lambda: list(channels),
             render=render,
+            check_codes=merge_code_check(renderer),
             analyze=describe,
             quiet_start=settings.sms.quiet_start,
             quiet_end=settings.sms.quiet_end,

@@ -50,3 +50,44 @@ def merge_context(
         "dealer": dict(dealer or {}),
         "now": now.isoformat(),
     }
+
+
+# Every merge code a template can use; `contact.attributes.*` keys are free-form.
+KNOWN_CODES = (
+    *(f"contact.{k}" for k in ("id", "first_name", "last_name", "name", "email", "phone", "phones")),
+    *(f"contact.{k}" for k in ("tags", "time_zone", "attributes")),
+    *(f"contact.owner.{k}" for k in ("name", "username", "email", "extension")),
+    *(f"user.{k}" for k in ("name", "username", "email", "extension")),
+    *(f"dealer.{k}" for k in ("name", "phone", "address", "website")),
+    "contact",
+    "contact.owner",
+    "user",
+    "dealer",
+    "now",
+)
+FREE_PREFIXES = ("contact.attributes.",)
+
+
+def unknown_codes(codes: list[str]) -> list[tuple[str, str | None]]:
+    """The merge codes no customer can have (a misspelling), each with the closest known code."""
+    import difflib
+
+    known = set(KNOWN_CODES)
+    out: list[tuple[str, str | None]] = []
+    for code in codes:
+        if code in known or code.startswith(FREE_PREFIXES):
+            continue
+        # a method on a known value (contact.first_name.upper) is the renderer's business
+        if any(code.startswith(k + ".") for k in known if k.count(".") >= 1 and k not in ("contact.owner",)):
+            continue
+        close = difflib.get_close_matches(code, KNOWN_CODES, n=1, cutoff=0.6)
+        out.append((code, close[0] if close else None))
+    return out
+
+
+def unknown_codes_message(found: list[tuple[str, str | None]]) -> str:
+    """'unknown merge code contact.frist_name (did you mean contact.first_name?)', for each."""
+    parts = [
+        f"unknown merge code {code}" + (f" (did you mean {hint}?)" if hint else "") for code, hint in found
+    ]
+    return "; ".join(parts)

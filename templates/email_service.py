@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from html import escape as html_escape
 from typing import Any
 
 from crm_link.clock import system_clock
@@ -20,6 +22,12 @@ from templates.render import MissingMergeCode, Renderer, TemplateError, Template
 from templates.smtp import SmtpSender
 
 log = logging.getLogger("templates.email")
+
+
+def text_to_html(text: str) -> str:
+    """A plain text as simple HTML: escaped, paragraphs and line breaks kept."""
+    paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    return "".join(f"<p>{html_escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
 
 
 class EmailService:
@@ -157,9 +165,12 @@ class EmailService:
         send_at: datetime | None = None,
         next_followup: str | None = None,
         followup_id: int | None = None,
+        edited: tuple[str, str] | None = None,
     ) -> int:
         """Queue a send job (one row per recipient, skipped ones with their reason); its id. An email
-        to one customer sent from a follow-up (`followup_id`) closes that follow-up once sent."""
+        to one customer sent from a follow-up (`followup_id`) closes that follow-up once sent.
+        `edited` (one recipient only): the subject and plain text the sender rewrote after the
+        preview, sent as written instead of the merged template."""
         template = await self.store.email.template(template_id)
         at = send_at or self.clock()
         single = len(contacts) == 1
@@ -178,6 +189,12 @@ class EmailService:
                 for c in contacts
             ]
         )
+        if edited is not None:
+            if not single:
+                raise ValidationError("contact_ids", "an edited message goes to one customer")
+            subject, text = edited
+            if rows[0].state == "queued":
+                rows = [dataclasses.replace(rows[0], subject=subject, text=text, html=text_to_html(text))]
         job_id = await self.store.email.create_job(
             template_id=template_id,
             audience={"contact_ids": [c.id for c in contacts]},

@@ -24,6 +24,7 @@ async def test_create_and_find_by_any_phone_format(admin: Api, rep: Api) -> None
         "e164": "+15551234567",
         "valid": False,
         "kind": "unknown",
+        "extension": None,
     }
     for fmt in ("5551234567", "(555) 123-4567", "+15551234567"):
         resp = await admin.get("/api/v1/contacts", params={"phone": fmt})

@@ -87,9 +87,9 @@ def test_import_reports_row_errors_and_writes_only_good_rows(tmp_path: Path) -> 
     dry = run(tmp_path, "import", "contacts", str(f), "--dry-run", check=1)
     assert "would import 2 of 5 rows; 3 rows with errors" in dry.stdout
     proc = run(tmp_path, "import", "contacts", str(f), check=1)
-    assert "row 2: phones[0]: '12' is too short" in proc.stderr
-    assert "row 3: owner: no user named 'ghost'" in proc.stderr
-    assert "row 4: do_not_call: 'perhaps' is not yes/no" in proc.stderr
+    assert """line 3, column "Mobile": '12' is too short""" in proc.stderr
+    assert """line 4, column "Salesperson": no user named 'ghost'""" in proc.stderr
+    assert """line 5, column "DNC": 'perhaps' is not yes/no""" in proc.stderr
     assert "imported 2 of 5 rows (1 created, 1 updated); 3 rows with errors" in proc.stdout
     assert "import [" in proc.stderr  # the progress bar
     # the last row matched Jane by phone and updated her
@@ -97,6 +97,51 @@ def test_import_reports_row_errors_and_writes_only_good_rows(tmp_path: Path) -> 
         tmp_path, "import", "contacts", str(_csv(tmp_path, "phone,last_name\n5551234567,Doe\n", "d.csv"))
     )
     assert "(0 created, 1 updated)" in again.stdout
+
+
+def test_import_maps_customer_numbers_keeps_extensions_and_names_every_error(tmp_path: Path) -> None:
+    """`Customer #`-style columns are the external id; "x12" / "ext. 12" are kept as the extension;
+    each bad cell of a row is named with the spreadsheet's line and column."""
+    import sqlite3
+
+    run(tmp_path, "init", "--admin-password", "pw-long-enough")
+    for n, header in enumerate(("Customer #", "Cust ID", "DMS ID", "Customer No.")):
+        f = _csv(
+            tmp_path,
+            f"First Name,{header},Mobile,Work Phone\n"
+            f"Jane,C-{n},(312) 555-014{n},(312) 555-019{n} ext. 1{n}\n",
+            "ids.csv",
+        )
+        run(tmp_path, "import", "contacts", str(f))
+    f = _csv(
+        tmp_path,
+        "First Name,Customer #,Mobile,Work Phone,E-mail,Salesperson,DNC\n"
+        '"Ann\nMarie",C-9,312-555-0150 x7,,ann@example.com,,\n'
+        "Bad,C-10,12,555-01 x3,not-an-email,ghost,perhaps\n",
+        "errors.csv",
+    )
+    proc = run(tmp_path, "import", "contacts", str(f), check=1)
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("line ")]
+    assert lines == [
+        """line 2, column "First Name": contains control characters""",
+        """line 4, column "E-mail": 'not-an-email' is not an email address""",
+        """line 4, column "Salesperson": no user named 'ghost'""",
+        """line 4, column "DNC": 'perhaps' is not yes/no""",
+        """line 4, column "Mobile": '12' is too short to be a phone number""",
+        """line 4, column "Work Phone": '555-01 x3' is too short to be a phone number""",
+    ], proc.stderr
+    assert "imported 0 of 2 rows" in proc.stdout
+    db = sqlite3.connect(tmp_path / "cli.db")
+    rows = db.execute(
+        "SELECT c.external_id, p.e164, p.extension FROM contacts c JOIN contact_phones p"
+        " ON p.contact_id = c.id ORDER BY c.external_id, p.position"
+    ).fetchall()
+    db.close()
+    assert rows == [
+        (f"C-{n}", e164, ext)
+        for n in range(4)
+        for e164, ext in ((f"+1312555014{n}", None), (f"+1312555019{n}", f"1{n}"))
+    ], rows
 
 
 @pytest.mark.parametrize(

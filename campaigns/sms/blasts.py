@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from campaigns.sms.quiet import quiet_until
+from campaigns.sms.quiet import QUIET_HOURS, quiet_until
 from crm_link.clock import system_clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
@@ -27,6 +27,7 @@ Analyzer = Callable[[str], dict[str, Any]]
 # ValidationError when the template itself cannot be rendered for anyone (e.g. too costly)
 Renderer = Callable[[str, Contact], str]
 SENDABLE_KINDS = ("mobile", "fixed_or_mobile", "voip", "unknown")
+DUPLICATE = "duplicate number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class BlastService:
         clock: Callable[[], datetime] = system_clock,
         segment_ids: Callable[[Any], Any] | None = None,
         claim_lease: timedelta = timedelta(minutes=10),
+        check_codes: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -93,6 +95,7 @@ class BlastService:
         self.clock = clock
         self.segment_ids = segment_ids
         self.claim_lease = claim_lease
+        self.check_codes = check_codes  # raises a ValidationError naming a misspelt merge code
 
     async def audience_ids(self, audience: dict[str, Any]) -> list[int]:
         """Contact ids of an audience: {contact_ids}, {tag}, {segment} or {numbers} (from a CSV)."""
@@ -155,6 +158,8 @@ class BlastService:
     def check_text(self, text: Any) -> str:
         if not isinstance(text, str) or not text.strip():
             raise ValidationError("text", "is empty")
+        if self.check_codes is not None:
+            self.check_codes(text)
         return text
 
     async def validate(self, spec: BlastSpec) -> Prepared:
@@ -245,6 +250,8 @@ class BlastService:
         contacts: list[Contact],
         at: datetime,
         rendered: dict[int, tuple[str, dict[str, Any]]] | None = None,
+        *,
+        render_texts: bool = True,
     ) -> Materialized:
         """One outbox row per recipient: rendered (unless `rendered` has it), deduplicated by number,
         skipped with a reason."""
@@ -262,7 +269,7 @@ class BlastService:
                 number = c.phones[0].e164 if c.phones else f"none:{c.id}"
             elif c.sms_opt_out:
                 state, reason = "skipped", "opted out of SMS"
-            else:
+            elif render_texts:
                 try:
                     text, info = (rendered or {}).get(c.id) or self._render_one(blast["text"], c)
                     encoding, segments = info["encoding"], info["segments"]
@@ -286,11 +293,37 @@ class BlastService:
                     encoding=encoding,
                     segments=segments,
                     state=state,
-                    reason=reason,
+                    reason=QUIET_HOURS if hold else reason,
                     time_zone=c.time_zone,
                 )
             )
         return out
+
+    async def dry_run(self, audience: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+        """Who a blast to `audience` sent at `at` (default now) would reach, who it would skip and
+        why, and how many quiet hours would hold and until when: nothing is stored."""
+        at = at or self.clock()
+        ids = await self.audience_ids(audience)
+        contacts = await self.store.contacts.get_many(ids)
+        made = await self.materialize(
+            {"text": "", "channel": "", "created_by": None}, contacts, at, render_texts=False
+        )
+        reasons: dict[str, int] = {}
+        for r in made.rows:
+            if r.state == "skipped":
+                reasons[r.reason or "skipped"] = reasons.get(r.reason or "skipped", 0) + 1
+        if made.duplicates:
+            reasons[DUPLICATE] = made.duplicates
+        held = [r.not_before for r in made.rows if r.state == "queued" and r.not_before > at]
+        sendable = sum(1 for r in made.rows if r.state == "queued")
+        return {
+            "audience": len(ids),
+            "recipients": sendable,
+            "skipped": [{"reason": k, "count": v} for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])],
+            "held": len(held),
+            "held_until": min(held).astimezone(UTC).isoformat() if held else None,
+            "send_at": at.astimezone(UTC).isoformat(),
+        }
 
     def _render_one(self, text: str, contact: Contact) -> tuple[str, dict[str, Any]]:
         out = self.render(text, contact)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+QUIET_HOURS = "quiet hours"  # the reason on a queued message held until quiet hours end
+
 
 def _hm(text: str) -> time:
     h, m = text.split(":")

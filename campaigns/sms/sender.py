@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from campaigns.ratelimit import TokenBucket
 from campaigns.sms.channel import ChannelError, OutboundSms, SmsChannel
-from campaigns.sms.quiet import quiet_until
+from campaigns.sms.quiet import QUIET_HOURS, quiet_until
 from crm_link.clock import system_clock
 from crm_link.sms import OutboxMessage
 from crm_link.store import Store
@@ -197,7 +197,7 @@ class ChannelWorker:
         # quiet hours hold blasts; a rep's own text or a STOP confirmation goes at once
         hold = quiet_until(now, msg.time_zone, self.quiet_start, self.quiet_end) if msg.blast_id else None
         if hold is not None:
-            await self.store.sms.hold(msg.id, hold, "quiet hours")
+            await self.store.sms.hold(msg.id, hold, QUIET_HOURS)
             return None
         await self._throttle(msg, rates)
         try:

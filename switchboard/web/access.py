@@ -97,6 +97,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/contacts"): staff(scope="reps: search their own and unowned customers"),
     ("GET", "/api/v1/contacts"): staff(scope="reps: search their own and unowned customers"),
     ("POST", "/api/v1/contacts"): staff(scope="reps: the owner is themselves"),
+    ("GET", "/contacts/export.csv"): staff(scope="reps: their own and unowned customers"),
     ("GET", "/contacts/new"): staff(),
     ("POST", "/contacts/new"): staff(scope="reps: the owner is themselves"),
     ("GET", "/api/v1/contacts/{id}"): staff(scope=OWN_CONTACTS),
@@ -158,6 +159,7 @@ RULES: dict[tuple[str, str], Rule] = {
     # SMS
     ("GET", "/sms/blasts"): staff("marketing", "manager", "admin"),
     ("POST", "/api/v1/sms/blasts"): staff("marketing", "manager", "admin"),
+    ("POST", "/api/v1/sms/blasts/dry-run"): staff("marketing", "manager", "admin"),
     ("GET", "/api/v1/sms/blasts"): staff("marketing", "manager", "admin"),
     ("GET", "/api/v1/sms/blasts/{id}"): staff("marketing", "manager", "admin"),
     ("POST", "/api/v1/sms/blasts/{id}/{action}"): staff("marketing", "manager", "admin"),

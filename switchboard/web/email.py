@@ -104,12 +104,39 @@ async def preview(request: web.Request) -> web.Response:
     return web.json_response(out | {"to": contact.email, "email_opt_out": contact.email_opt_out})
 
 
+def _edited(data: dict[str, Any]) -> tuple[str, str] | None:
+    """The subject and text a sender rewrote after the preview, checked; None when not given."""
+    if "subject" not in data and "text" not in data:
+        return None
+    subject, text = data.get("subject"), data.get("text")
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValidationError("subject", "is empty")
+    if len(subject) > 300 or any(ch in subject for ch in "\r\n"):
+        raise ValidationError("subject", "must be one line of at most 300 characters")
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError("text", "is empty")
+    if len(text) > 100_000:
+        raise ValidationError("text", "is longer than 100,000 characters")
+    return subject.strip(), text
+
+
 async def send(request: web.Request) -> web.Response:
     """Send a template to one or many customers now or at `send_at`; a job with progress."""
     user = require(request, *WRITERS)
     data = await json_body(
-        request, allowed=("template_id", "contact_ids", "tag", "send_at", "next_followup_at", "followup_id")
+        request,
+        allowed=(
+            "template_id",
+            "contact_ids",
+            "tag",
+            "send_at",
+            "next_followup_at",
+            "followup_id",
+            "subject",
+            "text",
+        ),
     )
+    edited = _edited(data)
     template_id = data.get("template_id")
     if isinstance(template_id, bool) or not isinstance(template_id, int):
         raise ValidationError("template_id", "must be a template id")
@@ -151,8 +178,16 @@ async def send(request: web.Request) -> web.Response:
             raise ValidationError("followup_id", f"no follow-up {followup_id}") from None
         if served.contact_id != contacts[0].id or served.status != "open":
             raise ValidationError("followup_id", "must be an open follow-up of this customer")
+    if edited is not None and len(contacts) != 1:
+        raise ValidationError("subject", "an edited message goes to one customer (one contact id)")
     job_id = await service(request).send(
-        template_id, contacts, user, send_at=send_at, next_followup=nxt, followup_id=followup_id
+        template_id,
+        contacts,
+        user,
+        send_at=send_at,
+        next_followup=nxt,
+        followup_id=followup_id,
+        edited=edited,
     )
     await request.app[STORE].audit.write(
         "email.send", user_id=user.id, object_type="email_job", object_id=job_id, recipients=len(contacts)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from campaigns.sms.blasts import BlastService, BlastSpec
+from campaigns.sms.blasts import QUIET_HOURS, BlastService, BlastSpec
 from campaigns.sms.sender import ChannelWorker
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
@@ -60,10 +60,21 @@ def _local_time(value: Any, field: str, zone: str) -> datetime:
 
 
 async def _blast_json(request: web.Request, blast: dict[str, Any]) -> dict[str, Any]:
-    progress = await request.app[STORE].sms.progress(blast["id"])
+    store = request.app[STORE]
+    progress = await store.sms.progress(blast["id"])
     rt = request.app[SERVICES].get("sms")
     cost = round(progress["segments"] * (rt.cost_per_segment if rt else 0), 2)
-    return blast | progress | {"cost_estimate": cost}
+    until, held = await store.sms.held(blast["id"], QUIET_HOURS)
+    return (
+        blast
+        | progress
+        | {
+            "cost_estimate": cost,
+            "held_until": until.astimezone(UTC).isoformat() if until else None,
+            "held": held,
+            "held_reason": QUIET_HOURS if held else None,
+        }
+    )
 
 
 async def create_blast(request: web.Request) -> web.Response:
@@ -104,6 +115,23 @@ async def create_blast(request: web.Request) -> web.Response:
         "sms.blast.create", user_id=user.id, object_type="blast", object_id=blast["id"]
     )
     return web.json_response(await _blast_json(request, blast), status=201)
+
+
+async def dry_run(request: web.Request) -> web.Response:
+    """Before scheduling: how many an audience would reach, who would be skipped and why, and how
+    many quiet hours would hold (at `send_at`, default now). Nothing is stored."""
+    user = require(request, *SENDERS)
+    rt = runtime(request)
+    data = await json_body(request, allowed=("audience", "send_at", "time_zone"))
+    zone = data.get("time_zone") or user.time_zone or request.app[SETTINGS].server.time_zone
+    try:
+        ZoneInfo(zone)
+    except (ValueError, KeyError):
+        raise ValidationError("time_zone", f"{zone!r} is not an IANA time zone") from None
+    if "audience" not in data:
+        raise ValidationError("audience", "is required")
+    at = _local_time(data["send_at"], "send_at", zone) if data.get("send_at") else None
+    return web.json_response(await rt.blasts.dry_run(data["audience"], at))
 
 
 async def get_blast(request: web.Request) -> web.Response:
@@ -241,7 +269,12 @@ async def blasts_page(request: web.Request) -> web.Response:
     require(request, *SENDERS)
     rt = request.app[SERVICES].get("sms")
     channels = list(rt.workers) if rt else []
-    return render(request, "sms_blasts.html", {"channels": channels, "available": rt is not None})
+    segments = await request.app[STORE].segments.list()
+    return render(
+        request,
+        "sms_blasts.html",
+        {"channels": channels, "available": rt is not None, "segments": segments},
+    )
 
 
 async def kannel_webhook(request: web.Request) -> web.Response:
@@ -308,6 +341,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/v1/sms/blasts", create_blast)
     r.add_get("/api/v1/sms/blasts", list_blasts)
+    r.add_post("/api/v1/sms/blasts/dry-run", dry_run)
     r.add_get("/api/v1/sms/blasts/{id}", get_blast)
     r.add_post("/api/v1/sms/blasts/{id}/{action:cancel|pause|resume}", control_blast)
     r.add_post("/api/v1/sms/blasts/{id}/resend-unknown", resend_unknown)

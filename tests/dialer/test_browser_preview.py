@@ -16,6 +16,7 @@ from switchboard.keys import SERVICES, STORE
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.dialer.conftest import add_customers, until
+from tests.test_browser_pages import SHOTS
 
 
 @pytest.mark.browser
@@ -75,6 +76,18 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await page.fill("#disposition textarea[name=note]", "wants to talk about the trade-in")
     await page.click("#disposition button[type=submit]")
     await page.wait_for_selector("#disposition-saved:text('Saved.')")
+    # the next customer is offered at once, and the keyboard is already on it
+    await page.wait_for_selector("#offer-next #take-next:focus")
+    for label, width in (("desk", 1280), ("phone", 390)):
+        await page.set_viewport_size({"width": width, "height": 844})
+        await page.screenshot(path=str(SHOTS / f"rep_preview_offer_next-{label}.png"), full_page=True)
+        scroll, inner = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"{label}: the page scrolls sideways ({scroll} > {inner})"
+    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#preview .pop-name:not(:text('Jane Doe'))")
+    assert await page.locator("#offer-next").is_hidden()
+    assert await page.locator("#preview .pop-actions #dial").is_visible()
 
     attempts = await store.call_lists.attempts_of(list_id=cl.id)
     assert [(a.state, a.disposition) for a in attempts] == [("answered", "call back")]
@@ -90,7 +103,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
     await callbacks.wait_for()
     assert "trade-in" in (await callbacks.text_content() or "")
     lists = page.locator("ul.due[data-kind=call_list] li", has_text="After-sale 4 days")
-    assert "2 to call" in (await lists.text_content() or "")
+    assert "1 to call" in (await lists.text_content() or "")  # the other is on the rep's screen
     assert datetime.now(UTC) < (await store.call_lists.entry(attempts[0].entry_id)).next_at
 
 
@@ -120,21 +133,22 @@ async def test_manager_builds_a_segment_and_a_list_from_it(
     await login(page, base, "maria", PASSWORD)
     await page.goto(base + "/call-lists")
     await page.fill("#segment-form input[name=name]", "Lost service customers")
-    await page.click("#segment-preview")  # the example filter: no visit in 180 days after 3 or more
-    await page.wait_for_selector("#segment-result:has-text('2 customers')")
-    assert "Owner0 Test" in (await page.text_content("#segment-result") or "")
+    # the builder's starting rows: no visit in 180 days after 3 or more; counted live
+    await page.wait_for_selector("#segment-builder .count:text('2 customers today')")
+    assert "Owner0 Test" in (await page.text_content("#segment-builder .segment-count") or "")
+    await page.click("#segment-advanced summary")  # the JSON, for what the rows cannot say
     await page.fill(
         "#segment-form textarea[name=filter]", '{"field": "password_hash", "op": "eq", "value": 1}'
     )
     await page.click("#segment-preview")
-    await page.wait_for_selector("#segment-result:has-text('filter.field')")
+    await page.wait_for_selector("#segment-builder .segment-count .error:has-text('filter.field')")
     await page.fill(
         "#segment-form textarea[name=filter]",
         '{"all": [{"field": "attributes.last_service_date", "op": "older_than_days", "value": 180},'
         ' {"field": "attributes.service_visits", "op": "gte", "value": 3}]}',
     )
     await page.click("#segment-form button[type=submit]")
-    await page.wait_for_selector("#segment-result:has-text('Saved: 2 customers')")
+    await page.wait_for_selector("#segment-result:has-text('2 customers today')")
     await page.fill("#list-form input[name=name]", "Win them back")
     await page.select_option("#list-form select[name=mode]", "progressive")
     await page.select_option("#list-form select[name=segment]", label="Lost service customers")

@@ -66,7 +66,8 @@ async def test_marketing_schedules_a_blast_and_watches_it(
             "textarea[name=text]",
             "Service special this Saturday, {{ contact.first_name }}! Reply STOP to opt out.",
         )
-        await page.fill("input[name=preview_contact]", str(first.id))
+        await page.fill("input[name=preview_search]", "Pat0")
+        await page.click(f"#preview-matches button[data-contact-id='{first.id}']")
         await page.wait_for_selector("#preview .summary:text('Service special this Saturday, Pat0!')")
         assert "GSM7 · 1 segment" in (await page.text_content("#preview .segments") or "")
         # one curly quote forces UCS-2: the preview says which character and how to avoid it

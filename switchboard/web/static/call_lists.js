@@ -37,18 +37,21 @@
     preview.querySelector(".pop-actions").hidden = true;
   }
 
-  $("next-call").addEventListener("click", async () => {
+  async function takeNext() {
     showError("");
+    $("offer-next").hidden = true;
     const res = await post("/api/v1/agent/next-call", {});
     if (!res.ok) return failed(res);
     const out = await res.json();
     if (!out.entry) { preview.hidden = true; $("nothing-due").hidden = false; return; }
-    state.entry = out.entry; state.attempt = null;
+    state.entry = out.entry; state.attempt = null; state.previewing = true;
     showPop(out.pop, out.entry, out.list.name, out.local_time, out.attempts);
     preview.querySelector(".pop-actions").hidden = false;
     $("disposition").hidden = true;
     $("agent-state").textContent = "previewing";
-  });
+  }
+  $("next-call").addEventListener("click", takeNext);
+  $("take-next").addEventListener("click", takeNext);
 
   $("dial").addEventListener("click", async () => {
     showError("");
@@ -77,6 +80,8 @@
     if (!res.ok) return failed(res);
     $("disposition-saved").textContent = "Saved.";
     $("agent-state").textContent = "idle";
+    // a preview list: the next customer is one key press away (progressive lists ring on their own)
+    if (state.previewing) { $("offer-next").hidden = false; $("take-next").focus(); }
     refresh();
   });
 
@@ -99,7 +104,9 @@
     ws.onmessage = (m) => {
       const msg = JSON.parse(m.data);
       if (msg.type === "screen_pop" && msg.call && msg.call.attempt_id) {
-        state.entry = { id: msg.call.entry_id };
+        // the pop of the preview call just dialled keeps the preview; any other is the progressive dialer's
+        if (!state.entry || state.entry.id !== msg.call.entry_id) { state.previewing = false; $("offer-next").hidden = true; }
+        state.entry = Object.assign({}, state.entry, { id: msg.call.entry_id });
         showPop(msg, null, "", "", []);
         showDisposition(msg.call.attempt_id, "dialing…");
         $("agent-state").textContent = "on a call";
@@ -138,29 +145,11 @@
     });
   }
 
-  const segForm = $("segment-form");
-  if (segForm) {
-    const result = $("segment-result");
-    function filterOf() {
-      try { return JSON.parse(segForm.filter.value); } catch (e) { result.textContent = "filter: not JSON (" + e.message + ")"; return null; }
-    }
-    $("segment-preview").addEventListener("click", async () => {
-      const f = filterOf(); if (f === null) return;
-      const res = await post("/api/v1/segments/preview", { filter: f });
-      const out = await res.json();
-      if (!res.ok) { result.textContent = (out.error.field ? out.error.field + ": " : "") + out.error.message; return; }
-      result.textContent = out.count + " customers" + (out.sample.length ? ", e.g. " + out.sample.map((c) => c.name).join(", ") : "");
-    });
-    segForm.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const f = filterOf(); if (f === null) return;
-      const res = await post("/api/v1/segments", { name: segForm.name.value, filter: f });
-      const out = await res.json();
-      if (!res.ok) { result.textContent = (out.error.field ? out.error.field + ": " : "") + out.error.message; return; }
-      result.textContent = "Saved: " + out.count + " customers today.";
-      const o = el("option", out.name); o.value = out.id; form.segment.append(o);
-    });
-  }
+  // saving a segment is segment_builder.js's; a saved one joins this form's choices
+  document.addEventListener("segment-saved", (ev) => {
+    if (!form) return;
+    const o = el("option", ev.detail.name); o.value = ev.detail.id; form.segment.append(o);
+  });
 
   async function control(id, action, name) {
     if (action === "stop" && !window.confirm("Stop “" + name + "”? Nobody will be called from it again; this cannot be undone.")) return;

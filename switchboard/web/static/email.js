@@ -60,16 +60,29 @@
     const select = send.querySelector("select[name=template_id]");
     const box = document.getElementById("email-preview");
     const button = send.querySelector("button[type=submit]");
+    // after the preview, the merged subject and text are editable; what is in them is what is sent
+    const edit = document.getElementById("email-edit");
+    const note = edit.querySelector(".edited-note");
+    let merged = null;
+    const isEdited = () => merged !== null && (send.subject.value !== merged.subject || send.text.value !== merged.text);
+    for (const f of [send.subject, send.text]) f.addEventListener("input", () => { note.hidden = !isEdited(); });
     select.addEventListener("change", async () => {
-      button.disabled = true;
+      button.disabled = true; edit.hidden = true; merged = null;
       if (!select.value) { box.textContent = ""; return; }
       const r = await api("POST", "/api/v1/email/templates/" + select.value + "/preview", { contact_id: contactId });
       if (!r.ok) { box.textContent = errText(r.body); return; }
-      button.disabled = !showPreview(box, r.body) || !r.body.to || r.body.email_opt_out;
+      const ok = showPreview(box, r.body);
+      button.disabled = !ok || !r.body.to || r.body.email_opt_out;
+      if (ok) {
+        merged = { subject: r.body.subject, text: r.body.text || "" };
+        send.subject.value = merged.subject; send.text.value = merged.text;
+        note.hidden = true; edit.hidden = false;
+      }
     });
     send.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const body = { template_id: Number(select.value), contact_ids: [contactId] };
+      if (isEdited()) { body.subject = send.subject.value; body.text = send.text.value; }
       const when = send.querySelector("input[name=next_followup_at]").value;
       if (when) body.next_followup_at = window.SB.localInputToIso(when);
       const r = await api("POST", "/api/v1/email/send", body);
