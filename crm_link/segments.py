@@ -16,12 +16,13 @@ today or in the next n days).
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from crm_link.db import Database, to_db_time
@@ -197,7 +198,7 @@ class _Compiler:
         return f"(substr({col}, 6, 5) IN ({','.join('?' * len(days))}))"
 
 
-def _days(v: Any) -> bool:
+def _days(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 36_500
 
 
@@ -286,7 +287,7 @@ class Segments:
             return spec["filter"]
         return (await self.get(spec)).filter
 
-    async def ids(self, f: Any, *, now: datetime | None = None) -> list[int]:
+    async def ids(self, f: Any, *, now: datetime | None = None) -> builtins.list[int]:
         """Contact ids the filter selects, in id order."""
         c = compile_filter(f, self.today(now))
         rows = await self.db.fetchall(f"SELECT c.id FROM contacts c WHERE {c.sql} ORDER BY c.id", c.params)

@@ -80,7 +80,7 @@ class InterfaceDirectory:
 
     def is_agent(self, interface: str | None) -> bool:
         """Whether an interface belongs to a user, from the last load (no I/O: the tracker asks often)."""
-        return bool(interface) and self._find(interface) is not None  # type: ignore[arg-type]
+        return interface is not None and interface != "" and self._find(interface) is not None
 
     async def interfaces_of(self, user: User) -> list[str]:
         """Every interface that reaches this user (for originating their leg)."""

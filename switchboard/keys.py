@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from crm_link.clock import Clock
 from crm_link.store import Store
 from switchboard.hub import Hub
 from switchboard.settings import Settings
@@ -16,7 +15,7 @@ from switchboard.web.auth import LoginLimiter
 
 SETTINGS = web.AppKey("settings", Settings)
 # the one clock every handler, worker and the store read "now" from (tests pass their own)
-CLOCK = web.AppKey("clock", Callable[[], datetime])
+CLOCK = web.AppKey[Clock]("clock")
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 LIMITER = web.AppKey("login_limiter", LoginLimiter)

@@ -238,6 +238,6 @@ def _segment_ids(store: Any) -> Any:
     """A blast audience {"segment": id | name | {"filter": ...}}: the contacts it selects now."""
 
     async def ids(spec: Any) -> list[int]:
-        return await store.segments.ids(await store.segments.resolve(spec))  # type: ignore[no-any-return]
+        return await store.segments.ids(await store.segments.resolve(spec))
 
     return ids

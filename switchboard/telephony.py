@@ -41,7 +41,7 @@ async def _twilio_voice(name: str, request: web.Request) -> web.StreamResponse:
     if hooks is None:
         raise web.HTTPNotFound(text="Twilio is not enabled")
     handler = getattr(hooks, name)
-    return await handler(request)  # type: ignore[no-any-return]
+    return await handler(request)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -155,13 +155,18 @@ async def test_no_next_contact_falls_back_to_cadence(store: Store) -> None:
 
 def test_cadence_milestones() -> None:
     now = datetime(2026, 11, 22, 15, 0, tzinfo=UTC)
-    due, note = next_cadence({"purchase_date": "2026-11-10"}, now, "America/New_York")
+    milestone = next_cadence({"purchase_date": "2026-11-10"}, now, "America/New_York")
+    assert milestone is not None
+    due, note = milestone
     assert due.date().isoformat() == "2026-12-05" and "25-day" in note
-    due, note = next_cadence({"purchase_date": "2026-01-10"}, now, "UTC")
+    milestone = next_cadence({"purchase_date": "2026-01-10"}, now, "UTC")
+    assert milestone is not None
+    due, note = milestone
     assert due.date().isoformat() == "2027-06-10" and "17-month" in note
     assert next_cadence({"purchase_date": "2020-01-01"}, now, "UTC") is None
-    due, _ = next_cadence({}, now, "UTC")
-    assert due.date().isoformat() == "2026-11-29"
+    milestone = next_cadence({}, now, "UTC")
+    assert milestone is not None
+    assert milestone[0].date().isoformat() == "2026-11-29"
 
 
 async def test_duplicate_username_and_extension(store: Store) -> None:
@@ -172,20 +177,22 @@ async def test_duplicate_username_and_extension(store: Store) -> None:
     with pytest.raises(Conflict) as exc:
         await store.users.add("other", role="rep", password="password-1", extension="1001")
     assert exc.value.field == "extension"
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(ValidationError) as invalid:
         await store.users.add("x y", role="rep", password="password-1")
-    assert exc.value.field == "username"
+    assert invalid.value.field == "username"
 
 
 async def test_passwords_and_tokens(store: Store) -> None:
     u = await store.users.add("jsmith", role="rep", password="password-1")
-    assert (await store.users.authenticate("jsmith", "password-1")).id == u.id
+    authenticated = await store.users.authenticate("jsmith", "password-1")
+    assert authenticated is not None and authenticated.id == u.id
     assert await store.users.authenticate("jsmith", "wrong-password") is None
     assert await store.users.authenticate("nobody", "password-1") is None
     token = await store.users.create_token(u.id)
-    assert (await store.users.user_for_token(token)).id == u.id
+    holder = await store.users.user_for_token(token)
+    assert holder is not None and holder.id == u.id
     row = await store.db.fetchone("SELECT token_hash FROM api_tokens")
-    assert token not in row[0]
+    assert row is not None and token not in row[0]
     await store.users.revoke_tokens(u.id)
     assert await store.users.user_for_token(token) is None
 

@@ -45,7 +45,7 @@ def dialer_of(request: web.Request) -> Dialer:
     dialer = request.app[SERVICES].get("dialer")
     if dialer is None:
         raise ApiError(503, "dialer_unavailable", "the dialer is not running")
-    return dialer  # type: ignore[no-any-return]
+    return dialer
 
 
 def _int(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -232,7 +232,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
             raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Next+follow-up+is+not+a+date") from None
     await store.touches.record(
         TouchInput(
-            source_key=f"manual:{user.id}:{form.get('idempotency_key') or secrets.token_hex(8)}",
+            source_key=f"manual:{user.id}:{str(form.get('idempotency_key', '')) or secrets.token_hex(8)}",
             kind=kind,
             direction="none" if kind == "note" else "outbound",
             started_at=request.app[CLOCK](),

@@ -45,7 +45,7 @@ def runtime(request: web.Request) -> SmsRuntime:
         raise ApiError(
             503, "sms_unavailable", "no SMS channel is configured ([sms.channels.NAME] in the settings)"
         )
-    return rt  # type: ignore[no-any-return]
+    return rt
 
 
 def _local_time(value: Any, field: str, zone: str) -> datetime:

@@ -29,7 +29,7 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
 ) -> None:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.asterisk.username = "switchboard"
     first = await aiohttp_server(create_app(settings))
     store = first.app[STORE]
@@ -82,7 +82,7 @@ async def test_twilio_call_open_past_twilios_time_limit_is_closed(
     now = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
     settings.twilio.enabled = True
     settings.twilio.account_sid = "AC" + "3" * 32
-    settings.twilio.auth_token.__init__("voice-token")  # type: ignore[misc]
+    settings.twilio.auth_token.__init__("voice-token")
     settings.server.public_url = "http://127.0.0.1:1"
     async with open_store(settings) as store:
         for sid, number, started in (

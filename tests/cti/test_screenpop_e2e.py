@@ -20,7 +20,7 @@ from tests.conftest import PASSWORD, make_api
 async def pbx_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.asterisk.username = "switchboard"
     settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
     server = await aiohttp_server(create_app(settings))

@@ -28,7 +28,7 @@ def clock() -> FixedClock:
 async def dial_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer, clock: FixedClock) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.dialer.tick_seconds = 0.05
     settings.dialer.calls_per_second = 1000
     settings.dialer.wrap_up_seconds = 0

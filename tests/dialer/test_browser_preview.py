@@ -24,7 +24,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
 ) -> None:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.calling_hours.start, settings.calling_hours.end = "00:00", "23:59"  # real clock here
     settings.dialer.tick_seconds = 0.1
     server = await aiohttp_server(create_app(settings))

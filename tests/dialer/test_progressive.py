@@ -92,7 +92,7 @@ async def test_two_agents_twenty_customers_run_to_completion(
         by_number.setdefault(a.number, []).append(a)
         # never outside the customer's calling hours, by the dialer's clock
         assert HOURS.is_open(ZONE[a.number], a.started_at), (a.number, a.started_at)
-    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     for number in numbers:
         mine = by_number[number]
         expected = 2 if number in BUSY | NO_ANSWER else 1
@@ -178,7 +178,7 @@ async def test_a_crashed_dialer_never_dials_twice_and_loses_nothing(
     # the calls in doubt ended after the restart and settled their attempts: nobody was called twice
     for a in in_doubt:
         assert (await store.call_lists.attempt(a)).state == "answered"
-    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted(numbers)
     stats = await store.call_lists.stats(cl.id)
     assert stats["counts"]["done"] == len(numbers) and stats["reached"] == len(numbers)
@@ -216,7 +216,7 @@ async def test_two_dialers_on_one_list_never_dial_an_entry_twice(
         await until(finished, timeout=30)
     finally:
         await second.close()
-    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted(numbers)  # each exactly once
     by_agent = {a.agent_id for a in await store.call_lists.attempts_of(list_id=cl.id)}
     assert len(by_agent) == 2  # both instances dialed
@@ -229,7 +229,7 @@ async def test_an_agent_on_an_inbound_call_is_not_dialed_for(
 
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
     settings.dialer.tick_seconds = 0.05
     settings.dialer.calls_per_second = 1000
@@ -313,7 +313,7 @@ async def test_trunk_concurrency_and_the_lists_date_window(
     await asyncio.sleep(0.3)
     watcher.cancel()
     assert peak == 1
-    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted(NEW_YORK[3:6])  # nothing from the list whose window opens tomorrow
     assert (await store.call_lists.stats(future_list))["counts"]["pending"] == 3
 
@@ -336,6 +336,6 @@ async def test_a_customer_put_on_do_not_call_after_the_list_was_built_is_not_dia
         return (await store.call_lists.get(cl.id)).state == "done"
 
     await until(done)
-    originated = [a.get("Exten") for a in pbx.actions if a.name == "Originate"]
+    originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted([NEW_YORK[0], NEW_YORK[2]])
     assert (await store.call_lists.stats(cl.id))["skipped"] == {"do not call": 1}

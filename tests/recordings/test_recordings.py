@@ -37,7 +37,7 @@ def make_wav(path: Path, seconds: float = 2.0) -> bytes:
 async def rec_app(aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "jsmith", "Local/agent2@agents/n": "agarcia"}
     settings.recordings.poll_seconds = 0.05
     Path(settings.asterisk.recordings_dir).mkdir(parents=True)

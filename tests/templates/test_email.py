@@ -254,6 +254,7 @@ async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Any) -> 
     task.cancel()  # killed while the SMTP server holds a message
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert svc.smtp._smtp is not None
     svc.smtp._smtp.close()
     inbox.block_after = None
     again = EmailService(

@@ -78,7 +78,7 @@ async def _contact(client: Any, **fields: Any) -> Any:
 
 
 def _error(body: dict[str, Any]) -> dict[str, Any]:
-    return body["error"]  # type: ignore[no-any-return]
+    return body["error"]
 
 
 async def test_costly_sms_texts_are_refused_naming_text(app_client: Any) -> None:
