@@ -11,7 +11,7 @@ from aiohttp import web
 from crm_link.clock import Clock, system_clock
 from crm_link.store import Store
 from switchboard.hub import Hub
-from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, HEALTH, HUB, LIMITER, MY_DAY_EXTRAS, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
@@ -72,7 +72,6 @@ def create_app(
     app[HUB] = Hub()
     app[HEALTH] = {}
     app[MY_DAY_EXTRAS] = []
-    app[SERVICES] = {}
     app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
     from switchboard import dialer_ctx, messaging, recording_ctx, telephony

@@ -20,7 +20,7 @@ from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.clock import Clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
-from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, EMAIL, HEALTH, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE, SUPERVISOR
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context
@@ -54,7 +54,7 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         dealer={"name": d.name, "phone": d.phone, "address": d.address, "website": d.website},
         clock=app[CLOCK],
     )
-    app[SERVICES]["email"] = service
+    app[EMAIL] = service
     supervisor = app[SUPERVISOR]
     supervisor.start("email", service.run)
     try:
@@ -196,9 +196,9 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             segment_ids=_segment_ids(store),
             clock=app[CLOCK],
         )
-        app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
-        app[SERVICES]["sms_events"] = events
-        app[SERVICES]["sms_channels"] = channels
+        app[SMS] = SmsRuntime(blasts, workers)
+        app[SMS_EVENTS] = events
+        app[SMS_CHANNELS] = channels
 
         def channel_state(worker_name: str) -> str:
             w = supervisor.workers.get(worker_name)

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from recordings.service import RecordingService
-from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, RECORDINGS, SETTINGS, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.recordings")
 RETENTION_EVERY = 6 * 3600.0
@@ -29,7 +29,7 @@ async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
     """Started before the call sources, so they can announce recordings to it."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     service = recording_service(app)
-    app[SERVICES]["recordings"] = service
+    app[RECORDINGS] = service
     names: list[str] = []
     if service.watch_dir is not None:
         supervisor.start("recordings-watch", partial(service.watch, settings.recordings.poll_seconds))

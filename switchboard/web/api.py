@@ -14,7 +14,7 @@ from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, MY_DAY_EXTRAS, SERVICES, STORE
+from switchboard.keys import CALL_SERVICES, CLOCK, MY_DAY_EXTRAS, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 
@@ -51,9 +51,8 @@ AFTER_CALL_ACCESS = timedelta(minutes=15)
 
 async def call_with(request: web.Request, user: User, contact_id: int, now: datetime) -> str | None:
     """The call (source key) that lets this user open this contact: live, or ended within the grace."""
-    services = request.app[SERVICES]
-    for source in ("asterisk", "twilio"):
-        calls = services.get(f"calls:{source}")
+    for source, key in CALL_SERVICES.items():
+        calls = request.app.get(key)
         if calls is not None and (call_id := calls.live_call_with(user.id, contact_id)) is not None:
             return f"{source}:{call_id}"
     touch = await store_of(request).touches.call_ended_since(user.id, contact_id, now - AFTER_CALL_ACCESS)

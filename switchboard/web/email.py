@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.errors import ValidationError
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import EMAIL, STORE
 from switchboard.web.api import can_see_contact, parse_time
 from switchboard.web.auth import auth_of, require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -21,7 +21,7 @@ TEMPLATE_FIELDS = ("name", "subject", "html", "text")
 
 
 def service(request: web.Request) -> EmailService:
-    return request.app[SERVICES]["email"]
+    return request.app[EMAIL]
 
 
 async def _save(request: web.Request, template_id: int | None) -> web.Response:

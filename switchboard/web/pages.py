@@ -134,9 +134,9 @@ async def my_day_page(request: web.Request) -> web.Response:
     zone = _zone(request)
     due = await store.touches.due_for(user.id, end_of_day(request.app[CLOCK](), zone))
     from switchboard.dialer_ctx import lists_for
-    from switchboard.keys import SERVICES
+    from switchboard.keys import DIALER
 
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     call_lists = await lists_for(store, dialer, user) if dialer is not None else []
     return render(
         request,

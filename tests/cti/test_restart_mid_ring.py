@@ -11,7 +11,7 @@ from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app, open_store
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import PASSWORD
 
 
@@ -38,8 +38,8 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
     jane = await store.contacts.create(
         validate_contact({"first_name": "Jane", "phones": ["+15551234567"], "owner": "jsmith"}, region="US")
     )
-    await first.app[SERVICES]["asterisk"].directory.reload()
-    await first.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await first.app[ASTERISK].directory.reload()
+    await first.app[ASTERISK].client.wait_connected(5)
     # Jane's call rings jsmith for 2 s (at the PBX's 1/100 speed); Bo's rings agarcia far longer
     janes = asyncio.create_task(pbx.inbound_call("+15551234567", agents=["PJSIP/1001"], ring_seconds=200))
     bos = asyncio.create_task(pbx.inbound_call("+15559870000", agents=["PJSIP/1002"], ring_seconds=100_000))
@@ -63,7 +63,7 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
         # the missed call lands on the owner's day like any other missed call
         assert [f.kind for f in await store.touches.open_followups(jane.id)] == ["missed_call"]
         # Bo's call is still ringing at the PBX: it stays open
-        source = second.app[SERVICES]["asterisk"]
+        source = second.app[ASTERISK]
         async with asyncio.timeout(10):
             while source.resyncs == 0:
                 await asyncio.sleep(0.02)

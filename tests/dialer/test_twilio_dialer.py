@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import DIALER, STORE
 from switchboard.sim.twilio_api import FakeTwilioApi
 from tests.conftest import free_port, make_api
 from tests.dialer.conftest import FixedClock, add_customers, settle
@@ -35,7 +35,8 @@ async def test_progressive_list_over_twilio(
         server = await aiohttp_server(app, port=port)
         client = await aiohttp_client(server)
         store = app[STORE]
-        assert app[SERVICES]["dialer"].backend.source == "twilio"
+        backend = app[DIALER].backend
+        assert backend is not None and backend.source == "twilio"
         manager = await make_api(client, "maria", "manager")
         reps = [await make_api(client, name, "rep") for name in ("jsmith", "agarcia")]
         ids = await add_customers(store, NUMBERS)
