@@ -75,7 +75,7 @@ async def main() -> None:
         client = TestClient(TestServer(create_app(settings)))
         await client.start_server()
         try:
-            store = client.server.app[STORE]
+            store = client.app[STORE]
             user = await store.users.add("kim", role="marketing", password="bench-pass-1")
             headers = {"Authorization": f"Bearer {await store.users.create_token(user.id, 'bench')}"}
             n = args.recipients

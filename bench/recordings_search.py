@@ -121,8 +121,8 @@ async def searches(path: Path, samples: int) -> list[str]:
 
 
 async def count(store: Store) -> int:
-    row = await store.db.fetchone("SELECT count(*) FROM recordings")
-    return int(row[0])
+    rows = await store.db.fetchall("SELECT count(*) FROM recordings")
+    return int(rows[0][0])
 
 
 async def reindex_rate(files: int) -> str:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import HUB, SERVICES, STORE
+from switchboard.keys import ASTERISK, HUB, STORE
 from switchboard.settings import load_settings
 
 
@@ -76,8 +76,8 @@ async def main() -> None:
     )
     users = {u.username: u for u in await store.users.list()}
     tokens = {name: await store.users.create_token(u.id) for name, u in users.items()}
-    await app[SERVICES]["asterisk"].client.wait_connected(10)
-    await app[SERVICES]["asterisk"].directory.reload()
+    await app[ASTERISK].client.wait_connected(10)
+    await app[ASTERISK].directory.reload()
 
     latencies: list[float] = []
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # one connection per socket
@@ -103,7 +103,7 @@ async def main() -> None:
     listeners = [asyncio.create_task(listen(ws)) for ws in sockets]
     rng = random.Random(3)
     calls: set[asyncio.Task[Any]] = set()
-    events_before = app[SERVICES]["asterisk"].events_seen
+    events_before = app[ASTERISK].events_seen
     started = time.perf_counter()
     while time.perf_counter() - started < args.seconds:
         agent = rng.randrange(args.agents)
@@ -119,7 +119,7 @@ async def main() -> None:
         await asyncio.sleep(1 / args.calls_per_second)
     await asyncio.gather(*calls)
     elapsed = time.perf_counter() - started
-    events = app[SERVICES]["asterisk"].events_seen - events_before
+    events = app[ASTERISK].events_seen - events_before
     await asyncio.sleep(1)
     connected = app[HUB].connections
     for ws in sockets:

@@ -28,6 +28,7 @@ from campaigns.sms.modem.pdu import encode_submit
 from campaigns.sms.sender import ChannelWorker
 from crm_link.clock import system_clock
 from crm_link.contacts import ContactFields
+from crm_link.models import Contact
 from crm_link.phones import Phone
 from crm_link.store import Store
 from templates.context import merge_context
@@ -63,10 +64,10 @@ class Sink:
 async def blast_run(store: Store, url: str, n: int, rate: float | None, tag: str, lines: list[str]) -> float:
     renderer = Renderer()
 
-    def render(text: str, contact: object) -> str:
+    def render(text: str, contact: Contact) -> str:
         return renderer.render(
             text, merge_context(contact, dealer={"name": "Switchboard Motors"}, now=system_clock())
-        )  # type: ignore[arg-type]
+        )
 
     def describe(text: str) -> dict[str, object]:
         return analyze(text).as_dict()

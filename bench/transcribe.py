@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from crm_link.contacts import validate_contact
 from recordings.transcribe import transcribe_file
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import RECORDINGS, STORE
 from switchboard.settings import load_settings
 from tests.fixtures.speech.make import make
 from tests.loop_lag import LoopLag
@@ -118,7 +118,7 @@ async def backlog(tmp: Path, files: list[Path], size: int, workers: int) -> list
     settings.recordings.transcribe = True
     settings.recordings.transcribe_workers = workers
     async with TestClient(TestServer(create_app(settings))) as client:
-        app = client.server.app
+        app = client.app
         store = app[STORE]
         for i in range(50):
             await store.contacts.create(
@@ -135,7 +135,7 @@ async def backlog(tmp: Path, files: list[Path], size: int, workers: int) -> list
             src = files[i % len(files)]
             shutil.copy(src, incoming / f"b{i}.wav")
             audio += seconds(src)
-        service = app[SERVICES]["recordings"]
+        service = app[RECORDINGS]
         t0 = time.perf_counter()
         async with LoopLag() as busy_lag:
             for i in range(size):

@@ -57,7 +57,7 @@ def infer(values: Iterable[str], date_format: str = "") -> str:
         ("date", lambda v: to_date(v, date_format)),
         ("boolean", to_boolean),
     ):
-        if all(conv(v) is not None for v in seen):  # type: ignore[no-untyped-call]
+        if all(conv(v) is not None for v in seen):
             return kind
     return "text"
 

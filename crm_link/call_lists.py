@@ -352,15 +352,15 @@ class CallLists:
                 zone = first[2] or zone_for_number(number) or self.default_time_zone
                 rows.append((list_id, cid, number, zone, priority, "pending", None))
                 summary["added"] += 1
-        for number, cid in numbers:
+        for number, number_contact in numbers:
             if number in seen_numbers:
-                skip(cid, "duplicate number")
+                skip(number_contact, "duplicate number")
                 continue
             seen_numbers.add(number)
             rows.append(
                 (
                     list_id,
-                    cid,
+                    number_contact,
                     number,
                     zone_for_number(number) or self.default_time_zone,
                     priority,

@@ -185,6 +185,14 @@ class Database:
             await tx.executemany(sql, rows)
 
 
+async def one_row(cur: aiosqlite.Cursor) -> aiosqlite.Row:
+    """The row a statement always returns (an INSERT … RETURNING, an aggregate); StoreError if none."""
+    row = await cur.fetchone()
+    if row is None:
+        raise StoreError("the statement returned no row")
+    return row
+
+
 async def _to_the_end(statement: Awaitable[Any]) -> None:
     """Await a statement; if the caller is cancelled meanwhile, let it finish first, then re-raise."""
     task = asyncio.ensure_future(statement)

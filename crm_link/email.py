@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound
 from crm_link.touches import Touches, TouchInput
 
@@ -127,7 +127,7 @@ class EmailStore:
                     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (name, subject, html, text, json.dumps(merge_codes), user_id, now, now),
                 ) as cur:
-                    template_id = int((await cur.fetchone())[0])
+                    template_id = int((await one_row(cur))[0])
             else:
                 async with tx.execute(
                     "UPDATE email_templates SET name = ?, subject = ?, html = ?, text = ?, merge_codes = ?,"
@@ -187,7 +187,7 @@ class EmailStore:
                 " VALUES (?, ?, 'running', ?, ?, ?, ?) RETURNING id",
                 (template_id, json.dumps(audience), to_db_time(send_at), next_followup, user_id, now),
             ) as cur:
-                job_id = int((await cur.fetchone())[0])
+                job_id = int((await one_row(cur))[0])
             await self._insert(tx, job_id, rows, now)
         return job_id
 

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import FollowUp, Page, check_limit, decode_cursor, encode_cursor
 from crm_link.segments import compile_filter
@@ -175,7 +175,7 @@ class FollowupStore:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (*values, starts_on.isoformat(), now, now),
                 ) as cur:
-                    cadence_id = int((await cur.fetchone())[0])
+                    cadence_id = int((await one_row(cur))[0])
             else:
                 async with tx.execute(
                     "SELECT active, date_field, starts_on FROM cadences WHERE id = ?", (cadence_id,)

@@ -278,7 +278,7 @@ async def import_contacts(
         types[name] = (
             (declared_types or {}).get(name)
             or known.get(name)
-            or infer((r[i] for r in all_rows if i < len(r)), date_format)
+            or infer((cells[i] for _, cells in all_rows if i < len(cells)), date_format)
         )
     report.attribute_types = types
     owner_ids = {u.username: u.id for u in await store.users.list()}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import NotFound
 from crm_link.models import Page, check_limit, decode_cursor, encode_cursor, iso
 
@@ -244,7 +244,7 @@ class Recordings:
                     1 if settled else 0,
                 ),
             ) as cur:
-                row = await cur.fetchone()
+                row = await one_row(cur)
             if state == "indexed" and row["call_key"] is None:
                 await tx.execute("UPDATE recordings SET state = 'unlinked' WHERE id = ?", (row["id"],))
             if row["call_key"] is not None:

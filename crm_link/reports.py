@@ -231,7 +231,7 @@ class ReportStore:
         in_period = "((o.sent_at >= ? AND o.sent_at < ?) OR (o.sent_at IS NULL AND o.final_at >= ? AND o.final_at < ?))"
         if group in ("blast", "month"):
             if group == "blast":
-                key_sql, key_params = "COALESCE(b.name, '') || ' #' || CAST(o.blast_id AS TEXT)", []
+                key_sql, key_params = "COALESCE(b.name, '') || ' #' || CAST(o.blast_id AS TEXT)", list[Any]()
                 extra = " AND o.blast_id IS NOT NULL"
             else:
                 key_sql, key_params = month_of(sms_at)

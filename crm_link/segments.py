@@ -18,12 +18,13 @@ month-day in this Monday-to-Sunday week / this calendar month).
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from crm_link.db import Database, to_db_time
@@ -225,7 +226,7 @@ class _Compiler:
         return f"(substr({col}, 6, 5) IN ({','.join('?' * len(days))}))"
 
 
-def _days(v: Any) -> bool:
+def _days(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 36_500
 
 
@@ -314,7 +315,7 @@ class Segments:
             return spec["filter"]
         return (await self.get(spec)).filter
 
-    async def ids(self, f: Any, *, now: datetime | None = None) -> list[int]:
+    async def ids(self, f: Any, *, now: datetime | None = None) -> builtins.list[int]:
         """Contact ids the filter selects, in id order."""
         c = compile_filter(f, self.today(now))
         rows = await self.db.fetchall(f"SELECT c.id FROM contacts c WHERE {c.sql} ORDER BY c.id", c.params)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import NotFound, ValidationError
 from crm_link.touches import Touches, TouchInput
 
@@ -169,7 +169,7 @@ class SmsStore:
                     to_db_time(self._db.now() + claim_lease) if claim_lease is not None else None,
                 ),
             ) as cur:
-                return int((await cur.fetchone())[0])
+                return int((await one_row(cur))[0])
 
     async def blast(self, blast_id: int) -> dict[str, Any]:
         row = await self._db.fetchone("SELECT * FROM sms_blasts WHERE id = ?", (blast_id,))
@@ -466,6 +466,7 @@ class SmsStore:
         if status not in ("sent", "delivered", "failed", "undelivered"):
             return None
         target = "failed" if status == "undelivered" else status
+        params: tuple[object, ...]
         async with self._db.transaction() as tx:
             if message_id is not None:
                 sql, params = "SELECT * FROM sms_outbox WHERE id = ? AND channel = ?", (message_id, channel)

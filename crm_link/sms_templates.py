@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crm_link.db import Database, to_db_time
+from crm_link.db import Database, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 
 MAX_TEXT = 1600
@@ -47,7 +47,7 @@ class SmsTemplates:
         return SmsTemplate(row["id"], row["name"], row["text"])
 
     async def save(
-        self, name: str, text: str, *, user_id: int | None, template_id: int | None = None
+        self, name: Any, text: Any, *, user_id: int | None, template_id: int | None = None
     ) -> SmsTemplate:
         """Create (no id) or replace a template; Conflict when another has the name."""
         name, text = validate_sms_template(name, text)
@@ -64,7 +64,7 @@ class SmsTemplates:
                     " VALUES (?, ?, ?, ?, ?) RETURNING id",
                     (name, text, user_id, now, now),
                 ) as cur:
-                    template_id = int((await cur.fetchone())[0])
+                    template_id = int((await one_row(cur))[0])
             else:
                 async with tx.execute(
                     "UPDATE sms_templates SET name = ?, text = ?, updated_at = ? WHERE id = ? RETURNING id",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import re
 import secrets
@@ -12,7 +13,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import ROLES, User
 
@@ -106,7 +107,7 @@ class Users:
                     to_db_time(self._db.now()),
                 ),
             ) as cur:
-                user_id = int((await cur.fetchone())[0])
+                user_id = int((await one_row(cur))[0])
             for iface in interfaces or []:
                 async with tx.execute("SELECT 1 FROM user_interfaces WHERE interface = ?", (iface,)) as cur:
                     if await cur.fetchone():
@@ -219,7 +220,7 @@ class Users:
             ifaces.setdefault(r[0], []).append(r[1])
         return [_user(r, ifaces.get(r["id"], [])) for r in rows]
 
-    async def _interfaces(self, user_id: int) -> list[str]:
+    async def _interfaces(self, user_id: int) -> builtins.list[str]:
         rows = await self._db.fetchall(
             "SELECT interface FROM user_interfaces WHERE user_id = ? ORDER BY interface", (user_id,)
         )

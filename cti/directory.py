@@ -57,9 +57,9 @@ class InterfaceDirectory:
             if username in self._by_username:
                 self._by_interface[normalize_interface(iface) or iface] = self._by_username[username]
         for u in users:  # the interface rung for a user is theirs, whatever else is configured
-            iface = self.dial_interface_of(u)
-            if iface:
-                self._by_interface.setdefault(normalize_interface(iface) or iface, u)
+            rung = self.dial_interface_of(u)
+            if rung:
+                self._by_interface.setdefault(normalize_interface(rung) or rung, u)
         self._loaded_at = self._clock()
 
     def _find(self, interface: str) -> User | None:
@@ -88,7 +88,7 @@ class InterfaceDirectory:
 
     def is_agent(self, interface: str | None) -> bool:
         """Whether an interface belongs to a user, from the last load (no I/O: the tracker asks often)."""
-        return bool(interface) and self._find(interface) is not None  # type: ignore[arg-type]
+        return interface is not None and interface != "" and self._find(interface) is not None
 
     def dial_interface_of(self, user: User | None, extension: str | None = None) -> str | None:
         """The one interface to ring for a user (click-to-call, progressive dialing).

@@ -404,13 +404,13 @@ class CallTracker:
             if linkedid and ev.get("Uniqueid"):
                 present.setdefault(linkedid, []).append(ev)
         out: list[CallEvent] = []
-        for linkedid, call in list(self.calls.items()):
+        for linkedid, ongoing in list(self.calls.items()):
             live = {ev.headers["Uniqueid"] for ev in present.get(linkedid, [])}
-            for uid, chan in call.channels.items():
+            for uid, listed in ongoing.channels.items():
                 if uid not in live:
-                    chan.hung = True
+                    listed.hung = True
             if not live:
-                out += self._end(call, at)
+                out += self._end(ongoing, at)
         for linkedid, evs in present.items():
             call = self.calls.get(linkedid)
             adopted = call is None
@@ -521,7 +521,7 @@ def _uid_order(uid: str) -> tuple[int, ...]:
 
 def _dialable(exten: str | None) -> bool:
     """An extension that is a number (a DID or a customer's number), not a dialplan label like `s`."""
-    return bool(exten) and exten.lstrip("+").isdigit()  # type: ignore[union-attr]
+    return exten is not None and exten.lstrip("+").isdigit()
 
 
 def _hms(text: str) -> int | None:

@@ -142,18 +142,18 @@ class AgentBoard:
                     await self._settle(self.agents[user.id])
             await self._publish_queues()
         elif isinstance(event, CallAnswered):
-            call = self.calls.get(event.call_id)
-            if call is None:
+            answered = self.calls.get(event.call_id)
+            if answered is None:
                 return
-            call.answered_by = user.id if user is not None else None
-            for uid in {*call.ringing, *([call.answered_by] if call.answered_by else [])}:
+            answered.answered_by = user.id if user is not None else None
+            for uid in {*answered.ringing, *([answered.answered_by] if answered.answered_by else [])}:
                 if uid in self.agents:
                     await self._settle(self.agents[uid])
             await self._publish_queues()
         elif isinstance(event, CallEnded):
-            call = self.calls.pop(event.call_id, None)
-            involved = set(call.ringing) if call else set()
-            who = call.answered_by if call and call.answered_by else (user.id if user else None)
+            ended = self.calls.pop(event.call_id, None)
+            involved = set(ended.ringing) if ended else set()
+            who = ended.answered_by if ended and ended.answered_by else (user.id if user else None)
             if who is not None:
                 involved.add(who)
             self._roll_day()

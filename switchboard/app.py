@@ -18,7 +18,6 @@ from switchboard.keys import (
     HUB,
     LIMITER,
     MY_DAY_EXTRAS,
-    SERVICES,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -84,7 +83,6 @@ def create_app(
     app[HEALTH] = {}
     app[HEALTH_DETAILS] = {}
     app[MY_DAY_EXTRAS] = []
-    app[SERVICES] = {}
     app[SUPERVISOR] = Supervisor()
     app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
     from switchboard import dialer_ctx, followups_ctx, messaging, recording_ctx, telephony

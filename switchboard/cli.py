@@ -7,7 +7,7 @@ import asyncio
 import os
 import secrets
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -336,7 +336,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--config", metavar="FILE", help="TOML settings (default ./switchboard.toml if present)"
     )
@@ -458,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         run: Callable[[Settings, argparse.Namespace], Any] = args.run
         if getattr(args, "sync", False):
             return int(run(settings, args))
-        coro: Awaitable[int] = run(settings, args)
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        coro: Coroutine[Any, Any, int] = run(settings, args)
+        return asyncio.run(coro)
     except SettingsError as exc:
         print(f"switchboard: error: {exc}", file=sys.stderr)
         return 2

@@ -59,7 +59,7 @@ DEMO_TEMPLATES = (
     ),
 )
 # the customers of the recorded calls, so replayed transcripts pop a known record
-KNOWN = (
+KNOWN: tuple[tuple[str, str, str, str, dict[str, str | None]], ...] = (
     ("Jane", "Doe", "+15551234567", "jsmith", {"vehicle": "2024 Civic EX", "purchase_date": None}),
     ("John", "Smith", "+15559876543", "agarcia", {"vehicle": "2021 CR-V"}),
     ("Pat", "Taylor", "+15557654321", "jsmith", {"vehicle": "2025 Accord"}),
@@ -108,16 +108,16 @@ async def seed(store: Store, contacts: int = 300) -> bool:
             )
     rng = random.Random(42)
     today = store.clock().date()
-    rows = []
-    for first, last, phone, owner, attrs in KNOWN:
-        data = {
+    rows: list[dict[str, object]] = []
+    for first, last, phone, owner, known_attrs in KNOWN:
+        data: dict[str, object] = {
             "first_name": first,
             "last_name": last,
             "phones": [phone],
             "owner": owner,
             "email": f"{first.lower()}.{last.lower()}@example.com",
             "time_zone": "America/Chicago",
-            "attributes": {k: v for k, v in attrs.items() if v},
+            "attributes": {k: v for k, v in known_attrs.items() if v},
             "tags": ["demo"],
         }
         rows.append(data)
@@ -126,12 +126,12 @@ async def seed(store: Store, contacts: int = 300) -> bool:
         first, last = rng.choice(FIRST), rng.choice(LAST)
         attrs: dict[str, object] = {"vehicle": rng.choice(VEHICLES)}
         tags = []
-        kind = rng.random()
-        if kind < 0.3:
+        roll = rng.random()
+        if roll < 0.3:
             bought = today - timedelta(days=rng.choice((3, 4, 5, 24, 25, 26, 90, 200, 510, 517)))
             attrs["purchase_date"] = bought.isoformat()
             tags.append("customer")
-        elif kind < 0.6:
+        elif roll < 0.6:
             tags.append("prospect")
         else:
             attrs["last_service_date"] = (today - timedelta(days=rng.randint(20, 400))).isoformat()
@@ -160,7 +160,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
     now = store.clock()
     touches = []
     for n, cid in enumerate(ids[:120]):
-        owner = users["jsmith" if n % 2 == 0 else "agarcia"]
+        rep = users["jsmith" if n % 2 == 0 else "agarcia"]
         for k in range(rng.randint(1, 3)):
             at = now - timedelta(days=rng.randint(1, 60), minutes=rng.randint(0, 600))
             kind = rng.choice(("call", "call", "email", "sms", "note"))
@@ -171,7 +171,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
                     direction="none" if kind == "note" else rng.choice(("inbound", "outbound")),
                     started_at=at,
                     contact_id=cid,
-                    user_id=owner.id,
+                    user_id=rep.id,
                     channel="demo",
                     status={"call": "answered", "email": "sent", "sms": "delivered", "note": "logged"}[kind],
                     duration_s=float(rng.randint(30, 600)) if kind == "call" else None,
@@ -199,7 +199,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
         )
     await seed_call_lists(store, [users["jsmith"].id, users["agarcia"].id])
     for n, cid in enumerate(ids[:40]):
-        owner = users["jsmith" if n % 2 == 0 else "agarcia"]
+        rep = users["jsmith" if n % 2 == 0 else "agarcia"]
         due = now + timedelta(hours=rng.randint(-30, 6))
         await store.touches.add_followup(
             cid,
@@ -207,7 +207,7 @@ async def seed(store: Store, contacts: int = 300) -> bool:
             note=rng.choice(
                 ("Call about the test drive", "Send the trade-in estimate", "4-day after-sale call")
             ),
-            assignee_id=owner.id,
+            assignee_id=rep.id,
         )
     return True
 
@@ -398,7 +398,7 @@ class DemoMailbox:
     """The demo's SMTP sink: keeps the last 200 messages it accepted for the /demo/mail page."""
 
     def __init__(self, app: web.Application) -> None:
-        self.messages: list[dict[str, str]] = app.setdefault(MAILBOX, [])  # type: ignore[arg-type]
+        self.messages: list[dict[str, str]] = app.setdefault(MAILBOX, [])
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         import email

@@ -14,20 +14,30 @@ from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from cti.screenpop import build_pop
 from switchboard.dialing import AmiDialBackend, TwilioDialBackend
-from switchboard.keys import CLOCK, HUB, MY_DAY_EXTRAS, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import (
+    ASTERISK,
+    CALL_SERVICES,
+    CLOCK,
+    DIALER,
+    HUB,
+    MY_DAY_EXTRAS,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+    TWILIO_CLIENT,
+    TWILIO_VOICE,
+)
 
 log = logging.getLogger("switchboard.dialer")
 
 
 def backend_of(app: web.Application) -> DialBackend | None:
     """Asterisk when it is enabled, else Twilio, else none (preview lists still hand out entries)."""
-    settings, services = app[SETTINGS], app[SERVICES]
-    if services.get("asterisk") is not None:
-        return AmiDialBackend(services["asterisk"], context=settings.asterisk.originate_context)
-    if services.get("twilio_voice") is not None and settings.twilio.caller_id:
-        return TwilioDialBackend(
-            services["twilio_voice"], services["twilio_client"], caller_id=settings.twilio.caller_id
-        )
+    settings = app[SETTINGS]
+    if (source := app.get(ASTERISK)) is not None:
+        return AmiDialBackend(source, context=settings.asterisk.originate_context)
+    if (voice := app.get(TWILIO_VOICE)) is not None and settings.twilio.caller_id:
+        return TwilioDialBackend(voice, app[TWILIO_CLIENT], caller_id=settings.twilio.caller_id)
     return None
 
 
@@ -53,11 +63,11 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         busy_agents=lambda: _agents_on_calls(app),
         pop_builder=build_pop,
     )
-    for key in ("calls:asterisk", "calls:twilio"):
-        service = app[SERVICES].get(key)
+    for key in CALL_SERVICES.values():
+        service = app.get(key)
         if service is not None:
             service.on_ended = dialer.call_ended
-    app[SERVICES]["dialer"] = dialer
+    app[DIALER] = dialer
     app[MY_DAY_EXTRAS].append(_my_day)
     await dialer.start(run=False)
     app[SUPERVISOR].start("dialer", dialer.run)
@@ -69,13 +79,12 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[SUPERVISOR].stop("dialer")
         await dialer.close()
-        app[SERVICES].pop("dialer", None)
 
 
 def _agents_on_calls(app: web.Application) -> set[int]:
     busy: set[int] = set()
-    for key in ("calls:asterisk", "calls:twilio"):
-        service = app[SERVICES].get(key)
+    for key in CALL_SERVICES.values():
+        service = app.get(key)
         if service is not None:
             busy |= service.agents_on_calls()
     return busy
@@ -84,7 +93,7 @@ def _agents_on_calls(app: web.Application) -> set[int]:
 async def _my_day(request: web.Request, user: Any) -> dict[str, Any]:
     """My Day: the agent's call-list call-backs due today, and how many list entries wait for them."""
     store = request.app[STORE]
-    dialer: Dialer = request.app[SERVICES]["dialer"]
+    dialer = request.app[DIALER]
     now = dialer.clock()
     callbacks = await store.call_lists.callbacks_for(user.id, now + timedelta(hours=24))
     return {"call_list_callbacks": callbacks, "call_lists": await lists_for(store, dialer, user)}

@@ -109,7 +109,7 @@ class TwilioDialBackend:
         from twilio.base.exceptions import TwilioRestException
 
         try:
-            return await self.hooks.click_to_call(  # type: ignore[no-any-return]
+            return await self.hooks.click_to_call(
                 self.client, username=agent.username, number=number, caller_id=self.caller_id
             )
         except TwilioRestException as exc:

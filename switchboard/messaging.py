@@ -20,7 +20,7 @@ from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.clock import Clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
-from switchboard.keys import CLOCK, HEALTH, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, EMAIL, HEALTH, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE, SUPERVISOR
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context, unknown_codes, unknown_codes_message
@@ -54,7 +54,7 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         dealer={"name": d.name, "phone": d.phone, "address": d.address, "website": d.website},
         clock=app[CLOCK],
     )
-    app[SERVICES]["email"] = service
+    app[EMAIL] = service
     supervisor = app[SUPERVISOR]
     supervisor.start("email", service.run)
     try:
@@ -216,9 +216,9 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             segment_ids=_segment_ids(store),
             clock=app[CLOCK],
         )
-        app[SERVICES]["sms"] = SmsRuntime(blasts, workers)
-        app[SERVICES]["sms_events"] = events
-        app[SERVICES]["sms_channels"] = channels
+        app[SMS] = SmsRuntime(blasts, workers)
+        app[SMS_EVENTS] = events
+        app[SMS_CHANNELS] = channels
 
         def channel_state(worker_name: str) -> str:
             w = supervisor.workers.get(worker_name)
@@ -258,6 +258,6 @@ def _segment_ids(store: Any) -> Any:
     """A blast audience {"segment": id | name | {"filter": ...}}: the contacts it selects now."""
 
     async def ids(spec: Any) -> list[int]:
-        return await store.segments.ids(await store.segments.resolve(spec))  # type: ignore[no-any-return]
+        return await store.segments.ids(await store.segments.resolve(spec))
 
     return ids

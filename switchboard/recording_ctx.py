@@ -12,7 +12,7 @@ from aiohttp import web
 
 from recordings.service import RecordingService
 from recordings.transcripts import TranscriptWorker
-from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, RECORDINGS, SETTINGS, STORE, SUPERVISOR
 
 # the transcript worker when `[recordings] transcribe = true`, else absent
 TRANSCRIPTS = web.AppKey("transcripts", TranscriptWorker)
@@ -33,7 +33,7 @@ async def recordings_ctx(app: web.Application) -> AsyncIterator[None]:
     """Started before the call sources, so they can announce recordings to it."""
     settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     service = recording_service(app)
-    app[SERVICES]["recordings"] = service
+    app[RECORDINGS] = service
     names: list[str] = []
     transcriber = None
     if settings.recordings.transcribe:

@@ -21,7 +21,21 @@ from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from recordings.service import DownloadRefused
-from switchboard.keys import BOARD, CLOCK, HEALTH, HUB, SERVICES, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import (
+    ASTERISK,
+    ASTERISK_CALLS,
+    BOARD,
+    CLOCK,
+    HEALTH,
+    HUB,
+    RECORDINGS,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+    TWILIO_CALLS,
+    TWILIO_CLIENT,
+    TWILIO_VOICE,
+)
 
 log = logging.getLogger("switchboard.telephony")
 
@@ -37,11 +51,11 @@ TWILIO_VOICE_PATHS = {
 
 
 async def _twilio_voice(name: str, request: web.Request) -> web.StreamResponse:
-    hooks = request.app[SERVICES].get("twilio_voice")
+    hooks = request.app.get(TWILIO_VOICE)
     if hooks is None:
         raise web.HTTPNotFound(text="Twilio is not enabled")
     handler = getattr(hooks, name)
-    return await handler(request)  # type: ignore[no-any-return]
+    return await handler(request)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -72,7 +86,7 @@ async def _download_loop(app: web.Application, wake: asyncio.Event) -> None:
         while True:
             wake.clear()  # before the pass: a callback that arrives during it wakes the next one
             try:
-                await app[SERVICES]["recordings"].download_pending(fetch)
+                await app[RECORDINGS].download_pending(fetch)
             except Exception:
                 log.exception("event=twilio_recording_downloads_failed")
             with contextlib.suppress(TimeoutError):
@@ -123,7 +137,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 hub,
                 directory,
                 source="asterisk",
-                recordings=app[SERVICES].get("recordings"),
+                recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
             )
             services.append(service)
@@ -131,8 +145,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             await source.start(run=False)
             supervisor.start("ami-client", client.run)
             supervisor.start("asterisk-events", source.run)
-            app[SERVICES]["asterisk"] = source
-            app[SERVICES]["calls:asterisk"] = service
+            app[ASTERISK] = source
+            app[ASTERISK_CALLS] = service
             app[HEALTH]["asterisk"] = lambda: client.state
         if settings.twilio.enabled:
             service = CallService(
@@ -140,7 +154,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 hub,
                 directory,
                 source="twilio",
-                recordings=app[SERVICES].get("recordings"),
+                recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
             )
             services.append(service)
@@ -154,8 +168,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 ]
 
             wake_downloads = asyncio.Event()
-            app[SERVICES]["twilio_voice"] = TwilioVoiceWebhooks(
-                recordings=app[SERVICES].get("recordings"),
+            app[TWILIO_VOICE] = TwilioVoiceWebhooks(
+                recordings=app.get(RECORDINGS),
                 on_recording=wake_downloads.set,
                 auth_token=settings.twilio.auth_token.reveal(),
                 public_url=settings.server.public_url,
@@ -165,20 +179,19 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 fallback_queue=settings.twilio.fallback_queue,
                 record=settings.twilio.record_calls,
             )
-            app[SERVICES]["calls:twilio"] = service
-            app[SERVICES]["twilio_client"] = twilio_client(
+            app[TWILIO_CALLS] = service
+            app[TWILIO_CLIENT] = twilio_client(
                 settings.twilio.account_sid, settings.twilio.auth_token.reveal(), settings.twilio.api_base
             )
             app[HEALTH]["twilio_voice"] = lambda: "up"
             supervisor.start("twilio-stale-calls", partial(_close_stale_twilio_calls, service, app[CLOCK]))
-            if app[SERVICES].get("recordings") is not None:
+            if app.get(RECORDINGS) is not None:
                 supervisor.start("twilio-recordings", partial(_download_loop, app, wake_downloads))
         yield
     finally:
         await supervisor.stop("twilio-recordings", "twilio-stale-calls", "asterisk-events")
-        app[SERVICES].pop("twilio_voice", None)
-        if "twilio_client" in app[SERVICES]:
-            await close_client(app[SERVICES].pop("twilio_client"))
+        if (rest := app.get(TWILIO_CLIENT)) is not None:
+            await close_client(rest)
         if source is not None:
             supervisor.expect_stop("ami-client")
             await source.close()

@@ -260,6 +260,13 @@ def counted(iterable: Iterable[Any]) -> Iterator[Any]:
 # calls ----------------------------------------------------------------------------------------------
 
 
+def _occurrences(owner: str | bytes, part: object) -> int:
+    """How often `part` occurs in `owner` (0 when one is text and the other bytes)."""
+    if isinstance(owner, str):
+        return owner.count(part) if isinstance(part, str) else 0
+    return owner.count(part) if isinstance(part, bytes) else 0
+
+
 def check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     """Before a call from a template: refuse str/bytes methods whose result would be too large.
     Returns the arguments to call with (a join's items, materialized once)."""
@@ -278,13 +285,13 @@ def check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple
     elif name == "expandtabs":
         tab = args[0] if args else kwargs.get("tabsize", 8)
         _estimate(
-            size + owner.count(b"\t" if isinstance(owner, bytes) else "\t") * max(_int_arg(tab), 1),
+            size + _occurrences(owner, b"\t" if isinstance(owner, bytes) else "\t") * max(_int_arg(tab), 1),
             "the result of expandtabs()",
         )
     elif name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)):
         old, new = args[0], args[1]
         count = _int_arg(args[2] if len(args) > 2 else kwargs.get("count", -1), -1)
-        hits = size + 1 if not old else owner.count(old)
+        hits = size + 1 if not old else _occurrences(owner, old)
         if count >= 0:
             hits = min(hits, count)
         _estimate(size + hits * weight(new, limits.value), "the result of replace()")

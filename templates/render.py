@@ -58,13 +58,13 @@ class TemplateInfo:
 class _Strict(jinja2.StrictUndefined):
     """Undefined that reports the full dotted merge code it stands for."""
 
-    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
         name = self._undefined_name
         if self._undefined_exception is SecurityError or (isinstance(name, str) and name.startswith("_")):
             raise UnsafeTemplate(f"not allowed in a template: {name!r} is not a merge code")
         raise MissingMergeCode(_undefined_path(self))
 
-    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error  # type: ignore[assignment]
+    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error
 
 
 def _undefined_path(u: jinja2.Undefined) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from crm_link.store import Store
@@ -17,6 +18,8 @@ from switchboard.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"  # copied from the recordings of real systems (see their READMEs)
 PASSWORD = "correct-horse-1"
+# the test client of the real app (its `.app` is typed, unlike `.server.app`)
+AppClient = TestClient[web.Request, web.Application]
 
 
 def free_port() -> int:
@@ -49,7 +52,7 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 class Api:
     """A client for one user: bearer token on every request."""
 
-    def __init__(self, client: TestClient, token: str, user: Any) -> None:
+    def __init__(self, client: AppClient, token: str, user: Any) -> None:
         self.client = client
         self.token = token
         self.user = user
@@ -68,40 +71,40 @@ class Api:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+async def client(aiohttp_client: Any, settings: Settings) -> AppClient:
     app = create_app(settings)
     return await aiohttp_client(app)
 
 
 @pytest.fixture
-def app_store(client: TestClient) -> Store:
-    return client.server.app[STORE]
+def app_store(client: AppClient) -> Store:
+    return client.app[STORE]
 
 
-async def make_api(client: TestClient, username: str, role: str, **kw: Any) -> Api:
-    store = client.server.app[STORE]
+async def make_api(client: AppClient, username: str, role: str, **kw: Any) -> Api:
+    store = client.app[STORE]
     user = await store.users.add(username, role=role, password=PASSWORD, **kw)
     token = await store.users.create_token(user.id, "test")
     return Api(client, token, user)
 
 
 @pytest.fixture
-async def admin(client: TestClient) -> Api:
+async def admin(client: AppClient) -> Api:
     return await make_api(client, "admin", "admin")
 
 
 @pytest.fixture
-async def rep(client: TestClient) -> Api:
+async def rep(client: AppClient) -> Api:
     return await make_api(client, "jsmith", "rep", extension="1001", display_name="John Smith")
 
 
 @pytest.fixture
-async def manager(client: TestClient) -> Api:
+async def manager(client: AppClient) -> Api:
     return await make_api(client, "maria", "manager")
 
 
 @pytest.fixture
-async def marketing(client: TestClient) -> Api:
+async def marketing(client: AppClient) -> Api:
     return await make_api(client, "kim", "marketing")
 
 

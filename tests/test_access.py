@@ -14,7 +14,7 @@ from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
 from switchboard.app import create_app
 from switchboard.demo import demo_routes
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from switchboard.settings import Settings
 from switchboard.web.access import RULES, rule_for
 from tests.conftest import make_api
@@ -222,7 +222,7 @@ async def pbx_client(aiohttp_client: Any, settings: Settings, pbx: Any) -> Any:
     settings.asterisk.username = "switchboard"
     settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
     client = await aiohttp_client(create_app(settings))
-    await client.server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await client.server.app[ASTERISK].client.wait_connected(5)
     return client
 
 
@@ -234,7 +234,7 @@ async def test_rep_on_a_queue_call_opens_the_callers_record(pbx_client: Any, pbx
     bystander = await make_api(client, "bwong", "rep")
     await make_api(client, "agarcia", "rep")
     pat = await _contact(store, "agarcia", "+15551234567")
-    await client.server.app[SERVICES]["asterisk"].directory.reload()
+    await client.server.app[ASTERISK].directory.reload()
     assert (await rep.get(f"/api/v1/contacts/{pat.id}")).status == 403
     ws = await client.ws_connect(f"/ws/agent?token={rep.token}")
     await ws.receive(timeout=5)

@@ -13,7 +13,9 @@ from tests.test_cli import run
 
 async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
     page = await (await client.get("/login")).text()
-    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    found = re.search(r'name="login_token" value="([^"]+)"', page)
+    assert found is not None
+    token = found.group(1)
     return await client.post(
         "/login",
         data={"username": username, "password": password, "login_token": token},
@@ -22,7 +24,9 @@ async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
 
 
 def _csrf(html: str) -> str:
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+    found = re.search(r'name="csrf-token" content="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
 
 
 async def test_deactivating_a_user_ends_their_session_and_tokens_at_once(client: Any, admin: Any) -> None:

@@ -13,9 +13,16 @@ from switchboard.keys import LIMITER
 from tests.conftest import PASSWORD, make_api
 
 
+def _found(pattern: str, html: str) -> str:
+    """The first group of `pattern` in a page; the test fails when the page lacks it."""
+    m = re.search(pattern, html)
+    assert m is not None, f"{pattern} is not in the page"
+    return m.group(1)
+
+
 async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
     page = await (await client.get("/login")).text()
-    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    token = _found(r'name="login_token" value="([^"]+)"', page)
     return await client.post(
         "/login",
         data={"username": username, "password": password, "login_token": token},
@@ -24,7 +31,7 @@ async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
 
 
 def _csrf(html: str) -> str:
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+    return _found(r'name="csrf-token" content="([^"]+)"', html)
 
 
 async def test_login_sets_secure_cookie_and_opens_my_day(client: Any) -> None:
@@ -107,7 +114,7 @@ async def test_login_redirect_target_is_local_only(client: Any) -> None:
 
 async def _login_next(client: Any, next_value: str) -> Any:
     page = await (await client.get("/login")).text()
-    token = re.search(r'name="login_token" value="([^"]+)"', page).group(1)
+    token = _found(r'name="login_token" value="([^"]+)"', page)
     form = {"username": "jsmith", "password": PASSWORD, "login_token": token, "next": next_value}
     return await client.post("/login", data=form, allow_redirects=False)
 
@@ -148,7 +155,7 @@ async def test_login_returns_to_a_local_page(client: Any) -> None:
     resp = await client.get("/contacts?q=Pat", allow_redirects=False)
     assert resp.status == 303
     page = await (await client.get(resp.headers["Location"])).text()
-    next_value = re.search(r'name="next" value="([^"]*)"', page).group(1)
+    next_value = _found(r'name="next" value="([^"]*)"', page)
     resp = await _login_next(client, next_value.replace("&amp;", "&"))
     assert resp.status == 303 and resp.headers["Location"] == "/contacts?q=Pat"
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from crm_link.call_lists import ListSpec
 from crm_link.contacts import validate_contact
@@ -20,7 +19,7 @@ from crm_link.models import MAX_ID, check_limit, decode_cursor, encode_cursor, p
 from crm_link.segments import compile_filter
 from crm_link.store import Store
 from switchboard.web.errors import MAX_JSON_DEPTH, loads_bounded
-from tests.conftest import Api
+from tests.conftest import Api, AppClient
 
 
 def b64(value: Any) -> str:
@@ -80,7 +79,7 @@ def paginated(world: dict[str, int]) -> list[str]:
 
 async def _field(resp: Any) -> str | None:
     assert resp.status == 400, (resp.status, await resp.text())
-    return (await resp.json())["error"]["field"]  # type: ignore[no-any-return]
+    return (await resp.json())["error"]["field"]
 
 
 async def test_bad_cursors_are_400_on_every_paginated_list(admin: Api, world: dict[str, int]) -> None:
@@ -120,10 +119,10 @@ async def test_pages_still_walk_with_the_cursors_the_server_issues(admin: Api, w
         assert seen == expected, path
 
 
-def _id_routes(client: TestClient) -> list[tuple[str, str, re.Pattern[str] | None]]:
+def _id_routes(client: AppClient) -> list[tuple[str, str, re.Pattern[str] | None]]:
     """Every (method, path template, path regex) of the app with an `{id}` in its path."""
     routes = {}
-    for route in client.server.app.router.routes():
+    for route in client.app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         template = info.get("formatter") or info.get("path") or ""
         if "{id" in template and route.method != "HEAD":
@@ -135,7 +134,7 @@ ACTIONS = {"action": "cancel"}  # a valid value for the `{action}` routes (their
 BAD_IDS = ["99999999999999999999", str(MAX_ID + 1), "0", "-1", "abc", "1e3", "١٢"]
 
 
-async def test_every_id_route_answers_400_naming_id(client: TestClient, admin: Api, manager: Api) -> None:
+async def test_every_id_route_answers_400_naming_id(client: AppClient, admin: Api, manager: Api) -> None:
     routes = _id_routes(client)
     assert len(routes) >= 20, routes  # the table is the app's own router, not a hand-kept list
     for method, template, pattern in routes:
@@ -206,7 +205,7 @@ JSON_ROUTES = [
     ids=["list_100k", "object_100k", "just_over"],
 )
 async def test_deep_json_is_400_on_every_json_route(
-    client: TestClient, admin: Api, world: dict[str, int], text: str
+    client: AppClient, admin: Api, world: dict[str, int], text: str
 ) -> None:
     for method, template in JSON_ROUTES:
         path = template.format(**world)
@@ -231,7 +230,7 @@ async def test_numbers_json_cannot_hold_are_400_naming_them(admin: Api, world: d
         assert await _field(resp) == field
 
 
-async def test_a_json_body_over_the_size_limit_is_413_naming_body(client: TestClient, admin: Api) -> None:
+async def test_a_json_body_over_the_size_limit_is_413_naming_body(client: AppClient, admin: Api) -> None:
     from switchboard.web.errors import MAX_JSON_BYTES
 
     text = '{"first_name": "' + "a" * MAX_JSON_BYTES + '"}'

@@ -167,20 +167,22 @@ async def test_duplicate_username_and_extension(store: Store) -> None:
     with pytest.raises(Conflict) as exc:
         await store.users.add("other", role="rep", password="password-1", extension="1001")
     assert exc.value.field == "extension"
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(ValidationError) as invalid:
         await store.users.add("x y", role="rep", password="password-1")
-    assert exc.value.field == "username"
+    assert invalid.value.field == "username"
 
 
 async def test_passwords_and_tokens(store: Store) -> None:
     u = await store.users.add("jsmith", role="rep", password="password-1")
-    assert (await store.users.authenticate("jsmith", "password-1")).id == u.id
+    authenticated = await store.users.authenticate("jsmith", "password-1")
+    assert authenticated is not None and authenticated.id == u.id
     assert await store.users.authenticate("jsmith", "wrong-password") is None
     assert await store.users.authenticate("nobody", "password-1") is None
     token = await store.users.create_token(u.id)
-    assert (await store.users.user_for_token(token)).id == u.id
+    holder = await store.users.user_for_token(token)
+    assert holder is not None and holder.id == u.id
     row = await store.db.fetchone("SELECT token_hash FROM api_tokens")
-    assert token not in row[0]
+    assert row is not None and token not in row[0]
     await store.users.revoke_tokens(u.id)
     assert await store.users.user_for_token(token) is None
 

@@ -33,11 +33,14 @@ log = logging.getLogger("campaigns.dialer")
 
 
 class EndedCall(Protocol):
-    """What the dialer reads of a call's end (cti's CallEnded)."""
+    """What the dialer reads of a call's end (cti's CallEnded, a frozen dataclass: read-only here)."""
 
-    call_id: str
-    answered: bool
-    hangup_cause: int | None
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def answered(self) -> bool: ...
+    @property
+    def hangup_cause(self) -> int | None: ...
 
 
 # (store, call, matching contacts, viewer) -> the screen_pop message (cti's build_pop)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
-from crm_link.models import parse_id
+from crm_link.models import Contact, parse_id
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
@@ -93,9 +93,10 @@ class SmsEvents:
         key = self._inbound_key(msg)
         word = keyword(msg.text)
         at = msg.at or self.clock()
-        touch = None
-        for contact in contacts or [None]:
-            touch = await self.store.touches.record(
+        # one touch per contact with this number, or one without a contact when none has it
+        targets: list[Contact | None] = [*contacts] if contacts else [None]
+        touches = [
+            await self.store.touches.record(
                 TouchInput(
                     source_key=key if contact is None or contact is contacts[0] else f"{key}:{contact.id}",
                     kind="sms",
@@ -109,7 +110,10 @@ class SmsEvents:
                     payload={"provider_id": msg.provider_id, "keyword": word},
                 )
             )
-        if touch is not None and not touch.created:
+            for contact in targets
+        ]
+        touch = touches[-1]
+        if not touch.created:
             return  # a redelivered webhook: already handled
         if word == "stop":
             for c in contacts:

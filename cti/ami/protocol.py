@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import overload
 
 log = logging.getLogger("cti.ami")
 
@@ -34,12 +35,6 @@ class Headers(Mapping[str, str]):
                 self._lower = {k.lower(): v for k, v in self._d.items()}
             return self._lower[key.lower()]
 
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._d)
 
@@ -61,6 +56,10 @@ class Event:
     def action_id(self) -> str | None:
         return self.headers.get("ActionID")
 
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.headers.get(key, default)
 
@@ -85,6 +84,10 @@ class Response:
     def message(self) -> str:
         return self.headers.get("Message", "") or ""
 
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.headers.get(key, default)
 
@@ -101,6 +104,10 @@ class Action:
     def action_id(self) -> str | None:
         return self.headers.get("ActionID")
 
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.headers.get(key, default)
 

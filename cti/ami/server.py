@@ -120,7 +120,9 @@ class _Session:
             await self.respond(a, EventList="start", Message="Channels will follow")
             if srv.listing is not None:  # a recorded answer of a real Asterisk
                 for item in srv.listing:
-                    headers = {k: v for k, v in item.items() if k not in ("Event", "ActionID", "_rx")}
+                    headers: dict[str, str | None] = {
+                        k: v for k, v in item.items() if k not in ("Event", "ActionID", "_rx")
+                    }
                     await self.send(
                         encode_message("Event", "CoreShowChannel", {"ActionID": a.action_id} | headers)
                     )

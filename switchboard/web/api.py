@@ -13,7 +13,7 @@ from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, FOLLOWUPS, MY_DAY_EXTRAS, SERVICES, STORE
+from switchboard.keys import CALL_SERVICES, CLOCK, FOLLOWUPS, MY_DAY_EXTRAS, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
 
@@ -50,9 +50,8 @@ AFTER_CALL_ACCESS = timedelta(minutes=15)
 
 async def call_with(request: web.Request, user: User, contact_id: int, now: datetime) -> str | None:
     """The call (source key) that lets this user open this contact: live, or ended within the grace."""
-    services = request.app[SERVICES]
-    for source in ("asterisk", "twilio"):
-        calls = services.get(f"calls:{source}")
+    for source, key in CALL_SERVICES.items():
+        calls = request.app.get(key)
         if calls is not None and (call_id := calls.live_call_with(user.id, contact_id)) is not None:
             return f"{source}:{call_id}"
     touch = await store_of(request).touches.call_ended_since(user.id, contact_id, now - AFTER_CALL_ACCESS)
@@ -96,7 +95,7 @@ async def call_to_attach(request: web.Request, user: User, call_id: Any) -> str:
     if touch.contact_id is not None:
         raise ApiError(409, "conflict", "this call already belongs to a customer", "call_id")
     if user.role == "rep" and touch.user_id not in (None, user.id):
-        calls = request.app[SERVICES].get(f"calls:{source}")
+        calls = request.app.get(CALL_SERVICES[source])
         if calls is None or not calls.is_on_call(user.id, call_id):
             raise ApiError(403, "forbidden", "this call was another salesperson's", "call_id")
     return touch.source_key

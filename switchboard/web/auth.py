@@ -8,13 +8,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import SystemRoute
 
 from crm_link.models import User
+from crm_link.store import Store
 from switchboard.web.access import ROLES, rule_for
 from switchboard.web.errors import ApiError
 
@@ -172,11 +173,7 @@ def check_access(request: web.Request, user: User | None) -> None:
         raise ApiError(403, "forbidden", f"this needs the role {allowed}; you are {user.role}")
 
 
-def make_auth_middleware(
-    store_of: Callable[[web.Request], Any],
-) -> Callable[
-    [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]
-]:
+def make_auth_middleware(store_of: Callable[[web.Request], Store]) -> Middleware:
     """Middleware resolving the user and enforcing CSRF on cookie-authenticated writes."""
 
     @web.middleware
@@ -208,7 +205,8 @@ def make_auth_middleware(
                 "application/x-www-form-urlencoded",
                 "multipart/form-data",
             ):
-                sent = (await request.post()).get("csrf_token")  # type: ignore[assignment]
+                posted = (await request.post()).get("csrf_token")
+                sent = posted if isinstance(posted, str) else None
             if not isinstance(sent, str) or not hmac.compare_digest(sent, auth.csrf or ""):
                 raise ApiError(403, "csrf", "missing or wrong CSRF token; reload the page", "csrf_token")
         check_access(request, auth.user)

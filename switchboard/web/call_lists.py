@@ -15,7 +15,7 @@ from crm_link.call_lists import ListSpec
 from crm_link.errors import ValidationError
 from crm_link.models import decode_cursor, encode_cursor
 from crm_link.phones import phones_from_csv
-from switchboard.keys import FOLLOWUPS, SERVICES, STORE
+from switchboard.keys import DIALER, FOLLOWUPS, STORE
 from switchboard.web.api import parse_time
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
@@ -42,10 +42,10 @@ LIST_FIELDS = (
 
 
 def dialer_of(request: web.Request) -> Dialer:
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     if dialer is None:
         raise ApiError(503, "dialer_unavailable", "the dialer is not running")
-    return dialer  # type: ignore[no-any-return]
+    return dialer
 
 
 def _int(data: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -134,7 +134,7 @@ async def _list_json(request: web.Request, list_id: int) -> dict[str, Any]:
     store = request.app[STORE]
     cl = await store.call_lists.get(list_id)
     stats = await store.call_lists.stats(list_id)
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     ready = []
     if dialer is not None:
         for uid, lid in dialer.ready.items():
@@ -378,7 +378,7 @@ async def attempt_disposition(request: web.Request) -> web.Response:
 
 async def list_page(request: web.Request) -> web.Response:
     require(request, *AGENTS)
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     return render(request, "call_lists.html", {"dispositions": list(dialer.dispositions if dialer else ())})
 
 

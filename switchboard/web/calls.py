@@ -10,7 +10,17 @@ from crm_link.errors import ValidationError
 from crm_link.models import Touch, User
 from crm_link.phones import normalize_phone
 from cti.ami.client import AmiError
-from switchboard.keys import CLOCK, FOLLOWUPS, SERVICES, SETTINGS, STORE
+from switchboard.keys import (
+    ASTERISK,
+    CALL_SERVICES,
+    CLOCK,
+    DIALER,
+    FOLLOWUPS,
+    SETTINGS,
+    STORE,
+    TWILIO_CLIENT,
+    TWILIO_VOICE,
+)
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body
@@ -42,16 +52,13 @@ async def click_to_call(request: web.Request) -> web.Response:
         raise ValidationError("number", "must be a phone number")
     number = normalize_phone(raw, store.region, field="number").e164
     extension = data.get("from_extension") or user.extension
-    if (
-        request.app[SERVICES].get("asterisk") is None
-        and request.app[SERVICES].get("twilio_voice") is not None
-    ):
+    if request.app.get(ASTERISK) is None and request.app.get(TWILIO_VOICE) is not None:
         return await _twilio_click_to_call(request, user, contact, number)
     if not extension or not isinstance(extension, str):
         raise ValidationError("from_extension", "you have no extension; give from_extension")
     if user.role == "rep" and extension != user.extension:
         raise ApiError(403, "forbidden", "a rep can only call from their own extension", "from_extension")
-    source = request.app[SERVICES].get("asterisk")
+    source = request.app.get(ASTERISK)
     if source is None:
         raise ApiError(
             503, "no_phone_system", "click-to-call needs the Asterisk connector ([asterisk] enabled)"
@@ -100,12 +107,12 @@ async def _twilio_click_to_call(request: web.Request, user: Any, contact: Any, n
     from twilio.base.exceptions import TwilioRestException
 
     settings = request.app[SETTINGS]
-    hooks = request.app[SERVICES]["twilio_voice"]
+    hooks = request.app[TWILIO_VOICE]
     if not settings.twilio.caller_id:
         raise ApiError(503, "no_caller_id", "set twilio.caller_id (the number customers see)")
     try:
         sid = await hooks.click_to_call(
-            request.app[SERVICES]["twilio_client"],
+            request.app[TWILIO_CLIENT],
             username=user.username,
             number=number,
             caller_id=settings.twilio.caller_id,
@@ -141,7 +148,7 @@ async def _rep_may_dispose(request: web.Request, user: User, source: str, call_i
     """A rep: a call they are on or took, or an unanswered one of a customer they may see."""
     if touch.user_id == user.id:
         return True
-    calls = request.app[SERVICES].get(f"calls:{source}")
+    calls = request.app.get(CALL_SERVICES[source])
     if calls is not None and calls.is_on_call(user.id, call_id):
         return True
     if touch.user_id is not None or touch.contact_id is None:
@@ -169,7 +176,7 @@ async def disposition(request: web.Request) -> web.Response:
     if user.role == "rep" and not await _rep_may_dispose(request, user, source, call_id, touch):
         raise ApiError(403, "forbidden", "this call was not yours and its customer belongs to someone else")
     disp = data.get("disposition")
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     allowed = request.app[SETTINGS].dialer.dispositions
     if disp is not None and disp not in allowed:
         raise ValidationError("disposition", f"must be one of: {', '.join(allowed)}")

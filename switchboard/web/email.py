@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.errors import NotFound, ValidationError
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import EMAIL, STORE
 from switchboard.web.api import can_see_contact, parse_time
 from switchboard.web.auth import auth_of, require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -21,7 +21,7 @@ TEMPLATE_FIELDS = ("name", "subject", "html", "text")
 
 
 def service(request: web.Request) -> EmailService:
-    return request.app[SERVICES]["email"]  # type: ignore[no-any-return]
+    return request.app[EMAIL]
 
 
 async def _save(request: web.Request, template_id: int | None) -> web.Response:
@@ -239,7 +239,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
             "email.unsubscribe", user_id=None, object_type="contact", object_id=contact_id
         )
         if request.content_type == "application/x-www-form-urlencoded" and "List-Unsubscribe" in (
-            (await request.post()).get("List-Unsubscribe") or ""
+            str((await request.post()).get("List-Unsubscribe", ""))
         ):
             return web.Response(text="unsubscribed")
     auth = auth_of(request)

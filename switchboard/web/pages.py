@@ -16,7 +16,7 @@ from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, LIMITER, SETTINGS, STORE
+from switchboard.keys import CLOCK, LIMITER, SETTINGS, SMS, STORE
 from switchboard.web.api import call_to_attach, visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
 from switchboard.web.errors import ApiError, path_int
@@ -132,12 +132,12 @@ async def my_day_page(request: web.Request) -> web.Response:
     store = request.app[STORE]
     zone = _zone(request)
     from switchboard.dialer_ctx import lists_for
-    from switchboard.keys import FOLLOWUPS, SERVICES
+    from switchboard.keys import DIALER, FOLLOWUPS
 
     loop = request.app[FOLLOWUPS]
     due = await loop.my_day(user)
 
-    dialer = request.app[SERVICES].get("dialer")
+    dialer = request.app.get(DIALER)
     call_lists = await lists_for(store, dialer, user) if dialer is not None else []
     return render(
         request,
@@ -201,7 +201,6 @@ async def contact_page(request: web.Request) -> web.Response:
     history = await store.touches.history(contact.id, limit=100)
     followups = await store.touches.open_followups(contact.id)
     from crm_link.recordings import RecordingFilter
-    from switchboard.keys import SERVICES
 
     # recordings of this customer's calls, by the call's touch (reps: only their own calls)
     recs = await store.recordings.search(
@@ -227,7 +226,7 @@ async def contact_page(request: web.Request) -> web.Response:
             "sms_templates": await store.sms_templates.list(),
             "recordings": by_touch,
             "can_call": staff,
-            "can_text": staff and request.app[SERVICES].get("sms") is not None,
+            "can_text": staff and request.app.get(SMS) is not None,
         },
     )
 
@@ -255,7 +254,7 @@ async def contact_note_submit(request: web.Request) -> web.StreamResponse:
             raise web.HTTPSeeOther(f"/contacts/{contact.id}?error=Next+follow-up+is+in+the+past")
     await store.touches.record(
         TouchInput(
-            source_key=f"manual:{user.id}:{form.get('idempotency_key') or secrets.token_hex(8)}",
+            source_key=f"manual:{user.id}:{str(form.get('idempotency_key', '')) or secrets.token_hex(8)}",
             kind=kind,
             direction="none" if kind == "note" else "outbound",
             started_at=request.app[CLOCK](),

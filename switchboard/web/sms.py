@@ -14,7 +14,7 @@ from campaigns.sms.sender import ChannelWorker
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
 from crm_link.sms import OutboxRow
-from switchboard.keys import CLOCK, SERVICES, SETTINGS, STORE
+from switchboard.keys import CLOCK, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -40,12 +40,12 @@ class SmsRuntime:
 
 
 def runtime(request: web.Request) -> SmsRuntime:
-    rt = request.app[SERVICES].get("sms")
+    rt = request.app.get(SMS)
     if rt is None:
         raise ApiError(
             503, "sms_unavailable", "no SMS channel is configured ([sms.channels.NAME] in the settings)"
         )
-    return rt  # type: ignore[no-any-return]
+    return rt
 
 
 def _local_time(value: Any, field: str, zone: str) -> datetime:
@@ -62,7 +62,7 @@ def _local_time(value: Any, field: str, zone: str) -> datetime:
 async def _blast_json(request: web.Request, blast: dict[str, Any]) -> dict[str, Any]:
     store = request.app[STORE]
     progress = await store.sms.progress(blast["id"])
-    rt = request.app[SERVICES].get("sms")
+    rt = request.app.get(SMS)
     cost = round(progress["segments"] * (rt.cost_per_segment if rt else 0), 2)
     until, held = await store.sms.held(blast["id"], QUIET_HOURS)
     return (
@@ -267,7 +267,7 @@ async def send_one(request: web.Request) -> web.Response:
 
 async def blasts_page(request: web.Request) -> web.Response:
     require(request, *SENDERS)
-    rt = request.app[SERVICES].get("sms")
+    rt = request.app.get(SMS)
     channels = list(rt.workers) if rt else []
     segments = await request.app[STORE].segments.list()
     return render(
@@ -282,13 +282,13 @@ async def kannel_webhook(request: web.Request) -> web.Response:
     from campaigns.sms.kannel import KannelChannel, parse_kannel_dlr, parse_kannel_inbound, secret_ok
 
     q = request.query
-    channels = request.app[SERVICES].get("sms_channels", {})
+    channels = request.app.get(SMS_CHANNELS, {})
     channel = channels.get(q.get("channel", ""))
     if not isinstance(channel, KannelChannel):
         raise ApiError(404, "not_found", "no such Kannel channel", "channel")
     if not secret_ok(q.get("secret"), channel.secret):
         raise ApiError(403, "bad_secret", "the channel secret is missing or wrong", "secret")
-    events = request.app[SERVICES]["sms_events"]
+    events = request.app[SMS_EVENTS]
     try:
         if request.path.endswith("/dlr"):
             await events.on_delivery(parse_kannel_dlr(q, channel.name))
@@ -316,12 +316,12 @@ async def twilio_sms_webhook(request: web.Request) -> web.Response:
         raise ApiError(
             403, "bad_signature", "X-Twilio-Signature is missing or does not match", "X-Twilio-Signature"
         )
-    channels = request.app[SERVICES].get("sms_channels", {})
+    channels = request.app.get(SMS_CHANNELS, {})
     twilio = [c for c in channels.values() if isinstance(c, TwilioSmsChannel)]
     if not twilio:
         raise ApiError(404, "not_found", "no Twilio SMS channel is configured")
     channel = channels.get(request.query.get("channel", "")) or twilio[0]
-    events = request.app[SERVICES]["sms_events"]
+    events = request.app[SMS_EVENTS]
     try:
         if request.path.endswith("/status"):
             await events.on_delivery(parse_twilio_status(form, channel.name, request.query.get("mid")))

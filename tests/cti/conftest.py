@@ -45,7 +45,7 @@ def midcall() -> dict[str, Any]:
 async def start_pbx_app(aiohttp_server: Any, settings: Any, pbx: Any, interfaces: dict[str, str]) -> Any:
     """The real app on loopback, its Asterisk connector logged in to the test PBX."""
     from switchboard.app import create_app
-    from switchboard.keys import SERVICES
+    from switchboard.keys import ASTERISK
 
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
@@ -53,5 +53,5 @@ async def start_pbx_app(aiohttp_server: Any, settings: Any, pbx: Any, interfaces
     settings.asterisk.username = "switchboard"
     settings.interfaces = interfaces
     server = await aiohttp_server(create_app(settings))
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     return server

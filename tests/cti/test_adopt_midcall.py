@@ -20,7 +20,7 @@ from cti.ami.protocol import Event
 from cti.ami.server import AmiTestServer
 from cti.events import CallAnswered, CallEnded, CallRinging
 from cti.tracker import CallTracker
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import PASSWORD
 from tests.cti.conftest import is_agent, midcall, start_pbx_app
 
@@ -109,7 +109,7 @@ async def test_restart_mid_call_puts_the_call_on_the_customers_history(
             {"first_name": "Gina", "last_name": "Restart", "phones": ["+15550004445"]}, region="US"
         )
     )
-    source = pbx_app.app[SERVICES]["asterisk"]
+    source = pbx_app.app[ASTERISK]
     # the PBX as Switchboard finds it when it (re)connects mid-call
     pbx.listing = [LISTING[i] for i in order]
     pbx.variables[("Local/7000@from-trunk-000000a9;2", "MIXMONITOR_FILENAME")] = (

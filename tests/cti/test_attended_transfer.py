@@ -11,7 +11,7 @@ from cti.ami.protocol import Event
 from cti.ami.server import AmiTestServer
 from cti.events import CallAnswered, CallEnded, CallRinging
 from cti.tracker import CallTracker
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import make_api
 from tests.cti.conftest import AMI, is_agent, start_pbx_app
 
@@ -51,7 +51,7 @@ async def test_transfer_target_pop_is_answered_and_the_touch_says_so(
     client = await aiohttp_client(app)
     await make_api(client, "jsmith", "rep", extension="1001", display_name="John Smith")
     agarcia = await make_api(client, "agarcia", "rep", extension="1002", display_name="Ana Garcia")
-    await app.app[SERVICES]["asterisk"].directory.reload()
+    await app.app[ASTERISK].directory.reload()
     ws = await client.ws_connect(f"/ws/agent?token={agarcia.token}")
     assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
     await pbx.replay((AMI / "vi-attended-transfer.ami").read_bytes())

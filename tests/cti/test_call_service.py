@@ -35,7 +35,7 @@ def _service(client: Any, **kw: Any) -> CallService:
 
 
 def _ended(call_id: str, answered: bool, **kw: Any) -> CallEnded:
-    base = dict(
+    base: dict[str, Any] = dict(
         call_id=call_id,
         direction="inbound",
         from_number="+15551234567",

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import PASSWORD
 from tests.cti.conftest import AMI, start_pbx_app
 
@@ -24,7 +24,7 @@ async def test_touch_starts_when_the_call_arrived_and_ends_at_the_last_hangup(
 ) -> None:
     store = pbx_app.app[STORE]
     await store.users.add("agent1", role="rep", password=PASSWORD)
-    await pbx_app.app[SERVICES]["asterisk"].directory.reload()
+    await pbx_app.app[ASTERISK].directory.reload()
     await pbx.replay((AMI / "i-inbound-answered.ami").read_bytes())
     async with asyncio.timeout(10):
         while (t := await store.touches.by_source_key("asterisk:1795346245.0")) is None or t.ended_at is None:

@@ -17,7 +17,7 @@ import pytest
 
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import make_api
 from tests.cti.conftest import AMI
 
@@ -29,14 +29,14 @@ WAV = "1795346245.1.wav"
 async def app(aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "jsmith", "Local/agent2@agents/n": "agarcia"}
     settings.recordings.poll_seconds = 0.05
     Path(settings.asterisk.recordings_dir).mkdir(parents=True)
     shutil.copy(AMI / "recordings" / WAV, Path(settings.asterisk.recordings_dir) / WAV)
     server = await aiohttp_server(create_app(settings))
     client = await aiohttp_client(server)
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     return client
 
 
@@ -67,7 +67,7 @@ async def test_prospect_from_a_finished_unknown_call_gets_the_call(app: Any, pbx
     store = app.server.app[STORE]
     jsmith = await make_api(app, "jsmith", "rep", extension="1001")
     agarcia = await make_api(app, "agarcia", "rep", extension="1002")
-    await app.server.app[SERVICES]["asterisk"].directory.reload()
+    await app.server.app[ASTERISK].directory.reload()
     await pbx.replay((AMI / "i-inbound-answered.ami").read_bytes())
     touch = await _ended(store)
     assert touch.contact_id is None and touch.username == "jsmith"
@@ -98,7 +98,7 @@ async def test_prospect_created_while_talking_keeps_the_call_after_it_ends(
 ) -> None:
     store = app.server.app[STORE]
     jsmith = await make_api(app, "jsmith", "rep", extension="1001")
-    await app.server.app[SERVICES]["asterisk"].directory.reload()
+    await app.server.app[ASTERISK].directory.reload()
     ws = await app.ws_connect(f"/ws/agent?token={jsmith.token}")
     assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
     transcript = (AMI / "i-inbound-answered.ami").read_bytes()

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES
+from switchboard.keys import ASTERISK
 from tests.cti.conftest import start_pbx_app
 
 
@@ -18,7 +18,7 @@ async def test_readyz_is_503_while_the_pbx_is_down_and_healthz_says_degraded(
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
     await pbx.close()  # the PBX goes away and stays away
-    ami = server.app[SERVICES]["asterisk"].client
+    ami = server.app[ASTERISK].client
     async with asyncio.timeout(10):
         while ami.state == "up":
             await asyncio.sleep(0.02)

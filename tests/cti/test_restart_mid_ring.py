@@ -11,7 +11,7 @@ from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app, open_store
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import PASSWORD
 
 
@@ -29,7 +29,7 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
 ) -> None:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.asterisk.username = "switchboard"
     first = await aiohttp_server(create_app(settings))
     store = first.app[STORE]
@@ -38,8 +38,8 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
     jane = await store.contacts.create(
         validate_contact({"first_name": "Jane", "phones": ["+15551234567"], "owner": "jsmith"}, region="US")
     )
-    await first.app[SERVICES]["asterisk"].directory.reload()
-    await first.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await first.app[ASTERISK].directory.reload()
+    await first.app[ASTERISK].client.wait_connected(5)
     # Jane's call rings jsmith for 2 s (at the PBX's 1/100 speed); Bo's rings agarcia far longer
     janes = asyncio.create_task(pbx.inbound_call("+15551234567", agents=["PJSIP/1001"], ring_seconds=200))
     bos = asyncio.create_task(pbx.inbound_call("+15559870000", agents=["PJSIP/1002"], ring_seconds=100_000))
@@ -63,7 +63,7 @@ async def test_call_ringing_at_restart_is_closed_as_missed(
         # the missed call lands on the owner's day like any other missed call
         assert [f.kind for f in await store.touches.open_followups(jane.id)] == ["missed_call"]
         # Bo's call is still ringing at the PBX: it stays open
-        source = second.app[SERVICES]["asterisk"]
+        source = second.app[ASTERISK]
         async with asyncio.timeout(10):
             while source.resyncs == 0:
                 await asyncio.sleep(0.02)
@@ -82,7 +82,7 @@ async def test_twilio_call_open_past_twilios_time_limit_is_closed(
     now = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
     settings.twilio.enabled = True
     settings.twilio.account_sid = "AC" + "3" * 32
-    settings.twilio.auth_token.__init__("voice-token")  # type: ignore[misc]
+    settings.twilio.auth_token.__init__("voice-token")
     settings.server.public_url = "http://127.0.0.1:1"
     async with open_store(settings) as store:
         for sid, number, started in (

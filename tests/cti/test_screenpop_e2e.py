@@ -11,7 +11,7 @@ import pytest
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.browser import login
 from tests.conftest import PASSWORD, make_api
 
@@ -20,11 +20,11 @@ from tests.conftest import PASSWORD, make_api
 async def pbx_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.asterisk.username = "switchboard"
     settings.interfaces = {"Local/agent1@agents/n": "jsmith"}
     server = await aiohttp_server(create_app(settings))
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     return server
 
 
@@ -49,7 +49,7 @@ async def test_ami_call_pops_on_websocket_and_writes_one_touch(
             region="US",
         )
     )
-    await pbx_app.app[SERVICES]["asterisk"].directory.reload()
+    await pbx_app.app[ASTERISK].directory.reload()
     ws = await client.ws_connect(f"/ws/agent?token={rep.token}")
     await ws.receive(timeout=5)
     call = asyncio.create_task(
@@ -84,7 +84,7 @@ async def test_ami_call_pops_on_websocket_and_writes_one_touch(
 async def test_disconnect_mid_call_still_one_touch(pbx_app: Any, pbx: AmiTestServer) -> None:
     store = pbx_app.app[STORE]
     await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
-    source = pbx_app.app[SERVICES]["asterisk"]
+    source = pbx_app.app[ASTERISK]
     await source.directory.reload()
     pbx.speed = 0.05
     call = asyncio.create_task(
@@ -148,7 +148,7 @@ async def test_rep_sees_the_pop_in_the_browser(pbx_app: Any, pbx: AmiTestServer,
             region="US",
         )
     )
-    await pbx_app.app[SERVICES]["asterisk"].directory.reload()
+    await pbx_app.app[ASTERISK].directory.reload()
     base = str(pbx_app.make_url("")).rstrip("/")
     page = await browser.new_page()
     await login(page, base, "jsmith", PASSWORD)

@@ -21,7 +21,7 @@ PUBLIC = "https://crm.example.com"
 async def tclient(aiohttp_client: Any, settings: Any) -> Any:
     settings.twilio.enabled = True
     settings.twilio.account_sid = "AC" + "1" * 32
-    settings.twilio.auth_token.__init__(TOKEN)  # type: ignore[misc]
+    settings.twilio.auth_token.__init__(TOKEN)
     settings.server.public_url = PUBLIC
     return await aiohttp_client(create_app(settings))
 
@@ -134,7 +134,7 @@ async def test_click_to_call_through_the_rest_api(
     async with FakeTwilioApi(sid, token, talk_seconds=0.1) as fake:
         settings.twilio.enabled = True
         settings.twilio.account_sid = sid
-        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.auth_token.__init__(token)
         settings.twilio.api_base = fake.base_url
         settings.twilio.caller_id = "+15557650000"
         settings.server.public_url = f"http://127.0.0.1:{port}"
@@ -222,7 +222,7 @@ async def test_twilio_recording_callback_downloads_and_links(
     async with FakeTwilioApi(sid, token) as fake:
         settings.twilio.enabled = True
         settings.twilio.account_sid = sid
-        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.auth_token.__init__(token)
         settings.twilio.api_base = fake.base_url
         settings.server.public_url = PUBLIC
         client = await aiohttp_client(create_app(settings))
@@ -290,7 +290,7 @@ async def test_recording_urls_off_twilio_never_get_the_credentials(
         async with FakeTwilioApi(sid, TOKEN) as fake:
             settings.twilio.enabled = True
             settings.twilio.account_sid = sid
-            settings.twilio.auth_token.__init__(TOKEN)  # type: ignore[misc]
+            settings.twilio.auth_token.__init__(TOKEN)
             settings.twilio.api_base = fake.base_url
             settings.server.public_url = PUBLIC
             client = await aiohttp_client(create_app(settings))

@@ -14,7 +14,7 @@ from crm_link.clock import ManualClock
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, DIALER, STORE
 
 FixedClock = ManualClock
 
@@ -28,14 +28,14 @@ def clock() -> FixedClock:
 async def dial_app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer, clock: FixedClock) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.dialer.tick_seconds = 0.05
     settings.dialer.calls_per_second = 1000
     settings.dialer.wrap_up_seconds = 0
     settings.dialer.lease_seconds = 60
     app = create_app(settings, clock=clock)
     server = await aiohttp_server(app)
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     return server
 
 
@@ -57,7 +57,7 @@ async def until(cond: Callable[[], Any], timeout: float = 15.0) -> None:
 
 async def settle(app: Any, quiet: float = 0.3) -> None:
     """Wait until the dialer has nothing in flight and stays so for `quiet` seconds."""
-    dialer = app[SERVICES]["dialer"]
+    dialer = app[DIALER]
     store = app[STORE]
     dialer.wake()
     async with asyncio.timeout(30):
@@ -87,7 +87,7 @@ class Office:
 
     @property
     def dialer(self) -> Any:
-        return self.app[SERVICES]["dialer"]
+        return self.app[DIALER]
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ async def office(dial_app: Any, aiohttp_client: Any) -> Office:
     manager = await make_api(client, "maria", "manager")
     jsmith = await make_api(client, "jsmith", "rep", extension="1001")
     agarcia = await make_api(client, "agarcia", "rep", extension="1002")
-    await dial_app.app[SERVICES]["asterisk"].directory.reload()
+    await dial_app.app[ASTERISK].directory.reload()
     return Office(dial_app.app, client, dial_app.app[STORE], manager, jsmith, agarcia)
 
 

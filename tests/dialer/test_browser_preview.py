@@ -12,7 +12,7 @@ from crm_link.call_lists import ListSpec
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, DIALER, STORE
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.dialer.conftest import add_customers, until
@@ -25,17 +25,17 @@ async def test_rep_works_a_preview_list_in_the_browser(
 ) -> None:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.calling_hours.start, settings.calling_hours.end = "00:00", "23:59"  # real clock here
     settings.dialer.tick_seconds = 0.1
     server = await aiohttp_server(create_app(settings))
     app = server.app
-    await app[SERVICES]["asterisk"].client.wait_connected(5)
+    await app[ASTERISK].client.wait_connected(5)
     store = app[STORE]
     await store.users.add(
         "jsmith", role="rep", password=PASSWORD, extension="1001", display_name="John Smith"
     )
-    await app[SERVICES]["asterisk"].directory.reload()
+    await app[ASTERISK].directory.reload()
     jane = (
         await store.contacts.create(
             validate_contact(
@@ -45,7 +45,7 @@ async def test_rep_works_a_preview_list_in_the_browser(
         )
     ).id
     (other,) = await add_customers(store, ["+12127365002"], owner="jsmith")
-    dialer = app[SERVICES]["dialer"]
+    dialer = app[DIALER]
 
     cl, _ = await store.call_lists.create(
         ListSpec(name="After-sale 4 days", mode="preview"), contact_ids=[jane, other], now=dialer.clock()

@@ -9,7 +9,7 @@ from typing import Any
 
 from switchboard.app import create_app, open_store
 from switchboard.demo import demo_contexts, demo_outcome, demo_routes, seed
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import DIALER, STORE
 
 
 async def test_demo_lists_run_on_the_simulated_pbx(
@@ -26,7 +26,7 @@ async def test_demo_lists_run_on_the_simulated_pbx(
     demo_routes(app)
     await aiohttp_server(app)
     store = app[STORE]
-    dialer = app[SERVICES]["dialer"]
+    dialer = app[DIALER]
     lists = {cl.name: cl for cl in await store.call_lists.all()}
     assert set(lists) == {"After-sale: 4 days", "Lost service customers"}
     preview, progressive = lists["After-sale: 4 days"], lists["Lost service customers"]
@@ -36,12 +36,14 @@ async def test_demo_lists_run_on_the_simulated_pbx(
     assert stats["counts"]["pending"] >= 5, stats
 
     jsmith = await store.users.by_username("jsmith")
+    assert jsmith is not None
     item = await dialer.next_call(jsmith)
     assert item is not None and item["list"]["name"] == "After-sale: 4 days"
     assert item["pop"]["contact"]["id"] == item["entry"]["contact_id"]
 
     await store.call_lists.set_state(progressive.id, "running", store.clock())
     agarcia = await store.users.by_username("agarcia")
+    assert agarcia is not None
     await dialer.set_ready(agarcia, progressive.id)
 
     async def three_done() -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES
+from switchboard.keys import DIALER
 from tests.dialer.conftest import FixedClock, Office, add_customers, settle
 
 
@@ -33,7 +33,7 @@ async def test_a_progressive_call_rings_the_users_dial_interface(
     list_id = (await resp.json())["id"]
     assert (await office.jsmith.post("/api/v1/agent/ready", {"list_id": list_id})).status == 200
     clock.advance(hours=4)  # 10:30 in Chicago
-    dial_app.app[SERVICES]["dialer"].wake()
+    dial_app.app[DIALER].wake()
     async with asyncio.timeout(15):
         while not any(a.name == "Originate" for a in pbx.actions):
             await asyncio.sleep(0.02)

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES
+from switchboard.keys import DIALER
 from tests.dialer.conftest import FixedClock, Office, add_customers, settle
 
 
@@ -26,7 +26,7 @@ async def test_a_progressive_call_pops_once_and_is_updated(
     list_id = (await resp.json())["id"]
     assert (await office.jsmith.post("/api/v1/agent/ready", {"list_id": list_id})).status == 200
     clock.advance(hours=4)  # 10:30 in Chicago
-    dial_app.app[SERVICES]["dialer"].wake()
+    dial_app.app[DIALER].wake()
     pops: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     async with asyncio.timeout(15):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES
+from switchboard.keys import DIALER
 from tests.dialer.conftest import FixedClock, Office, add_customers, settle, until
 
 
@@ -78,7 +78,7 @@ async def test_preview_flow_with_callback_and_do_not_call(
     assert held["entry"]["id"] == theirs["entry"]["id"]
     assert (await (await rep.post("/api/v1/agent/next-call", {"list_id": list_id})).json())["entry"] is None
     clock.advance(hours=2)
-    await app[SERVICES]["dialer"].sweep()  # the other rep's 15-minute lease has run out
+    await app[DIALER].sweep()  # the other rep's 15-minute lease has run out
     mine = await (await rep.post("/api/v1/agent/next-call", {"list_id": list_id})).json()
     assert mine["entry"]["id"] == entry.id  # call-backs first
     assert [a["disposition"] for a in mine["attempts"]] == ["call back"]

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import DIALER, STORE
 from switchboard.sim.twilio_api import FakeTwilioApi
 from tests.conftest import free_port, make_api
 from tests.dialer.conftest import FixedClock, add_customers, settle
@@ -24,7 +24,7 @@ async def test_progressive_list_over_twilio(
         fake.dial_outcomes = {NUMBERS[1]: "busy", NUMBERS[2]: "no-answer"}
         settings.twilio.enabled = True
         settings.twilio.account_sid = sid
-        settings.twilio.auth_token.__init__(token)  # type: ignore[misc]
+        settings.twilio.auth_token.__init__(token)
         settings.twilio.api_base = fake.base_url
         settings.twilio.caller_id = "+15557650000"
         settings.server.public_url = f"http://127.0.0.1:{port}"
@@ -35,7 +35,8 @@ async def test_progressive_list_over_twilio(
         server = await aiohttp_server(app, port=port)
         client = await aiohttp_client(server)
         store = app[STORE]
-        assert app[SERVICES]["dialer"].backend.source == "twilio"
+        backend = app[DIALER].backend
+        assert backend is not None and backend.source == "twilio"
         manager = await make_api(client, "maria", "manager")
         reps = [await make_api(client, name, "rep") for name in ("jsmith", "agarcia")]
         ids = await add_customers(store, NUMBERS)
@@ -69,10 +70,10 @@ async def test_progressive_list_over_twilio(
         assert len(created) == len(attempts) == 8
         assert {c["To"] for c in created} <= {"client:jsmith", "client:agarcia"}
         for a in attempts:
+            assert a.touch_id is not None
             touch = await store.touches.get(a.touch_id)
             assert touch.source_key == f"twilio:{a.call_id}" and touch.contact_id == a.contact_id
             assert touch.status == {"answered": "answered", "busy": "busy", "noanswer": "no answer"}[a.state]
         assert body["results"] == {"reached": 4, "busy": 1, "no answer": 1}
-        assert (await store.call_lists.attempt(attempts[-1].id)).ended_at - attempts[
-            0
-        ].started_at >= timedelta(minutes=20)
+        last_ended = (await store.call_lists.attempt(attempts[-1].id)).ended_at
+        assert last_ended is not None and last_ended - attempts[0].started_at >= timedelta(minutes=20)

@@ -18,7 +18,7 @@ from crm_link.contacts import validate_contact
 from crm_link.recordings import RecordingFilter
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, SETTINGS, STORE
+from switchboard.keys import ASTERISK, RECORDINGS, SETTINGS, STORE
 from tests.browser import login
 from tests.conftest import FIXTURES, PASSWORD, make_api
 
@@ -38,13 +38,13 @@ def make_wav(path: Path, seconds: float = 2.0) -> bytes:
 async def rec_app(aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "jsmith", "Local/agent2@agents/n": "agarcia"}
     settings.recordings.poll_seconds = 0.05
     Path(settings.asterisk.recordings_dir).mkdir(parents=True)
     server = await aiohttp_server(create_app(settings))
     client = await aiohttp_client(server)
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     client.settings = settings
     return client
 
@@ -139,7 +139,7 @@ async def test_abandoned_call_header_only_recording_is_flagged_empty(
 
 async def test_file_before_or_without_its_call_and_truncated(rec_app: Any, settings: Any) -> None:
     manager = await make_api(rec_app, "maria", "manager")
-    service = rec_app.server.app[SERVICES]["recordings"]
+    service = rec_app.server.app[RECORDINGS]
     monitor = Path(settings.asterisk.recordings_dir)
     make_wav(monitor / "orphan.wav", 1.0)
     data = make_wav(monitor / "cut.wav", 2.0)
@@ -188,7 +188,7 @@ async def test_bad_filters_and_access(rec_app: Any) -> None:
         assert resp.status == 400 and (await resp.json())["error"]["field"] == field
     assert (await mkt.get("/api/v1/recordings")).status == 403
     store = rec_app.server.app[STORE]
-    service = rec_app.server.app[SERVICES]["recordings"]
+    service = rec_app.server.app[RECORDINGS]
     monitor = Path(rec_app.settings.asterisk.recordings_dir)
     make_wav(monitor / "c1.wav")
     await service.announce("c1", "c1.wav")
@@ -289,7 +289,7 @@ async def test_manifest_cells_that_look_like_formulas_are_escaped(client: Any) -
 
     manager = await make_api(client, "maria", "manager")
     store = client.server.app[STORE]
-    service = client.server.app[SERVICES]["recordings"]
+    service = client.server.app[RECORDINGS]
     contact = await store.contacts.create(
         validate_contact({"first_name": '=HYPERLINK("http://evil.example")', "last_name": "X"}, region="US")
     )

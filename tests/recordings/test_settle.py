@@ -17,7 +17,7 @@ import pytest
 
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, RECORDINGS, STORE
 from tests.conftest import FIXTURES
 
 AMI = FIXTURES / "ami"
@@ -29,12 +29,12 @@ WAV = "1795346804.61.wav"
 async def app(aiohttp_server: Any, settings: Any, pbx: AmiTestServer) -> Any:
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "jsmith", "Local/agent2@agents/n": "agarcia"}
     settings.recordings.poll_seconds = 3600  # the test drives the scans
     Path(settings.asterisk.recordings_dir).mkdir(parents=True)
     server = await aiohttp_server(create_app(settings))
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
+    await server.app[ASTERISK].client.wait_connected(5)
     return server
 
 
@@ -52,7 +52,7 @@ def _copies(storage: Path) -> list[Path]:
 async def test_a_recording_is_judged_from_its_final_file_once_its_call_ended(
     app: Any, pbx: AmiTestServer, settings: Any
 ) -> None:
-    store, service = app.app[STORE], app.app[SERVICES]["recordings"]
+    store, service = app.app[STORE], app.app[RECORDINGS]
     monitor, storage = Path(settings.asterisk.recordings_dir), Path(settings.recordings.storage_dir)
     transcript = (AMI / "ii-inbound-abandoned.ami").read_bytes()
     cut = transcript.index(b"Event: QueueCallerAbandon")

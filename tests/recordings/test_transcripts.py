@@ -23,7 +23,7 @@ from recordings.service import RecordingService
 from recordings.transcribe import Segment, Transcript, Word, available
 from recordings.transcripts import TranscriptWorker
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import RECORDINGS, STORE
 from switchboard.settings import SettingsError, load_settings
 from tests.browser import login
 from tests.conftest import FIXTURES, PASSWORD, make_api
@@ -206,7 +206,7 @@ async def _speak(client: Any, tmp_path: Path) -> int:
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     shutil.copy(SPEECH, incoming / "1795349999.7.wav")
-    rid: int = await client.server.app[SERVICES]["recordings"].ingest(incoming / "1795349999.7.wav")
+    rid: int = await client.server.app[RECORDINGS].ingest(incoming / "1795349999.7.wav")
     return rid
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cti.ami.server import AmiTestServer
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.browser import login
 from tests.conftest import PASSWORD
 from tests.cti.conftest import start_pbx_app
@@ -36,7 +36,7 @@ async def test_manager_sees_a_rep_ring_talk_wrap_up_and_get_ready(
     store = server.app[STORE]
     await store.users.add("agent1", role="rep", password=PASSWORD, display_name="Agent One", extension="1001")
     await store.users.add("boss", role="manager", password=PASSWORD, display_name="Maria Boss")
-    await server.app[SERVICES]["asterisk"].directory.reload()
+    await server.app[ASTERISK].directory.reload()
     base = str(server.make_url("")).rstrip("/")
 
     rep_ctx = await browser.new_context(viewport={"width": 390, "height": 800})

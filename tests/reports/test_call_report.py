@@ -18,7 +18,7 @@ import pytest
 
 from cti.ami.server import AmiTestServer
 from reports.calls import COLUMNS
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, STORE
 from tests.conftest import PASSWORD
 from tests.cti.conftest import AMI, start_pbx_app
 
@@ -103,7 +103,7 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(
     await store.users.add("agent2", role="rep", password=PASSWORD)
     boss = await store.users.add("boss", role="manager", password=PASSWORD)
     token = await store.users.create_token(boss.id, "test")
-    await app[SERVICES]["asterisk"].directory.reload()
+    await app[ASTERISK].directory.reload()
 
     touches = []
     for n, (name, start, swap) in enumerate(PLAN):

@@ -18,7 +18,7 @@ from campaigns.sms.blasts import BlastService
 from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import SMS, STORE
 from switchboard.messaging import _segment_ids, merge_code_check, sms_render
 from switchboard.web.sms import SmsRuntime
 from templates.context import unknown_codes
@@ -48,7 +48,7 @@ async def sms_client(aiohttp_client: Any, settings: Any, tmp_path: Path) -> Any:
             analyze=_analyze, quiet_start="21:00", quiet_end="08:00", clock=clock.now,
             segment_ids=_segment_ids(store), check_codes=merge_code_check(renderer),
         )  # fmt: skip
-        app[SERVICES]["sms"] = SmsRuntime(blasts, {"main": worker})
+        app[SMS] = SmsRuntime(blasts, {"main": worker})
         task = asyncio.create_task(worker.run())
         yield
         worker.stop()
@@ -71,7 +71,12 @@ async def _people(store: Any) -> None:
         ("Gus", ["+12127365100"], "America/Chicago", False),  # Ann's number again
     ]
     for name, phones, zone, opt_out in people:
-        data = {"first_name": name, "last_name": "Rivera", "phones": phones, "tags": ["service"]}
+        data: dict[str, object] = {
+            "first_name": name,
+            "last_name": "Rivera",
+            "phones": phones,
+            "tags": ["service"],
+        }
         data |= {"time_zone": zone, "sms_opt_out": opt_out}
         await store.contacts.create(validate_contact(data, region="US"))
 

@@ -16,7 +16,7 @@ from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import SMS, STORE
 from switchboard.settings import SmsChannelSettings
 from tests.conftest import free_port, make_api
 from tests.sms.helpers import VirtualClock
@@ -59,7 +59,7 @@ async def test_a_blast_sent_now_reaches_each_recipient_once_while_the_scheduler_
         store = server.app[STORE]
         await _tagged(store, n)
         mkt = await make_api(client, "kim", "marketing")
-        blasts: BlastService = server.app[SERVICES]["sms"].blasts
+        blasts: BlastService = server.app[SMS].blasts
         stop = asyncio.Event()
         ticks = 0
 

@@ -254,7 +254,7 @@ async def test_reports_stop_and_replies(store: Store) -> None:
     await events.on_delivery(DeliveryReport("main", "delivered", message_id=out.message_id))
     assert (await store.sms.progress(blast["id"]))["counts"]["delivered"] == 1
     touch = await store.touches.by_source_key(f"sms:{out.message_id}")
-    assert touch.status == "delivered"
+    assert touch is not None and touch.status == "delivered"
     # a reply becomes an inbound touch and a follow-up on the owner's day
     await events.on_inbound(
         InboundSms("main", "+12125550000", None, "Is Saturday 9am ok?", provider_id="in1")

@@ -61,10 +61,11 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
         env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stderr is not None and proc.stdout is not None
+    stderr = proc.stderr
     bars: list[str] = []
 
     async def next_bar() -> str:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()  # type: ignore[union-attr]
+        line = (await asyncio.wait_for(stderr.readline(), 60)).decode()
         assert line.startswith(f"blast {blast_id} ["), line
         bars.append(line)
         return line
@@ -78,8 +79,8 @@ async def test_sms_show_and_watch(tmp_path: Path) -> None:
                 await store.sms.finish_blasts()
             assert f" {k + 2}/5" in await next_bar()
     out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
-    code, out, err = proc.returncode, out_b.decode(), err_b.decode()
-    assert code == 0, err
+    out, err = out_b.decode(), err_b.decode()
+    assert proc.returncode == 0, err
     assert "done; 0 queued, 0 sending, 4 sent" in out
     code, _, err = await _run(tmp_path, db, "sms", "show", "999")
     assert code == 2 and "ID: no blast 999" in err

@@ -97,6 +97,7 @@ async def test_blast_through_kannel_with_dlrs_and_stop(sms_app: Any, kannel: Kan
     assert sent["+12125550200"]["text"] == "Hi Ann ✓" and sent["+12125550200"]["coding"] == "2"
     assert sent["+12125550200"]["from"] == "12345" and "%d" in sent["+12125550200"]["dlr-url"]
     # the customer answers STOP: opted out, one confirmation
+    assert kannel.inbound_url is not None
     await kannel.inject_inbound(kannel.inbound_url, "+12125550200", "12345", "STOP", msg_id="in-1")
     await kannel.inject_inbound(kannel.inbound_url, "+12125550200", "12345", "STOP", msg_id="in-1")
     await _until(lambda: _opted_out(store, ids[0]))
@@ -308,6 +309,7 @@ async def test_real_kannel_delivers_and_reports(real_kannel: str) -> None:
                 q = await got.get()
                 assert q["channel"] == "real" and q["secret"] == "s3"
                 report = parse_kannel_dlr(q, "real")
+                assert report.message_id is not None
                 if report.status == "delivered":
                     delivered[report.message_id] = report.status
         assert set(delivered) == set(texts)

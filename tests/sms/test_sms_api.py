@@ -13,7 +13,7 @@ from campaigns.sms.blasts import BlastService
 from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import SMS, STORE
 from switchboard.messaging import _segment_ids
 from switchboard.web.sms import SmsRuntime
 from tests.conftest import make_api
@@ -52,7 +52,7 @@ async def sms_client(aiohttp_client: Any, settings: Any) -> Any:
             clock=clock.now,
             segment_ids=_segment_ids(store),
         )
-        app[SERVICES]["sms"] = SmsRuntime(blasts, {"main": worker})
+        app[SMS] = SmsRuntime(blasts, {"main": worker})
         task = asyncio.create_task(worker.run())
         yield
         worker.stop()

@@ -19,7 +19,7 @@ from tests.sms.helpers import blast_when, reported
 def twilio_channel(settings: Any, fake: FakeTwilioApi, port: int) -> None:
     """Settings for an SMS channel `tw` on the loopback stand-in of Twilio's API (no quiet hours)."""
     settings.twilio.account_sid = fake.account_sid
-    settings.twilio.auth_token.__init__(fake.auth_token)  # type: ignore[misc]
+    settings.twilio.auth_token.__init__(fake.auth_token)
     settings.twilio.api_base = fake.base_url
     settings.server.public_url = f"http://127.0.0.1:{port}"
     settings.sms.quiet_start = settings.sms.quiet_end = "00:00"

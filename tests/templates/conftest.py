@@ -21,6 +21,7 @@ class Inbox:
         self.fail_with: list[str] = []  # responses to give to the next DATA commands
         self.connections: set[int] = set()
         self.block_after: int | None = None
+        self.port = 0  # set once the server listens
         self.blocked = asyncio.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:

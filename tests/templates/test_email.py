@@ -10,7 +10,7 @@ import pytest
 
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import EMAIL, STORE
 from templates.email_service import EmailService
 from templates.render import Renderer
 from templates.smtp import SmtpSender
@@ -23,7 +23,7 @@ async def mail_client(aiohttp_client: Any, settings: Any, inbox: Any) -> Any:
     settings.smtp.from_ = "Switchboard Motors <sales@motors.example>"
     settings.server.public_url = "https://crm.motors.example"
     client = await aiohttp_client(create_app(settings))
-    client.server.app[SERVICES]["email"].retry_after = timedelta(0)
+    client.server.app[EMAIL].retry_after = timedelta(0)
     return client
 
 
@@ -254,6 +254,7 @@ async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Any) -> 
     task.cancel()  # killed while the SMTP server holds a message
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert svc.smtp._smtp is not None
     svc.smtp._smtp.close()
     inbox.block_after = None
     again = EmailService(

@@ -14,7 +14,7 @@ from campaigns.sms.blasts import BlastService
 from crm_link.clock import system_clock
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import EMAIL, SMS, STORE
 from switchboard.messaging import sms_render
 from switchboard.web.sms import SmsRuntime
 from templates.render import Renderer
@@ -64,7 +64,7 @@ async def app_client(aiohttp_client: Any, settings: Any, inbox: Any) -> Any:
             quiet_start="21:00",
             quiet_end="08:00",
         )
-        app[SERVICES]["sms"] = SmsRuntime(blasts, {})
+        app[SMS] = SmsRuntime(blasts, {})
         yield
 
     client = await aiohttp_client(create_app(settings, contexts=[sms]))
@@ -78,7 +78,7 @@ async def _contact(client: Any, **fields: Any) -> Any:
 
 
 def _error(body: dict[str, Any]) -> dict[str, Any]:
-    return body["error"]  # type: ignore[no-any-return]
+    return body["error"]
 
 
 async def test_costly_sms_texts_are_refused_naming_text(app_client: Any) -> None:
@@ -175,7 +175,7 @@ async def test_healthz_answers_while_a_costly_email_preview_renders(app_client: 
         await rep.post("/api/v1/email/templates", json={"name": "y", "subject": "s", "html": html})
     ).json()
     gate = Gate()
-    app_client.server.app[SERVICES]["email"].renderer = Renderer(monotonic=gate)
+    app_client.server.app[EMAIL].renderer = Renderer(monotonic=gate)
     error = await _healthz_answers_during(
         app_client,
         gate,

@@ -13,7 +13,7 @@ from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
-from switchboard.keys import SERVICES, STORE
+from switchboard.keys import ASTERISK, EMAIL, STORE
 from switchboard.settings import SmsChannelSettings
 from switchboard.sim.crm_standin import CrmStandIn
 from tests.conftest import PASSWORD, free_port, make_api
@@ -42,7 +42,7 @@ async def full_app(
     hook(settings, crm)
     settings.asterisk.enabled = True
     settings.asterisk.port = pbx.port
-    settings.asterisk.secret.__init__("crm-secret")  # type: ignore[misc]
+    settings.asterisk.secret.__init__("crm-secret")
     settings.interfaces = {"Local/agent1@agents/n": "agent1", "Local/agent2@agents/n": "agent2"}
     settings.smtp.port = inbox.port
     settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
@@ -59,8 +59,8 @@ async def full_app(
         },
     )
     server = await aiohttp_server(create_app(settings), port=port)
-    await server.app[SERVICES]["asterisk"].client.wait_connected(5)
-    server.app[SERVICES]["email"].retry_after = timedelta(0)
+    await server.app[ASTERISK].client.wait_connected(5)
+    server.app[EMAIL].retry_after = timedelta(0)
     return await aiohttp_client(server)
 
 
@@ -94,7 +94,7 @@ async def test_call_blast_and_email_reach_the_crm_signed_once_in_order(
             region="US",
         )
     )  # fmt: skip
-    await app[SERVICES]["asterisk"].directory.reload()
+    await app[ASTERISK].directory.reload()
 
     # a real Asterisk's answered call (Jane) and abandoned call (Bob), replayed over AMI
     await pbx.replay((AMI / "i-inbound-answered.ami").read_bytes())

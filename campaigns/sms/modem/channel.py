@@ -38,9 +38,9 @@ ESC = b"\x1b"
 @dataclass(slots=True)
 class _Command:
     text: str
+    done: asyncio.Future[at.Final]
     lines: list[str] = field(default_factory=list)
     prompt: asyncio.Future[None] | None = None
-    done: asyncio.Future[at.Final] | None = None
 
 
 @dataclass(slots=True)
@@ -188,7 +188,7 @@ class ModemChannel:
             self._work.put_nowait(("reinit", None))
             return None
         cmd = self._current
-        if cmd is None or cmd.done is None or cmd.done.done():
+        if cmd is None or cmd.done.done():
             if line.startswith(("RING", "+CRING", "+CLIP")):
                 return None
             log.info("event=modem_unsolicited channel=%s line=%r", self.name, line)
@@ -216,9 +216,8 @@ class ModemChannel:
             self._writer.write(text.encode() + b"\r")
             if pdu is not None:
                 assert cmd.prompt is not None
-                _, pending = await asyncio.wait(
-                    {cmd.prompt, cmd.done}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
-                )
+                either: set[asyncio.Future[Any]] = {cmd.prompt, cmd.done}
+                _, pending = await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if len(pending) == 2:
                     raise TimeoutError
                 if not cmd.prompt.done():
