@@ -28,6 +28,22 @@ CALL_GROUPS = {
     "weekday_hour": "f.weekday * 100 + f.local_hour",
     "all": "''",
 }
+FOLLOWUP_COUNTS = ("due", "done", "past_due", "attempted", "reached")
+# closing results that say the customer was not reached (any other result of a done follow-up was)
+NOT_REACHED = ("no answer", "busy", "wrong number", "voicemail", "left voicemail", "escalated")
+FOLLOWUP_GROUPS = {
+    "assignee": (
+        "COALESCE(u.username, CASE WHEN f.pool IS NOT NULL THEN 'pool: ' || f.pool ELSE '' END)",
+        "",
+    ),
+    "rule": ("COALESCE(k.name, '')", ""),
+    "list": (
+        "l.name || ' #' || CAST(l.id AS TEXT)",
+        " JOIN (SELECT DISTINCT list_id, contact_id FROM call_list_entries) e ON e.contact_id = f.contact_id"
+        " JOIN call_lists l ON l.id = e.list_id",
+    ),
+    "all": ("''", ""),
+}
 # a touch status as a call outcome (for calls written before call_facts existed)
 _STATUS_OUTCOME = {"answered": "answered", "missed": "missed", "busy": "busy", "no answer": "no_answer"}
 
@@ -286,6 +302,44 @@ class ReportStore:
             ):
                 add(r["k"], email_unsubscribed=r["n"])
         return out
+
+    async def followups(self, lo: str, hi: str, cutoff: str, group: str) -> dict[Any, dict[str, int]]:
+        """Follow-up counts per assignee, cadence rule, call list or 'all' (store time text bounds).
+
+        due: due_at in [lo, hi). done: closed as done in [lo, hi). past_due: created before
+        `cutoff` (the period's end or now, whichever is earlier), due before it and still open then
+        (open now, or closed at or after it). attempted: done in [lo, hi); reached: of those, the ones
+        whose result is not one of NOT_REACHED. A follow-up counts for each call list its customer is
+        on (so list rows may add up to more than the totals).
+        """
+        if group not in FOLLOWUP_GROUPS:
+            raise ValidationError(
+                "group", f"must be one of {', '.join(g for g in FOLLOWUP_GROUPS if g != 'all')}"
+            )
+        key, join = FOLLOWUP_GROUPS[group]
+        miss = ",".join("?" * len(NOT_REACHED))
+        done_in = "f.status = 'done' AND f.closed_at >= ? AND f.closed_at < ?"
+        rows = await self._db.fetchall(
+            f"SELECT {key} AS k,"
+            " SUM(CASE WHEN f.due_at >= ? AND f.due_at < ? THEN 1 ELSE 0 END) AS due,"
+            f" SUM(CASE WHEN {done_in} THEN 1 ELSE 0 END) AS done,"
+            " SUM(CASE WHEN f.created_at < ? AND f.due_at < ?"
+            " AND (f.status = 'open' OR f.closed_at >= ?) THEN 1 ELSE 0 END) AS past_due,"
+            f" SUM(CASE WHEN {done_in} THEN 1 ELSE 0 END) AS attempted,"
+            f" SUM(CASE WHEN {done_in} AND COALESCE(LOWER(f.result), '') NOT IN ({miss}) THEN 1 ELSE 0 END)"
+            " AS reached"
+            " FROM followups f LEFT JOIN users u ON u.id = f.assignee_id"
+            f" LEFT JOIN cadences k ON k.id = f.cadence_id{join}"
+            " WHERE (f.due_at >= ? AND f.due_at < ?) OR (f.closed_at >= ? AND f.closed_at < ?)"
+            " OR (f.created_at < ? AND f.due_at < ? AND (f.status = 'open' OR f.closed_at >= ?))"
+            " GROUP BY k",
+            [
+                *(lo, hi, lo, hi, cutoff, cutoff, cutoff, lo, hi, lo, hi),
+                *NOT_REACHED,
+                *(lo, hi, lo, hi, cutoff, cutoff, cutoff),
+            ],
+        )
+        return {r["k"]: {c: int(r[c] or 0) for c in FOLLOWUP_COUNTS} for r in rows}
 
 
 def utc_text(dt: datetime) -> str:

@@ -197,6 +197,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/reports"): staff("manager", "admin"),
     ("GET", "/api/v1/reports/calls"): staff("manager", "admin"),
     ("GET", "/api/v1/reports/messaging"): staff("manager", "admin"),
+    ("GET", "/api/v1/reports/followups"): staff("manager", "admin"),
     ("GET", "/agents"): staff(scope="reps: their own state only"),
     ("GET", "/api/v1/agents"): staff(scope="reps: their own state only"),
     ("POST", "/api/v1/agents/me/state"): staff(scope="the user's own state"),

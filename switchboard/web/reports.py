@@ -17,6 +17,9 @@ from reports.calls import COLUMNS as CALL_COLUMNS
 from reports.calls import DEFAULT_CALLBACK_MIN, call_report
 from reports.calls import DEFINITIONS as CALL_DEFINITIONS
 from reports.csvout import to_csv
+from reports.followups import COLUMNS as FU_COLUMNS
+from reports.followups import DEFINITIONS as FU_DEFINITIONS
+from reports.followups import followup_report
 from reports.messaging import COLUMNS as MSG_COLUMNS
 from reports.messaging import DEFINITIONS as MSG_DEFINITIONS
 from reports.messaging import messaging_report
@@ -89,6 +92,18 @@ async def messaging_api(request: web.Request) -> web.Response:
     return _answer(report, MSG_COLUMNS, fmt, "messaging")
 
 
+async def followups_api(request: web.Request) -> web.Response:
+    """GET /api/v1/reports/followups?from=&to=&group=assignee|rule|list&format="""
+    fmt = _format(request)
+    report = await followup_report(
+        request.app[STORE],
+        _period(request),
+        request.query.get("group", "assignee"),
+        now=request.app[CLOCK](),
+    )
+    return _answer(report, FU_COLUMNS, fmt, "followups")
+
+
 async def reports_page(request: web.Request) -> web.Response:
     """/reports: calls (tables per agent, queue, day, hour; three charts) and messaging."""
     store = request.app[STORE]
@@ -99,6 +114,8 @@ async def reports_page(request: web.Request) -> web.Response:
         for g in ("agent", "queue", "day", "hour", "weekday_hour")
     }
     msg = {g: await messaging_report(store, period, g) for g in ("blast", "template", "month")}
+    now = request.app[CLOCK]()
+    fus = {g: await followup_report(store, period, g, now=now) for g in ("assignee", "rule", "list")}
     hours = by["hour"]["rows"]
     days = by["day"]["rows"]
     wh = by["weekday_hour"]["rows"]
@@ -129,6 +146,9 @@ async def reports_page(request: web.Request) -> web.Response:
             "query": query,
             "calls": by,
             "messaging": msg,
+            "followups": fus,
+            "fu_columns": FU_COLUMNS[1:],
+            "fu_definitions": FU_DEFINITIONS,
             "charts": charts,
             "call_columns": CALL_COLUMNS[1:],
             "msg_columns": MSG_COLUMNS[1:],
@@ -218,6 +238,7 @@ def setup(app: web.Application) -> None:
     r = app.router
     r.add_get("/api/v1/reports/calls", calls_api)
     r.add_get("/api/v1/reports/messaging", messaging_api)
+    r.add_get("/api/v1/reports/followups", followups_api)
     r.add_get("/api/v1/agents", agents_api)
     r.add_post("/api/v1/agents/me/state", set_my_state)
     r.add_get("/reports", reports_page)
