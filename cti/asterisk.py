@@ -90,7 +90,8 @@ class AsteriskSource:
             log.warning("event=asterisk_resync_failed error=%r", exc)
             return
         known = set(self.tracker.calls)
-        for domain_event in self.tracker.resync(channels):
+        lost_at, self.client.lost_at = self.client.lost_at, None
+        for domain_event in self.tracker.resync(channels, lost_at=lost_at):
             await self.service.handle(domain_event)
         # calls that began while we were away: MixMonitor announced their files before we listened
         for ch in channels:

@@ -113,8 +113,12 @@ class CallTracker:
         handler = getattr(self, "_on_" + ev.name, None)
         if handler is None:
             return []
+        at = _ts(ev, self.clock())
+        seen = self._call_of(ev)
+        if seen is not None:
+            seen.last_seen = at
         try:
-            out: list[CallEvent] = handler(ev, _ts(ev, self.clock()))
+            out: list[CallEvent] = handler(ev, at)
             return out
         except (KeyError, ValueError, TypeError) as exc:
             self.skipped += 1
@@ -390,11 +394,14 @@ class CallTracker:
         """FullyBooted: channel state may be stale; keep what we know of calls, forget channels."""
         self._by_name.clear()
 
-    def resync(self, channels: Iterable[Event], at: datetime | None = None) -> list[CallEvent]:
+    def resync(
+        self, channels: Iterable[Event], at: datetime | None = None, *, lost_at: datetime | None = None
+    ) -> list[CallEvent]:
         """Reconcile with a CoreShowChannels listing taken after a (re)connect.
 
-        Calls we knew that have no channel left ended while we were away: each gets its CallEnded
-        now. Channels we knew that are gone are marked hung; unknown live calls are adopted so
+        Calls we knew that have no channel left ended while we were away: each gets its CallEnded,
+        dated by the last event Asterisk sent for it (its Timestamp) or, for a call we have no
+        event of, the moment the connection was lost (`lost_at`), else now. Channels we knew that are gone are marked hung; unknown live calls are adopted so
         their end is recorded too.
         """
         at = at or self.clock()
@@ -410,7 +417,8 @@ class CallTracker:
                 if uid not in live:
                     listed.hung = True
             if not live:
-                out += self._end(ongoing, at)
+                lost = lost_at if lost_at is not None and lost_at >= ongoing.started_at else None
+                out += self._end(ongoing, ongoing.last_seen or lost or at)
         for linkedid, evs in present.items():
             call = self.calls.get(linkedid)
             adopted = call is None

@@ -130,7 +130,13 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
         if settings.asterisk.enabled:
             a = settings.asterisk
             client = AmiClient(
-                a.host, a.port, a.username, a.secret.reveal(), auth=a.auth, ping_interval=a.ping_seconds
+                a.host,
+                a.port,
+                a.username,
+                a.secret.reveal(),
+                auth=a.auth,
+                ping_interval=a.ping_seconds,
+                clock=app[CLOCK],
             )
             service = CallService(
                 store,

@@ -9,8 +9,10 @@ import itertools
 import logging
 import random
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from crm_link.clock import Clock, system_clock
 from cti.ami.protocol import AmiParser, Event, Response, encode_action
 
 log = logging.getLogger("cti.ami")
@@ -66,6 +68,7 @@ class AmiClient:
         queue_size: int = 10_000,
         backoff_min: float = 0.5,
         backoff_max: float = 30.0,
+        clock: Clock = system_clock,
     ) -> None:
         self.host, self.port = host, port
         self.username, self._secret = username, secret
@@ -78,6 +81,10 @@ class AmiClient:
         self.connects = 0
         self.dropped_events = 0
         self.last_error: str | None = None
+        self.clock = clock
+        # when an established session was lost (the PBX crashed or the network failed); the
+        # consumer takes it on the next resync as the end of calls that vanished meanwhile
+        self.lost_at: datetime | None = None
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[Response]] = {}
         self._lists: dict[str, tuple[list[Event], asyncio.Future[list[Event]]]] = {}
@@ -158,6 +165,8 @@ class AmiClient:
             ping_task = asyncio.create_task(self._keepalive(), name="ami-ping")
             await read_task
         finally:
+            if self._connected.is_set() and not self._closing:
+                self.lost_at = self.clock()
             self._connected.clear()
             for task in (ping_task, read_task):
                 if task is not None and not task.done():
