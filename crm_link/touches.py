@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -124,6 +124,9 @@ class Touches:
         self._flusher: asyncio.Task[None] | None = None
         self.max_batch = 500
         self.unowned_pool: str | None = None  # where follow-ups of customers nobody owns go
+        # told of each follow-up add_followup makes (a missed call, an SMS reply): the app puts it live
+        # on its assignee's My Day
+        self.on_followup: Callable[[FollowUp], Awaitable[object]] | None = None
 
     # group commit ---------------------------------------------------------------------------
 
@@ -420,7 +423,10 @@ class Touches:
                 row = await cur.fetchone()
         if row is None:
             return None
-        return await self.followup(int(row[0]))
+        made = await self.followup(int(row[0]))
+        if self.on_followup is not None:
+            await self.on_followup(made)
+        return made
 
     async def followup(self, followup_id: int) -> FollowUp:
         row = await self._db.fetchone(_FOLLOWUP_SELECT + " WHERE f.id = ?", (followup_id,))

@@ -333,7 +333,7 @@ class FollowupService:
             contact_id, due_at, note=reason, assignee_id=assignee_id, pool=pool
         )
         if f.assignee_id is not None and f.assignee_id != by.id:
-            await self.notify(
+            await self._notify(
                 f.assignee_id, {"type": "followup.assigned", "followup": f.to_dict(), "by": by.username}
             )
         return f
@@ -413,16 +413,28 @@ class FollowupService:
         if f.pool:
             for member in await self.pool_members(f.pool):
                 if member.id != by.id:
-                    await self.notify(member.id, {"type": "followup.claimed", "id": f.id, "by": by.username})
+                    await self._notify(member.id, {"type": "followup.claimed", "id": f.id, "by": by.username})
         await self.store.audit.write("followup.claim", user_id=by.id, object_type="followup", object_id=f.id)
         return updated
 
-    async def _tell(self, assignee_id: int | None, pool: str | None, message: dict[str, Any]) -> None:
+    async def _notify(self, user_id: int, message: dict[str, Any]) -> None:
+        """Send a user a follow-up event, then `day_changed` so an open My Day re-renders itself."""
+        await self.notify(user_id, message)
+        await self.notify(user_id, {"type": "day_changed", "reason": message.get("type", "")})
+
+    async def followup_added(self, f: FollowUp) -> None:
+        """A follow-up made outside this service (a missed call, an SMS reply) goes live on My Day."""
+        await self._tell(f.assignee_id, f.pool, {"type": "day_changed", "reason": f.kind}, plain=True)
+
+    async def _tell(
+        self, assignee_id: int | None, pool: str | None, message: dict[str, Any], *, plain: bool = False
+    ) -> None:
+        send = self.notify if plain else self._notify
         if assignee_id is not None:
-            await self.notify(assignee_id, message)
+            await send(assignee_id, message)
         elif pool is not None:
             for member in await self.pool_members(pool):
-                await self.notify(member.id, message)
+                await send(member.id, message)
 
     async def served(self, contact_id: int, user: User, followup_id: int | None = None) -> FollowUp | None:
         """The follow-up a call/message with this contact serves (the one named, else the soonest due)."""
@@ -465,9 +477,11 @@ class FollowupService:
             followups_moved=moved,
         )
         if moved and new_owner_id is not None and new_owner_id != by.id:
-            await self.notify(
+            await self._notify(
                 new_owner_id, {"type": "followup.reassigned", "contact_id": contact_id, "count": moved}
             )
+        if moved and old_owner_id is not None:
+            await self.notify(old_owner_id, {"type": "day_changed", "reason": "followup.reassigned"})
         return moved
 
     async def my_day(self, user: User, *, limit: int = 500) -> list[FollowUp]:

@@ -40,6 +40,8 @@ def build_service(
         **({"notify": notify} if notify is not None else {}),
     )
     store.touches.unowned_pool = f.unowned_pool or None
+    if notify is not None:
+        store.touches.on_followup = service.followup_added
     return service
 
 

@@ -335,3 +335,61 @@ async def test_admin_exports_contacts_from_the_contacts_page(pages_app: Any, bro
         ("call", "answered", "Answered by John Smith, talked 12 s")
     ]
     assert errors == [], errors
+
+
+async def test_my_day_shows_a_missed_call_live_without_a_reload(pages_app: Any, browser: Any) -> None:
+    """A rep has My Day open; their customer's call is missed; the item appears in place, no reload."""
+    import asyncio
+    from datetime import timedelta
+
+    from cti.directory import InterfaceDirectory
+    from cti.events import CallEnded, CallRinging
+    from cti.service import CallService
+    from switchboard.keys import HUB
+
+    base = str(pages_app.make_url("")).rstrip("/")
+    app = pages_app.app
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = _watch(page)
+    await login(page, base, "jsmith", PASSWORD)
+    rep = await app[STORE].users.by_username("jsmith")
+    assert rep is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while app[HUB].tabs(rep.id) < 2:  # the pop socket and My Day's own are both open
+        assert loop.time() < deadline, "My Day never connected to /ws/agent"
+        await asyncio.sleep(0.05)
+    assert await page.locator("#day ul[data-kind=missed_call] li").count() == 0
+    await page.evaluate("window.__sameDocument = true")
+
+    now = app[STORE].db.now()
+    calls = CallService(app[STORE], app[HUB], InterfaceDirectory(app[STORE], {}), source="asterisk")
+    await calls.handle(CallRinging("live1", "inbound", "+13125550142", "7000", "PJSIP/1009", "sales", now))
+    await calls.handle(
+        CallEnded(
+            call_id="live1",
+            direction="inbound",
+            from_number="+13125550142",
+            to_number="7000",
+            answered=False,
+            answered_by=None,
+            queue="sales",
+            started_at=now,
+            answered_at=None,
+            ended_at=now + timedelta(seconds=20),
+            duration_s=20.0,
+            talk_s=None,
+            hangup_cause=16,
+            hangup_cause_text="Normal Clearing",
+            transferred_to=None,
+        )
+    )
+    item = page.locator("#day ul[data-kind=missed_call] li.followup")
+    await item.first.wait_for(timeout=10000)
+    assert "Doe-Worthington" in await item.first.inner_text()
+    assert await page.evaluate("window.__sameDocument === true")  # re-rendered in place, not reloaded
+    # its actions work on the re-rendered item (delegated handlers)
+    await item.first.locator(".fu-done").click()
+    await item.first.wait_for(state="detached", timeout=10000)
+    assert errors == []
+    await page.close()

@@ -58,12 +58,39 @@
     }
   });
 
+  // My Day re-fetches itself and swaps its "Due today" section in place when the hub says the day
+  // changed (a missed call, a reply, a follow-up handed over or claimed away). Calls in flight are
+  // coalesced: one fetch at a time, one more after it if something changed meanwhile.
+  let refreshing = false;
+  let again = false;
+  async function refreshDay() {
+    const day = document.getElementById("day");
+    if (!day) return;
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    try {
+      const resp = await fetch(location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (resp.ok) {
+        const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+        const fresh = doc.getElementById("day");
+        if (fresh) day.replaceChildren(...Array.from(fresh.childNodes).map((n) => document.importNode(n, true)));
+      }
+    } catch (e) {
+      // the next day_changed (or a reload) catches up
+    } finally {
+      refreshing = false;
+      if (again) { again = false; refreshDay(); }
+    }
+  }
+
   function connect() {
     const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/agent");
     ws.onmessage = (m) => {
       let msg;
       try { msg = JSON.parse(m.data); } catch (e) { return; }
-      if (msg.type === "followup.claimed") {
+      if (msg.type === "day_changed") {
+        refreshDay();
+      } else if (msg.type === "followup.claimed") {
         const li = document.getElementById(`followup-${msg.id}`);
         if (li) li.remove();
         toast(`${msg.by} took a pool follow-up`);
