@@ -226,6 +226,10 @@ async def contact_page(request: web.Request) -> web.Response:
             "sms_templates": await store.sms_templates.list(),
             "recordings": by_touch,
             "can_call": staff,
+            # managers and admins edit the customer and give them to another salesperson here
+            "owners": [u for u in await store.users.list() if u.role in ("rep", "manager") and u.active]
+            if user.role in ("manager", "admin")
+            else [],
             "can_text": staff and request.app.get(SMS) is not None,
         },
     )
