@@ -477,10 +477,11 @@ class CallLists:
                 "ORDER BY next_at, id LIMIT 1)"
             )
             params += [agent_id, stamp, list_id, *zones]
-            # the agent's own customers (through contacts_owner, then the entries of each contact)
+            # the agent's own customers: through contacts_owner, then the entries of each contact
+            # (CROSS JOIN keeps that order in SQLite, which otherwise may walk the whole list)
             branches.append(
                 "SELECT * FROM (SELECT e.id, e.priority, e.next_at, 1 AS rank FROM contacts c "
-                "JOIN call_list_entries e ON e.contact_id = c.id WHERE c.owner_id = ? AND e.list_id = ? "
+                "CROSS JOIN call_list_entries e WHERE e.contact_id = c.id AND c.owner_id = ? AND e.list_id = ? "
                 f"AND e.state = 'pending' AND e.next_at <= ? AND e.time_zone IN ({marks}) "
                 "AND (e.agent_id IS NULL OR e.agent_id = ?) ORDER BY e.priority DESC, e.next_at, e.id LIMIT 1)"
             )
