@@ -445,32 +445,52 @@ class CallLists:
         owner: str,
         lease: timedelta,
         agent_id: int | None = None,
+        others_due_by: datetime | None = None,
     ) -> Entry | None:
         """Lease the next due entry of a list whose zone is open: the agent's callbacks first, then
-        by priority and due time. None when nothing is due."""
+        their own customers (contacts.owner_id = agent_id), then by priority and due time. With
+        `others_due_by`, another user's customer is taken only if it was due by then (its owner's
+        head start). None when nothing is due."""
         if not zones:
             return None
         stamp = to_db_time(now)
         # one statement: the best candidate of each open zone (an index seek each), the agent's due
         # call-backs ranked first, and the lease taken atomically
         branch = (
-            "SELECT * FROM (SELECT id, priority, next_at, 1 AS rank FROM call_list_entries WHERE list_id = ? "
+            "SELECT * FROM (SELECT id, priority, next_at, 2 AS rank FROM call_list_entries WHERE list_id = ? "
             "AND state = 'pending' AND time_zone = ? AND next_at <= ? AND (agent_id IS NULL OR agent_id = ?) "
-            "ORDER BY priority DESC, next_at, id LIMIT 1)"
+            + (
+                ""
+                if others_due_by is None
+                else "AND (next_at <= ? OR contact_id IS NULL OR NOT EXISTS (SELECT 1 FROM contacts c WHERE "
+                "c.id = call_list_entries.contact_id AND c.owner_id IS NOT NULL AND c.owner_id <> ?)) "
+            )
+            + "ORDER BY priority DESC, next_at, id LIMIT 1)"
         )
         branches: list[str] = []
         params: list[Any] = [owner, to_db_time(now + lease), stamp]
+        marks = ",".join("?" * len(zones))
         if agent_id is not None:
-            marks = ",".join("?" * len(zones))
             branches.append(
                 "SELECT * FROM (SELECT id, priority, next_at, 0 AS rank FROM call_list_entries WHERE "
                 f"agent_id = ? AND state = 'pending' AND next_at <= ? AND list_id = ? AND time_zone IN ({marks}) "
                 "ORDER BY next_at, id LIMIT 1)"
             )
             params += [agent_id, stamp, list_id, *zones]
+            # the agent's own customers: through contacts_owner, then the entries of each contact
+            # (CROSS JOIN keeps that order in SQLite, which otherwise may walk the whole list)
+            branches.append(
+                "SELECT * FROM (SELECT e.id, e.priority, e.next_at, 1 AS rank FROM contacts c "
+                "CROSS JOIN call_list_entries e WHERE e.contact_id = c.id AND c.owner_id = ? AND e.list_id = ? "
+                f"AND e.state = 'pending' AND e.next_at <= ? AND e.time_zone IN ({marks}) "
+                "AND (e.agent_id IS NULL OR e.agent_id = ?) ORDER BY e.priority DESC, e.next_at, e.id LIMIT 1)"
+            )
+            params += [agent_id, list_id, stamp, *zones, agent_id]
         for zone in zones:
             branches.append(branch)
             params += [list_id, zone, stamp, agent_id]
+            if others_due_by is not None:
+                params += [to_db_time(others_due_by), agent_id if agent_id is not None else -1]
         rows = await self.db.write_returning(
             "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?, updated_at = ? "
             "WHERE state = 'pending' AND id = (SELECT id FROM (" + " UNION ALL ".join(branches) + ") "

@@ -61,6 +61,7 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         tick_seconds=d.tick_seconds,
         dispositions=tuple(d.dispositions),
         busy_agents=lambda: _agents_on_calls(app),
+        owner_wait=timedelta(minutes=d.owner_wait_minutes),
         pop_builder=build_pop,
     )
     for key in CALL_SERVICES.values():

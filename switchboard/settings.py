@@ -143,6 +143,7 @@ class DialerSettings:
     dial_timeout_seconds: int = 30  # how long the agent's and the customer's phones ring
     tick_seconds: float = 1.0
     dispositions: list[str] = field(default_factory=lambda: list(DISPOSITIONS))
+    owner_wait_minutes: int = 30  # progressive: how long an owned customer's entry waits for its owner
 
 
 @dataclass(slots=True)
@@ -383,6 +384,8 @@ def _validate(s: Settings) -> None:
     ):
         if getattr(s.dialer, name) <= 0:
             raise SettingsError(f"dialer.{name}", "must be greater than 0")
+    if s.dialer.owner_wait_minutes < 0:
+        raise SettingsError("dialer.owner_wait_minutes", "must be 0 (no wait) or more")
     if s.dialer.lease_seconds < 30:
         raise SettingsError("dialer.lease_seconds", "must be at least 30 (it is renewed every tick)")
     if not s.dialer.dispositions or len(set(s.dialer.dispositions)) != len(s.dialer.dispositions):

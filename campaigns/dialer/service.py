@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from campaigns.dialer import DISPOSITIONS
 from campaigns.dialer.backends import AgentUnavailable, DialBackend, DialFailed
 from campaigns.dialer.hours import CallingHours, in_window, zone
+from campaigns.dialer.routing import others_due_by
 from campaigns.ratelimit import TokenBucket
 from crm_link.call_lists import Attempt, CallList, Entry, outcome_of_touch
 from crm_link.clock import system_clock
@@ -89,7 +90,9 @@ class Dialer:
         dispositions: tuple[str, ...] = (),
         owner: str | None = None,
         busy_agents: Callable[[], set[int]] | None = None,
+        owner_wait: timedelta = timedelta(0),
     ) -> None:
+        self.owner_wait = owner_wait  # progressive: an owned customer waits this long for its owner
         self.pop_builder = pop_builder
         self.busy_agents = busy_agents  # agents on (or rung for) another call, e.g. an inbound one
         self.store = store
@@ -208,7 +211,13 @@ class Dialer:
                     break
                 zones = await self.open_zones(cl, now)
                 entry = await self.store.call_lists.claim(
-                    cl.id, zones=zones, now=now, owner=self.owner, lease=self.lease, agent_id=agent_id
+                    cl.id,
+                    zones=zones,
+                    now=now,
+                    owner=self.owner,
+                    lease=self.lease,
+                    agent_id=agent_id,
+                    others_due_by=others_due_by(now, self.owner_wait),
                 )
                 if entry is None:
                     break
