@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import weakref
@@ -54,23 +53,7 @@ class Hub:
 
     async def publish_topic(self, topic: str, message: dict[str, Any]) -> int:
         """Send one message to every tab subscribed to `topic`; returns how many got it."""
-        subs = self._topics.get(topic)
-        if not subs:
-            return 0
-        text = json.dumps(message, separators=(",", ":"), default=str)
-        delivered = 0
-        for ws in list(subs):
-            if ws.closed:
-                subs.discard(ws)
-                continue
-            try:
-                await ws.send_str(text)
-                delivered += 1
-            except (ConnectionError, RuntimeError):
-                self.dropped += 1
-                subs.discard(ws)
-        self.sent += delivered
-        return delivered
+        return await self._send(self._topics.get(topic), message)
 
     def unsubscribe(self, user_id: int, ws: web.WebSocketResponse) -> None:
         subs = self._subs.get(user_id)
@@ -101,7 +84,10 @@ class Hub:
 
     async def publish(self, user_id: int, message: dict[str, Any]) -> int:
         """Send one message to every tab of a user; returns how many tabs got it."""
-        subs = self._subs.get(user_id)
+        return await self._send(self._subs.get(user_id), message)
+
+    async def _send(self, subs: set[web.WebSocketResponse] | None, message: dict[str, Any]) -> int:
+        """One message to these sockets; closed or failing ones leave the set."""
         if not subs:
             return 0
         text = json.dumps(message, separators=(",", ":"), default=str)
@@ -113,9 +99,7 @@ class Hub:
             try:
                 await ws.send_str(text)
                 delivered += 1
-            except (ConnectionError, RuntimeError, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+            except (ConnectionError, RuntimeError):
                 self.dropped += 1
                 subs.discard(ws)
         self.sent += delivered
