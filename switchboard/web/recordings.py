@@ -227,7 +227,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         raise ValidationError("ids", "must be a list of 1-500 recording ids")
     storage = Path(request.app[SETTINGS].recordings.storage_dir)
     recs = [await _visible(request, user, i) for i in dict.fromkeys(ids)]
-    out = await asyncio.to_thread(tempfile.TemporaryFile)
+    out = tempfile.TemporaryFile()
     try:
         await asyncio.to_thread(write_export, out, storage, recs)
         await request.app[STORE].audit.write(
@@ -251,7 +251,7 @@ async def export(request: web.Request) -> web.StreamResponse:
         await resp.write_eof()
         return resp
     finally:
-        await asyncio.to_thread(out.close)
+        out.close()  # not in a thread: a cancelled await there would leave the file open
 
 
 async def transcript_progress(request: web.Request) -> web.Response:
