@@ -14,8 +14,7 @@ from tests.conftest import REPO, make_api
 
 PRODUCT = ["crm_link", "cti", "campaigns", "recordings", "templates", "switchboard"]
 # simulators of other systems (a PBX, a modem, Twilio's API, Kannel) keep their own time, as the real ones do
-SIMULATORS = {"crm_link/clock.py", "cti/ami/server.py", "campaigns/sms/modem/emulator.py",
-              "campaigns/sms/kannel_standin.py"}  # fmt: skip
+SIMULATORS = {"crm_link/clock.py", "cti/ami/server.py", "campaigns/sms/modem/emulator.py"}
 WALL = re.compile(r"datetime\.(now|utcnow|today)\(|date\.today\(|time\.time\(\)")
 
 

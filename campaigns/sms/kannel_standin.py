@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from crm_link.clock import Clock, system_clock
+
 
 class KannelStandIn:
     def __init__(
-        self, username: str = "tester", password: str = "secret", *, dlr_delay: float = 0.01
+        self,
+        username: str = "tester",
+        password: str = "secret",
+        *,
+        dlr_delay: float = 0.01,
+        clock: Clock = system_clock,
     ) -> None:
         self.username, self.password = username, password
         self.dlr_delay = dlr_delay
+        self.clock = clock  # Kannel's own clock, which stamps a report's %T
         self.received: list[dict[str, str]] = []
         self.fail_auth = False
         self.status_next: int | None = None
@@ -92,7 +99,7 @@ class KannelStandIn:
         return (
             template.replace("%d", str(dlr_type))
             .replace("%A", quote(answer))
-            .replace("%T", str(int(time.time())))
+            .replace("%T", str(int(self.clock().timestamp())))
         )
 
     async def _dlrs(self, q: dict[str, str]) -> None:
