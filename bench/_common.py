@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import statistics
 import sys
 import time
@@ -40,3 +41,21 @@ def report(lines: list[str]) -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {machine()}")
     for line in lines:
         print(line)
+
+
+class SmtpCountingSink:
+    """An aiosmtpd handler that accepts every message and counts them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.count += 1
+        return "250 OK"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

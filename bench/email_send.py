@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import time
 from datetime import UTC, datetime
 
 import aiosmtplib
-from _common import CACHE, report
+from _common import CACHE, free_port, report
+from _common import SmtpCountingSink as Sink
 from aiosmtpd.controller import Controller
 
 from crm_link.contacts import ContactFields
@@ -33,21 +33,6 @@ HTML = (
     " {{ user.extension }} or {{ dealer.phone }}; email {{ user.email }}.</p><p>{{ dealer.website }}</p>"
     "</body></html>"
 )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.count += 1
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def main() -> None:

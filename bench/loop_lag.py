@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import hashlib
 import os
-import socket
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import report
+from _common import SmtpCountingSink as Sink
+from _common import free_port, report
 from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 
@@ -37,21 +37,6 @@ HTML = (
     + "<p>Thank you for choosing us for your {{ contact.attributes.vehicle }}. " * 12
     + "</p><p>{{ user.name }}</p></body></html>"
 )
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.count += 1
-        return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def main() -> None:
