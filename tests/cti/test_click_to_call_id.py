@@ -80,7 +80,11 @@ async def test_outbound_call_is_from_the_rep_to_the_customer(
     async with asyncio.timeout(10):
         while (t := await store.touches.by_source_key(f"asterisk:{call_id}")) is None or t.ended_at is None:
             await asyncio.sleep(0.02)
-    rec = await store.recordings.by_name("asterisk", f"{call_id}.wav")
+    async with asyncio.timeout(10):  # the recording is labelled once its call's end reaches it
+        while (rec := await store.recordings.by_name("asterisk", f"{call_id}.wav")) is None or rec[
+            "direction"
+        ] is None:
+            await asyncio.sleep(0.01)
     assert (rec["direction"], rec["from_number"], rec["to_number"]) == ("outbound", "1001", "+15557654321")
     assert t.number == "+15557654321" and t.username == "jsmith"
     await ws.close()
