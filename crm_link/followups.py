@@ -478,6 +478,54 @@ class FollowupStore:
         )
         return len(rows)
 
+    # SMS and email steps, replies ------------------------------------------------------------
+
+    async def due_steps(self, now: datetime, limit: int = 200) -> list[FollowUp]:
+        """Open SMS/email cadence steps due by `now` that have no outbox row yet (a row, once
+        written, is the step's send: a restart never queues it again)."""
+        rows = await self._db.fetchall(
+            FOLLOWUP_SELECT + " WHERE f.channel IN ('sms', 'email') AND f.status = 'open' AND f.due_at <= ?"
+            " AND f.cadence_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM sms_outbox o WHERE o.followup_id = f.id)"
+            " AND NOT EXISTS (SELECT 1 FROM email_outbox e WHERE e.followup_id = f.id)"
+            " ORDER BY f.due_at, f.id LIMIT ?",
+            (to_db_time(now), limit),
+        )
+        return [followup_of(r) for r in rows]
+
+    async def step_not_sent(self, followup_id: int, reason: str) -> FollowUp:
+        """An SMS/email step that cannot go (opted out, no number, no template): it stays open on
+        its assignee's day as a call to make, with the reason."""
+        return await self._change(
+            followup_id, "channel = 'call', note = note || ?", [f"\n{reason}: call instead"]
+        )
+
+    async def texted_for(self, number: str, since: datetime) -> FollowUp | None:
+        """The follow-up the latest text sent to this number since `since` was sent for, if any."""
+        row = await self._db.fetchone(
+            FOLLOWUP_SELECT + " JOIN sms_outbox o ON o.followup_id = f.id WHERE o.to_e164 = ?"
+            " AND o.sent_at >= ? ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
+            (number, to_db_time(since)),
+        )
+        return followup_of(row) if row else None
+
+    async def answered(self, followup_id: int, *, touch_id: int, note: str) -> FollowUp:
+        """Record a customer's reply on a follow-up: an open one is closed `replied` by that touch;
+        a closed one (its text closed it when sent) gets the result `replied`. Conflict if it already
+        has a reply."""
+        now = to_db_time(self._db.now())
+        rows = await self._db.write_returning(
+            "UPDATE followups SET result = 'replied', note = note || ?, updated_at = ?,"
+            " closed_by_touch_id = CASE WHEN status = 'open' THEN ? ELSE closed_by_touch_id END,"
+            " closed_at = CASE WHEN status = 'open' THEN ? ELSE closed_at END,"
+            " status = CASE WHEN status = 'open' THEN 'done' ELSE status END"
+            " WHERE id = ? AND status != 'cancelled' AND COALESCE(result, '') != 'replied' RETURNING id",
+            (f"\n{note}", now, touch_id, now, followup_id),
+        )
+        if not rows:
+            raise Conflict("id", f"follow-up {followup_id} already has a reply or was cancelled")
+        return await self.get(followup_id)
+
     # cadence follow-ups ---------------------------------------------------------------------
 
     async def scan(

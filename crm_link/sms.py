@@ -39,6 +39,7 @@ class OutboxRow:
     reason: str | None = None
     dedupe_key: str | None = None
     time_zone: str | None = None
+    followup_id: int | None = None  # the follow-up this text serves: closed once it is sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class OutboxMessage:
     attempts: int
     not_before: datetime
     time_zone: str | None
+    followup_id: int | None = None
 
 
 def _msg(r: Any) -> OutboxMessage:
@@ -77,6 +79,7 @@ def _msg(r: Any) -> OutboxMessage:
         attempts=r["attempts"],
         not_before=from_db_time(r["not_before"]),  # type: ignore[arg-type]
         time_zone=r["time_zone"],
+        followup_id=r["followup_id"],
     )
 
 
@@ -115,7 +118,12 @@ def _sms_touch(msg: OutboxMessage, status: str, at: datetime, provider_id: str |
         status=status,
         number=msg.to_e164,
         summary=msg.text[:500],
-        payload={"blast_id": msg.blast_id, "segments": msg.segments, "provider_id": provider_id},
+        payload={"blast_id": msg.blast_id, "segments": msg.segments, "provider_id": provider_id}
+        | ({"followup_id": msg.followup_id} if msg.followup_id is not None else {}),
+        # a text sent for a follow-up (a cadence step, a rep's text from My Day) closes it once sent
+        close_followups=msg.followup_id is not None and status == "sent",
+        followup_id=msg.followup_id,
+        followup_result="sms sent",
     )
 
 
@@ -355,8 +363,8 @@ class SmsStore:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO sms_outbox (dedupe_key, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
-                " channel, state, reason, not_before, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
+                " channel, state, reason, not_before, created_at, updated_at, followup_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING *",
                 (
                     row.dedupe_key,
                     row.contact_id,
@@ -372,6 +380,7 @@ class SmsStore:
                     to_db_time(row.not_before),
                     now,
                     now,
+                    row.followup_id,
                 ),
             ) as cur:
                 r = await cur.fetchone()
@@ -449,6 +458,16 @@ class SmsStore:
                     _sms_touch(msg, state, now, provider_id)
                     for msg, state, provider_id, _reason, _code in outcomes
                     if state in ("sent", "unknown")
+                ],
+            )
+            # a follow-up's text that could not go: the follow-up stays open as a call to make
+            await tx.executemany(
+                "UPDATE followups SET channel = 'call', note = note || ?, updated_at = ?"
+                " WHERE id = ? AND status = 'open'",
+                [
+                    (f"\nSMS not sent ({reason or 'failed'}): call instead", ts, msg.followup_id)
+                    for msg, state, _pid, reason, _code in outcomes
+                    if state == "failed" and msg.followup_id is not None
                 ],
             )
 

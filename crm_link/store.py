@@ -48,12 +48,15 @@ class Store:
         self.crm_events = CrmEvents(self.db)
         self.contact_sync = ContactSync(self.db, self.contacts, self.crm_events)
 
-    async def create_contact_for_call(self, fields: ContactFields, call_key: str) -> Contact:
-        """A new contact for an unknown caller, and that call (its touch and recordings) now theirs;
-        all or nothing: a call that is gone or already someone's leaves no contact behind."""
+    async def create_contact_for_call(
+        self, fields: ContactFields, call_key: str, *, kind: str = "call"
+    ) -> Contact:
+        """A new contact for an unknown caller (or texter: `kind` sms), and that touch (and its
+        recordings) now theirs; all or nothing: a touch that is gone or already someone's leaves no
+        contact behind."""
         async with self.db.transaction() as tx:
             async with tx.execute(
-                "SELECT contact_id FROM touches WHERE source_key = ? AND kind = 'call'", (call_key,)
+                "SELECT contact_id FROM touches WHERE source_key = ? AND kind = ?", (call_key, kind)
             ) as cur:
                 row = await cur.fetchone()
             if row is None:

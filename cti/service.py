@@ -126,6 +126,7 @@ class CallService:
         missed_followup_after: timedelta = timedelta(minutes=0),
         on_ended: Callable[[CallEnded, int | None], Awaitable[None]] | None = None,
         observers: Collection[CallObserver] = (),
+        unknown_caller: Callable[[Touch], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -135,6 +136,9 @@ class CallService:
         self.missed_followup_after = missed_followup_after
         self.on_ended = on_ended
         self.observers = list(observers)
+        # told of each missed inbound call from a number no contact has (the follow-up loop makes a
+        # prospect and puts the call back on the unowned pool's day)
+        self.unknown_caller = unknown_caller
         self.calls: dict[str, LiveCall] = {}
         self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
         self.pops_sent = 0
@@ -436,6 +440,10 @@ class CallService:
                 + (f" (queue {ev.queue})" if ev.queue else ""),
                 created_by_touch_id=touch.id,
             )
+        elif (
+            not ev.answered and ev.direction == "inbound" and not matches and self.unknown_caller is not None
+        ):
+            await self.unknown_caller(touch)
         return touch
 
     @staticmethod

@@ -12,9 +12,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_link.clock import Clock
-from crm_link.errors import ValidationError
+from crm_link.contacts import validate_contact
+from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.followups import CadenceRow, NewFollowup, end_of_day
-from crm_link.models import FollowUp, User
+from crm_link.models import Contact, FollowUp, Touch, User
 from crm_link.segments import compile_filter
 from crm_link.store import Store
 from followups.rules import (
@@ -50,6 +51,7 @@ class LoopSettings:
     catch_up_days: int = 7
     retry_hours: int = 4
     max_attempts: int = 3
+    reply_days: int = 14  # a text back within this many days answers the follow-up the text served
 
 
 @dataclass(slots=True)
@@ -483,6 +485,73 @@ class FollowupService:
         if moved and old_owner_id is not None:
             await self.notify(old_owner_id, {"type": "day_changed", "reason": "followup.reassigned"})
         return moved
+
+    # what customers send back ------------------------------------------------------------------
+
+    async def sms_reply(self, contact: Contact, touch: Touch, text: str) -> FollowUp | None:
+        """A customer's text answers the follow-up that the last text sent to them (within
+        `reply_days`) was sent for: an open one is closed `replied`, a closed one (its text closed it)
+        is marked `replied`. The follow-up answered, or None when the text served none (the caller
+        then puts the reply on the owner's day). A survey's reply parser hooks in before this."""
+        if not touch.number:
+            return None
+        since = touch.started_at - timedelta(days=self.settings.reply_days)
+        f = await self.store.followups.texted_for(touch.number, since)
+        if f is None or f.contact_id != contact.id:
+            return None
+        try:
+            answered = await self.store.followups.answered(
+                f.id, touch_id=touch.id, note=f"SMS reply: {text[:200]}"
+            )
+        except Conflict:
+            return None  # a second reply to the same text: a reply follow-up of its own
+        await self._tell(
+            answered.assignee_id, answered.pool, {"type": "day_changed", "reason": "sms_reply"}, plain=True
+        )
+        return answered
+
+    async def inbound_text(self, contact: Contact | None, touch: Touch, text: str) -> bool:
+        """The follow-up side of a customer's text (the SMS reply handler): True when it answered a
+        follow-up or made a prospect's; False leaves a reply follow-up for the owner."""
+        if contact is None:
+            await self.unknown_sender(touch, kind="sms_reply", note=f"SMS from a new number: {text[:200]}")
+            return True
+        return await self.sms_reply(contact, touch, text) is not None
+
+    async def unknown_call(self, touch: Touch) -> FollowUp | None:
+        """A missed call from a number no contact has (the call service's hook)."""
+        return await self.unknown_sender(touch, kind="missed_call", note=f"Missed call from {touch.number}")
+
+    async def unknown_sender(self, touch: Touch, *, kind: str, note: str) -> FollowUp | None:
+        """A missed call or a text from a number no contact has: a prospect is made for the number
+        (the touch becomes theirs) and the follow-up goes to the unowned pool, so it is on the day of
+        everyone in it. None when there is no usable number or the touch already has a contact."""
+        if not touch.number:
+            return None
+        try:
+            fields = validate_contact(
+                {
+                    "first_name": "Unknown",
+                    "last_name": touch.number,
+                    "phones": [touch.number],
+                    "tags": ["prospect"],
+                },
+                region=self.store.region,
+            )
+            contact = await self.store.create_contact_for_call(fields, touch.source_key, kind=touch.kind)
+        except (ValidationError, Conflict, NotFound) as exc:
+            log.info("event=unknown_sender_skipped touch=%d reason=%r", touch.id, str(exc))
+            return None
+        await self.store.audit.write(
+            "contact.prospect_from_" + kind,
+            user_id=None,
+            object_type="contact",
+            object_id=contact.id,
+            touch=touch.id,
+        )
+        return await self.store.touches.add_followup(
+            contact.id, touch.ended_at or touch.started_at, kind=kind, note=note, created_by_touch_id=touch.id
+        )
 
     async def my_day(self, user: User, *, limit: int = 500) -> list[FollowUp]:
         """Open follow-ups due by the end of the user's day: theirs and their pools' unclaimed ones."""

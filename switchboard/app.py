@@ -99,6 +99,7 @@ def create_app(
     app.cleanup_ctx.append(dialer_ctx.dialer_ctx)
     app.cleanup_ctx.append(messaging.email_ctx)
     app.cleanup_ctx.append(messaging.sms_ctx)
+    app.cleanup_ctx.append(followups_ctx.steps_ctx)  # after SMS and email: it sends through them
     app.cleanup_ctx.append(crm_ctx)
     app.on_shutdown.append(_close_websockets)
     setup_pages(app)

@@ -11,6 +11,7 @@ from crm_link.clock import Clock
 from crm_link.models import User
 from crm_link.store import Store
 from followups.service import FollowupService
+from followups.steps import StepSender
 from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.settings import Settings
@@ -63,5 +64,6 @@ CALL_SERVICES: dict[str, web.AppKey[CallService]] = {"asterisk": ASTERISK_CALLS,
 HEALTH_DETAILS = web.AppKey[dict[str, Callable[[], dict[str, Any]]]]("health_details")
 # the follow-up loop: cadence rules, routing, actions on a follow-up, the daily sweep
 FOLLOWUPS = web.AppKey("followups", FollowupService)
+FOLLOWUP_STEPS = web.AppKey("followup_steps", StepSender)  # SMS/email cadence steps
 # the live agent board (states from call events and presence; published on the hub's "board" topic)
 BOARD = web.AppKey("agent_board", AgentBoard)

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from campaigns.sms.blasts import BlastService
-from campaigns.sms.channel import SmsChannel
+from campaigns.sms.channel import InboundSms, SmsChannel
 from campaigns.sms.gsm7 import MessageTooLong, analyze
 from campaigns.sms.inbound import SmsEvents
 from campaigns.sms.kannel import KannelChannel
@@ -19,8 +19,19 @@ from campaigns.sms.sender import ChannelWorker
 from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.clock import Clock
 from crm_link.errors import ValidationError
-from crm_link.models import Contact
-from switchboard.keys import CLOCK, EMAIL, HEALTH, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE, SUPERVISOR
+from crm_link.models import Contact, Touch
+from switchboard.keys import (
+    CLOCK,
+    EMAIL,
+    FOLLOWUPS,
+    HEALTH,
+    SETTINGS,
+    SMS,
+    SMS_CHANNELS,
+    SMS_EVENTS,
+    STORE,
+    SUPERVISOR,
+)
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context, unknown_codes, unknown_codes_message
@@ -180,7 +191,17 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         for name, cfg in settings.sms.channels.items():
             channels[name] = build_channel(cfg, settings)
-        events = SmsEvents(store, help_text=settings.sms.help_text, on_queued=lambda ch: workers[ch].wake())
+        followups = app[FOLLOWUPS]
+
+        async def on_reply(contact: Contact | None, touch: Touch, msg: InboundSms) -> bool:
+            return await followups.inbound_text(contact, touch, msg.text)
+
+        events = SmsEvents(
+            store,
+            help_text=settings.sms.help_text,
+            on_queued=lambda ch: workers[ch].wake(),
+            on_reply=on_reply,
+        )
         d = settings.dealer
         dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
         renderer = Renderer(default_time_zone=settings.server.time_zone)

@@ -189,6 +189,9 @@ class FollowupSettings:
     catch_up_days: int = 7  # steps whose day passed up to this many days ago are still made
     retry_hours: int = 4  # no answer on a follow-up without a cadence: try again after…
     max_attempts: int = 3  # …up to this many times, then escalate to the managers
+    reply_days: int = 14  # a customer's text within this many days answers the follow-up a text served
+    sms_channel: str = ""  # the channel cadence SMS steps go through (default: the first one)
+    step_poll_seconds: float = 30.0  # how often due SMS/email steps are looked for
     # pool name -> usernames; filled from [followups.pools]
     pools: dict[str, list[str]] = field(default_factory=dict)
 

@@ -26,6 +26,7 @@ from switchboard.keys import (
     ASTERISK_CALLS,
     BOARD,
     CLOCK,
+    FOLLOWUPS,
     HEALTH,
     HUB,
     RECORDINGS,
@@ -145,6 +146,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 source="asterisk",
                 recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
+                unknown_caller=app[FOLLOWUPS].unknown_call,
             )
             services.append(service)
             source = AsteriskSource(client, service, directory, clock=app[CLOCK])
@@ -162,6 +164,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 source="twilio",
                 recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
+                unknown_caller=app[FOLLOWUPS].unknown_call,
             )
             services.append(service)
 

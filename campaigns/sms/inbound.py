@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
-from crm_link.models import Contact, parse_id
+from crm_link.models import Contact, Touch, parse_id
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
@@ -19,6 +19,11 @@ log = logging.getLogger("campaigns.sms.inbound")
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
+
+# told of each reply that is not a keyword, per contact with the number (None: nobody has it) and
+# its touch; True when it handled the reply (it answered the follow-up a text served, a survey
+# took the answer, a prospect was made), False to put it on the owner's day as a reply follow-up
+ReplyHandler = Callable[[Contact | None, Touch, InboundSms], Awaitable[bool]]
 
 
 def keyword(text: str) -> str | None:
@@ -45,6 +50,7 @@ class SmsEvents:
         start_reply: str = "You are subscribed again. Reply STOP to unsubscribe.",
         clock: Callable[[], datetime] = system_clock,
         on_queued: Callable[[str], None] | None = None,
+        on_reply: ReplyHandler | None = None,
     ) -> None:
         self.store = store
         self.help_text = help_text
@@ -52,6 +58,7 @@ class SmsEvents:
         self.start_reply = start_reply
         self.clock = clock
         self.on_queued = on_queued
+        self.on_reply = on_reply
         self.reports = 0
         self.unmatched_reports = 0
 
@@ -126,14 +133,22 @@ class SmsEvents:
         elif word == "help":
             await self._reply(msg, self.help_text, contacts, key)
         else:
-            for c in contacts:
-                await self.store.touches.add_followup(
-                    c.id,
-                    at,
-                    kind="sms_reply",
-                    note=f"SMS reply: {msg.text[:200]}",
-                    created_by_touch_id=touch.id,
-                )
+            for contact, t in zip(targets, touches, strict=True):
+                await self.reply(contact, t, msg)
+
+    async def reply(self, contact: Contact | None, touch: Touch, msg: InboundSms) -> None:
+        """A customer's text that is not a keyword: the reply handler's, else a reply follow-up
+        on the owner's day (the unowned pool's when nobody owns them)."""
+        if self.on_reply is not None and await self.on_reply(contact, touch, msg):
+            return
+        if contact is not None:
+            await self.store.touches.add_followup(
+                contact.id,
+                touch.started_at,
+                kind="sms_reply",
+                note=f"SMS reply: {msg.text[:200]}",
+                created_by_touch_id=touch.id,
+            )
 
     async def _reply(self, msg: InboundSms, text: str, contacts: list, key: str) -> None:
         """Queue exactly one reply per inbound message (the dedupe key is the inbound's)."""

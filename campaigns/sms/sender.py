@@ -194,8 +194,9 @@ class ChannelWorker:
 
     async def _send_one(self, msg: OutboxMessage, rates: dict[int, float | None]) -> Outcome | None:
         now = self.clock()
-        # quiet hours hold blasts; a rep's own text or a STOP confirmation goes at once
-        hold = quiet_until(now, msg.time_zone, self.quiet_start, self.quiet_end) if msg.blast_id else None
+        # quiet hours hold blasts and cadence steps; a rep's own text or a STOP confirmation goes at once
+        automatic = msg.blast_id is not None or (msg.followup_id is not None and msg.user_id is None)
+        hold = quiet_until(now, msg.time_zone, self.quiet_start, self.quiet_end) if automatic else None
         if hold is not None:
             await self.store.sms.hold(msg.id, hold, QUIET_HOURS)
             return None
