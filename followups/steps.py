@@ -54,7 +54,9 @@ class StepSender:
         self.poll_seconds = poll_seconds
         self.batch = batch
         self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one pass at a time: a step is looked up and queued in one go
         self.queued = 0
+        self.passes = 0  # finished passes of the worker (tests await one after a restart)
 
     def wake(self) -> None:
         self._wake.set()
@@ -82,6 +84,10 @@ class StepSender:
 
     async def send_due(self) -> list[StepOutcome]:
         """Queue every step due now; what happened to each."""
+        async with self._lock:
+            return await self._send_due()
+
+    async def _send_due(self) -> list[StepOutcome]:
         out: list[StepOutcome] = []
         seen: set[int] = set()
         while True:
@@ -100,6 +106,7 @@ class StepSender:
         while True:
             self._wake.clear()
             outcomes = await self.send_due()
+            self.passes += 1
             if outcomes:
                 log.info(
                     "event=followup_steps queued=%d not_sent=%d",

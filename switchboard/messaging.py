@@ -201,6 +201,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             help_text=settings.sms.help_text,
             on_queued=lambda ch: workers[ch].wake(),
             on_reply=on_reply,
+            clock=app[CLOCK],
         )
         d = settings.dealer
         dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}

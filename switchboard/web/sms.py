@@ -11,7 +11,7 @@ from aiohttp import web
 
 from campaigns.sms.blasts import QUIET_HOURS, BlastService, BlastSpec
 from campaigns.sms.sender import ChannelWorker
-from crm_link.errors import ValidationError
+from crm_link.errors import NotFound, ValidationError
 from crm_link.models import Contact
 from crm_link.sms import OutboxRow
 from switchboard.keys import CLOCK, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE
@@ -228,7 +228,7 @@ async def send_one(request: web.Request) -> web.Response:
     user = require(request, "rep", "manager", "admin")
     rt = runtime(request)
     store = request.app[STORE]
-    data = await json_body(request, allowed=("contact_id", "text", "channel"))
+    data = await json_body(request, allowed=("contact_id", "text", "channel", "followup_id"))
     contact_id = data.get("contact_id")
     if isinstance(contact_id, bool) or not isinstance(contact_id, int):
         raise ValidationError("contact_id", "must be a contact id")
@@ -245,6 +245,17 @@ async def send_one(request: web.Request) -> web.Response:
     number, why = pick_number(contact)
     if number is None:
         raise ValidationError("contact_id", f"cannot text this customer: {why}")
+    followup_id = data.get("followup_id")
+    if followup_id is not None:
+        # a text sent from a follow-up closes it once sent; the customer's reply answers it
+        if isinstance(followup_id, bool) or not isinstance(followup_id, int):
+            raise ValidationError("followup_id", "must be the id of an open follow-up of this customer")
+        try:
+            served = await store.followups.get(followup_id)
+        except NotFound:
+            served = None
+        if served is None or served.contact_id != contact.id or served.status != "open":
+            raise ValidationError("followup_id", "must be the id of an open follow-up of this customer")
     text = await _render(rt, rt.blasts.check_text(data.get("text")), contact)
     info = rt.blasts.describe(text)
     msg = await store.sms.enqueue(
@@ -257,6 +268,7 @@ async def send_one(request: web.Request) -> web.Response:
             user_id=user.id,
             encoding=info["encoding"],
             segments=info["segments"],
+            followup_id=followup_id,
         )
     )
     rt.wake(channel)

@@ -1,0 +1,251 @@
+"""Cadence SMS and email steps counted at the far end (Kannel stand-in, aiosmtpd), once across a
+restart; customers' texts answering the follow-up a text served; unknown texters on the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from campaigns.sms.kannel_standin import KannelStandIn
+from crm_link.clock import ManualClock
+from switchboard.app import create_app
+from switchboard.keys import FOLLOWUP_STEPS, STORE
+from switchboard.settings import Settings, SmsChannelSettings
+from tests.conftest import Api, make_api
+from tests.templates.conftest import Inbox
+
+NOW = datetime(
+    2026, 6, 15, 13, 0, tzinfo=UTC
+)  # 09:00 in New York, where these customers are; steps are due at 10:00
+T = TypeVar("T")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def until(check: Callable[[], Awaitable[T | None]], timeout: float = 15) -> T:
+    """Poll `check` until it returns something truthy (with a deadline)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def inbox() -> AsyncIterator[Inbox]:
+    handler = Inbox(asyncio.get_running_loop())
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    handler.port = port
+    yield handler
+    controller.stop()
+
+
+@pytest.fixture
+async def kannel() -> AsyncIterator[KannelStandIn]:
+    async with KannelStandIn(dlr_delay=3600) as k:
+        yield k
+
+
+@pytest.fixture
+def msettings(settings: Settings, kannel: KannelStandIn, inbox: Inbox) -> Settings:
+    port = _free_port()
+    settings.server.public_url = f"http://127.0.0.1:{port}"
+    settings.smtp.port = inbox.port
+    settings.sms.channels["main"] = SmsChannelSettings(
+        name="main",
+        type="kannel",
+        rate_per_second=100,
+        options={
+            "sendsms_url": kannel.sendsms_url,
+            "username": "tester",
+            "password": "secret",
+            "secret": "chan-secret",
+        },
+    )
+    settings.followups.pools = {"bdc": ["ann", "bob"]}
+    settings.followups.unowned_pool = "bdc"
+    kannel.inbound_url = f"{settings.server.public_url}/sms/kannel/incoming?channel=main&secret=chan-secret"
+    return settings
+
+
+async def _start(aiohttp_server: Any, aiohttp_client: Any, settings: Settings, clock: ManualClock) -> Any:
+    port = int(settings.server.public_url.rsplit(":", 1)[1])
+    server = await aiohttp_server(create_app(settings, clock=clock), port=port)
+    return await aiohttp_client(server)
+
+
+async def _cadence(boss: Api, store: Any) -> None:
+    sms = await store.sms_templates.save(
+        "Thanks", "Hi {{ contact.first_name }}, how is the new car?", user_id=None
+    )
+    resp = await boss.post(
+        "/api/v1/email/templates",
+        json={"name": "Thanks", "subject": "Thank you, {{ contact.first_name }}", "html": "<p>Enjoy it.</p>"},
+    )
+    assert resp.status == 201, await resp.text()
+    email_id = (await resp.json())["id"]
+    resp = await boss.post(
+        "/api/v1/cadences",
+        json={
+            "name": "Delivery day",
+            "date_field": "delivery_date",
+            "steps": [
+                {"offset": "+0d", "channel": "sms", "template_id": sms.id, "reason": "Thank-you text"},
+                {"offset": "+0d", "channel": "email", "template_id": email_id, "reason": "Thank-you email"},
+            ],
+        },
+    )
+    assert resp.status == 201, await resp.text()
+
+
+async def _customer(api: Api, first: str, phone: str, **extra: Any) -> int:
+    body = {
+        "first_name": first,
+        "last_name": "Buyer",
+        "phones": [phone],
+        "owner": "ann",
+        "attributes": {"delivery_date": NOW.date().isoformat()},
+    } | extra
+    resp = await api.post("/api/v1/contacts", json=body)
+    assert resp.status == 201, await resp.text()
+    return int((await resp.json())["id"])
+
+
+async def test_sms_and_email_steps_go_out_once_close_their_followups_and_not_again_after_a_restart(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn, inbox: Inbox
+) -> None:
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101", email="sam@example.com")
+    olive = await _customer(ann, "Olive", "+12125550102")
+    await store.contacts.set_flags(olive, sms_opt_out=True)  # and she has no email address
+
+    steps = app[FOLLOWUP_STEPS]
+    assert await steps.send_due() == []  # due at 10:00 Chicago: not yet
+    clock.advance(hours=1, minutes=30)
+    outcomes = await steps.send_due()
+    assert sorted((o.channel, o.queued) for o in outcomes) == [
+        ("email", False),
+        ("email", True),
+        ("sms", False),
+        ("sms", True),
+    ]
+    await until(lambda: _async(len(kannel.received) >= 1 and len(inbox.messages) >= 1))
+
+    async def sams_steps() -> list[Any] | None:
+        items = [
+            f
+            for f in (await store.followups.search(contact_id=sam, state="all")).items
+            if f.cadence_name == "Delivery day"
+        ]
+        return items if all(f.status == "done" for f in items) and items else None
+
+    done = await until(sams_steps)
+    assert sorted((f.channel, f.result) for f in done) == [("email", "emailed"), ("sms", "sms sent")]
+    assert [q["to"] for q in kannel.received] == ["+12125550101"]
+    assert kannel.received[0]["text"] == "Hi Sam, how is the new car?"
+    assert [m["To"] for m in inbox.messages] == ["Sam Buyer <sam@example.com>"]
+    history = (await store.touches.history(sam)).items
+    assert sorted((t.kind, t.direction) for t in history) == [("email", "outbound"), ("sms", "outbound")]
+    # Olive opted out and has no address: both steps stay on Ann's day as calls, saying why
+    olives = [
+        f for f in (await store.followups.search(contact_id=olive)).items if f.cadence_name == "Delivery day"
+    ]
+    assert [(f.channel, f.status) for f in olives] == [("call", "open"), ("call", "open")]
+    assert any("opted out" in f.note for f in olives) and any("no email address" in f.note for f in olives)
+
+    # a restart: the new process's step worker makes a full pass and sends nothing again
+    await client.close()
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    steps = client.server.app[FOLLOWUP_STEPS]
+    await until(lambda: _async(steps.passes >= 1))
+    assert await steps.send_due() == []
+    assert len(kannel.received) == 1 and len(inbox.messages) == 1
+    await client.close()
+
+
+async def _async(value: T) -> T:
+    return value
+
+
+async def test_a_reply_answers_the_followup_its_text_served_otherwise_lands_on_the_owners_day(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    store = client.server.app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    sam = await _customer(ann, "Sam", "+12125550101")
+    due = NOW + timedelta(minutes=30)
+    resp = await ann.post(
+        "/api/v1/followups", json={"contact_id": sam, "due_at": due.isoformat(), "reason": "Trade-in?"}
+    )
+    assert resp.status == 201, await resp.text()
+    fid = (await resp.json())["id"]
+    # a text sent from the follow-up: it closes once sent
+    resp = await ann.post(
+        "/api/v1/sms/send",
+        json={"contact_id": sam, "text": "Still thinking about the trade-in?", "followup_id": fid},
+    )
+    assert resp.status == 202, await resp.text()
+    await until(lambda: _async(len(kannel.received) == 1))
+    sent = await until(lambda: _done(store, fid))
+    assert sent.result == "sms sent"
+    # Sam answers: the follow-up is answered; no reply follow-up lands on Ann's day
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Yes, Friday works", "r1")
+    answered = await until(lambda: _result(store, fid, "replied"))
+    assert "Yes, Friday works" in answered.note
+    day = await (await ann.get("/api/v1/me/day")).json()
+    assert day["replies"] == []
+    # a second text answers nothing more: it is a reply follow-up on the owner's day
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Or Saturday?", "r2")
+    replies = await until(lambda: _replies(ann))
+    assert [(r["contact_id"], r["assignee"], r["note"]) for r in replies] == [
+        (sam, "ann", "SMS reply: Or Saturday?")
+    ]
+    # a text from a number nobody has: a prospect, on the day of everyone in the unowned pool
+    bob = await make_api(client, "bob", "rep")
+    await kannel.inject_inbound(
+        kannel.inbound_url or "", "+12125550199", "12345", "Is the red one sold?", "r3"
+    )
+    (pooled,) = await until(lambda: _replies(bob))
+    assert pooled["pool"] == "bdc" and pooled["assignee"] is None
+    assert [r["id"] for r in await _replies(ann) or [] if r["pool"]] == [pooled["id"]]
+    prospect = await store.contacts.get(pooled["contact_id"])
+    assert prospect.owner_id is None and "prospect" in prospect.tags
+    history = (await store.touches.history(prospect.id)).items
+    assert [(t.kind, t.direction, t.summary) for t in history] == [("sms", "inbound", "Is the red one sold?")]
+    await client.close()
+
+
+async def _done(store: Any, fid: int) -> Any:
+    f = await store.followups.get(fid)
+    return f if f.status == "done" else None
+
+
+async def _result(store: Any, fid: int, result: str) -> Any:
+    f = await store.followups.get(fid)
+    return f if f.result == result else None
+
+
+async def _replies(api: Api) -> list[dict[str, Any]] | None:
+    day = await (await api.get("/api/v1/me/day")).json()
+    return day["replies"] or None
