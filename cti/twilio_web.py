@@ -39,6 +39,7 @@ class TwilioVoiceWebhooks:
         online_users: Callable[[], Awaitable[list[str]]],
         fallback_queue: str,
         record: bool,
+        owner_first_seconds: int = 0,
         folder: TwilioCallFolder | None = None,
         recordings: Any = None,
         on_recording: Callable[[], None] | None = None,
@@ -50,6 +51,8 @@ class TwilioVoiceWebhooks:
         self.online_users = online_users
         self.fallback_queue = fallback_queue
         self.record = record
+        # a known customer's own salesperson rings alone this long before the others (0: together)
+        self.owner_first_seconds = owner_first_seconds
         self.folder = folder or TwilioCallFolder(store.clock)
         self.recordings = recordings
         self.on_recording = on_recording
@@ -73,37 +76,70 @@ class TwilioVoiceWebhooks:
         for ev in events:
             await self.service.handle(ev)
 
+    def _dial(self, targets: list[str], *, timeout: int, then: str | None) -> Dial:
+        """A <Dial> ringing these reps' Twilio Clients; `then` names the next stage (dial-result)."""
+        action = self.url("/twilio/voice/dial-result" + (f"?then={then}" if then else ""))
+        dial_kw: dict[str, Any] = {"action": action, "timeout": timeout}
+        if self.record:
+            dial_kw |= {
+                "record": "record-from-answer-dual",
+                "recording_status_callback": self.url("/twilio/voice/recording"),
+            }
+        dial = Dial(**dial_kw)
+        for username in targets:
+            dial.client(
+                username,
+                status_callback=self.url("/twilio/voice/leg-status"),
+                status_callback_event="answered completed",
+            )
+        return dial
+
+    async def _owner(self, caller: str) -> str | None:
+        matches = await self.store.contacts.find_by_phone(caller) if caller else []
+        return matches[0].owner_username if len(matches) == 1 else None
+
     async def incoming(self, request: web.Request) -> web.Response:
-        """Route to the customer's owner if online, else ring the online reps, else queue."""
+        """A known customer's own salesperson first: alone for `owner_first_seconds` (then everyone
+        else online, else the queue), or alone as before when owner-first is off; an unknown or
+        unowned caller rings every online rep, else waits in the queue."""
         params = await self.verified(request)
         if isinstance(params, web.Response):
             return params
         try:
-            caller = params.get("From", "")
-            matches = await self.store.contacts.find_by_phone(caller) if caller else []
+            owner = await self._owner(params.get("From", ""))
             online = await self.online_users()
-            owner = matches[0].owner_username if len(matches) == 1 else None
-            targets = [owner] if owner and owner in online else online
             resp = VoiceResponse()
-            queue = None if targets else self.fallback_queue
-            if targets:
-                dial_kw: dict[str, Any] = {"action": self.url("/twilio/voice/dial-result"), "timeout": 20}
-                if self.record:
-                    dial_kw |= {
-                        "record": "record-from-answer-dual",
-                        "recording_status_callback": self.url("/twilio/voice/recording"),
-                    }
-                dial = Dial(**dial_kw)
-                for username in targets:
-                    dial.client(
-                        username,
-                        status_callback=self.url("/twilio/voice/leg-status"),
-                        status_callback_event="answered completed",
-                    )
-                resp.append(dial)
+            if owner and owner in online:
+                targets = [owner]
+                if self.owner_first_seconds > 0:
+                    resp.append(self._dial(targets, timeout=self.owner_first_seconds, then="others"))
+                else:
+                    resp.append(self._dial(targets, timeout=20, then=None))
             else:
-                resp.enqueue(self.fallback_queue)
+                targets = online
+                if targets:
+                    resp.append(self._dial(targets, timeout=20, then=None))
+                else:
+                    resp.enqueue(self.fallback_queue)
+            queue = None if targets else self.fallback_queue
             events = self.folder.incoming(params, [CLIENT_PREFIX + u for u in targets], queue)
+        except TwilioParamError as exc:
+            return _error(400, "invalid", str(exc), exc.field)
+        await self._feed(events)
+        return twiml(resp)
+
+    async def _after_owner(self, params: dict[str, str]) -> web.Response:
+        """The owner did not take their customer's call in time: ring everyone else online (their
+        pops go out now), else put the caller in the queue."""
+        owner = await self._owner(params.get("From", ""))
+        others = [u for u in await self.online_users() if u != owner]
+        resp = VoiceResponse()
+        if others:
+            resp.append(self._dial(others, timeout=20, then=None))
+        else:
+            resp.enqueue(self.fallback_queue)
+        try:
+            events = self.folder.incoming(params, [CLIENT_PREFIX + u for u in others], None)
         except TwilioParamError as exc:
             return _error(400, "invalid", str(exc), exc.field)
         await self._feed(events)
@@ -148,6 +184,11 @@ class TwilioVoiceWebhooks:
                 resp.say(
                     {"busy": "The line is busy.", "no-answer": "No answer."}.get(status, "The call failed.")
                 )
+        elif request.query.get("then") == "others" and params.get("DialCallStatus") not in (
+            "completed",
+            "answered",
+        ):
+            return await self._after_owner(params)
         elif params.get("DialCallStatus") not in ("completed", "answered"):
             with contextlib.suppress(TwilioParamError):
                 self.folder.dial_result(params)  # nobody took it: a missed call, not an abandoned one

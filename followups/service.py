@@ -36,6 +36,8 @@ Notify = Callable[[int, dict[str, Any]], Awaitable[int]]
 MANAGERS = "managers"  # the pool every manager and admin is in: where escalations go by default
 FAILED_ATTEMPT = ("no answer", "busy")
 SWEEP_CHUNK = 50_000
+# the tag of a prospect made for a number nobody had (a rep's "New prospect" from that call fills it in)
+UNKNOWN_NUMBER_TAG = "unknown-number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +536,7 @@ class FollowupService:
                     "first_name": "Unknown",
                     "last_name": touch.number,
                     "phones": [touch.number],
-                    "tags": ["prospect"],
+                    "tags": ["prospect", UNKNOWN_NUMBER_TAG],
                 },
                 region=self.store.region,
             )

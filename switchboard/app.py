@@ -114,6 +114,7 @@ def create_app(
         followups,
         headers,
         pages,
+        pbx_route,
         recordings,
         sms,
         sms_templates,
@@ -128,6 +129,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     api.setup(app)
     followups.setup(app)
+    pbx_route.setup(app)
     pages.setup(app)
     admin_pages.setup(app)
     ws.setup(app)

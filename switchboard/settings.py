@@ -101,6 +101,8 @@ class AsteriskSettings:
     ping_seconds: float = 20.0
     # the interface rung for a user (click-to-call, progressive dialing) unless [dial_interfaces] names one
     agent_dial: str = "PJSIP/{extension}"
+    # the secret the dialplan's owner-first lookup (GET /asterisk/owner) sends; empty = the lookup is off
+    route_secret: Secret = field(default_factory=lambda: Secret(""))
 
 
 @dataclass(slots=True)
@@ -192,6 +194,9 @@ class FollowupSettings:
     reply_days: int = 14  # a customer's text within this many days answers the follow-up a text served
     sms_channel: str = ""  # the channel cadence SMS steps go through (default: the first one)
     step_poll_seconds: float = 30.0  # how often due SMS/email steps are looked for
+    # an inbound call from a known customer rings their own salesperson alone this long first (Twilio:
+    # then every other online rep; Asterisk: the dialplan's Dial before its Queue); 0 = off
+    owner_first_seconds: int = 20
     # pool name -> usernames; filled from [followups.pools]
     pools: dict[str, list[str]] = field(default_factory=dict)
 

@@ -186,6 +186,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 service=service,
                 online_users=online,
                 fallback_queue=settings.twilio.fallback_queue,
+                owner_first_seconds=settings.followups.owner_first_seconds,
                 record=settings.twilio.record_calls,
             )
             app[TWILIO_CALLS] = service

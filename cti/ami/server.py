@@ -380,9 +380,12 @@ class AmiTestServer:
         ring_seconds: float = 2.0,
         talk_seconds: float | None = None,
         record: bool = True,
+        first: str | None = None,
     ) -> str:
         """A customer calls the queue; the agents ring in turn; `answer` (an interface) picks up or nobody does.
 
+        `first`: the dialplan's owner-first `Dial(INTERFACE,SECONDS)` before its `Queue()`: that
+        interface rings alone for `ring_seconds` and does not answer, then the queue runs.
         Returns the call's Linkedid once the call is over.
         """
         trunk_name, queue_name = self._chan_name(f"Local/{dialed}@from-trunk", local=True)
@@ -395,6 +398,8 @@ class AmiTestServer:
         await self.event("Newstate", leg)
         if record:
             await self._start_recording(leg)
+        if first is not None:
+            await self._dial_unanswered(leg, caller, first, number, dialed, ring_seconds)
         await self.event("QueueCallerJoin", leg, Queue=queue, Position=1, Count=1)
         answered_by: Channel | None = None
         started = time.time()
@@ -496,6 +501,37 @@ class AmiTestServer:
             if record:
                 await self._finish_recording(leg, 0)
         return caller.linkedid
+
+    async def _dial_unanswered(
+        self, leg: Channel, caller: Channel, iface: str, number: str, dialed: str, ring_seconds: float
+    ) -> None:
+        """The dialplan's Dial() of one interface (no queue): it rings and is not answered."""
+        base = iface[:-2] if iface.endswith("/n") else iface
+        local = base.startswith("Local/")
+        a1_name, a2_name = self._chan_name(base, local)
+        a1 = self._new(a1_name, caller.linkedid, number, dialed, "agents")
+        await self._newchannel(a1, number)
+        a2 = None
+        if local:
+            a2 = self._new(a2_name, caller.linkedid, number, base.split("@")[0][6:], "agents")
+            a2.state = "Ring"
+            await self._newchannel(a2, number)
+        dest = {
+            "DestChannel": a1.name,
+            "DestUniqueid": a1.uniqueid,
+            "DestLinkedid": caller.linkedid,
+            "DestCallerIDNum": number,
+            "DestExten": dialed,
+            "DestContext": "agents",
+        }
+        await self.event("DialBegin", leg, DialString=base, **dest)
+        a1.state = "Ringing"
+        await self.event("Newstate", a1)
+        await self._pause(ring_seconds)
+        await self.event("DialEnd", leg, DialStatus="NOANSWER", **dest)
+        await self._hangup(a1, cause=0)
+        if a2:
+            await self._hangup(a2, cause=0)
 
     async def originate_call(self, a: Action) -> None:
         """Answer an Originate: ring the agent's leg, then dial the customer through the trunk."""

@@ -66,6 +66,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/twilio/voice/dial-result"): public("X-Twilio-Signature"),
     ("POST", "/twilio/voice/outbound-connect"): public("X-Twilio-Signature"),
     ("POST", "/twilio/voice/recording"): public("X-Twilio-Signature"),
+    ("GET", "/asterisk/owner"): public("[asterisk] route_secret in the query"),
     ("GET", "/sms/kannel/dlr"): public("the channel's secret in the query"),
     ("GET", "/sms/kannel/incoming"): public("the channel's secret in the query"),
     ("GET", "/email/unsubscribe/{token}"): public("the signed unsubscribe token"),

@@ -8,11 +8,12 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_link.contacts import validate_contact
+from crm_link.contacts import ContactFields, validate_contact
 from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
+from followups.service import UNKNOWN_NUMBER_TAG
 from switchboard.keys import CALL_SERVICES, CLOCK, FOLLOWUPS, MY_DAY_EXTRAS, STORE
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
@@ -112,8 +113,7 @@ async def create_contact(request: web.Request) -> web.Response:
             raise ApiError(403, "forbidden", "a rep can only create their own customers", "owner")
         fields.owner, fields.present = user.username, fields.present | {"owner"}
     if call_id is not None:
-        call_key = await call_to_attach(request, user, call_id)
-        contact = await store.create_contact_for_call(fields, call_key)
+        contact = await prospect_for_call(request, user, fields, call_id)
     else:
         contact = await store.contacts.create(fields)
     await store.audit.write(
@@ -126,6 +126,54 @@ async def create_contact(request: web.Request) -> web.Response:
     if fields.attributes:
         await request.app[FOLLOWUPS].apply_to([contact.id])
     return web.json_response(contact.to_dict(), status=201)
+
+
+async def prospect_for_call(request: web.Request, user: User, fields: ContactFields, call_id: Any) -> Contact:
+    """A new customer from an unknown caller's pop, and that call now theirs; when the follow-up
+    loop already made a prospect for the call's number (the call was missed first), that one is
+    filled in instead."""
+    made = await _unknown_number_prospect(request, call_id)
+    if made is not None:
+        return await fill_in_prospect(request, user, made, fields)
+    call_key = await call_to_attach(request, user, call_id)
+    return await store_of(request).create_contact_for_call(fields, call_key)
+
+
+async def _unknown_number_prospect(request: web.Request, call_id: Any) -> Contact | None:
+    """The prospect the follow-up loop already made for this call's unknown number (it was missed
+    before the rep saved "New prospect"), if that is whom the call belongs to."""
+    if not isinstance(call_id, str) or not call_id:
+        return None
+    store = store_of(request)
+    for source in ("asterisk", "twilio"):
+        touch = await store.touches.by_source_key(f"{source}:{call_id}")
+        if touch is not None and touch.kind == "call" and touch.contact_id is not None:
+            contact = await store.contacts.get(touch.contact_id)
+            if UNKNOWN_NUMBER_TAG in contact.tags and contact.owner_id is None:
+                return contact
+    return None
+
+
+async def fill_in_prospect(
+    request: web.Request, user: User, contact: Contact, fields: ContactFields
+) -> Contact:
+    """The rep's "New prospect" for a call whose unknown number already got one: that prospect takes
+    what the rep typed (no second contact for the number); its owner takes its open follow-ups."""
+    store = store_of(request)
+    fields.tags = [t for t in (fields.tags or contact.tags) if t != UNKNOWN_NUMBER_TAG]
+    fields.present = fields.present | {"tags"}
+    fields.phones = [p for p in fields.phones if p.e164 not in {q.e164 for q in contact.phones}]
+    if not fields.phones:
+        fields.present = fields.present - {"phones"}
+    updated = await store.contacts.update(contact.id, fields)
+    await store.audit.write(
+        "contact.prospect_filled_in", user_id=user.id, object_type="contact", object_id=contact.id
+    )
+    if updated.owner_id is not None:
+        await request.app[FOLLOWUPS].reassign_owner(contact.id, None, updated.owner_id, user)
+    if fields.attributes:
+        await request.app[FOLLOWUPS].apply_to([contact.id])
+    return await store.contacts.get(contact.id)
 
 
 async def update_contact(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return web.json_response(body, status=status)
 
 
-JSON_PREFIXES = ("/api/", "/twilio/", "/sms/kannel/", "/healthz", "/readyz", "/ws/")
+JSON_PREFIXES = ("/api/", "/twilio/", "/sms/kannel/", "/asterisk/", "/healthz", "/readyz", "/ws/")
 
 
 def _wants_json(request: web.Request) -> bool:

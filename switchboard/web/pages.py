@@ -17,7 +17,7 @@ from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
 from switchboard.keys import CLOCK, LIMITER, SETTINGS, SMS, STORE
-from switchboard.web.api import call_to_attach, visible_contact
+from switchboard.web.api import prospect_for_call, visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
 from switchboard.web.errors import ApiError, path_int
 from switchboard.web.render import render
@@ -305,8 +305,7 @@ async def contact_new_submit(request: web.Request) -> web.StreamResponse:
     try:
         fields = validate_contact(data, region=store.region)
         if call_id:  # from an unknown caller's pop: that call becomes the new customer's
-            call_key = await call_to_attach(request, user, call_id)
-            contact = await store.create_contact_for_call(fields, call_key)
+            contact = await prospect_for_call(request, user, fields, call_id)
         else:
             contact = await store.contacts.create(fields)
     except (ValidationError, Conflict) as exc:
