@@ -116,6 +116,7 @@ def create_app(
         recordings,
         sms,
         sms_templates,
+        surveys,
         ws,
     )
 
@@ -139,6 +140,7 @@ def create_app(
     crm.setup(app)
     reports.setup(app)
     export.setup(app)
+    surveys.setup(app)
     telephony.setup_routes(app)
     return app
 

@@ -12,7 +12,8 @@ from crm_link.clock import Clock
 from crm_link.importer import ImportReport, import_contacts
 from crm_link.store import Store
 from followups.service import FollowupService, LoopSettings, Notify
-from switchboard.keys import CLOCK, FOLLOWUPS, HUB, SETTINGS, STORE, SUPERVISOR
+from followups.survey_service import SurveyService
+from switchboard.keys import CLOCK, FOLLOWUPS, HUB, SETTINGS, STORE, SUPERVISOR, SURVEYS
 from switchboard.settings import Settings
 
 SWEEP_WORKER = "followup-sweep"
@@ -52,6 +53,7 @@ async def followups_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.followups.set_attribute_types(settings.attributes, source="declared")
     await service.ensure_defaults()
     app[FOLLOWUPS] = service
+    app[SURVEYS] = SurveyService(service)
     app[SUPERVISOR].start(SWEEP_WORKER, service.run)
     yield
     await app[SUPERVISOR].stop(SWEEP_WORKER)

@@ -11,6 +11,7 @@ from crm_link.clock import Clock
 from crm_link.models import User
 from crm_link.store import Store
 from followups.service import FollowupService
+from followups.survey_service import SurveyService
 from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.settings import Settings
@@ -65,3 +66,5 @@ HEALTH_DETAILS = web.AppKey[dict[str, Callable[[], dict[str, Any]]]]("health_det
 FOLLOWUPS = web.AppKey("followups", FollowupService)
 # the live agent board (states from call events and presence; published on the hub's "board" topic)
 BOARD = web.AppKey("agent_board", AgentBoard)
+# surveys: definitions as versions, locked answers, dissatisfaction escalated through the follow-up loop
+SURVEYS = web.AppKey("surveys", SurveyService)
