@@ -295,3 +295,72 @@ def test_answers_are_either_refused_with_a_field_or_within_the_questions(
     assert 1 <= clean["overall"] <= 5
     assert ("reasons" in clean) == (clean["overall"] <= 2)
     assert set(clean.get("reasons", [])) <= {"waiting time", "price", "advisor", "car not clean"}
+
+
+# on a call list and a cadence step --------------------------------------------------------
+
+
+async def test_a_list_carries_its_survey_and_an_unreached_customer_counts_as_unreachable(
+    sclient: Any,
+) -> None:
+    ann, boss, jane, _ = await _setup(sclient)
+    store = sclient.server.app[STORE]
+    sid = (await (await boss.post("/api/v1/surveys", AFTER_SERVICE)).json())["id"]
+    bad = await boss.post("/api/v1/call-lists", {"name": "L", "contact_ids": [jane], "survey_id": 999})
+    assert (await _error(bad, 400))["field"] == "survey_id"
+    r = await boss.post(
+        "/api/v1/call-lists",
+        {"name": "After service", "contact_ids": [jane], "survey_id": sid, "max_attempts": 1},
+    )
+    cl = await r.json()
+    assert r.status == 201 and cl["survey_id"] == sid
+    await boss.post(f"/api/v1/call-lists/{cl['id']}/start", {})
+    # the preview card (the pop of next-call) shows the survey: script and questions
+    nxt = await (await ann.post("/api/v1/agent/next-call", {})).json()
+    assert nxt["pop"]["survey"]["id"] == sid and nxt["pop"]["survey"]["script"] == AFTER_SERVICE["script"]
+    assert [q["key"] for q in nxt["pop"]["survey"]["questions"]] == [
+        "overall",
+        "on_time",
+        "reasons",
+        "better",
+    ]
+    # the only attempt rings out: the customer is recorded as unreachable for the response rate
+    entry_id = nxt["entry"]["id"]
+    attempt = await store.call_lists.start_attempt(
+        entry_id,
+        owner=f"agent:{ann.user.id}",
+        agent_id=ann.user.id,
+        source="asterisk",
+        now=NOW,
+        lease=timedelta(minutes=5),
+    )
+    assert attempt is not None
+    await store.call_lists.finish_attempt(attempt.id, "noanswer", now=NOW)
+    (resp,) = await store.surveys.responses(survey_id=sid)
+    assert (resp.status, resp.contact_id, resp.list_id, resp.answers) == ("unreachable", jane, cl["id"], {})
+    # (an unreachable customer has no answers to correct)
+    fix = {"answers": {"overall": 3}, "reason": "x"}
+    assert (await _put(boss, f"/api/v1/survey-responses/{resp.id}", fix)).status == 400
+
+
+async def test_a_cadence_step_with_a_survey_shows_it_on_the_screen_pop(sclient: Any) -> None:
+    from cti.screenpop import build_pop
+
+    ann, boss, jane, _ = await _setup(sclient)
+    store = sclient.server.app[STORE]
+    sid = (await (await boss.post("/api/v1/surveys", AFTER_SERVICE)).json())["id"]
+    contact = await store.contacts.get(jane)
+    pop = await build_pop(store, {"id": "c1", "direction": "inbound"}, [contact], ann.user)
+    assert pop["survey"] is None
+    rule = {
+        "name": "After service call",
+        "date_field": "last_service_date",
+        "steps": [{"offset": "+3d", "channel": "call", "survey_id": sid, "reason": "survey call"}],
+    }
+    r = await boss.post("/api/v1/cadences", rule)
+    assert r.status == 201, await r.json()
+    day = (NOW - timedelta(days=3)).date().isoformat()
+    r = await boss.patch(f"/api/v1/contacts/{jane}", {"attributes": {"last_service_date": day}})
+    assert r.status == 200, await r.json()
+    pop = await build_pop(store, {"id": "c1", "direction": "inbound"}, [contact], ann.user)
+    assert pop["survey"] is not None and pop["survey"]["id"] == sid

@@ -39,10 +39,12 @@
       keySelect(li.querySelector("[name=show_key]"), all.slice(0, i), "always");
       const k = li.querySelector("[name=show_key]").value;
       fillOps(li.querySelector("[name=show_op]"), k ? typeOfKey(k) : "", li.querySelector("[name=show_op]").value);
+      li.querySelector("[name=show_op]").disabled = li.querySelector("[name=show_value]").disabled = !k;
       li.querySelector(".up").disabled = i === 0; li.querySelector(".down").disabled = i === all.length - 1;
     });
     keySelect(form.dis_key, all, "never");
     fillOps(form.dis_op, form.dis_key.value ? typeOfKey(form.dis_key.value) : "", form.dis_op.value);
+    form.dis_op.disabled = form.dis_value.disabled = !form.dis_key.value;
   }
   function keySelect(sel, lis, none) {
     const keep = sel.dataset.want || sel.value;
