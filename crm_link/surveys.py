@@ -477,3 +477,60 @@ class SurveyStore:
                 ),
             )
         return await self.response(response_id)
+
+    # report figures ---------------------------------------------------------------------------
+
+    async def report(
+        self,
+        survey_id: int,
+        lo: str,
+        hi: str,
+        group: str,
+        months: Sequence[tuple[str, str]] = (),
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, int]]]:
+        """Per group key (agent, list, month, or '' for all): responses, unreachable, satisfied,
+        scored, score sum, promoters (9-10), detractors (0-6); and the reasons ranked. `lo`/`hi`
+        are UTC bounds; `months` = (YYYY-MM, its first instant as UTC text), ascending."""
+        params: list[Any] = []
+        if group == "agent":
+            key = "COALESCE(u.username, '')"
+        elif group == "list":
+            key = "COALESCE(l.name, '')"
+        elif group == "month":
+            whens = []
+            for (name, _), (_, nxt) in zip(months, [*months[1:], ("", hi)], strict=True):
+                whens.append("WHEN r.answered_at < ? THEN ?")
+                params += [nxt, name]
+            key = "CASE " + " ".join(whens) + " END" if whens else "''"
+        else:
+            key = "''"
+        rows = await self._db.fetchall(
+            f"SELECT {key} AS k, SUM(r.status = 'completed'), SUM(r.status = 'unreachable'),"
+            " SUM(r.satisfied = 1), SUM(r.satisfied IS NOT NULL), SUM(r.score), COUNT(r.score),"
+            " SUM(r.score >= 9), SUM(r.score <= 6)"
+            " FROM survey_responses r LEFT JOIN users u ON u.id = r.agent_id"
+            " LEFT JOIN call_lists l ON l.id = r.list_id"
+            " WHERE r.survey_id = ? AND r.answered_at >= ? AND r.answered_at < ? GROUP BY k ORDER BY k",
+            [*params, survey_id, lo, hi],
+        )
+        out = [
+            {
+                "key": r[0],
+                "responses": r[1] or 0,
+                "unreachable": r[2] or 0,
+                "satisfied": r[3] or 0,
+                "scored": r[4] or 0,
+                "score_sum": r[5] or 0.0,
+                "score_n": r[6] or 0,
+                "promoters": r[7] or 0,
+                "detractors": r[8] or 0,
+            }
+            for r in rows
+        ]
+        reasons = await self._db.fetchall(
+            "SELECT j.value, count(*) FROM survey_responses r, json_each(r.reasons) j"
+            " WHERE r.survey_id = ? AND r.answered_at >= ? AND r.answered_at < ? AND r.status = 'completed'"
+            " GROUP BY j.value ORDER BY count(*) DESC, j.value",
+            (survey_id, lo, hi),
+        )
+        return out, [(str(r[0]), int(r[1])) for r in reasons]

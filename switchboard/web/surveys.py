@@ -11,7 +11,11 @@ from campaigns.dialer import SURVEY_DONE
 from crm_link.errors import NotFound, ValidationError
 from crm_link.models import FollowUp, User
 from followups.survey_service import SurveyService
-from switchboard.keys import DIALER, FOLLOWUPS, STORE, SURVEYS
+from reports import svg
+from reports.csvout import to_csv
+from reports.periods import parse_period
+from reports.surveys import COLUMNS, survey_report
+from switchboard.keys import CLOCK, DIALER, FOLLOWUPS, SETTINGS, STORE, SURVEYS
 from switchboard.web.api import visible_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -180,6 +184,63 @@ async def surveys_page(request: web.Request) -> web.Response:
     return render(request, "surveys.html", {"surveys": rows})
 
 
+async def _report(request: web.Request) -> dict[str, Any]:
+    from zoneinfo import ZoneInfo
+
+    zone = request.app[SETTINGS].server.time_zone
+    today = request.app[CLOCK]().astimezone(ZoneInfo(zone)).date()
+    q = request.query
+    period = parse_period(q.get("from"), q.get("to"), today=today, zone=zone)
+    return await survey_report(request.app[STORE], path_int(request), period, q.get("group", "month"))
+
+
+async def report_api(request: web.Request) -> web.Response:
+    """GET /api/v1/reports/surveys/{id}?from=&to=&group=agent|list|month&format=json|csv"""
+    require(request, *MANAGERS)
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ValidationError("format", "must be json or csv")
+    report = await _report(request)
+    if fmt == "csv":
+        name = f"survey-{report['survey']['id']}-{report['group']}-{report['from']}-{report['to']}.csv"
+        return web.Response(
+            text=to_csv(report, COLUMNS),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    return web.json_response(report)
+
+
+async def report_page(request: web.Request) -> web.Response:
+    """A printable page: the figures, the reasons as a Pareto bar chart, the rate over months."""
+    require(request, *MANAGERS)
+    report = await _report(request)
+    reasons = report["reasons"][:12]
+    by_month = report if report["group"] == "month" else None
+    if by_month is None:
+        by_month = await survey_report(
+            request.app[STORE],
+            report["survey"]["id"],
+            parse_period(
+                report["from"], report["to"], today=request.app[CLOCK]().date(), zone=report["time_zone"]
+            ),
+            "month",
+        )
+    charts = {
+        "reasons": svg.bars(
+            [r["reason"] for r in reasons], [r["count"] for r in reasons], "Reasons for dissatisfaction"
+        )
+        if reasons
+        else "",
+        "rate": svg.line(
+            [r["key"] for r in by_month["rows"]],
+            [r["satisfaction_rate"] for r in by_month["rows"]],
+            "Satisfaction rate by month",
+        ),
+    }
+    return render(request, "survey_report.html", {"report": report, "charts": charts, "query": request.query})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/surveys", list_surveys)
     app.router.add_post("/api/v1/surveys", create_survey)
@@ -191,3 +252,5 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/survey-responses/{id}/resolution", resolve_response)
     app.router.add_get("/api/v1/contacts/{id}/survey-responses", contact_responses)
     app.router.add_get("/surveys", surveys_page)
+    app.router.add_get("/api/v1/reports/surveys/{id}", report_api)
+    app.router.add_get("/surveys/{id}/report", report_page)
