@@ -530,7 +530,7 @@ class SurveyStore:
         reasons = await self._db.fetchall(
             "SELECT j.value, count(*) FROM survey_responses r, json_each(r.reasons) j"
             " WHERE r.survey_id = ? AND r.answered_at >= ? AND r.answered_at < ? AND r.status = 'completed'"
-            " GROUP BY j.value ORDER BY count(*) DESC, j.value",
+            " AND r.reasons != '[]' GROUP BY j.value ORDER BY count(*) DESC, j.value",
             (survey_id, lo, hi),
         )
         return out, [(str(r[0]), int(r[1])) for r in reasons]

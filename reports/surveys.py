@@ -57,8 +57,11 @@ async def survey_report(store: Store, survey_id: int, period: Period, group: str
     lo, hi = utc_text(period.start), utc_text(period.end)
     months = [(name, utc_text(start)) for name, start in period.months()]
     groups, reasons = await store.surveys.report(survey_id, lo, hi, group, months)
-    every, _ = await store.surveys.report(survey_id, lo, hi, "all")
-    total = every[0] if every else _empty("")
+    total = _empty("")  # every figure is a count or a sum: the groups add up to the totals
+    for g in groups:
+        for k, v in g.items():
+            if k != "key":
+                total[k] += v
     totals = _row(total | {"key": "total"}, nps)
     rows = [_row(g, nps) for g in groups]
     if group == "month":  # every month of the period, an empty one too (the line has no gaps)

@@ -53,7 +53,8 @@ CREATE TABLE survey_responses (
 CREATE UNIQUE INDEX survey_responses_call ON survey_responses (call_id) WHERE call_id IS NOT NULL;
 CREATE UNIQUE INDEX survey_responses_attempt ON survey_responses (attempt_id) WHERE attempt_id IS NOT NULL;
 -- the report: one survey's responses in a period, by agent / list / month
-CREATE INDEX survey_responses_report ON survey_responses (survey_id, answered_at);
+CREATE INDEX survey_responses_report ON survey_responses
+    (survey_id, answered_at, status, satisfied, score, agent_id, list_id);
 CREATE INDEX survey_responses_contact ON survey_responses (contact_id, answered_at);
 
 -- every version of a response's answers: 1 as given, then each manager's correction
