@@ -41,6 +41,7 @@ class ListSpec:
     window_start: str | None = None  # dates, YYYY-MM-DD, in the dealer's zone
     window_end: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
+    survey_id: int | None = None  # the survey its calls ask (issue 14)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ class CallList:
     started_at: datetime | None
     finished_at: datetime | None
     agent_ids: tuple[int, ...] = ()
+    survey_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class CallList:
             "window": {"start": self.window_start, "end": self.window_end},
             "source": self.source,
             "agent_ids": list(self.agent_ids),
+            "survey_id": self.survey_id,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
@@ -177,6 +180,7 @@ def _list(row: Any, agents: Sequence[int] = ()) -> CallList:
         started_at=from_db_time(row["started_at"]),
         finished_at=from_db_time(row["finished_at"]),
         agent_ids=tuple(agents),
+        survey_id=row["survey_id"],
     )
 
 
@@ -248,7 +252,7 @@ class CallLists:
             cur = await tx.execute(
                 "INSERT INTO call_lists (name, mode, state, source, priority, max_attempts, retry_minutes,"
                 " busy_retry_minutes, calling_start, calling_end, window_start, window_end, created_by,"
-                " created_at, updated_at) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, survey_id) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     spec.name,
                     spec.mode,
@@ -264,6 +268,7 @@ class CallLists:
                     created_by,
                     stamp,
                     stamp,
+                    spec.survey_id,
                 ),
             )
             list_id = cur.lastrowid
@@ -700,6 +705,7 @@ class CallLists:
                 " lease_until = NULL, updated_at = ? WHERE id = ?",
                 ({"noanswer": "no answer"}.get(outcome, outcome), no_contact, stamp, a["entry_id"]),
             )
+            await self._survey_unreachable_in(tx, a["entry_id"], a["agent_id"], now)
             return
         minutes = a["busy_retry_minutes"] if no_contact >= 2 else a["retry_minutes"]
         await tx.execute(
@@ -781,12 +787,32 @@ class CallLists:
             " updated_at = ? WHERE id = ?",
             (disposition, stamp, entry_id),
         )
+        if disposition in NOT_REACHED:
+            await self._survey_unreachable_in(tx, entry_id, agent_id, now)
         if disposition == "do not call" and e["contact_id"] is not None:
             await tx.execute(
                 "UPDATE call_list_entries SET state = 'skipped', reason = 'do not call', updated_at = ? "
                 "WHERE contact_id = ? AND state = 'pending'",
                 (stamp, e["contact_id"]),
             )
+
+    async def _survey_unreachable_in(
+        self, tx: Any, entry_id: int, agent_id: int | None, now: datetime
+    ) -> None:
+        """A list with a survey whose customer was not reached after the last attempt: recorded as
+        unreachable (the response rate's denominator needs it), once per entry."""
+        stamp = to_db_time(now)
+        await tx.execute(
+            "INSERT INTO survey_responses (survey_id, survey_version, source_key, contact_id, channel, status,"
+            " list_id, agent_id, answered_at, created_at, updated_at)"
+            " SELECT l.survey_id, s.current_version, 'unreachable:' || e.id, e.contact_id, 'call', 'unreachable',"
+            " l.id, ?, ?, ?, ? FROM call_list_entries e JOIN call_lists l ON l.id = e.list_id"
+            " JOIN surveys s ON s.id = l.survey_id WHERE e.id = ? AND e.contact_id IS NOT NULL"
+            " AND NOT EXISTS (SELECT 1 FROM survey_responses r WHERE r.list_id = l.id"
+            " AND r.contact_id = e.contact_id AND r.status = 'completed')"
+            " ON CONFLICT DO NOTHING",
+            (agent_id, stamp, stamp, stamp, entry_id),
+        )
 
     async def expire_leases(self, now: datetime) -> list[Attempt]:
         """Return entries whose lease ran out to the queue. A `dialing` attempt of such an entry is

@@ -17,6 +17,7 @@ from crm_link.reports import ReportStore
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.sms_templates import SmsTemplates
+from crm_link.surveys import SurveyStore
 from crm_link.touches import Audit, Touches
 from crm_link.transcripts import Transcripts
 from crm_link.users import Users
@@ -46,6 +47,7 @@ class Store:
         self.call_lists = CallLists(self.db, time_zone)
         self.reports = ReportStore(self.db, time_zone)
         self.crm_events = CrmEvents(self.db)
+        self.surveys = SurveyStore(self.db, self.touches)
         self.contact_sync = ContactSync(self.db, self.contacts, self.crm_events)
 
     async def create_contact_for_call(

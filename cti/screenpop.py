@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crm_link.followups import end_of_day
 from crm_link.models import Contact, User
 from crm_link.store import Store
 
@@ -78,9 +79,23 @@ async def build_pop(
             ]
         else:
             pop["contact"]["restricted"] = True
+        pop["survey"] = await survey_for(store, call, contact)
     elif matches:
         pop["candidates"] = [
             {"id": c.id, "name": c.name, "owner": c.owner_username, "url": f"/contacts/{c.id}"}
             for c in matches
         ]
     return pop
+
+
+async def survey_for(store: Store, call: dict[str, Any], contact: Contact) -> dict[str, Any] | None:
+    """The survey this call asks: its call list's, else that of the customer's cadence follow-up due
+    today whose step carries one; the current version, with its script and questions."""
+    survey_id = await store.surveys.for_list(call["list_id"]) if call.get("list_id") else None
+    if survey_id is None:
+        until = end_of_day(store.clock(), contact.time_zone or store.time_zone)
+        survey_id = await store.surveys.for_contact_followup(contact.id, until)
+    if survey_id is None:
+        return None
+    row = await store.surveys.get(survey_id)
+    return row.to_dict() if row.active else None

@@ -118,6 +118,7 @@ def create_app(
         recordings,
         sms,
         sms_templates,
+        surveys,
         ws,
     )
 
@@ -142,6 +143,7 @@ def create_app(
     crm.setup(app)
     reports.setup(app)
     export.setup(app)
+    surveys.setup(app)
     telephony.setup_routes(app)
     return app
 

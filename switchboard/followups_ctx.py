@@ -19,7 +19,19 @@ from crm_link.store import Store
 from followups.rules import Step
 from followups.service import MANAGERS, FollowupService, LoopSettings, Notify
 from followups.steps import StepChannel, StepSender
-from switchboard.keys import CLOCK, EMAIL, FOLLOWUP_STEPS, FOLLOWUPS, HUB, SETTINGS, SMS, STORE, SUPERVISOR
+from followups.survey_service import SurveyService
+from switchboard.keys import (
+    CLOCK,
+    EMAIL,
+    FOLLOWUP_STEPS,
+    FOLLOWUPS,
+    HUB,
+    SETTINGS,
+    SMS,
+    STORE,
+    SUPERVISOR,
+    SURVEYS,
+)
 from switchboard.settings import Settings
 
 SWEEP_WORKER = "followup-sweep"
@@ -61,6 +73,7 @@ async def followups_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.followups.set_attribute_types(settings.attributes, source="declared")
     await service.ensure_defaults()
     app[FOLLOWUPS] = service
+    app[SURVEYS] = SurveyService(service)
     app[SUPERVISOR].start(SWEEP_WORKER, service.run)
     yield
     await app[SUPERVISOR].stop(SWEEP_WORKER)

@@ -12,6 +12,7 @@ from crm_link.models import User
 from crm_link.store import Store
 from followups.service import FollowupService
 from followups.steps import StepSender
+from followups.survey_service import SurveyService
 from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.settings import Settings
@@ -67,3 +68,5 @@ FOLLOWUPS = web.AppKey("followups", FollowupService)
 FOLLOWUP_STEPS = web.AppKey("followup_steps", StepSender)  # SMS/email cadence steps
 # the live agent board (states from call events and presence; published on the hub's "board" topic)
 BOARD = web.AppKey("agent_board", AgentBoard)
+# surveys: definitions as versions, locked answers, dissatisfaction escalated through the follow-up loop
+SURVEYS = web.AppKey("surveys", SurveyService)

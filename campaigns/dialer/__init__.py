@@ -13,3 +13,6 @@ DISPOSITIONS = (
     "do not call",
     "other",
 )
+
+# the disposition of a call whose survey was answered (given by submitting it, not chosen)
+SURVEY_DONE = "completed survey"

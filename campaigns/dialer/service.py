@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from campaigns.dialer import DISPOSITIONS
+from campaigns.dialer import DISPOSITIONS, SURVEY_DONE
 from campaigns.dialer.backends import AgentUnavailable, DialBackend, DialFailed
 from campaigns.dialer.hours import CallingHours, in_window, zone
 from campaigns.dialer.routing import others_due_by
@@ -427,7 +427,13 @@ class Dialer:
         if entry.contact_id is not None:
             with contextlib.suppress(NotFound):
                 matches = [await self.store.contacts.get(entry.contact_id)]
-        call = {"id": f"entry-{entry.id}", "direction": "outbound", "state": "preview", "to": entry.number}
+        call = {
+            "id": f"entry-{entry.id}",
+            "direction": "outbound",
+            "state": "preview",
+            "to": entry.number,
+            "list_id": entry.list_id,
+        }
         pop = await self.pop_builder(self.store, call, matches, user)
         local = now.astimezone(zone(entry.time_zone))
         return {
@@ -498,11 +504,12 @@ class Dialer:
         *,
         note: str = "",
         callback_at: datetime | None = None,
+        survey: bool = False,
     ) -> Attempt:
         """The agent's disposition closes the attempt: the entry is done, retried or called back;
         "do not call" sets the contact's flag; "call back" puts a callback on the agent's My Day; the
         note and disposition land on the call's touch (now, or when the call ends)."""
-        if disposition not in self.dispositions:
+        if disposition not in self.dispositions and not (survey and disposition == SURVEY_DONE):
             raise ValidationError("disposition", f"must be one of: {', '.join(self.dispositions)}")
         if disposition == "call back" and callback_at is None:
             raise ValidationError("callback_at", "a call back needs a time")
@@ -525,6 +532,8 @@ class Dialer:
     async def _note_on_touch(self, attempt: Attempt) -> None:
         """The disposition and note on the call's touch (once the call has one)."""
         if attempt.touch_id is not None and attempt.disposition is not None:
+            if attempt.disposition == SURVEY_DONE:  # answered before the call ended: link the two
+                await self.store.surveys.link_attempt_touch(attempt.id, attempt.touch_id)
             touch = await self.store.touches.get(attempt.touch_id)
             await self.store.touches.set_note(
                 attempt.touch_id, attempt.note.strip() or touch.summary, disposition=attempt.disposition

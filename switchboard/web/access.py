@@ -125,6 +125,23 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/v1/cadences/{id}"): staff("manager", "admin"),
     ("DELETE", "/api/v1/cadences/{id}"): staff("manager", "admin"),
     ("GET", "/followups/team"): staff("manager", "admin"),
+    # surveys (issue 14): managers build them; agents answer on a call; answers are locked
+    ("GET", "/api/v1/surveys"): staff(),
+    ("POST", "/api/v1/surveys"): staff("manager", "admin"),
+    ("GET", "/api/v1/surveys/{id}"): staff(),
+    ("PUT", "/api/v1/surveys/{id}"): staff("manager", "admin"),
+    ("POST", "/api/v1/surveys/{id}/responses"): staff("rep", "manager", "admin", scope=OWN_CONTACTS),
+    ("GET", "/api/v1/survey-responses/{id}"): staff(scope=OWN_CONTACTS),
+    ("PUT", "/api/v1/survey-responses/{id}"): staff(
+        "manager", "admin", scope="a correction is a new version"
+    ),
+    ("POST", "/api/v1/survey-responses/{id}/resolution"): staff(
+        "rep", "manager", "admin", scope="reps: only a complaint follow-up assigned to them"
+    ),
+    ("GET", "/api/v1/contacts/{id}/survey-responses"): staff(scope=OWN_CONTACTS),
+    ("GET", "/surveys"): staff("manager", "admin"),
+    ("GET", "/api/v1/reports/surveys/{id}"): staff("manager", "admin"),
+    ("GET", "/surveys/{id}/report"): staff("manager", "admin"),
     # calls
     ("POST", "/api/v1/calls"): staff(
         "rep", "manager", "admin", scope="reps: their own customers, from their own extension"

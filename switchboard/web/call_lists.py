@@ -38,6 +38,7 @@ LIST_FIELDS = (
     "window",
     "agents",
     "start",
+    "survey_id",
 )
 
 
@@ -168,6 +169,13 @@ async def create_list(request: web.Request) -> web.Response:
         retry_minutes=_int(data, "retry_minutes", 60, 1, 60 * 24 * 30),
         busy_retry_minutes=_int(data, "busy_retry_minutes", 240, 1, 60 * 24 * 30),
     )
+    survey_id = data.get("survey_id")
+    if survey_id is not None:
+        if isinstance(survey_id, bool) or not isinstance(survey_id, int) or survey_id < 1:
+            raise ValidationError("survey_id", "must be a survey id")
+        if not await store.surveys.exists(survey_id):
+            raise ValidationError("survey_id", f"no survey {survey_id}")
+        spec.survey_id = survey_id
     hours = data.get("calling_hours")
     if hours is not None:
         if not isinstance(hours, dict) or set(hours) != {"start", "end"}:

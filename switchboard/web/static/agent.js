@@ -68,6 +68,11 @@
     for (const f of msg.open_followups || []) {
       const li = document.createElement("li"); text(li, "Due " + fmt(f.due_at) + " · " + (f.note || f.kind)); fu.append(li);
     }
+    const box = el.querySelector(".pop-survey");
+    if (box && msg.survey && contact && window.SBSurvey && box.dataset.for !== call.id) {
+      box.dataset.for = call.id;  // the survey this call asks (its list's, or its cadence step's)
+      window.SBSurvey.render(box, msg.survey, { contactId: contact.id, target: () => ({ call_id: el.dataset.callId }) });
+    }
     setState(el, call.state);
   }
 

@@ -27,6 +27,22 @@
     for (const f of pop.open_followups) fus.append(el("li", "Follow-up due " + window.SB.when(f.due_at) + ": " + f.note));
     const att = preview.querySelector(".pop-attempts"); att.textContent = "";
     for (const a of attempts || []) att.append(el("li", "Attempt " + window.SB.when(a.started_at) + ": " + a.state + (a.disposition ? " · " + a.disposition : "")));
+    // a list with a survey: the script and the questions; saving them is the call's disposition
+    const box = preview.querySelector(".pop-survey");
+    if (pop.survey && c && window.SBSurvey) {
+      if (box.dataset.for !== String(c.id) + ":" + pop.survey.id) {
+        box.dataset.for = String(c.id) + ":" + pop.survey.id;
+        window.SBSurvey.render(box, pop.survey, {
+          contactId: c.id,
+          target: () => (state.attempt ? { attempt_id: state.attempt } : null),
+          onSaved: () => {
+            $("disposition").hidden = true; $("agent-state").textContent = "idle";
+            if (state.previewing) { $("offer-next").hidden = false; $("take-next").focus(); }
+            refresh();
+          },
+        });
+      }
+    } else { box.hidden = true; box.textContent = ""; delete box.dataset.for; }
   }
 
   function showDisposition(attemptId, label) {
