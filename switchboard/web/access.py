@@ -139,6 +139,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/segments"): staff("manager", "admin", "marketing"),
     ("POST", "/api/v1/segments/preview"): staff("manager", "admin", "marketing"),
     ("DELETE", "/api/v1/segments/{id}"): staff("manager", "admin", "marketing"),
+    ("PUT", "/api/v1/segments/{id}"): staff("manager", "admin", "marketing"),
     ("GET", "/api/v1/call-lists"): staff("rep", "manager", "admin", scope="reps: lists they work"),
     ("POST", "/api/v1/call-lists"): staff("manager", "admin"),
     ("GET", "/api/v1/call-lists/{id}"): staff("rep", "manager", "admin", scope="reps: lists they work"),
