@@ -179,6 +179,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/v1/email/templates/{id}"): staff(scope="reps: only templates they wrote"),
     ("DELETE", "/api/v1/email/templates/{id}"): staff("manager", "marketing", "admin"),
     ("POST", "/api/v1/email/templates/{id}/preview"): staff(scope="reps: a customer they may see"),
+    ("POST", "/api/v1/email/preview"): staff(scope="reps: a customer they may see"),
     ("POST", "/api/v1/email/send"): staff(scope="reps: customers they may see"),
     ("GET", "/api/v1/email/jobs/{id}"): staff(scope="reps: only jobs they started"),
     ("POST", "/api/v1/email/jobs/{id}/resend-unknown"): staff(
