@@ -270,7 +270,7 @@ async def draft_preview(request: web.Request) -> web.Response:
         problems = await render_in_thread(svc.problems, parts["subject"], parts["html"], parts["text"])
     except TemplateTooCostly as exc:
         raise ValidationError("html", str(exc), code="template_too_costly") from None
-    empty = {"subject": None, "html": None, "text": None, "missing": []}
+    empty: dict[str, Any] = {"subject": None, "html": None, "text": None, "missing": []}
     if data.get("contact_id") in (None, ""):
         return web.json_response(empty | {"problems": problems, "to": None, "email_opt_out": False})
     contact = await _contact(request, user, data.get("contact_id"))
