@@ -59,8 +59,8 @@
     }
     // an ended or missed call offers a call back (shown by setState)
     const back = el.querySelector(".pop-callback");
-    back.textContent = "";
-    const cb = window.SB.callButton(number, contact ? contact.id : null, contact ? contact.name : number);
+    const cb = back && window.SB.callButton(number, contact ? contact.id : null, contact ? contact.name : number);
+    if (back) back.textContent = "";
     if (cb) { cb.textContent = "Call back"; back.append(cb); }
     text(el.querySelector(".pop-number"), (call.direction || "") + " · " + window.SB.phone(number || "") + (call.queue ? " · queue " + call.queue : "") + (el.dataset.rings ? " · rang " + el.dataset.rings + " times" : ""));
     const touches = el.querySelector(".pop-touches"); touches.textContent = "";
