@@ -50,6 +50,11 @@ def _unchanged(
             return False
     if "owner" in fields.present and owner != fields.owner:
         return False
+    if "sms_consent" in fields.present:
+        has = current["sms_consent_at"] is not None
+        # merge semantics: a given consent is kept as it is, and never re-subscribes an opt-out
+        if (fields.sms_consent is None) == has and (has or not current["sms_opt_out"]):
+            return False
     if "phones" in fields.present and any(p.e164 not in phones for p in fields.phones):
         return False
     if "tags" in fields.present and any(t.lower() not in tags for t in fields.tags):

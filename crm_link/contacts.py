@@ -6,12 +6,21 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import NotFound, ValidationError
-from crm_link.models import Contact, ContactPhone, Page, check_limit, decode_cursor, encode_cursor
+from crm_link.models import (
+    SMS_CONSENT_SOURCES,
+    Contact,
+    ContactPhone,
+    Page,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+)
 from crm_link.phones import Phone, normalize_phone, try_e164, zone_for_number
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"]+@[^@\s<>(),;:\"]+\.[^@\s<>(),;:\"]+$")
@@ -30,7 +39,17 @@ CONTACT_FIELDS = (
     "do_not_call",
     "sms_opt_out",
     "email_opt_out",
+    "sms_consent",
 )
+
+
+@dataclass(slots=True)
+class SmsConsent:
+    """A customer's agreement to receive texts: how, when (None: now) and who recorded it."""
+
+    source: str
+    at: datetime | None = None
+    by_user_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -50,6 +69,7 @@ class ContactFields:
     do_not_call: bool = False
     sms_opt_out: bool = False
     email_opt_out: bool = False
+    sms_consent: SmsConsent | None = None  # with "sms_consent" in present: None withdraws it
 
 
 def _text(data: Mapping[str, Any], name: str, max_len: int = 200) -> str | None:
@@ -71,6 +91,35 @@ def _bool(data: Mapping[str, Any], name: str) -> bool:
     if isinstance(value, bool):
         return value
     raise ValidationError(name, f"must be true or false, got {value!r}")
+
+
+def validate_sms_consent(value: Any, field_name: str = "sms_consent") -> SmsConsent | None:
+    """`{"source": ..., "at"?: ISO time}` gives consent; null or false withdraws it."""
+    if value is None or value is False:
+        return None
+    sources = ", ".join(SMS_CONSENT_SOURCES)
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            field_name, f'must be {{"source": one of {sources}, "at": optional time}}, or null to withdraw it'
+        )
+    for key in value:
+        if key not in ("source", "at"):
+            raise ValidationError(f"{field_name}.{key}", "unknown field")
+    source = value.get("source")
+    if source not in SMS_CONSENT_SOURCES:
+        raise ValidationError(f"{field_name}.source", f"must be one of {sources}, got {source!r}")
+    at = value.get("at")
+    if at is None:
+        return SmsConsent(source)
+    if not isinstance(at, str):
+        raise ValidationError(f"{field_name}.at", "must be an ISO-8601 time such as 2026-11-23T15:00:00Z")
+    try:
+        when = datetime.fromisoformat(at.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{field_name}.at", f"{at!r} is not an ISO-8601 time") from None
+    if when.tzinfo is None:
+        raise ValidationError(f"{field_name}.at", "must include a time zone offset (Z or +hh:mm)")
+    return SmsConsent(source, when.astimezone(UTC))
 
 
 def validate_email(value: str, field_name: str = "email") -> str:
@@ -162,6 +211,10 @@ def validate_contact(
     for name in ("do_not_call", "sms_opt_out", "email_opt_out"):
         if name in data:
             setattr(out, name, _bool(data, name))
+    if "sms_consent" in data:
+        out.sms_consent = validate_sms_consent(data["sms_consent"])
+        if out.sms_consent is not None and out.sms_opt_out:
+            raise ValidationError("sms_consent", "cannot be given while sms_opt_out is true")
     if not partial and not (out.first_name or out.last_name or out.phones or out.email):
         raise ValidationError("body", "a contact needs a name, a phone number or an email")
     return out
@@ -176,6 +229,7 @@ def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None
 _CONTACT_SELECT = """
 SELECT c.*, u.username AS owner_username,
        COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name,
+       (SELECT username FROM users cu WHERE cu.id = c.sms_consent_by) AS sms_consent_by_username,
        (SELECT json_group_array(json_array(raw, e164, valid, kind, extension)) FROM
           (SELECT raw, e164, valid, kind, extension FROM contact_phones p WHERE p.contact_id = c.id ORDER BY position, id))
          AS phones_json,
@@ -223,8 +277,9 @@ class Contacts:
                     )
         async with tx.execute(
             "INSERT INTO contacts (external_id, first_name, last_name, email, owner_id, time_zone, attributes,"
-            " do_not_call, sms_opt_out, email_opt_out, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            " do_not_call, sms_opt_out, email_opt_out, sms_consent_at, sms_consent_source, sms_consent_by,"
+            " created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 fields.external_id,
                 fields.first_name,
@@ -236,6 +291,7 @@ class Contacts:
                 int(fields.do_not_call),
                 int(fields.sms_opt_out),
                 int(fields.email_opt_out),
+                *self._consent_values(fields.sms_consent),
                 now,
                 now,
             ),
@@ -264,6 +320,21 @@ class Contacts:
             if name in fields.present:
                 sets.append(f"{name} = ?")
                 params.append(int(getattr(fields, name)))
+        consent_cols = ("sms_consent_at", "sms_consent_source", "sms_consent_by")
+        if "sms_consent" in fields.present and fields.sms_consent is not None:
+            values = self._consent_values(fields.sms_consent)
+            if merge:
+                # an import or sync never rewrites an earlier consent, nor re-subscribes a customer
+                # who opted out (texted STOP)
+                keep = "sms_consent_at IS NOT NULL OR sms_opt_out = 1"
+                sets += [f"{col} = CASE WHEN {keep} THEN {col} ELSE ? END" for col in consent_cols]
+            else:
+                sets += [f"{col} = ?" for col in consent_cols]
+                if "sms_opt_out" not in fields.present:
+                    sets.append("sms_opt_out = 0")  # agreeing to texts again ends an opt-out
+            params += values
+        elif "sms_consent" in fields.present or ("sms_opt_out" in fields.present and fields.sms_opt_out):
+            sets += [f"{col} = NULL" for col in consent_cols]  # withdrawn; an opt-out withdraws it too
         if "owner" in fields.present:
             sets.append("owner_id = ?")
             params.append(await self._owner_id(tx, fields.owner))
@@ -290,8 +361,25 @@ class Contacts:
             await self.update_in(tx, contact_id, fields)
         return await self.get(contact_id)
 
+    def _consent_values(self, consent: SmsConsent | None) -> tuple[str | None, str | None, int | None]:
+        """The (at, source, by) columns of a consent; ValidationError for a time in the future."""
+        if consent is None:
+            return None, None, None
+        now = self._db.now()
+        at = consent.at or now
+        if at > now:
+            raise ValidationError("sms_consent.at", "is in the future")
+        return to_db_time(at), consent.source, consent.by_user_id
+
+    async def set_sms_consent(self, contact_id: int, consent: SmsConsent | None) -> None:
+        """Record (and end any opt-out) or withdraw a customer's consent to texts."""
+        fields = ContactFields(present={"sms_consent"}, sms_consent=consent)
+        async with self._db.transaction() as tx:
+            await self.update_in(tx, contact_id, fields)
+
     async def set_flags(self, contact_id: int, **flags: bool) -> None:
-        """Set consent flags (do_not_call, sms_opt_out, email_opt_out)."""
+        """Set consent flags (do_not_call, sms_opt_out, email_opt_out); an SMS opt-out also
+        withdraws the customer's consent to texts."""
         fields = ContactFields(present=set(flags))
         for name, value in flags.items():
             if name not in ("do_not_call", "sms_opt_out", "email_opt_out"):
@@ -447,14 +535,16 @@ class Contacts:
                     int(f.do_not_call),
                     int(f.sms_opt_out),
                     int(f.email_opt_out),
+                    *self._consent_values(f.sms_consent),
                     now,
                     now,
                 )
             )
         await tx.executemany(
             "INSERT INTO contacts (id, external_id, first_name, last_name, email, owner_id, time_zone, attributes,"
-            " do_not_call, sms_opt_out, email_opt_out, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " do_not_call, sms_opt_out, email_opt_out, sms_consent_at, sms_consent_source, sms_consent_by,"
+            " created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params,
         )
         await tx.executemany(
@@ -527,6 +617,9 @@ class Contacts:
                     ContactPhone(p[0], p[1], bool(p[2]), p[3], p[4]) for p in json.loads(r["phones_json"])
                 ],
                 tags=json.loads(r["tags_json"]),
+                sms_consent_at=from_db_time(r["sms_consent_at"]),
+                sms_consent_source=r["sms_consent_source"],
+                sms_consent_by=r["sms_consent_by_username"],
             )
             for r in rows
         ]

@@ -49,6 +49,17 @@ ALIASES = {
     "do_not_call": ("do_not_call", "dnc"),
     "sms_opt_out": ("sms_opt_out", "no_sms"),
     "email_opt_out": ("email_opt_out", "no_email"),
+    # consent to texts: yes records it (given by import, at the import's time), no withdraws it
+    "sms_consent": (
+        "sms_consent",
+        "text_ok",
+        "texts_ok",
+        "sms_ok",
+        "ok_to_text",
+        "text_consent",
+        "sms_opt_in",
+        "text_opt_in",
+    ),
 }
 PHONE_ALIASES = (
     "phone",
@@ -63,6 +74,7 @@ PHONE_ALIASES = (
     "telephone",
     "tel",
 )
+_CONSENT = {"yes": True, "1": True, "true": True, "no": False, "0": False, "false": False}
 _TRUE = {"1", "true", "yes", "y", "x"}
 _FALSE = {"0", "false", "no", "n", ""}
 
@@ -155,6 +167,14 @@ def _flag(value: str, column: str) -> bool:
     raise ValidationError(column, f"{value!r} is not yes/no")
 
 
+def _consent(value: str, column: str) -> dict[str, str] | None:
+    """A consent cell: yes/1/true gives consent by import, no/0/false withdraws it."""
+    v = value.strip().lower()
+    if v not in _CONSENT:
+        raise ValidationError(column, f"{value.strip()!r} is not yes/no, 1/0 or true/false")
+    return {"source": "import"} if _CONSENT[v] else None
+
+
 def row_to_input(
     row: list[str], hm: HeaderMap, types: dict[str, str] | None = None, date_format: str = ""
 ) -> dict[str, Any]:
@@ -165,6 +185,9 @@ def row_to_input(
         if name in ("do_not_call", "sms_opt_out", "email_opt_out"):
             if value:
                 data[name] = _flag(value, name)
+        elif name == "sms_consent":
+            if value:
+                data[name] = _consent(value, name)
         elif name == "tags":
             if value:
                 data["tags"] = [t.strip() for t in re.split(r"[;,|]", value) if t.strip()]
@@ -232,6 +255,8 @@ def row_problems(
         try:
             if name in _FLAGS:
                 _flag(value, name)
+            elif name == "sms_consent":
+                _consent(value, name)
             elif name == "owner":
                 if value not in owners:
                     raise ValidationError("owner", f"no user named {value!r}")

@@ -14,6 +14,8 @@ from crm_link.errors import ValidationError
 ROLES = ("rep", "manager", "marketing", "admin")
 TOUCH_KINDS = ("call", "sms", "email", "note")
 DIRECTIONS = ("inbound", "outbound", "internal", "none")
+# how a customer agreed to receive texts
+SMS_CONSENT_SOURCES = ("web_form", "in_person", "reply_start", "import")
 
 
 def iso(value: datetime | None) -> str | None:
@@ -90,6 +92,14 @@ class Contact:
     updated_at: datetime
     phones: list[ContactPhone] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    sms_consent_at: datetime | None = None  # when the customer agreed to texts; None: no consent
+    sms_consent_source: str | None = None  # one of SMS_CONSENT_SOURCES
+    sms_consent_by: str | None = None  # the username who recorded it, if a person did
+
+    @property
+    def sms_consent(self) -> bool:
+        """True when the customer has agreed to receive texts (and has not taken it back)."""
+        return self.sms_consent_at is not None
 
     @property
     def name(self) -> str:
@@ -112,6 +122,11 @@ class Contact:
             "do_not_call": self.do_not_call,
             "sms_opt_out": self.sms_opt_out,
             "email_opt_out": self.email_opt_out,
+            "sms_consent": (
+                {"at": iso(self.sms_consent_at), "source": self.sms_consent_source, "by": self.sms_consent_by}
+                if self.sms_consent_at is not None
+                else None
+            ),
             "url": f"/contacts/{self.id}",
             "created_at": iso(self.created_at),
             "updated_at": iso(self.updated_at),

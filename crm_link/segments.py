@@ -287,6 +287,30 @@ class Segments:
         assert sid is not None
         return await self.get(sid)
 
+    async def update(self, segment_id: int, name: str, f: Any, *, description: str | None = None) -> Segment:
+        """Rename a saved segment and/or replace its filter (refused like create when bad)."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise ValidationError("name", "is required (at most 200 characters)")
+        compile_filter(f, self.today())
+        old = await self.get(segment_id)
+        other = await self.db.fetchone(
+            "SELECT id FROM segments WHERE name = ? AND id != ?", (name.strip(), segment_id)
+        )
+        if other:
+            raise Conflict("name", f"a segment named {name.strip()!r} exists")
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE segments SET name = ?, description = ?, filter = ?, updated_at = ? WHERE id = ?",
+                (
+                    name.strip(),
+                    old.description if description is None else description,
+                    json.dumps(f),
+                    to_db_time(self.db.now()),
+                    segment_id,
+                ),
+            )
+        return await self.get(segment_id)
+
     async def get(self, ident: int | str) -> Segment:
         """A segment by id or by name."""
         if isinstance(ident, int) and not isinstance(ident, bool):

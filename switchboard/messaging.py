@@ -237,6 +237,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             quiet_end=settings.sms.quiet_end,
             segment_ids=_segment_ids(store),
             clock=app[CLOCK],
+            require_consent=settings.sms.require_consent,
         )
         app[SMS] = SmsRuntime(blasts, workers)
         app[SMS_EVENTS] = events

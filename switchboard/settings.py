@@ -170,6 +170,8 @@ class SmsSettings:
     quiet_end: str = "08:00"
     max_parts: int = 10
     help_text: str = "Reply STOP to opt out."
+    # true: blasts and reps' texts reach only customers whose consent to texts is recorded
+    require_consent: bool = False
     channels: dict[str, SmsChannelSettings] = field(default_factory=dict)
 
 

@@ -16,7 +16,7 @@ from crm_link.email import EmailRow, OutboxEmail
 from crm_link.errors import ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
-from templates.context import merge_context
+from templates.context import merge_context, unknown_codes, unknown_codes_message
 from templates.email_message import build_message, html_to_text, new_message_id, unsubscribe_token
 from templates.render import MissingMergeCode, Renderer, TemplateError, TemplateTooCostly
 from templates.smtp import SmtpSender
@@ -80,6 +80,26 @@ class EmailService:
             except TemplateError as exc:
                 raise ValidationError(field, str(exc), code="template_syntax") from None
         return sorted(codes)
+
+    def problems(self, subject: str, html: str, text: str) -> dict[str, str]:
+        """What is wrong with each part of a draft, by field: syntax, cost, a misspelt merge code
+        (an empty part is not a problem yet: saving says it is required)."""
+        out: dict[str, str] = {}
+        for field, value, is_html in (
+            ("subject", subject, False),
+            ("html", html, True),
+            ("text", text, False),
+        ):
+            try:
+                codes = self.renderer.validate(value, html=is_html).merge_codes
+                self.renderer.check_cost(value, html=is_html)
+            except (TemplateTooCostly, TemplateError) as exc:
+                out[field] = str(exc)
+                continue
+            found = unknown_codes(codes)
+            if found:
+                out[field] = unknown_codes_message(found)
+        return out
 
     def render(self, template: dict[str, Any], contact: Contact, sender: User | None) -> dict[str, Any]:
         """Subject, HTML and text for one customer, and the merge codes that have no value."""

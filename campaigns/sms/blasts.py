@@ -28,6 +28,7 @@ Analyzer = Callable[[str], dict[str, Any]]
 Renderer = Callable[[str, Contact], str]
 SENDABLE_KINDS = ("mobile", "fixed_or_mobile", "voip", "unknown")
 DUPLICATE = "duplicate number"
+NO_CONSENT = "no consent to texts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class BlastService:
         segment_ids: Callable[[Any], Any] | None = None,
         claim_lease: timedelta = timedelta(minutes=10),
         check_codes: Callable[[str], None] | None = None,
+        require_consent: bool = False,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -96,6 +98,7 @@ class BlastService:
         self.segment_ids = segment_ids
         self.claim_lease = claim_lease
         self.check_codes = check_codes  # raises a ValidationError naming a misspelt merge code
+        self.require_consent = require_consent  # skip customers whose consent to texts is not recorded
 
     async def audience_ids(self, audience: dict[str, Any]) -> list[int]:
         """Contact ids of an audience: {contact_ids}, {tag}, {segment} or {numbers} (from a CSV)."""
@@ -269,6 +272,8 @@ class BlastService:
                 number = c.phones[0].e164 if c.phones else f"none:{c.id}"
             elif c.sms_opt_out:
                 state, reason = "skipped", "opted out of SMS"
+            elif self.require_consent and not c.sms_consent:
+                state, reason = "skipped", NO_CONSENT
             elif render_texts:
                 try:
                     text, info = (rendered or {}).get(c.id) or self._render_one(blast["text"], c)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
+from crm_link.contacts import SmsConsent
 from crm_link.models import Contact, Touch, parse_id
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
@@ -124,11 +125,11 @@ class SmsEvents:
             return  # a redelivered webhook: already handled
         if word == "stop":
             for c in contacts:
-                await self.store.contacts.set_flags(c.id, sms_opt_out=True)
+                await self.store.contacts.set_flags(c.id, sms_opt_out=True)  # also withdraws consent
             await self._reply(msg, self.stop_reply, contacts, key)
         elif word == "start":
-            for c in contacts:
-                await self.store.contacts.set_flags(c.id, sms_opt_out=False)
+            for c in contacts:  # opted in again, with consent given by this reply
+                await self.store.contacts.set_sms_consent(c.id, SmsConsent("reply_start"))
             await self._reply(msg, self.start_reply, contacts, key)
         elif word == "help":
             await self._reply(msg, self.help_text, contacts, key)

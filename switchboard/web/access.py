@@ -157,6 +157,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/segments"): staff("manager", "admin", "marketing"),
     ("POST", "/api/v1/segments/preview"): staff("manager", "admin", "marketing"),
     ("DELETE", "/api/v1/segments/{id}"): staff("manager", "admin", "marketing"),
+    ("PUT", "/api/v1/segments/{id}"): staff("manager", "admin", "marketing"),
     ("GET", "/api/v1/call-lists"): staff("rep", "manager", "admin", scope="reps: lists they work"),
     ("POST", "/api/v1/call-lists"): staff("manager", "admin"),
     ("GET", "/api/v1/call-lists/{id}"): staff("rep", "manager", "admin", scope="reps: lists they work"),
@@ -196,6 +197,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/v1/email/templates/{id}"): staff(scope="reps: only templates they wrote"),
     ("DELETE", "/api/v1/email/templates/{id}"): staff("manager", "marketing", "admin"),
     ("POST", "/api/v1/email/templates/{id}/preview"): staff(scope="reps: a customer they may see"),
+    ("POST", "/api/v1/email/preview"): staff(scope="reps: a customer they may see"),
     ("POST", "/api/v1/email/send"): staff(scope="reps: customers they may see"),
     ("GET", "/api/v1/email/jobs/{id}"): staff(scope="reps: only jobs they started"),
     ("POST", "/api/v1/email/jobs/{id}/resend-unknown"): staff(

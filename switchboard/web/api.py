@@ -40,6 +40,20 @@ def parse_time(value: Any, field: str) -> datetime:
     return parsed
 
 
+# who records or withdraws a customer's consent to texts (reps: for customers they may see)
+CONSENT_EDITORS = ("rep", "manager", "admin")
+
+
+def _consent_by(user: User, fields: ContactFields) -> None:
+    """Check who records a consent to texts, and sign it with their id."""
+    if "sms_consent" not in fields.present:
+        return
+    if user.role not in CONSENT_EDITORS:
+        raise ApiError(403, "forbidden", "only reps and managers record consent to texts", "sms_consent")
+    if fields.sms_consent is not None:
+        fields.sms_consent.by_user_id = user.id
+
+
 def can_see_contact(user: User, contact: Contact) -> bool:
     """Reps work their own customers (and unowned ones); other roles see everyone."""
     return user.role != "rep" or contact.owner_id in (None, user.id)
@@ -108,6 +122,7 @@ async def create_contact(request: web.Request) -> web.Response:
     data = await json_body(request)
     call_id = data.pop("call_id", None)
     fields = validate_contact(data, region=store.region)
+    _consent_by(user, fields)
     if user.role == "rep":
         if fields.owner is not None and fields.owner.strip().lower() != user.username:
             raise ApiError(403, "forbidden", "a rep can only create their own customers", "owner")
@@ -183,13 +198,20 @@ async def update_contact(request: web.Request) -> web.Response:
     fields = validate_contact(await json_body(request), region=store.region, partial=True)
     if user.role == "rep" and "owner" in fields.present and fields.owner != user.username:
         raise ApiError(403, "forbidden", "a rep cannot give a contact to someone else", "owner")
+    _consent_by(user, fields)
     updated = await store.contacts.update(contact.id, fields)
+    consent = (
+        {"sms_consent": fields.sms_consent.source if fields.sms_consent else "withdrawn"}
+        if "sms_consent" in fields.present
+        else {}
+    )
     await store.audit.write(
         "contact.update",
         user_id=user.id,
         object_type="contact",
         object_id=contact.id,
         fields=sorted(fields.present),
+        **consent,
     )
     loop = request.app[FOLLOWUPS]
     moved = 0

@@ -80,6 +80,23 @@ async def create_segment(request: web.Request) -> web.Response:
     return web.json_response(seg.to_dict() | {"count": preview["count"]}, status=201)
 
 
+async def update_segment(request: web.Request) -> web.Response:
+    """Save a segment again (from the builder): its name, filter and optionally its description."""
+    require(request, "manager", "admin", "marketing")
+    data = await json_body(request, allowed=("name", "description", "filter"))
+    if "filter" not in data:
+        raise ValidationError("filter", "is required")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ValidationError("description", "must be text")
+    store = request.app[STORE]
+    seg = await store.segments.update(
+        path_int(request), data.get("name", ""), data["filter"], description=description
+    )
+    preview = await store.segments.preview(seg.filter)
+    return web.json_response(seg.to_dict() | {"count": preview["count"]})
+
+
 async def preview_segment(request: web.Request) -> web.Response:
     require(request, "manager", "admin", "marketing")
     data = await json_body(request, allowed=("filter", "segment"))
@@ -395,6 +412,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/api/v1/segments", create_segment)
     app.router.add_post("/api/v1/segments/preview", preview_segment)
     app.router.add_delete("/api/v1/segments/{id}", delete_segment)
+    app.router.add_put("/api/v1/segments/{id}", update_segment)
     app.router.add_get("/api/v1/call-lists", list_lists)
     app.router.add_post("/api/v1/call-lists", create_list)
     app.router.add_get("/api/v1/call-lists/{id}", get_list)

@@ -254,6 +254,36 @@ async def unsubscribe(request: web.Request) -> web.Response:
     )
 
 
+async def draft_preview(request: web.Request) -> web.Response:
+    """A template as it stands in the editor (not yet saved), rendered for one customer; what is
+    wrong with each part is named by field in `problems` instead of rendering."""
+    user = require(request, *WRITERS)
+    data = await json_body(request, allowed=("subject", "html", "text", "contact_id"))
+    parts: dict[str, str] = {}
+    for field in ("subject", "html", "text"):
+        value = data.get(field) or ""
+        if not isinstance(value, str):
+            raise ValidationError(field, "must be text")
+        parts[field] = value
+    svc = service(request)
+    try:
+        problems = await render_in_thread(svc.problems, parts["subject"], parts["html"], parts["text"])
+    except TemplateTooCostly as exc:
+        raise ValidationError("html", str(exc), code="template_too_costly") from None
+    empty: dict[str, Any] = {"subject": None, "html": None, "text": None, "missing": []}
+    if data.get("contact_id") in (None, ""):
+        return web.json_response(empty | {"problems": problems, "to": None, "email_opt_out": False})
+    contact = await _contact(request, user, data.get("contact_id"))
+    meta = {"to": contact.email, "email_opt_out": contact.email_opt_out, "contact_name": contact.name}
+    if problems:
+        return web.json_response(empty | {"problems": problems} | meta)
+    try:
+        out = await _render(svc, parts | {"text": parts["text"] or None}, contact, user)
+    except ValidationError as exc:
+        return web.json_response(empty | {"problems": {exc.field or "html": exc.reason}} | meta)
+    return web.json_response(out | {"problems": {}} | meta)
+
+
 async def templates_page(request: web.Request) -> web.Response:
     require(request, *WRITERS)
     return render(request, "email_templates.html", {"templates": await request.app[STORE].email.templates()})
@@ -267,6 +297,7 @@ def setup(app: web.Application) -> None:
     r.add_put("/api/v1/email/templates/{id}", update_template)
     r.add_delete("/api/v1/email/templates/{id}", delete_template)
     r.add_post("/api/v1/email/templates/{id}/preview", preview)
+    r.add_post("/api/v1/email/preview", draft_preview)
     r.add_post("/api/v1/email/send", send)
     r.add_get("/api/v1/email/jobs/{id}", get_job)
     r.add_post("/api/v1/email/jobs/{id}/resend-unknown", resend_unknown)

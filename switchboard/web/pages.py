@@ -139,6 +139,12 @@ async def my_day_page(request: web.Request) -> web.Response:
 
     dialer = request.app.get(DIALER)
     call_lists = await lists_for(store, dialer, user) if dialer is not None else []
+    # each due customer's first number, for the Call button beside them
+    phones = {
+        c.id: (c.phones[0].e164, c.do_not_call)
+        for c in await store.contacts.get_many(sorted({f.contact_id for f in due}))
+        if c.phones
+    }
     return render(
         request,
         "my_day.html",
@@ -148,6 +154,7 @@ async def my_day_page(request: web.Request) -> web.Response:
             "local": lambda d: _local(d, zone),
             "now": request.app[CLOCK](),
             "call_lists": call_lists,
+            "phones": phones,
             "me_id": user.id,
             "pools": loop.pools_of(user),
             "dispositions": list(request.app[SETTINGS].dialer.dispositions),

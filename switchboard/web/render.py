@@ -78,6 +78,20 @@ def setup_pages(app: web.Application, extra_dirs: tuple[Path, ...] = ()) -> None
     app[PAGES] = env
 
 
+def call_mode(request: web.Request, user: Any) -> str:
+    """How this user calls a customer from a page: "click" (POST /api/v1/calls rings their desk phone),
+    "tel" (a tel: link, when there is no desk phone to ring) or "" (a role that does not call)."""
+    from switchboard.keys import ASTERISK, TWILIO_VOICE
+
+    if user is None or user.role not in ("rep", "manager", "admin"):
+        return ""
+    if request.app.get(ASTERISK) is not None and user.extension:
+        return "click"
+    if request.app.get(ASTERISK) is None and request.app.get(TWILIO_VOICE) is not None:
+        return "click"
+    return "tel"
+
+
 def render(request: web.Request, name: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
     """Render a page with the signed-in user, CSRF token, dealer, time zone and region in its context."""
     auth = request.get(AUTH)
@@ -90,5 +104,6 @@ def render(request: web.Request, name: str, context: dict[str, Any], *, status: 
         "zone": user_zone(request),
         "region": settings.store.default_region,
     }
+    base["call_mode"] = call_mode(request, base["me"])
     html = request.app[PAGES].get_template(name).render(base | context)
     return web.Response(text=html, content_type="text/html", status=status)

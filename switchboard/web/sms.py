@@ -240,6 +240,14 @@ async def send_one(request: web.Request) -> web.Response:
         raise ValidationError("channel", f"unknown channel {channel!r}")
     if contact.sms_opt_out:
         raise ApiError(409, "opted_out", "this customer has opted out of SMS", "contact_id")
+    if rt.blasts.require_consent and not contact.sms_consent:
+        raise ApiError(
+            409,
+            "no_consent",
+            "this customer has not agreed to receive texts (texts need recorded consent here):"
+            " record their consent on the contact page first",
+            "contact_id",
+        )
     from campaigns.sms.blasts import pick_number
 
     number, why = pick_number(contact)

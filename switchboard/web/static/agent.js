@@ -57,6 +57,11 @@
       choices.append(a);
       text(el.querySelector(".pop-owner"), "");
     }
+    // an ended or missed call offers a call back (shown by setState)
+    const back = el.querySelector(".pop-callback");
+    const cb = back && window.SB.callButton(number, contact ? contact.id : null, contact ? contact.name : number);
+    if (back) back.textContent = "";
+    if (cb) { cb.textContent = "Call back"; back.append(cb); }
     text(el.querySelector(".pop-number"), (call.direction || "") + " · " + window.SB.phone(number || "") + (call.queue ? " · queue " + call.queue : "") + (el.dataset.rings ? " · rang " + el.dataset.rings + " times" : ""));
     const touches = el.querySelector(".pop-touches"); touches.textContent = "";
     for (const t of msg.recent_touches || []) {
@@ -95,6 +100,8 @@
     if ((s === "ended" || s === "missed") && el.dataset.answeredAt && !el.dataset.endedAt) el.dataset.endedAt = String(Date.now());
     el.classList.toggle("ended", s === "ended" || s === "missed");
     el.querySelector(".pop-dismiss").hidden = !(s === "ended" || s === "missed");
+    const back = el.querySelector(".pop-callback");
+    if (back) back.hidden = !((s === "ended" || s === "missed") && back.childElementCount);
     tick();
   }
 

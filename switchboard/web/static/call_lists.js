@@ -164,6 +164,8 @@
   // saving a segment is segment_builder.js's; a saved one joins this form's choices
   document.addEventListener("segment-saved", (ev) => {
     if (!form) return;
+    const known = [...form.segment.options].find((o) => o.value === String(ev.detail.id));
+    if (known) { known.textContent = ev.detail.name; return; }
     const o = el("option", ev.detail.name); o.value = ev.detail.id; form.segment.append(o);
   });
 

@@ -71,5 +71,46 @@
     }
     for (const el of document.querySelectorAll("[data-when]")) el.textContent = when(el.dataset.when);
   });
-  window.SB = { when, phone, api, errText, zone, localInputToIso };
+  // Call buttons on every page: click-to-call through POST /api/v1/calls (the rep's desk phone rings
+  // first), or a tel: link where this user has no desk phone; the outcome shows beside the page's
+  // #call-result, else in a small status line at the bottom of the screen.
+  const callMode = meta("sb-call");
+  function callButton(number, contactId, name) {
+    if (!number || !callMode) return null;
+    const label = "Call " + (name || "customer") + " on " + phone(number);
+    let b;
+    if (callMode === "click") {
+      b = document.createElement("button"); b.type = "button"; b.className = "small call-btn";
+      b.dataset.number = number;
+      if (contactId) b.dataset.contactId = String(contactId);
+    } else {
+      b = document.createElement("a"); b.className = "button small secondary call-tel"; b.href = "tel:" + number;
+    }
+    b.textContent = "Call"; b.setAttribute("aria-label", label);
+    return b;
+  }
+  function callStatus() {
+    let out = document.getElementById("call-result");
+    if (out) return out;
+    out = document.getElementById("call-status");
+    if (!out) {
+      out = document.createElement("p"); out.id = "call-status"; out.setAttribute("role", "status");
+      out.setAttribute("aria-live", "polite"); document.body.append(out);
+    }
+    return out;
+  }
+  document.addEventListener("click", async (ev) => {
+    const b = ev.target.closest && ev.target.closest("button.call-btn[data-number]");
+    if (!b || b.disabled) return;
+    const out = callStatus();
+    const body = { number: b.dataset.number };
+    if (b.dataset.contactId) body.contact_id = Number(b.dataset.contactId);
+    b.disabled = true;
+    out.hidden = false; out.className = "muted call-status"; out.textContent = "Calling " + phone(b.dataset.number) + "… your phone rings first.";
+    const r = await api("POST", "/api/v1/calls", body);
+    b.disabled = false;
+    if (!r.ok) { out.className = "error call-status"; out.textContent = errText(r.body); return; }
+    out.textContent = "Your phone is ringing; pick up to be connected to " + phone(b.dataset.number) + ".";
+  });
+  window.SB = { when, phone, api, errText, zone, localInputToIso, callButton };
 })();

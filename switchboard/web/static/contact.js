@@ -1,22 +1,10 @@
-// The contact page: click-to-call on each number, and a one-off text (saved texts, merge codes, live preview).
+// The contact page: a one-off text (saved texts, merge codes, live preview).
 (function () {
   "use strict";
   const SB = window.SB;
   const card = document.getElementById("contact-card");
   if (!card) return;
-  const callOut = document.getElementById("call-result");
-  for (const b of document.querySelectorAll(".call-btn")) {
-    b.addEventListener("click", async () => {
-      const form = document.getElementById("sms-send") || document.getElementById("email-send");
-      const contactId = Number((form && form.dataset.contactId) || location.pathname.split("/").pop());
-      b.disabled = true;
-      callOut.className = "muted"; callOut.textContent = "Calling " + SB.phone(b.dataset.number) + "… your phone rings first.";
-      const r = await SB.api("POST", "/api/v1/calls", { contact_id: contactId, number: b.dataset.number });
-      b.disabled = false;
-      if (!r.ok) { callOut.className = "error"; callOut.textContent = SB.errText(r.body); return; }
-      callOut.textContent = "Your phone is ringing; pick up to be connected to " + SB.phone(b.dataset.number) + ".";
-    });
-  }
+  // the Call buttons are common.js's (the same on every page)
   for (const a of document.querySelectorAll(".text-btn")) {
     a.addEventListener("click", (ev) => {
       ev.preventDefault();

@@ -14,7 +14,7 @@
       box.append(el("p", "Missing for this customer: " + out.missing.join(", "), "error missing"));
       return false;
     }
-    box.append(el("p", "To: " + (out.to || "(no email address)"), "muted"));
+    box.append(el("p", "To: " + (out.to || "(no email address)"), "muted preview-to"));
     box.append(el("h3", out.subject, "preview-subject"));
     const frame = document.createElement("iframe");
     frame.setAttribute("sandbox", "");
@@ -33,6 +33,7 @@
       const r = await api("GET", "/api/v1/email/templates/" + a.dataset.id);
       for (const k of ["id", "name", "subject", "html", "text"]) form[k].value = r.body[k] || "";
       document.getElementById("editor-title").textContent = "Edit " + r.body.name;
+      form.dispatchEvent(new Event("template-loaded"));
     }));
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
@@ -43,14 +44,78 @@
       if (r.ok) { form.id.value = r.body.id; out.className = "muted"; out.textContent = "Saved. Merge codes: " + r.body.merge_codes.join(", "); }
       else { out.className = "error"; out.textContent = errText(r.body); }
     });
-    document.getElementById("preview-form").addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const box = document.getElementById("preview");
-      if (!form.id.value) { box.textContent = "Save the template first."; return; }
-      const r = await api("POST", "/api/v1/email/templates/" + form.id.value + "/preview", { contact_id: Number(ev.target.contact_id.value) });
-      if (!r.ok) { box.textContent = errText(r.body); return; }
-      showPreview(box, r.body);
+    // the preview follows the editor: a draft rendered for the chosen customer, debounced; what is
+    // wrong with a part (a misspelt merge code, a syntax error) shows under that field
+    const pform = document.getElementById("preview-form");
+    const box = document.getElementById("preview");
+    const state = document.getElementById("preview-state");
+    const options = document.getElementById("preview-customers");
+    const FIELDS = ["subject", "html", "text"];
+    let customer = null, timer = null, seq = 0;
+    function customerId() {
+      const v = pform.customer.value.trim();
+      const m = /#(\d+)$/.exec(v) || /^(\d+)$/.exec(v);
+      return m ? Number(m[1]) : null;
+    }
+    function showProblems(problems) {
+      for (const f of FIELDS) {
+        const p = document.getElementById(f + "-problem");
+        p.textContent = problems[f] || ""; p.hidden = !problems[f];
+        if (problems[f]) form[f].setAttribute("aria-invalid", "true"); else form[f].removeAttribute("aria-invalid");
+      }
+    }
+    async function refresh() {
+      const mine = ++seq;
+      const body = { subject: form.subject.value, html: form.html.value, text: form.text.value };
+      if (customer) body.contact_id = customer;
+      const r = await api("POST", "/api/v1/email/preview", body);
+      if (mine !== seq) return; // a later edit's answer wins
+      if (!r.ok) { state.className = "error"; state.textContent = errText(r.body); return; }
+      showProblems(r.body.problems || {});
+      if (Object.keys(r.body.problems || {}).length) {
+        state.className = "muted"; state.textContent = "Fix the marked field; the preview resumes as you type.";
+        return;
+      }
+      if (!customer) { state.className = "muted"; state.textContent = "Choose a customer: the preview follows your edits as you type."; box.textContent = ""; return; }
+      state.className = "muted"; state.textContent = "For " + (r.body.contact_name || "#" + customer) + ", as you type.";
+      const frame = box.querySelector("iframe.preview-html");
+      if (frame && !(r.body.missing || []).length && box.dataset.shown === "yes") {
+        box.querySelector(".preview-to").textContent = "To: " + (r.body.to || "(no email address)");
+        box.querySelector(".preview-subject").textContent = r.body.subject;
+        frame.srcdoc = r.body.html;
+        return;
+      }
+      box.dataset.shown = showPreview(box, r.body) ? "yes" : "no";
+    }
+    const later = (ms) => { clearTimeout(timer); timer = setTimeout(refresh, ms); };
+    for (const f of FIELDS) form[f].addEventListener("input", () => later(400));
+    let searchTimer = null;
+    pform.customer.addEventListener("input", () => {
+      const id = customerId();
+      if (id) { customer = id; later(0); return; }
+      clearTimeout(searchTimer);
+      searchTimer = setTimeout(async () => {
+        const q = pform.customer.value.trim();
+        if (q.length < 2) return;
+        const r = await api("GET", "/api/v1/contacts?limit=8&q=" + encodeURIComponent(q));
+        if (!r.ok) return;
+        options.textContent = "";
+        for (const c of r.body.items || []) {
+          const o = document.createElement("option");
+          o.value = (c.name || "(no name)") + (c.phones && c.phones[0] ? " · " + window.SB.phone(c.phones[0].e164) : "") + " · #" + c.id;
+          options.append(o);
+        }
+      }, 250);
     });
+    pform.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      customer = customerId();
+      if (!customer) { state.className = "error"; state.textContent = "Pick a customer from the suggestions, or give their id."; return; }
+      later(0);
+    });
+    form.addEventListener("input", () => { document.getElementById("save-result").textContent = ""; });
+    form.addEventListener("template-loaded", () => later(0));
+    later(0);
   }
 
   // the contact page: pick a template, preview, send

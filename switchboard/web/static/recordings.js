@@ -99,7 +99,11 @@
       const who = el("td");
       if (r.contact_id) { const a = el("a", r.contact_name || "#" + r.contact_id); a.href = "/contacts/" + r.contact_id; who.append(a); }
       if (r.transcript_match) who.append(marked(r.transcript_match));
-      tr.append(who, el("td", window.SB.phone(r.direction === "outbound" ? r.to : r.from)), el("td", r.extension || ""), el("td", r.agent || ""),
+      const theirs = r.direction === "outbound" ? r.to : r.from;
+      const num = el("td", window.SB.phone(theirs));
+      const call = /^\+\d{6,}$/.test(theirs || "") ? window.SB.callButton(theirs, r.contact_id, r.contact_name) : null;
+      if (call) num.append(" ", call);
+      tr.append(who, num, el("td", r.extension || ""), el("td", r.agent || ""),
         el("td", r.duration_s != null ? Math.round(r.duration_s) + " s" : ""), el("td", STATES[r.state] || r.state, "state"));
       const play = el("td");
       if (r.audio_url) {

@@ -1,5 +1,6 @@
 // The segment builder on /call-lists: conditions as rows (field, condition, value), all/any, the live
 // count from POST /api/v1/segments/preview; the JSON filter stays under "Advanced" for what rows cannot say.
+// A saved segment opens back into rows (rowsOf is condition's inverse) and saves again in place.
 (function () {
   "use strict";
   const form = document.getElementById("segment-form");
@@ -91,6 +92,38 @@
     return { field, op, value };
   }
 
+  // a stored filter as builder rows {match, rows: [[field, op, value, attr]]}, or null when rows cannot say it
+  const same = (a, b) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+  const keys = (o) => Object.keys(o).sort().join(",");
+  const hasOp = (f, op) => byKey[f] && byKey[f][2].some((o) => o[0] === op);
+  function rowOf(c) {
+    if (!c || typeof c !== "object" || Array.isArray(c)) return null;
+    if (keys(c) === "tag" && typeof c.tag === "string") return ["tag", "has", c.tag];
+    if (keys(c) === "not" && c.not && keys(c.not) === "tag" && typeof c.not.tag === "string") return ["tag", "not", c.not.tag];
+    const text = (v) => (typeof v === "string" || typeof v === "number" ? String(v) : null);
+    if (keys(c) === "op,touches,value" && c.touches && typeof c.touches === "object") {
+      const f = Object.keys(TOUCHES).find((k) => same(TOUCHES[k], c.touches));
+      return f && hasOp(f, c.op) && text(c.value) !== null ? [f, c.op, text(c.value)] : null;
+    }
+    if (typeof c.field !== "string" || !(keys(c) === "field,op" || keys(c) === "field,op,value")) return null;
+    if (FLAG_FIELDS.has(c.field)) return c.op === "eq" && typeof c.value === "boolean" ? [c.field, c.value ? "yes" : "no"] : null;
+    let f = c.field, attr = null;
+    if (f.startsWith("attributes.")) { attr = f.slice(11); f = "attr"; }
+    if (!hasOp(f, c.op)) return null;
+    if (NO_VALUE.has(c.op)) return "value" in c ? null : [f, c.op, null, attr];
+    return text(c.value) === null ? null : [f, c.op, text(c.value), attr];
+  }
+  function rowsOf(filter) {
+    let match = "all", conds = [filter];
+    if (filter && typeof filter === "object" && (keys(filter) === "all" || keys(filter) === "any")) {
+      match = keys(filter); conds = filter[match];
+      if (!Array.isArray(conds) || !conds.length) return null;
+    }
+    const rows = conds.map(rowOf);
+    return rows.every(Boolean) ? { match, rows } : null;
+  }
+  const FLAG_FIELDS = new Set(FIELDS.filter((f) => f[2] === FLAG).map((f) => f[0]));
+
   function filterFromRows() {
     const rows = [...list.children].map((li) => li._row);
     if (!rows.length) throw new Error("add a condition");
@@ -129,15 +162,58 @@
   form.match.addEventListener("change", changed);
   document.getElementById("segment-preview").addEventListener("click", updateCount);
 
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  // saved segments: choosing one fills the rows (or the JSON, when rows cannot say it) to edit and save again
+  const saved = form.saved;
+  const saveNew = document.getElementById("segment-save-new");
+  let segments = [];
+  async function loadSaved(selectId) {
+    const r = await SB.api("GET", "/api/v1/segments");
+    if (!r.ok) return;
+    segments = r.body.items;
+    saved.length = 1;
+    for (const s of segments) { const o = document.createElement("option"); o.value = s.id; o.textContent = s.name; saved.append(o); }
+    if (selectId != null) saved.value = String(selectId);
+    saveNew.hidden = !saved.value;
+  }
+  function open(seg) {
+    form.name.value = seg.name;
+    list.textContent = "";
+    const parsed = rowsOf(seg.filter);
+    if (parsed) {
+      form.match.value = parsed.match;
+      for (const [f, op, value, attr] of parsed.rows) addRow(f, op, value, attr);
+      changed();
+      result.textContent = "Editing “" + seg.name + "”: change the conditions, then Save segment.";
+    } else {
+      handEdited = true;
+      form.filter.value = JSON.stringify(seg.filter, null, 2);
+      advanced.open = true;
+      clearTimeout(timer); timer = setTimeout(updateCount, 0);
+      result.textContent = "“" + seg.name + "” uses conditions the rows cannot show: edit it as JSON under Advanced.";
+    }
+  }
+  saved.addEventListener("change", () => {
+    saveNew.hidden = !saved.value;
+    const seg = segments.find((s) => String(s.id) === saved.value);
+    if (seg) open(seg);
+    else { form.name.value = ""; result.textContent = ""; }
+  });
+
+  async function save(asNew) {
     let f;
     try { f = currentFilter(); } catch (e) { result.textContent = "filter: " + e.message; return; }
-    const r = await SB.api("POST", "/api/v1/segments", { name: form.name.value, filter: f });
+    const editing = !asNew && saved.value;
+    const r = editing
+      ? await SB.api("PUT", "/api/v1/segments/" + saved.value, { name: form.name.value, filter: f })
+      : await SB.api("POST", "/api/v1/segments", { name: form.name.value, filter: f });
     if (!r.ok) { result.textContent = SB.errText(r.body); return; }
     result.textContent = "Saved “" + r.body.name + "”: " + r.body.count + " customers today.";
-    document.dispatchEvent(new CustomEvent("segment-saved", { detail: r.body }));
-  });
+    document.dispatchEvent(new CustomEvent("segment-saved", { detail: Object.assign({ updated: !!editing }, r.body) }));
+    await loadSaved(r.body.id);
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); save(false); });
+  saveNew.addEventListener("click", () => save(true));
+  loadSaved(null);
 
   // a starting point a dealership recognises: service customers not seen for six months
   addRow("attr", "older_than_days", "180", "last_service_date");
