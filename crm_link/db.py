@@ -86,6 +86,28 @@ def load_migrations(dialect: str = "sqlite") -> list[Migration]:
     return out
 
 
+# what a translated SQLite migration must not contain: write its PostgreSQL form in migrations/postgres/
+_SQLITE_ONLY = re.compile(
+    r"\b(CREATE\s+TRIGGER|CREATE\s+VIRTUAL\s+TABLE|PRAGMA|AUTOINCREMENT|json_each|json_tree|strftime"
+    r"|julianday|datetime\s*\(|unixepoch)\b",
+    re.I,
+)
+
+
+def untranslatable_migrations() -> list[str]:
+    """Migrations with no PostgreSQL form whose translation still holds SQLite-only SQL, with what."""
+    folder = resources.files("crm_link.migrations")
+    bad = []
+    for m in load_migrations("postgres"):
+        name = f"{m.version:04d}_{m.name}.sql"
+        if folder.joinpath("postgres").joinpath(name).is_file():
+            continue
+        found = sorted({x.group(0) for x in _SQLITE_ONLY.finditer(m.sql)})
+        if found:
+            bad.append(f"{name}: {', '.join(found)} (write migrations/postgres/{name})")
+    return bad
+
+
 class Database:
     """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on.
 

@@ -166,6 +166,8 @@ def to_postgres(sql: str, *, ddl: bool = False, params: bool = True) -> str:
                     insert_or_ignore = True
                     t.text = ""
                     toks[j].text = ""
+                    if toks[i - 1].kind == "space":
+                        toks[i - 1].text = ""
                     if toks[i + 1].kind == "space":
                         toks[i + 1].text = ""
                 elif what in ("REPLACE", "ROLLBACK", "ABORT", "FAIL"):
