@@ -211,6 +211,8 @@ class Database:
         return applied
 
     async def _migrate_pg(self, pool: PgPool) -> list[int]:
+        import psycopg
+
         from crm_link.pg import compat_sql
 
         applied = []
@@ -219,7 +221,10 @@ class Database:
             # one instance migrates at a time; the others wait here, then find nothing to do
             await raw.execute("SELECT pg_advisory_lock(hashtext('switchboard.migrate'))")
             try:
-                await raw.execute(compat_sql())
+                try:
+                    await raw.execute(compat_sql().encode())
+                except psycopg.Error as e:
+                    raise StoreError(f"cannot prepare {self.description}: {e}") from e
                 await raw.execute(
                     "CREATE TABLE IF NOT EXISTS schema_migrations ("
                     "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -232,12 +237,15 @@ class Database:
                     if m.version in done:
                         continue
                     log.info("event=migration_apply version=%d name=%s", m.version, m.name)
-                    async with raw.transaction():
-                        await raw.execute(m.sql.encode())
-                        await raw.execute(
-                            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
-                            (m.version, m.name, to_db_time(self.now())),
-                        )
+                    try:
+                        async with raw.transaction():
+                            await raw.execute(m.sql.encode())
+                            await raw.execute(
+                                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                                (m.version, m.name, to_db_time(self.now())),
+                            )
+                    except psycopg.Error as e:
+                        raise StoreError(f"migration {m.version:04d}_{m.name} failed: {e}") from e
                     applied.append(m.version)
             finally:
                 await raw.execute("SELECT pg_advisory_unlock(hashtext('switchboard.migrate'))")

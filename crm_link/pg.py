@@ -225,7 +225,7 @@ async def connect(url: str, *, timeout: float = 10.0) -> psycopg.AsyncConnection
             url, autocommit=True, connect_timeout=max(1, int(timeout))
         )
     except (psycopg.Error, OSError) as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = " ".join(line.strip() for line in str(e).strip().splitlines()) or type(e).__name__
         raise StoreUnavailable(f"cannot connect to {describe_url(url)}: {reason}") from e
     configure_adapters(conn)
     return conn

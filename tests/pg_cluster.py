@@ -155,13 +155,13 @@ class PgDatabases:
             raise errors[0]
         self._template_ready = True
 
-    def create(self) -> str:
-        """The URL of a new database holding the migrated schema and nothing else."""
-        if not self._template_ready:
+    def create(self, *, empty: bool = False) -> str:
+        """The URL of a new database holding the migrated schema and nothing else (empty: no schema)."""
+        if not self._template_ready and not empty:
             self._make_template()
         self._n += 1
         name = f"t{os.getpid()}_{self._n}"
-        self._admin(f"CREATE DATABASE {name} TEMPLATE {self.TEMPLATE}")
+        self._admin(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {self.TEMPLATE}"))
         return self._url(name)
 
     def drop(self, url: str) -> None:
