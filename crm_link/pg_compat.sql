@@ -80,3 +80,36 @@ CREATE OR REPLACE FUNCTION fts5_query(q text) RETURNS tsquery LANGUAGE sql STABL
         quote_literal(lower(unaccent(m[1]))) || ':*', ' & '), ''))
     FROM regexp_matches(q, '"([^"]+)"', 'g') AS m
 $$;
+
+-- comparing text with a number, as SQLite compares json_extract's result with a numeric parameter:
+-- numerically when the text is a number, else the text is the greater (SQLite sorts TEXT after numbers)
+CREATE OR REPLACE FUNCTION sqlite_number(t text) RETURNS numeric LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN t::numeric;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION sqlite_compare(a text, b numeric) RETURNS integer LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL
+                WHEN sqlite_number(a) IS NULL THEN 1
+                ELSE sign(sqlite_number(a) - b)::integer END
+$$;
+DO $$
+DECLARE
+    typ text;
+    r record;
+    fn text;
+BEGIN
+    FOREACH typ IN ARRAY ARRAY['numeric', 'double precision'] LOOP
+        FOR r IN SELECT * FROM (VALUES ('=', 'eq'), ('<>', 'ne'), ('<', 'lt'), ('<=', 'le'), ('>', 'gt'),
+                                       ('>=', 'ge')) AS v (op, name) LOOP
+            fn := format('sqlite_text_%s_%s', r.name, CASE typ WHEN 'numeric' THEN 'numeric' ELSE 'float' END);
+            EXECUTE format('CREATE OR REPLACE FUNCTION %I(a text, b %s) RETURNS boolean LANGUAGE sql IMMUTABLE'
+                           ' AS $f$ SELECT sqlite_compare(a, b::numeric) %s 0 $f$', fn, typ, r.op);
+            IF NOT EXISTS (SELECT 1 FROM pg_operator WHERE oprname = r.op AND oprleft = 'text'::regtype
+                           AND oprright = typ::regtype) THEN
+                EXECUTE format('CREATE OPERATOR %s (LEFTARG = text, RIGHTARG = %s, FUNCTION = %I)', r.op, typ, fn);
+            END IF;
+        END LOOP;
+    END LOOP;
+END $$;

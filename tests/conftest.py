@@ -45,10 +45,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pg_databases() -> Iterator[Any]:
     from tests.pg_cluster import PgDatabases
 
-    with PgDatabases.for_tests(tmp_path_factory.mktemp("pg")) as dbs:
+    with PgDatabases.for_tests() as dbs:
         yield dbs
 
 

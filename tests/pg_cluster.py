@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,14 @@ def _as_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise ClusterError(
+            f"{Path(cmd[cmd.index('--') + 1] if '--' in cmd else cmd[0]).name} failed: {proc.stderr.strip()}"
+        )
+
+
 def start(base: Path) -> str:
     """Create and start a cluster under `base`; the URL of its `postgres` superuser database."""
     base.mkdir(parents=True, exist_ok=True)
@@ -65,19 +74,17 @@ def start(base: Path) -> str:
         os.chmod(base, 0o755)
     bins = bin_dir()
     port = _free_port()
-    subprocess.run(
+    _run(
         [*prefix, str(bins / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-         "--no-locale", "-E", "UTF8", "--no-sync"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         "--no-locale", "-E", "UTF8", "--no-sync"]
     )  # fmt: skip
     opts = (
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={run}"
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
-    subprocess.run(
+    _run(
         [*prefix, str(bins / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w",
-         "-t", "60", "start"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+         "-t", "60", "start"]
     )  # fmt: skip
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     (base / "url").write_text(url + "\n")
@@ -107,17 +114,22 @@ class PgDatabases:
 
     @classmethod
     @contextlib.contextmanager
-    def for_tests(cls, base: Path) -> Iterator[PgDatabases]:
-        """SWITCHBOARD_TEST_PG_URL (a superuser URL of a running server) or a cluster started under base."""
+    def for_tests(cls) -> Iterator[PgDatabases]:
+        """SWITCHBOARD_TEST_PG_URL (a superuser URL of a running server) or a cluster of our own."""
         given = os.environ.get("SWITCHBOARD_TEST_PG_URL")
         if given:
             yield cls(given)
             return
-        url = start(base)
+        # not under pytest's temp dir: that one is private to root, and the server runs as postgres
+        own = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
         try:
-            yield cls(url)
+            url = start(own)
+            try:
+                yield cls(url)
+            finally:
+                stop(own)
         finally:
-            stop(base)
+            shutil.rmtree(own, ignore_errors=True)
 
     def _url(self, db: str) -> str:
         return self.admin_url.rsplit("/", 1)[0] + "/" + db
