@@ -1,4 +1,9 @@
-"""SQLite through aiosqlite: a writer connection behind a lock, a reader connection, migrations."""
+"""The database: SQLite through aiosqlite (a writer behind a lock, a reader) or PostgreSQL (crm_link.pg).
+
+The store's SQL is written in SQLite's dialect; on PostgreSQL each statement is translated by
+crm_link.dialect, and a migration without a hand-written PostgreSQL form (migrations/postgres/) is
+translated too.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import aiosqlite
 
 from crm_link.clock import Clock, system_clock
 from crm_link.errors import StoreError
+
+if TYPE_CHECKING:
+    from crm_link.pg import PgPool
 
 log = logging.getLogger("crm_link.db")
 
@@ -45,13 +53,32 @@ class Migration:
     sql: str
 
 
-def load_migrations() -> list[Migration]:
-    """Every migration shipped in crm_link/migrations, in version order."""
+def is_postgres_url(url: str) -> bool:
+    """Whether a store URL names a PostgreSQL database."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def load_migrations(dialect: str = "sqlite") -> list[Migration]:
+    """Every migration shipped in crm_link/migrations, in version order, as SQL for `dialect`.
+
+    For "postgres" a migration is its hand-written form in migrations/postgres/ (same file name)
+    when there is one, else the SQLite file translated by crm_link.dialect.
+    """
+    from crm_link.dialect import to_postgres
+
+    folder = resources.files("crm_link.migrations")
     out = []
-    for entry in resources.files("crm_link.migrations").iterdir():
+    for entry in folder.iterdir():
         m = _MIGRATION_NAME.match(entry.name)
-        if m:
-            out.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+        if not m:
+            continue
+        sql = entry.read_text(encoding="utf-8")
+        if dialect == "postgres":
+            own = folder.joinpath("postgres").joinpath(entry.name)
+            sql = (
+                own.read_text(encoding="utf-8") if own.is_file() else to_postgres(sql, ddl=True, params=False)
+            )
+        out.append(Migration(int(m.group(1)), m.group(2), sql))
     out.sort(key=lambda m: m.version)
     versions = [m.version for m in out]
     if len(set(versions)) != len(versions):
@@ -59,25 +86,74 @@ def load_migrations() -> list[Migration]:
     return out
 
 
-class Database:
-    """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on."""
+# what a translated SQLite migration must not contain: write its PostgreSQL form in migrations/postgres/
+_SQLITE_ONLY = re.compile(
+    r"\b(CREATE\s+TRIGGER|CREATE\s+VIRTUAL\s+TABLE|PRAGMA|AUTOINCREMENT|json_each|json_tree|strftime"
+    r"|julianday|datetime\s*\(|unixepoch)\b",
+    re.I,
+)
 
-    def __init__(self, path: str | Path, *, clock: Clock = system_clock) -> None:
+
+def untranslatable_migrations() -> list[str]:
+    """Migrations with no PostgreSQL form whose translation still holds SQLite-only SQL, with what."""
+    folder = resources.files("crm_link.migrations")
+    bad = []
+    for m in load_migrations("postgres"):
+        name = f"{m.version:04d}_{m.name}.sql"
+        if folder.joinpath("postgres").joinpath(name).is_file():
+            continue
+        found = sorted({x.group(0) for x in _SQLITE_ONLY.finditer(m.sql)})
+        if found:
+            bad.append(f"{name}: {', '.join(found)} (write migrations/postgres/{name})")
+    return bad
+
+
+class Database:
+    """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on.
+
+    Given a postgresql:// URL instead of a path: a pool of `pool_size` PostgreSQL connections, writes
+    still serialized by the lock within this process (as on SQLite).
+    """
+
+    def __init__(self, path: str | Path, *, clock: Clock = system_clock, pool_size: int = 10) -> None:
         self.path = str(path)
         self.now = clock
+        self.dialect = "postgres" if is_postgres_url(self.path) else "sqlite"
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock: Any = None
+        self._pg: PgPool | None = None
+        self.applied: list[int] = []  # the migrations the last open() applied
+        if self.dialect == "postgres":
+            from crm_link.pg import PgPool
+
+            self._pg = PgPool(self.path, pool_size)
+
+    @property
+    def description(self) -> str:
+        """Where the data lives, with any password masked (for logs and messages)."""
+        from crm_link.pg import describe_url
+
+        return describe_url(self.path) if self._pg is not None else self.path
 
     async def open(self) -> None:
         """Open both connections and apply pending migrations."""
+        if self._pg is not None:
+            self._write_lock = asyncio.Lock()
+            await self._pg.open()
+            try:
+                self.applied = await self.migrate()
+            except BaseException:
+                await self.close()
+                raise
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = asyncio.Lock()
         self._writer = await self._connect()
         try:
             await self._writer.execute("PRAGMA journal_mode=WAL")
-            await self.migrate()
+            self.applied = await self.migrate()
             self._reader = await self._connect() if self.path != ":memory:" else self._writer
         except BaseException:
             await self.close()  # a store that cannot open leaves no connection (and no thread) behind
@@ -93,6 +169,9 @@ class Database:
 
     async def close(self) -> None:
         """Close both connections (the reader first)."""
+        if self._pg is not None:
+            await self._pg.close()
+            return
         reader, writer = self._reader, self._writer
         self._reader = self._writer = None
         if reader is not None and reader is not writer:
@@ -102,6 +181,8 @@ class Database:
 
     async def migrate(self) -> list[int]:
         """Apply every migration newer than the store's version, each in its own transaction."""
+        if self._pg is not None:
+            return await self._migrate_pg(self._pg)
         w = self._w
         await w.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -129,6 +210,47 @@ class Database:
             applied.append(m.version)
         return applied
 
+    async def _migrate_pg(self, pool: PgPool) -> list[int]:
+        import psycopg
+
+        from crm_link.pg import compat_sql
+
+        applied = []
+        async with pool.connection() as c:
+            raw = c.raw
+            # one instance migrates at a time; the others wait here, then find nothing to do
+            await raw.execute("SELECT pg_advisory_lock(hashtext('switchboard.migrate'))")
+            try:
+                try:
+                    await raw.execute(compat_sql().encode())
+                except psycopg.Error as e:
+                    raise StoreError(f"cannot prepare {self.description}: {e}") from e
+                await raw.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                done = {
+                    r[0]
+                    for r in await (await raw.execute("SELECT version FROM schema_migrations")).fetchall()
+                }
+                for m in load_migrations("postgres"):
+                    if m.version in done:
+                        continue
+                    log.info("event=migration_apply version=%d name=%s", m.version, m.name)
+                    try:
+                        async with raw.transaction():
+                            await raw.execute(m.sql.encode())
+                            await raw.execute(
+                                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                                (m.version, m.name, to_db_time(self.now())),
+                            )
+                    except psycopg.Error as e:
+                        raise StoreError(f"migration {m.version:04d}_{m.name} failed: {e}") from e
+                    applied.append(m.version)
+            finally:
+                await raw.execute("SELECT pg_advisory_unlock(hashtext('switchboard.migrate'))")
+        return applied
+
     @property
     def _w(self) -> aiosqlite.Connection:
         if self._writer is None:
@@ -149,6 +271,18 @@ class Database:
         even when the awaiting task is cancelled, so the connection is never left inside a
         transaction and the work is all committed or all rolled back.
         """
+        if self._pg is not None:
+            async with self._write_lock, self._pg.connection() as c:
+                await _to_the_end(c.raw.execute("BEGIN"))
+                try:
+                    # the same surface as aiosqlite's connection (see crm_link.pg.PgConnection)
+                    yield cast(aiosqlite.Connection, c)
+                except BaseException:
+                    await _to_the_end(c.raw.execute("ROLLBACK"))
+                    raise
+                else:
+                    await _to_the_end(c.raw.execute("COMMIT"))
+            return
         async with self._write_lock:
             w = self._w
             try:
@@ -167,15 +301,24 @@ class Database:
 
     async def write_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
+        if self._pg is not None:
+            async with self._write_lock, self._pg.connection() as c:
+                return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
         async with self._write_lock:
             return list(await self._w.execute_fetchall(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Rows of a read query on the reader connection (one trip to its thread)."""
+        if self._pg is not None:
+            async with self._pg.connection() as c:
+                return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
         return list(await self._r.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         """The first row of a read query, or None."""
+        if self._pg is not None:
+            rows = await self.fetchall(sql, params)
+            return rows[0] if rows else None
         async with self._r.execute(sql, params) as cur:
             return await cur.fetchone()
 

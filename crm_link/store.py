@@ -27,10 +27,16 @@ class Store:
     """Entry point to everything persisted; other packages call its parts, never SQL."""
 
     def __init__(
-        self, path: str, *, region: str = "US", time_zone: str = "UTC", clock: Clock = system_clock
+        self,
+        path: str,
+        *,
+        region: str = "US",
+        time_zone: str = "UTC",
+        clock: Clock = system_clock,
+        pool_size: int = 10,
     ) -> None:
         self.clock = clock
-        self.db = Database(path, clock=clock)
+        self.db = Database(path, clock=clock, pool_size=pool_size)
         self.region = region
         self.time_zone = time_zone
         self.users = Users(self.db)

@@ -42,6 +42,7 @@ def open_store(settings: Settings, clock: Clock = system_clock) -> Store:
         region=settings.store.default_region,
         time_zone=settings.server.time_zone,
         clock=clock,
+        pool_size=settings.store.pool_size,
     )
 
 
@@ -51,7 +52,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.touches.start_batching()
     app[STORE] = store
     app[HEALTH]["store"] = lambda: "up"
-    log.info("event=store_open path=%s", store.db.path)
+    log.info("event=store_open path=%s", store.db.description)
     yield
     await store.close()
     log.info("event=store_closed")

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from crm_link.errors import Conflict, StoreError, ValidationError
 from crm_link.models import ROLES
+from crm_link.pg import describe_url
 from crm_link.store import Store
 from switchboard.settings import Settings, SettingsError, load_settings
 
@@ -33,7 +34,7 @@ DEMO_STORE = Path("demo-data") / "demo.db"
 # commands that only read: they never create a store that is not there
 READ_ONLY = ("sms", "call-lists")
 # commands that run the service with the store the settings name
-SERVICE_COMMANDS = ("serve", "demo", "init")
+SERVICE_COMMANDS = ("serve", "demo", "init", "migrate")
 
 
 def choose_store(settings: Settings, args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -78,7 +79,28 @@ async def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"admin password: {password}")
         else:
             print("store is up to date; user admin already exists")
-    print(f"store ready: {settings.store.url}")
+    print(f"store ready: {describe_url(settings.store.url)}")
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from crm_link.db import load_migrations
+
+    store = _open(settings)
+    await store.open()
+    try:
+        applied, where = store.db.applied, describe_url(settings.store.url)
+    finally:
+        await store.close()
+    names = {m.version: f"{m.version:04d}_{m.name}" for m in load_migrations()}
+    latest = max(names) if names else 0
+    if applied:
+        print(
+            f"migrated {where}: applied {len(applied)} migration(s): {', '.join(names[v] for v in applied)}"
+        )
+    else:
+        print(f"{where} is up to date")
+    print(f"schema version {latest:04d} ({store.db.dialect})")
     return 0
 
 
@@ -348,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init", parents=[common], help="create or migrate the store and the admin user")
     s.add_argument("--admin-password", metavar="PW")
     s.set_defaults(run=cmd_init)
+
+    s = sub.add_parser("migrate", parents=[common], help="apply pending migrations to the configured store")
+    s.set_defaults(run=cmd_migrate)
 
     s = sub.add_parser("serve", parents=[common], help="run the service")
     s.set_defaults(run=cmd_serve, sync=True)

@@ -78,8 +78,9 @@ class ServerSettings:
 
 @dataclass(slots=True)
 class StoreSettings:
-    url: str = "sqlite:///switchboard.db"
+    url: str = "sqlite:///switchboard.db"  # or postgresql://user:password@host:5432/db
     default_region: str = "US"
+    pool_size: int = 10  # PostgreSQL: connections this instance keeps open at most
 
     @property
     def sqlite_path(self) -> str:
@@ -364,10 +365,13 @@ def _validate(s: Settings) -> None:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError(key, f"unknown IANA time zone {zone!r}") from None
-    if not s.store.url.startswith(("sqlite:///", "postgresql://")) and s.store.url != ":memory:":
-        raise SettingsError("store.url", "must be sqlite:///PATH (postgresql:// is planned)")
-    if s.store.url.startswith("postgresql://"):
-        raise SettingsError("store.url", "PostgreSQL is not supported yet; use sqlite:///PATH")
+    if (
+        not s.store.url.startswith(("sqlite:///", "postgresql://", "postgres://"))
+        and s.store.url != ":memory:"
+    ):
+        raise SettingsError("store.url", "must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    if not (1 <= s.store.pool_size <= 1000):
+        raise SettingsError("store.pool_size", f"must be 1-1000, got {s.store.pool_size}")
     region = s.store.default_region.upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise SettingsError("store.default_region", f"unknown region code {s.store.default_region!r}")

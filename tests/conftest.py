@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,29 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store a test runs on: a fresh SQLite file, or with SWITCHBOARD_TEST_STORE=postgres a fresh
+    PostgreSQL database (from a migrated template) on the session's throwaway cluster."""
+    if os.environ.get("SWITCHBOARD_TEST_STORE", "sqlite") != "postgres":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    pg = request.getfixturevalue("pg_databases")
+    url: str = pg.create()
+    request.addfinalizer(lambda: pg.drop(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[Any]:
+    from tests.pg_cluster import PgDatabases
+
+    with PgDatabases.for_tests() as dbs:
+        yield dbs
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
     s = load_settings(env={})
-    s.store.url = f"sqlite:///{tmp_path / 'test.db'}"
+    s.store.url = store_url
     s.server.time_zone = "America/Chicago"
     s.recordings.storage_dir = str(tmp_path / "recordings")
     s.asterisk.recordings_dir = str(tmp_path / "monitor")
