@@ -84,7 +84,13 @@ class EmailService:
     def problems(self, subject: str, html: str, text: str) -> dict[str, str]:
         """What is wrong with each part of a draft, by field: syntax, cost, a misspelt merge code
         (an empty part is not a problem yet: saving says it is required)."""
+        return self.draft_problems(subject, html, text)[0]
+
+    def draft_problems(self, subject: str, html: str, text: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(every problem of a draft by field, the misspelt merge codes alone by field): a misspelt
+        code does not stop a save, the rest does."""
         out: dict[str, str] = {}
+        misspelt: dict[str, str] = {}
         for field, value, is_html in (
             ("subject", subject, False),
             ("html", html, True),
@@ -98,8 +104,8 @@ class EmailService:
                 continue
             found = unknown_codes(codes)
             if found:
-                out[field] = unknown_codes_message(found)
-        return out
+                out[field] = misspelt[field] = unknown_codes_message(found)
+        return out, misspelt
 
     def render(self, template: dict[str, Any], contact: Contact, sender: User | None) -> dict[str, Any]:
         """Subject, HTML and text for one customer, and the merge codes that have no value."""

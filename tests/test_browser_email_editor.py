@@ -94,3 +94,70 @@ async def test_draft_preview_over_http(client: Any, rep: Any, manager: Any) -> N
     assert forbidden.status == 403
     wrong = await rep.post("/api/v1/email/preview", json=draft | {"html": 3})
     assert wrong.status == 400 and (await wrong.json())["error"]["field"] == "html"
+
+
+async def test_saving_a_misspelt_merge_code_asks_first(pages_app: Any, browser: Any) -> None:
+    """Save with a misspelt code: nothing is saved, the field is marked and "Save anyway" offered;
+    fixing it saves at once; "Save anyway" saves as written (the API names the code in `warnings`)."""
+    from switchboard.keys import STORE
+
+    store = pages_app.app[STORE]
+    base = str(pages_app.make_url("")).rstrip("/")
+    page = await browser.new_page()
+    errors = _watch(page)
+    await login(page, base, "jsmith", PASSWORD)
+    for label, (w, h) in WIDTHS.items():
+        await page.set_viewport_size({"width": w, "height": h})
+        await page.goto(base + "/email/templates")
+        name = f"Service due {label}"
+        await page.fill("#template-form input[name=name]", name)
+        await page.fill("#template-form input[name=subject]", "Service due, {{ contact.first_name }}")
+        await page.fill("#template-form textarea[name=html]", "<p>Hi {{ contact.frist_name }}</p>")
+        await page.get_by_role("button", name="Save template").click()
+        anyway = page.get_by_role("button", name="Save anyway")
+        await anyway.wait_for()
+        assert "Not saved yet" in (await page.text_content("#save-result") or "")
+        assert "did you mean contact.first_name" in (await page.text_content("#html-problem") or "")
+        assert name not in [t["name"] for t in await store.email.templates()]
+        await page.screenshot(path=str(SHOTS / f"rep_email_save_confirm-{label}.png"), full_page=True)
+        scroll, inner = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"{label}: the page scrolls sideways ({scroll} > {inner})"
+        if label == "desk":
+            # fixed: the confirmation goes, and Save saves
+            await page.fill("#template-form textarea[name=html]", "<p>Hi {{ contact.first_name }}</p>")
+            assert await anyway.is_hidden()
+            await page.get_by_role("button", name="Save template").click()
+        else:
+            await anyway.click()
+        await page.locator("#save-result:has-text('Saved.')").wait_for()
+        saved = next(t for t in await store.email.templates() if t["name"] == name)
+        full = await store.email.template(saved["id"])
+        want = "first_name" if label == "desk" else "frist_name"
+        assert f"contact.{want}" in full["html"]
+    # a syntax error is refused outright: no "Save anyway"
+    await page.fill("#template-form input[name=name]", "Broken")
+    await page.fill("#template-form textarea[name=html]", "<p>Hi {{ contact.first_name </p>")
+    await page.get_by_role("button", name="Save template").click()
+    await page.locator("#save-result:has-text('fix the marked field')").wait_for()
+    assert await page.get_by_role("button", name="Save anyway").is_hidden()
+    assert errors == [], errors
+
+
+async def test_the_api_saves_a_misspelt_code_and_names_it_in_warnings(pages_app: Any) -> None:
+    from aiohttp import ClientSession
+
+    from switchboard.keys import STORE
+
+    store = pages_app.app[STORE]
+    user = await store.users.by_username("mgr")
+    assert user is not None
+    token = await store.users.create_token(user.id, "t")
+    async with ClientSession(str(pages_app.make_url(""))) as http:
+        resp = await http.post(
+            "/api/v1/email/templates",
+            json={"name": "Typo", "subject": "Hi", "html": "<p>{{ contact.frist_name }}</p>"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 201, await resp.text()
+        body = await resp.json()
+    assert "contact.frist_name" in body["warnings"]["html"] and "subject" not in body["warnings"]

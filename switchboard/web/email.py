@@ -34,6 +34,10 @@ async def _save(request: web.Request, template_id: int | None) -> web.Response:
         )
     except TemplateTooCostly as exc:  # the wait ran out
         raise ValidationError("html", str(exc), code="template_too_costly") from None
+    # a misspelt merge code is saved (the editor asks first) and named in `warnings`
+    _, warnings = await render_in_thread(
+        svc.draft_problems, data["subject"], data["html"], data.get("text") or ""
+    )
     saved = await request.app[STORE].email.save_template(
         template_id=template_id,
         name=data["name"].strip(),
@@ -43,7 +47,7 @@ async def _save(request: web.Request, template_id: int | None) -> web.Response:
         merge_codes=codes,
         user_id=user.id,
     )
-    return web.json_response(saved, status=201 if template_id is None else 200)
+    return web.json_response(saved | {"warnings": warnings}, status=201 if template_id is None else 200)
 
 
 async def create_template(request: web.Request) -> web.Response:
@@ -267,10 +271,18 @@ async def draft_preview(request: web.Request) -> web.Response:
         parts[field] = value
     svc = service(request)
     try:
-        problems = await render_in_thread(svc.problems, parts["subject"], parts["html"], parts["text"])
+        problems, misspelt = await render_in_thread(
+            svc.draft_problems, parts["subject"], parts["html"], parts["text"]
+        )
     except TemplateTooCostly as exc:
         raise ValidationError("html", str(exc), code="template_too_costly") from None
-    empty: dict[str, Any] = {"subject": None, "html": None, "text": None, "missing": []}
+    empty: dict[str, Any] = {
+        "subject": None,
+        "html": None,
+        "text": None,
+        "missing": [],
+        "unknown_codes": misspelt,
+    }
     if data.get("contact_id") in (None, ""):
         return web.json_response(empty | {"problems": problems, "to": None, "email_opt_out": False})
     contact = await _contact(request, user, data.get("contact_id"))
@@ -281,7 +293,7 @@ async def draft_preview(request: web.Request) -> web.Response:
         out = await _render(svc, parts | {"text": parts["text"] or None}, contact, user)
     except ValidationError as exc:
         return web.json_response(empty | {"problems": {exc.field or "html": exc.reason}} | meta)
-    return web.json_response(out | {"problems": {}} | meta)
+    return web.json_response(out | {"problems": {}, "unknown_codes": {}} | meta)
 
 
 async def templates_page(request: web.Request) -> web.Response:

@@ -200,6 +200,14 @@ async def _visible(request: web.Request, user: User) -> Contact:
         raise web.HTTPForbidden(text="This customer belongs to another salesperson.") from None
 
 
+CONSENT_SOURCES = {
+    "in_person": "in person",
+    "web_form": "web form",
+    "reply_start": "replied START",
+    "import": "imported",
+}
+
+
 async def contact_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
@@ -219,6 +227,7 @@ async def contact_page(request: web.Request) -> web.Response:
         if r["touch_id"] is not None:
             by_touch.setdefault(r["touch_id"], []).append(r)
     staff = user.role in ("rep", "manager", "admin")
+    require_consent = request.app[SETTINGS].sms.require_consent
     return render(
         request,
         "contact.html",
@@ -238,6 +247,11 @@ async def contact_page(request: web.Request) -> web.Response:
             if user.role in ("manager", "admin")
             else [],
             "can_text": staff and request.app.get(SMS) is not None,
+            # reps (for customers they may see), managers and admins record consent to texts
+            "can_edit_consent": staff,
+            "require_consent": require_consent,
+            "texting_ok": not contact.sms_opt_out and (contact.sms_consent or not require_consent),
+            "consent_sources": CONSENT_SOURCES,
         },
     )
 

@@ -35,12 +35,34 @@
       document.getElementById("editor-title").textContent = "Edit " + r.body.name;
       form.dispatchEvent(new Event("template-loaded"));
     }));
+    // before saving, the draft is checked: a misspelt merge code (it would print nothing for the
+    // customer) is shown under its field and saved only when the user says "Save anyway"
+    const anyway = document.getElementById("save-anyway");
+    let confirmed = false;
+    anyway.addEventListener("click", () => { confirmed = true; form.requestSubmit(); });
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
+      const out = document.getElementById("save-result");
       const body = { name: form.name.value, subject: form.subject.value, html: form.html.value, text: form.text.value };
+      if (!confirmed) {
+        const c = await api("POST", "/api/v1/email/preview", { subject: body.subject, html: body.html, text: body.text });
+        const problems = c.ok ? c.body.problems || {} : {};
+        const fields = Object.keys(problems);
+        if (fields.length) {
+          showProblems(problems);
+          const onlyCodes = fields.every((f) => (c.body.unknown_codes || {})[f]);
+          out.className = "error";
+          out.textContent = onlyCodes
+            ? "Not saved yet: a merge code above is not one we know, so it would print nothing. Fix it, or save anyway."
+            : "Not saved: fix the marked field first.";
+          anyway.hidden = !onlyCodes;
+          form[fields[0]].focus();
+          return;
+        }
+      }
+      confirmed = false; anyway.hidden = true;
       const r = form.id.value ? await api("PUT", "/api/v1/email/templates/" + form.id.value, body)
         : await api("POST", "/api/v1/email/templates", body);
-      const out = document.getElementById("save-result");
       if (r.ok) { form.id.value = r.body.id; out.className = "muted"; out.textContent = "Saved. Merge codes: " + r.body.merge_codes.join(", "); }
       else { out.className = "error"; out.textContent = errText(r.body); }
     });
@@ -113,7 +135,7 @@
       if (!customer) { state.className = "error"; state.textContent = "Pick a customer from the suggestions, or give their id."; return; }
       later(0);
     });
-    form.addEventListener("input", () => { document.getElementById("save-result").textContent = ""; });
+    form.addEventListener("input", () => { document.getElementById("save-result").textContent = ""; anyway.hidden = true; confirmed = false; });
     form.addEventListener("template-loaded", () => later(0));
     later(0);
   }
