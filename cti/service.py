@@ -336,6 +336,8 @@ class CallService:
             await self._observe(ev, await self.directory.user_for(ev.placed_by))
             return
         call = self._call(ev)
+        if ev.direction == "inbound" and ev.to_number:
+            call.to_number = ev.to_number  # the DID may be known only after the first ring
         try:
             matches = await call.lookup
             user = (
@@ -392,6 +394,7 @@ class CallService:
         contact = matches[0] if len(matches) == 1 else None
         payload: dict[str, Any] = {
             "queue": ev.queue,
+            "to": call.to_number,  # inbound: the number the customer dialled (the DID)
             "answered_by": user.username if user else None,
             "extension": user.extension if user else None,
             "hangup_cause": ev.hangup_cause,
