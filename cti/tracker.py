@@ -28,6 +28,10 @@ from cti.interfaces import normalize_interface
 log = logging.getLogger("cti.tracker")
 
 UNKNOWN = ("", "<unknown>", "unknown", None)
+# app_queue's QUEUESTATUS when the queue let go of a caller who had not hung up
+QUEUE_GAVE_UP = frozenset(
+    ("TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "WITHDRAW")
+)
 DID_VARIABLE = "SB_DID"  # set by the dialplan on the inbound context: the number the caller dialled
 
 
@@ -203,6 +207,13 @@ class CallTracker:
             call = self._call_of(ev)
             if call is not None:
                 self._did(call, ev.get("Value"))
+            return []
+        if variable == "QUEUESTATUS" and ev.get("Value") in QUEUE_GAVE_UP:
+            # Asterisk sends QueueCallerAbandon also when the queue gives up on a caller still on
+            # the line (app_queue's EXITWITHTIMEOUT / EXITEMPTY): that call is missed, not abandoned
+            call = self._call_of(ev)
+            if call is not None and not self._agent(ev.get("Channel")):
+                call.abandoned = False
             return []
         if variable != "MIXMONITOR_FILENAME":
             return []
