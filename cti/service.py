@@ -67,7 +67,8 @@ def call_figures(ev: CallEnded) -> CallFigures:
     wait = None
     if ev.direction == "inbound" and not (ev.answered and ev.answered_at is None):
         wait = max(0.0, ((ev.answered_at or ev.ended_at) - ev.started_at).total_seconds())
-    return CallFigures(outcome, ev.queue, ev.answered_at, wait, ev.talk_s)
+    line = ev.to_number if ev.direction == "inbound" else None  # the number the customer dialled
+    return CallFigures(outcome, ev.queue, ev.answered_at, wait, ev.talk_s, line)
 
 
 class RecordingSink(Protocol):

@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from crm_link.contacts import validate_contact
 from cti.ami.protocol import AmiParser, Event
@@ -16,11 +20,13 @@ from cti.ami.server import AmiTestServer
 from cti.events import CallEnded, CallRinging
 from cti.tracker import CallTracker
 from switchboard.keys import ASTERISK, STORE
-from tests.conftest import make_api
+from tests.browser import login
+from tests.conftest import PASSWORD, make_api
 from tests.cti.conftest import AMI, is_agent, start_pbx_app
 
 RAW = (AMI / "vii-inbound-did.ami").read_bytes()
 SALES, SERVICE = "+13125550100", "+13125550200"
+SHOTS = Path("/tmp/shots/asterisk")
 
 
 def _linkedid(raw: bytes, channel_prefix: bytes) -> str:
@@ -163,5 +169,59 @@ async def test_pops_and_touches_show_the_line_called(
         assert resp.status == 200, await resp.text()
         (item,) = [i for i in (await resp.json())["items"] if i.get("kind") == "call"]
         assert item["payload"]["to"] == to
+    # the call report, per line called: one answered call on sales, one missed on service
+    boss = await make_api(client, "boss", "manager")
+    day = t.started_at.astimezone(ZoneInfo(settings.server.time_zone)).date().isoformat()
+    resp = await boss.get(f"/api/v1/reports/calls?from={day}&to={day}&group=line")
+    assert resp.status == 200, await resp.text()
+    rows = {r["key"]: r for r in (await resp.json())["rows"]}
+    assert set(rows) == {SALES, SERVICE}
+    assert (rows[SALES]["inbound"], rows[SALES]["answered"], rows[SALES]["missed"]) == (1, 1, 0)
+    assert (rows[SERVICE]["inbound"], rows[SERVICE]["missed"], rows[SERVICE]["abandoned"]) == (1, 1, 0)
+    csv_text = await (
+        await boss.get(f"/api/v1/reports/calls?from={day}&to={day}&group=line&format=csv")
+    ).text()
+    assert f"{SALES},1,0,1,0,0" in csv_text and f"{SERVICE},1,0,0,1,0" in csv_text
     await ws1.close()
     await ws2.close()
+
+
+@pytest.mark.browser
+async def test_the_reports_page_has_calls_per_line(
+    aiohttp_server: Any, settings: Any, pbx: AmiTestServer, browser: Any
+) -> None:
+    app = await start_pbx_app(
+        aiohttp_server, settings, pbx, {"Local/agent1@agents/n": "jsmith", "Local/agent2@agents/n": "agarcia"}
+    )
+    store = app.app[STORE]
+    await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
+    await store.users.add("agarcia", role="rep", password=PASSWORD, extension="1002")
+    await store.users.add("boss", role="manager", password=PASSWORD, display_name="Maria Boss")
+    await app.app[ASTERISK].directory.reload()
+    await pbx.replay(RAW)
+    async with asyncio.timeout(10):
+        while (
+            t := await store.touches.by_source_key(f"asterisk:{SERVICE_CALL}")
+        ) is None or t.ended_at is None:
+            await asyncio.sleep(0.02)
+    day = t.started_at.astimezone(ZoneInfo(settings.server.time_zone)).date().isoformat()
+    base = str(app.make_url("")).rstrip("/")
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await login(page, base, "boss", PASSWORD)
+    await page.goto(f"{base}/reports?from={day}&to={day}")
+    table = page.locator("#calls-line")
+    await table.wait_for()
+    rows = {
+        (await tr.locator("td").nth(0).inner_text()): [
+            await td.inner_text() for td in await tr.locator("td").all()
+        ]
+        for tr in await table.locator("tbody tr").all()
+    }
+    assert set(rows) == {SALES, SERVICE}, rows
+    assert rows[SALES][1:6] == ["1", "0", "1", "0", "0"] and rows[SERVICE][1:6] == ["1", "0", "0", "1", "0"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await table.scroll_into_view_if_needed()
+    await page.screenshot(path=str(SHOTS / "reports-line-1280.png"), full_page=True)
+    await page.set_viewport_size({"width": 390, "height": 800})
+    await page.screenshot(path=str(SHOTS / "reports-line-390.png"), full_page=True)
+    await page.close()
