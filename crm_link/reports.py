@@ -23,6 +23,7 @@ OUTCOMES = ("answered", "missed", "abandoned", "busy", "no_answer")
 CALL_GROUPS = {
     "agent": "COALESCE(u.username, '')",
     "queue": "f.queue",
+    "line": "f.line",
     "day": "f.local_day",
     "hour": "f.local_hour",
     "weekday_hour": "f.weekday * 100 + f.local_hour",
@@ -57,6 +58,7 @@ class CallFigures:
     answered_at: datetime | None = None
     wait_s: float | None = None  # inbound: arrival to answer, or to the caller's hang-up if unanswered
     talk_s: float | None = None  # answer to hang-up
+    line: str | None = None  # inbound: the number the customer dialled (the DID)
 
     def check(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -97,18 +99,20 @@ async def write_call_facts(tx: Any, rows: list[tuple[Any, CallFigures]], time_zo
                 local.date().isoformat(),
                 local.hour,
                 local.isoweekday() % 7,  # 0 = Sunday … 6 = Saturday
+                fig.line or "",
             )
         )
     if params:
         await tx.executemany(
             "INSERT INTO call_facts (touch_id, direction, outcome, user_id, queue, number, started_s,"
-            " answered_s, ended_s, wait_s, talk_s, local_day, local_hour, weekday)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " answered_s, ended_s, wait_s, talk_s, local_day, local_hour, weekday, line)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (touch_id) DO UPDATE SET direction = excluded.direction,"
             " outcome = excluded.outcome, user_id = excluded.user_id, queue = excluded.queue,"
             " number = excluded.number, started_s = excluded.started_s, answered_s = excluded.answered_s,"
             " ended_s = excluded.ended_s, wait_s = excluded.wait_s, talk_s = excluded.talk_s,"
-            " local_day = excluded.local_day, local_hour = excluded.local_hour, weekday = excluded.weekday",
+            " local_day = excluded.local_day, local_hour = excluded.local_hour, weekday = excluded.weekday,"
+            " line = excluded.line",
             params,
         )
 

@@ -28,11 +28,12 @@ class AsteriskSource:
         directory: InterfaceDirectory,
         *,
         clock: Clock = system_clock,
+        region: str = "US",
     ) -> None:
         self.client = client
         self.service = service
         self.directory = directory
-        self.tracker = CallTracker(directory.is_agent, clock)
+        self.tracker = CallTracker(directory.is_agent, clock, region=region)
         self.events_seen = 0
         self.resyncs = 0
         self._task: asyncio.Task[None] | None = None

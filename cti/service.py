@@ -67,7 +67,8 @@ def call_figures(ev: CallEnded) -> CallFigures:
     wait = None
     if ev.direction == "inbound" and not (ev.answered and ev.answered_at is None):
         wait = max(0.0, ((ev.answered_at or ev.ended_at) - ev.started_at).total_seconds())
-    return CallFigures(outcome, ev.queue, ev.answered_at, wait, ev.talk_s)
+    line = ev.to_number if ev.direction == "inbound" else None  # the number the customer dialled
+    return CallFigures(outcome, ev.queue, ev.answered_at, wait, ev.talk_s, line)
 
 
 class RecordingSink(Protocol):
@@ -340,6 +341,8 @@ class CallService:
             await self._observe(ev, await self.directory.user_for(ev.placed_by))
             return
         call = self._call(ev)
+        if ev.direction == "inbound" and ev.to_number:
+            call.to_number = ev.to_number  # the DID may be known only after the first ring
         try:
             matches = await call.lookup
             user = (
@@ -396,6 +399,7 @@ class CallService:
         contact = matches[0] if len(matches) == 1 else None
         payload: dict[str, Any] = {
             "queue": ev.queue,
+            "to": call.to_number,  # inbound: the number the customer dialled (the DID)
             "answered_by": user.username if user else None,
             "extension": user.extension if user else None,
             "hangup_cause": ev.hangup_cause,

@@ -5,6 +5,11 @@ CallAnswered when an agent (or, on an outbound call, the customer) answers, Reco
 MixMonitor's file is announced, and exactly one CallEnded when the last channel of a call hangs up.
 Which interfaces are agents is asked of `is_agent` (built from settings and users), never guessed
 from channel-name patterns. Unknown events and events with missing keys are skipped.
+
+The number an inbound caller dialled (the DID: a dealership's sales or service line) is the channel
+variable `SB_DID` when the dialplan sets it (`Set(__SB_DID=${EXTEN})` on the trunk's context; it is
+read from `ChanVariable` headers, with manager.conf `channelvars = SB_DID`, or from its VarSet), in
+E.164; without it, the extension the caller's channel was created for.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from crm_link.clock import system_clock
+from crm_link.phones import try_e164
 from cti.ami.protocol import Event
 from cti.events import CallAnswered, CallEnded, CallEvent, CallRinging, Direction, RecordingReady
 from cti.interfaces import normalize_interface
@@ -22,6 +28,11 @@ from cti.interfaces import normalize_interface
 log = logging.getLogger("cti.tracker")
 
 UNKNOWN = ("", "<unknown>", "unknown", None)
+# app_queue's QUEUESTATUS when the queue let go of a caller who had not hung up
+QUEUE_GAVE_UP = frozenset(
+    ("TIMEOUT", "FULL", "JOINEMPTY", "LEAVEEMPTY", "JOINUNAVAIL", "LEAVEUNAVAIL", "WITHDRAW")
+)
+DID_VARIABLE = "SB_DID"  # set by the dialplan on the inbound context: the number the caller dialled
 
 
 def _ts(ev: Event, fallback: datetime) -> datetime:
@@ -67,6 +78,7 @@ class _Call:
     hangup_cause_text: str | None = None
     dial_status: str | None = None  # DialEnd's DialStatus for the customer's leg
     recordings: list[str] = field(default_factory=list)
+    did: str | None = None  # SB_DID: the number the customer dialled, in E.164 when it is a number
     last_seen: datetime | None = None
     consulted: str | None = None  # an agent who answered a consultation call (attended transfer)
     transferred_to: str | None = None
@@ -79,10 +91,15 @@ class CallTracker:
     """Calls in progress, built from events; see the module docstring."""
 
     def __init__(
-        self, is_agent: Callable[[str | None], bool], clock: Callable[[], datetime] | None = None
+        self,
+        is_agent: Callable[[str | None], bool],
+        clock: Callable[[], datetime] | None = None,
+        *,
+        region: str = "US",
     ) -> None:
         self.is_agent = is_agent
         self.clock = clock or system_clock
+        self.region = region  # for a DID given without its country code
         self.calls: dict[str, _Call] = {}
         self._chan_call: dict[str, str] = {}  # uniqueid -> linkedid
         self._by_name: dict[str, str] = {}  # channel name -> uniqueid
@@ -119,6 +136,10 @@ class CallTracker:
             seen.last_seen = at
         try:
             out: list[CallEvent] = handler(ev, at)
+            if "ChanVariable" in ev.headers and ev.name != "Newchannel":
+                call = self._call_of(ev)
+                if call is not None:
+                    self._did(call, _chanvar(ev, DID_VARIABLE))
             return out
         except (KeyError, ValueError, TypeError) as exc:
             self.skipped += 1
@@ -140,7 +161,16 @@ class CallTracker:
         call.last_seen = at
         self._chan_call[uid] = linkedid
         self._by_name[name] = uid
+        self._did(call, _chanvar(ev, DID_VARIABLE))
         return []
+
+    def _did(self, call: _Call, value: str | None) -> None:
+        """The dialplan's SB_DID: the inbound call's `to` (first value wins; a later leg inherits it)."""
+        if not value or value in UNKNOWN or call.did is not None:
+            return
+        call.did = try_e164(value, self.region) or value
+        if call.direction == "inbound":
+            call.to_number = call.did
 
     def _channel(self, ev: Event) -> tuple[_Call, _Channel] | None:
         call = self._call_of(ev)
@@ -172,7 +202,20 @@ class CallTracker:
         return []
 
     def _on_VarSet(self, ev: Event, at: datetime) -> list[CallEvent]:
-        if ev.get("Variable") != "MIXMONITOR_FILENAME":
+        variable = (ev.get("Variable") or "").lstrip("_")  # `__SB_DID` is inherited by every leg
+        if variable == DID_VARIABLE:
+            call = self._call_of(ev)
+            if call is not None:
+                self._did(call, ev.get("Value"))
+            return []
+        if variable == "QUEUESTATUS" and ev.get("Value") in QUEUE_GAVE_UP:
+            # Asterisk sends QueueCallerAbandon also when the queue gives up on a caller still on
+            # the line (app_queue's EXITWITHTIMEOUT / EXITEMPTY): that call is missed, not abandoned
+            call = self._call_of(ev)
+            if call is not None and not self._agent(ev.get("Channel")):
+                call.abandoned = False
+            return []
+        if variable != "MIXMONITOR_FILENAME":
             return []
         call = self._call_of(ev)
         return self.recording(call.linkedid, ev.get("Value")) if call is not None else []
@@ -210,7 +253,7 @@ class CallTracker:
             if first is not None:
                 call.customer = first.uniqueid
                 call.from_number = call.from_number or first.caller
-                call.to_number = call.to_number or first.dialed
+                call.to_number = call.did or call.to_number or first.dialed
 
     def _ring(self, call: _Call, iface: str, at: datetime) -> list[CallEvent]:
         self._decide_direction(call)
@@ -448,6 +491,7 @@ class CallTracker:
                 chan.up = ev.get("ChannelStateDesc") == "Up"
                 chan.exten = ev.get("Exten") or chan.exten
                 self._by_name[name] = uid
+                self._did(call, _chanvar(ev, DID_VARIABLE))
             if adopted:
                 out += self._adopt(call, evs, at)
             elif call.answered_by is None:
@@ -491,7 +535,7 @@ class CallTracker:
             call.direction = "inbound"
             call.customer = first.uniqueid
             call.from_number = first.caller
-            call.to_number = next((x for x in (first.exten, queue_exten) if _dialable(x)), None)
+            call.to_number = call.did or next((x for x in (first.exten, queue_exten) if _dialable(x)), None)
         agent: str | None = None
         if call.direction == "outbound":
             customer_ev = by_uid.get(call.customer or "")
@@ -520,6 +564,16 @@ class CallTracker:
         if agent is not None:
             out += self._answer(call, agent, at, call.customer)
         return out
+
+
+def _chanvar(ev: Event, name: str, prefix: str = "") -> str | None:
+    """A channel variable from an event's `ChanVariable` headers (manager.conf `channelvars`);
+    Asterisk sends one header per variable, `NAME=value` (the parser joins repeats with newlines)."""
+    for line in (ev.get(prefix + "ChanVariable") or "").split("\n"):
+        key, sep, value = line.partition("=")
+        if sep and key.strip().lstrip("_") == name:
+            return value.strip()
+    return None
 
 
 def _uid_order(uid: str) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from crm_link.errors import ValidationError
 from crm_link.store import Store
 from reports.periods import Period
 
-GROUPS = ("agent", "day", "hour", "queue", "weekday_hour")
+GROUPS = ("agent", "day", "hour", "line", "queue", "weekday_hour")
 WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 COLUMNS = (
     "key",
@@ -37,7 +37,8 @@ DEFINITIONS: dict[str, str] = {
     "missed": "inbound calls nobody answered and the caller did not hang up on: rang out, no agent, "
     "the queue gave up, or closed by Switchboard when the PBX lost its end",
     "abandoned": "inbound calls the caller hung up on while waiting for an agent (Asterisk "
-    "QueueCallerAbandon; Twilio: the caller left before ringing the agents ran out)",
+    "QueueCallerAbandon, unless the queue itself gave up: QUEUESTATUS TIMEOUT and the like are "
+    "missed; Twilio: the caller left before ringing the agents ran out)",
     "answer_rate": "answered ÷ inbound (missed and abandoned count against it)",
     "avg_wait_s": "a wait is from the call's arrival (first channel / Twilio's arrival) to the moment "
     "an agent answered; the average is over answered inbound calls",
@@ -116,7 +117,7 @@ async def call_report(
     elif group == "weekday_hour":
         keys = [d * 100 + h for d in range(7) for h in range(24)]
     rows = [_row(_key(group, k), counts.get(k, {}), waits.get(k, {})) for k in keys]
-    if group in ("agent", "queue"):
+    if group in ("agent", "line", "queue"):
         rows.sort(key=lambda r: r["key"])
     total: dict[str, float] = {}
     all_waits: dict[int, int] = {}

@@ -149,7 +149,9 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 unknown_caller=app[FOLLOWUPS].unknown_call,
             )
             services.append(service)
-            source = AsteriskSource(client, service, directory, clock=app[CLOCK])
+            source = AsteriskSource(
+                client, service, directory, clock=app[CLOCK], region=settings.store.default_region
+            )
             await source.start(run=False)
             supervisor.start("ami-client", client.run)
             supervisor.start("asterisk-events", source.run)

@@ -74,7 +74,7 @@ def _answer(report: dict[str, Any], columns: tuple[str, ...], fmt: str, name: st
 
 
 async def calls_api(request: web.Request) -> web.Response:
-    """GET /api/v1/reports/calls?from=&to=&group=agent|day|hour|queue|weekday_hour&callback_within=&format="""
+    """GET /api/v1/reports/calls?from=&to=&group=agent|day|hour|line|queue|weekday_hour&callback_within=&format="""
     fmt = _format(request)
     report = await call_report(
         request.app[STORE],
@@ -105,13 +105,13 @@ async def followups_api(request: web.Request) -> web.Response:
 
 
 async def reports_page(request: web.Request) -> web.Response:
-    """/reports: calls (tables per agent, queue, day, hour; three charts) and messaging."""
+    """/reports: calls (tables per agent, queue, line, day, hour; three charts) and messaging."""
     store = request.app[STORE]
     period = _period(request)
     callback = _callback_min(request)
     by = {
         g: await call_report(store, period, g, callback_within_min=callback)
-        for g in ("agent", "queue", "day", "hour", "weekday_hour")
+        for g in ("agent", "queue", "line", "day", "hour", "weekday_hour")
     }
     msg = {g: await messaging_report(store, period, g) for g in ("blast", "template", "month")}
     now = request.app[CLOCK]()

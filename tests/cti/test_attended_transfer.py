@@ -15,7 +15,7 @@ from switchboard.keys import ASTERISK, STORE
 from tests.conftest import make_api
 from tests.cti.conftest import AMI, is_agent, start_pbx_app
 
-CALL = "1795346245.0"
+CALL = "1796229316.0"
 
 
 def test_the_tracker_answers_the_target_and_notes_the_transfer() -> None:

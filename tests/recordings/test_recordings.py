@@ -393,3 +393,29 @@ async def test_links_in_the_pbx_directory_are_never_followed(store: Any, tmp_pat
         await service.ingest(monitor / "passwd.wav")
     stored = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
     assert len(stored) == 1 and stored[0].read_bytes() == (monitor / "real.wav").read_bytes()
+
+
+async def test_recordings_of_a_line_are_found_by_the_number_dialled(rec_app: Any, pbx: AmiTestServer) -> None:
+    """`vii-inbound-did` (recorded): the sales line's call and the service line's are each found by
+    their line's number, in any format; `to` is the line in E.164."""
+    manager = await make_api(rec_app, "maria", "manager")
+    for wav in ("1796228398.1.wav", "1796228407.5.wav"):
+        shutil.copy(AMI / "recordings" / wav, Path(rec_app.settings.asterisk.recordings_dir) / wav)
+    await pbx.replay((AMI / "vii-inbound-did.ami").read_bytes())
+
+    def by_line(number: str) -> Any:
+        async def check() -> Any:
+            resp = await manager.get("/api/v1/recordings", params={"number": number})
+            items = (await resp.json())["items"]
+            return items if items and all(i["touch_id"] for i in items) else None
+
+        return check
+
+    (sales,) = await _until(by_line("(312) 555-0100"))
+    (service,) = await _until(by_line("3125550200"))
+    assert (sales["call_id"], sales["from"], sales["to"]) == ("1796228398.0", "+15550002001", "+13125550100")
+    assert (service["call_id"], service["from"], service["to"]) == (
+        "1796228407.4",
+        "+15550002002",
+        "+13125550200",
+    )
