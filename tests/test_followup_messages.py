@@ -209,18 +209,29 @@ async def test_a_reply_answers_the_followup_its_text_served_otherwise_lands_on_t
     await until(lambda: _async(len(kannel.received) == 1))
     sent = await until(lambda: _done(store, fid))
     assert sent.result == "sms sent"
-    # Sam answers: the follow-up is answered; no reply follow-up lands on Ann's day
+    # Sam answers: the follow-up records the reply, and the reply is on Ann's day to act on
     await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Yes, Friday works", "r1")
     answered = await until(lambda: _result(store, fid, "replied"))
     assert "Yes, Friday works" in answered.note
-    day = await (await ann.get("/api/v1/me/day")).json()
-    assert day["replies"] == []
-    # a second text answers nothing more: it is a reply follow-up on the owner's day
-    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Or Saturday?", "r2")
     replies = await until(lambda: _replies(ann))
-    assert [(r["contact_id"], r["assignee"], r["note"]) for r in replies] == [
-        (sam, "ann", "SMS reply: Or Saturday?")
+    assert [(r["contact_id"], r["assignee"], r["note"], r["kind"]) for r in replies] == [
+        (sam, "ann", "SMS reply: Yes, Friday works\nAnswers: Trade-in?", "sms_reply")
     ]
+    # Kannel delivering the same message again adds nothing
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Yes, Friday works", "r1")
+    # a second text is a Replies item of its own (the follow-up keeps its first reply)
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Or Saturday?", "r2")
+    replies = await until(lambda: _replies(ann, 2))
+    assert [(r["contact_id"], r["assignee"], r["note"]) for r in replies] == [
+        (sam, "ann", "SMS reply: Yes, Friday works\nAnswers: Trade-in?"),
+        (sam, "ann", "SMS reply: Or Saturday?\nAnswers: Trade-in?"),
+    ]
+    assert (await store.followups.get(fid)).note.count("SMS reply") == 1
+    # Ann acts on the first (she called him) and dismisses the second: gone from her day
+    for r, result in zip(replies, ("appointment set", "done"), strict=True):
+        resp = await ann.post(f"/api/v1/followups/{r['id']}/done", json={"result": result})
+        assert resp.status == 200, await resp.text()
+    assert (await (await ann.get("/api/v1/me/day")).json())["replies"] == []
     # a text from a number nobody has: a prospect, on the day of everyone in the unowned pool
     bob = await make_api(client, "bob", "rep")
     await kannel.inject_inbound(
@@ -246,6 +257,57 @@ async def _result(store: Any, fid: int, result: str) -> Any:
     return f if f.result == result else None
 
 
-async def _replies(api: Api) -> list[dict[str, Any]] | None:
+async def _replies(api: Api, at_least: int = 1) -> list[dict[str, Any]] | None:
     day = await (await api.get("/api/v1/me/day")).json()
-    return day["replies"] or None
+    return day["replies"] if len(day["replies"]) >= at_least else None
+
+
+async def test_a_reply_to_a_cadence_text_is_on_the_current_owners_day_once(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    bob = await make_api(client, "bob", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101")
+    una = await _customer(boss, "Una", "+12125550103", owner=None)  # nobody's: the bdc pool's
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+    await until(lambda: _async(len(kannel.received) == 2))
+
+    async def step(contact_id: int) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and f.result == "sms sent"] or [None]
+        return f
+
+    sams, unas = await until(lambda: step(sam)), await until(lambda: step(una))
+    assert (sams.assignee_username, unas.pool) == ("ann", "bdc")
+    # Sam is Bob's customer now; his answer to the thank-you text goes to Bob, not Ann
+    resp = await boss.patch(f"/api/v1/contacts/{sam}", json={"owner": "bob"})
+    assert resp.status == 200, await resp.text()
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Love it, thanks!", "c1")
+    (reply,) = await until(lambda: _replies(bob))
+    assert (reply["contact_id"], reply["assignee"], reply["note"]) == (
+        sam,
+        "bob",
+        "SMS reply: Love it, thanks!\nAnswers: Delivery day · Thank-you text",
+    )
+    assert (await store.followups.get(sams.id)).result == "replied"
+    assert [r for r in (await _replies(ann)) or [] if r["contact_id"] == sam] == []
+    # Una, whom nobody owns, answers: on the day of everyone in the pool her text was sent for
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550103", "12345", "Who is this?", "c2")
+    for api in (ann, bob):
+        got = await until(lambda api=api: _replies(api, 2 if api is bob else 1))
+        assert [(r["contact_id"], r["pool"], r["assignee"]) for r in got if r["contact_id"] == una] == [
+            (una, "bdc", None)
+        ]
+    assert (await store.followups.get(unas.id)).result == "replied"
+    # one Replies item per text, however often the gateway delivers it
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Love it, thanks!", "c1")
+    items = (await store.followups.search(contact_id=sam, state="all")).items
+    assert len([f for f in items if f.kind == "sms_reply"]) == 1
+    await client.close()
