@@ -4,6 +4,7 @@ restart; customers' texts answering the follow-up a text served; unknown texters
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -300,8 +301,8 @@ async def test_a_reply_to_a_cadence_text_is_on_the_current_owners_day_once(
     assert [r for r in (await _replies(ann)) or [] if r["contact_id"] == sam] == []
     # Una, whom nobody owns, answers: on the day of everyone in the pool her text was sent for
     await kannel.inject_inbound(kannel.inbound_url or "", "+12125550103", "12345", "Who is this?", "c2")
-    for api in (ann, bob):
-        got = await until(lambda api=api: _replies(api, 2 if api is bob else 1))
+    for api, expected in ((ann, 1), (bob, 2)):  # Bob also has Sam's
+        got = await until(functools.partial(_replies, api, expected))
         assert [(r["contact_id"], r["pool"], r["assignee"]) for r in got if r["contact_id"] == una] == [
             (una, "bdc", None)
         ]
@@ -310,4 +311,98 @@ async def test_a_reply_to_a_cadence_text_is_on_the_current_owners_day_once(
     await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Love it, thanks!", "c1")
     items = (await store.followups.search(contact_id=sam, state="all")).items
     assert len([f for f in items if f.kind == "sms_reply"]) == 1
+    await client.close()
+
+
+async def test_a_cadence_email_the_mail_server_refuses_comes_back_as_a_call_with_the_reason(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, inbox: Inbox
+) -> None:
+    inbox.refuse = {"gone@example.com"}
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101", email="gone@example.com")
+    pat = await _customer(ann, "Pat", "+12125550102", email="pat@example.com")
+    clock.advance(hours=1, minutes=30)
+    outcomes = await app[FOLLOWUP_STEPS].send_due()
+    # both emails were accepted into the outbox: the refusal comes later, from the mail server
+    assert sorted((o.channel, o.queued) for o in outcomes) == [("email", True)] * 2 + [("sms", True)] * 2
+
+    async def email_step(contact_id: int) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and "email" in f.note.lower()]
+        return f
+
+    async def settled(contact_id: int) -> Any:
+        f = await email_step(contact_id)
+        return f if f.status == "done" or f.channel == "call" else None
+
+    pats = await until(lambda: settled(pat))
+    assert (pats.status, pats.result) == ("done", "emailed")
+    assert [m["To"] for m in inbox.messages] == ["Pat Buyer <pat@example.com>"]
+    sams = await until(lambda: settled(sam))
+    assert (sams.status, sams.channel, sams.assignee_username) == ("open", "call", "ann")
+    assert "Email not sent (" in sams.note and "User unknown" in sams.note and "call instead" in sams.note
+    # it is on Ann's day as a call to make, saying why
+    day = await (await ann.get("/api/v1/me/day")).json()
+    (due,) = [f for f in day["followups"] if f["id"] == sams.id]
+    assert due["channel"] == "call" and "User unknown" in due["note"]
+    # the refused email is not tried again, by the step worker or after a restart
+    assert await app[FOLLOWUP_STEPS].send_due() == []
+    history = (await store.touches.history(sam)).items
+    assert [t.kind for t in history if t.kind == "email"] == []
+    await client.close()
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    steps = client.server.app[FOLLOWUP_STEPS]
+    await until(lambda: _async(steps.passes >= 1))
+    assert await steps.send_due() == []
+    assert len(inbox.messages) == 1
+    f = await client.server.app[STORE].followups.get(sams.id)
+    assert (f.status, f.channel) == ("open", "call")
+    await client.close()
+
+
+async def test_a_cadence_text_the_network_cannot_deliver_comes_back_as_a_call_with_the_reason(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    kannel.dlr_delay = 0.01  # Kannel reports each message's fate at once
+    kannel.dlr_type = {"+12125550101": 2}  # Sam's phone: "NACK/0x00000001/Undeliverable"
+    kannel.duplicate_dlrs = True
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101")
+    pat = await _customer(ann, "Pat", "+12125550102")
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+
+    async def text_step(contact_id: int, settled: Callable[[Any], bool]) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and "text" in f.note.lower()]
+        return f if settled(f) else None
+
+    async def delivered(contact_id: int) -> bool:
+        history = (await store.touches.history(contact_id)).items
+        return any(t.kind == "sms" and t.status in ("delivered", "failed") for t in history)
+
+    await until(lambda: delivered(pat))
+    await until(lambda: delivered(sam))
+    pats = await until(lambda: text_step(pat, lambda f: f.status == "done"))
+    assert pats.result == "sms sent"
+    sams = await until(lambda: text_step(sam, lambda f: f.channel == "call"))
+    assert (sams.status, sams.result, sams.assignee_username) == ("open", None, "ann")
+    assert "SMS not delivered (NACK/0x00000001/Undeliverable): call instead" in sams.note
+    day = await (await ann.get("/api/v1/me/day")).json()
+    assert [f["channel"] for f in day["followups"] if f["id"] == sams.id] == ["call"]
+    # Kannel sent each final report twice: the second changed nothing
+    await until(lambda: _async(not kannel._tasks))  # every report has been answered
+    assert (await store.followups.get(sams.id)).note.count("not delivered") == 1
     await client.close()
