@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.clock import ManualClock
 from switchboard.app import create_app
-from switchboard.keys import FOLLOWUP_STEPS, STORE
+from switchboard.keys import FOLLOWUP_STEPS, SMS, STORE
 from switchboard.settings import Settings, SmsChannelSettings
 from tests.conftest import Api, make_api
 from tests.templates.conftest import Inbox
@@ -406,3 +406,38 @@ async def test_a_cadence_text_the_network_cannot_deliver_comes_back_as_a_call_wi
     await until(lambda: _async(not kannel._tasks))  # every report has been answered
     assert (await store.followups.get(sams.id)).note.count("not delivered") == 1
     await client.close()
+
+
+async def test_cadence_steps_due_in_the_customers_quiet_hours_wait_until_morning(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn, inbox: Inbox
+) -> None:
+    msettings.followups.call_at = "22:00"  # steps fall due at 22:00 in the customer's zone (New York)
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    await _customer(ann, "Sam", "+12125550101", email="sam@example.com")
+    clock.set(datetime(2026, 6, 16, 2, 30, tzinfo=UTC))  # 22:30 in New York: quiet hours (21:00-08:00)
+    outcomes = await app[FOLLOWUP_STEPS].send_due()
+    assert sorted((o.channel, o.queued) for o in outcomes) == [("email", True), ("sms", True)]
+    morning = datetime(2026, 6, 16, 12, 0, tzinfo=UTC)  # 08:00 in New York
+    # the SMS worker took the text and put it back until 08:00; the email waits for 08:00 too
+    (text_step,) = [o.followup_id for o in outcomes if o.channel == "sms"]
+    held = await until(lambda: _held(store, 1))
+    assert (held.followup_id, held.not_before) == (text_step, morning)
+    assert kannel.received == [] and inbox.messages == []
+    clock.set(morning + timedelta(minutes=1))
+    app[SMS].wake("main")
+    await until(lambda: _async(len(kannel.received) == 1 and len(inbox.messages) == 1))
+    assert kannel.received[0]["text"] == "Hi Sam, how is the new car?"
+    await client.close()
+
+
+async def _held(store: Any, message_id: int) -> Any:
+    from campaigns.sms.quiet import QUIET_HOURS
+
+    msg = await store.sms.message(message_id)
+    return msg if msg.state == "queued" and msg.reason == QUIET_HOURS else None
