@@ -107,9 +107,24 @@ async def test_a_claimed_pool_call_leaves_the_other_reps_page_live_and_is_the_cl
     resp = await bob_api.post(f"/api/v1/followups/{fid}/claim", json={})
     assert resp.status in (403, 409)
 
-    # Ann closes it from her page
-    await ann.locator(f"{item} .fu-done").click()
+    # Ann hands it to Bob with a note from her page: gone from hers; on Bob's, live, with a toast
+    await ann.locator(f"{item} .fu-to").fill("user:bob")
+    await ann.locator(f"{item} .fu-note").fill("caller speaks Spanish")
+    await ann.locator(f"{item} .fu-handoff").click()
     await ann.locator(item).wait_for(state="detached", timeout=10000)
+    await bob.locator("#toasts .toast", has_text="ann handed you").wait_for(timeout=10000)
+    assert (
+        "caller speaks Spanish" in await bob.locator("#toasts .toast", has_text="ann handed you").inner_text()
+    )
+    await bob.locator(f"{item}[data-id='{fid}']").wait_for(timeout=10000)
+    assert await bob.evaluate("window.__sameDocument === true")
+    await _shots(bob, "bob-handed-off")
+    f = await app[STORE].followups.get(fid)
+    assert (f.assignee_username, f.status) == ("bob", "open")
+    # Bob closes it from his page
+    await bob.set_viewport_size({"width": 1280, "height": 800})
+    await bob.locator(f"{item} .fu-done").click()
+    await bob.locator(item).wait_for(state="detached", timeout=10000)
     assert (await app[STORE].followups.get(fid)).status == "done"
     assert ann_errors == [] and bob_errors == []
     await ann_ctx.close()
