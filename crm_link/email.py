@@ -387,6 +387,17 @@ class EmailStore:
                     if state == "sent"
                 ],
             )
+            # a follow-up's email the mail server refused for good: the follow-up stays open on its
+            # assignee's day as a call to make, saying why
+            await tx.executemany(
+                "UPDATE followups SET channel = 'call', note = note || ?, updated_at = ?"
+                " WHERE id = ? AND status = 'open'",
+                [
+                    (f"\nEmail not sent ({reason or 'failed'}): call instead", ts, email.followup_id)
+                    for email, state, reason, _, _ in outcomes
+                    if state == "failed" and email.followup_id is not None
+                ],
+            )
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(EMAIL_STATES, 0)

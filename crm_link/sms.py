@@ -470,6 +470,19 @@ class SmsStore:
                     if state == "failed" and msg.followup_id is not None
                 ],
             )
+            # a failure report that overtook this settle (the row is `failed` already and its
+            # follow-up was made a call): the touch just recorded must not leave it closed
+            await tx.executemany(
+                "UPDATE followups SET status = 'open', result = NULL, closed_at = NULL,"
+                " closed_by_user_id = NULL, closed_by_touch_id = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'done' AND result = 'sms sent'"
+                " AND EXISTS (SELECT 1 FROM sms_outbox o WHERE o.id = ? AND o.state = 'failed')",
+                [
+                    (ts, msg.followup_id, msg.id)
+                    for msg, state, _pid, _reason, _code in outcomes
+                    if state == "sent" and msg.followup_id is not None
+                ],
+            )
 
     async def apply_report(
         self,
@@ -513,6 +526,16 @@ class SmsStore:
                 "UPDATE touches SET status = ?, updated_at = ? WHERE source_key = ?",
                 (target, now, f"sms:{row['id']}"),
             )
+            if target == "failed" and row["followup_id"] is not None:
+                # the network could not deliver a follow-up's text: the follow-up its send closed is
+                # open again on its assignee's day, as a call to make with the reason
+                await tx.execute(
+                    "UPDATE followups SET status = 'open', result = NULL, closed_at = NULL,"
+                    " closed_by_user_id = NULL, closed_by_touch_id = NULL, channel = 'call',"
+                    " note = note || ?, updated_at = ?"
+                    " WHERE id = ? AND (status = 'open' OR (status = 'done' AND result = 'sms sent'))",
+                    (f"\nSMS not delivered ({reason or 'failed'}): call instead", now, row["followup_id"]),
+                )
             async with tx.execute("SELECT * FROM sms_outbox WHERE id = ?", (row["id"],)) as cur:
                 return _msg(await cur.fetchone())
 

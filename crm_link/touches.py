@@ -398,19 +398,21 @@ class Touches:
         note: str = "",
         assignee_id: int | None = None,
         created_by_touch_id: int | None = None,
+        pool: str | None = None,
     ) -> FollowUp | None:
-        """A follow-up (assigned to the contact's owner unless said, else to the unowned pool); None if
-        this touch already made one."""
+        """A follow-up (assigned to the contact's owner unless said, else to `pool`, else to the
+        unowned pool); None if this touch already made one of this kind."""
         if due_at.tzinfo is None:
             raise ValidationError("due_at", "must carry a time zone")
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO followups (contact_id, assignee_id, pool, kind, due_at, note, created_by_touch_id,"
-                " created_at) SELECT id, COALESCE(?, owner_id), CASE WHEN COALESCE(?, owner_id) IS NULL THEN ? END,"
+                " created_at) SELECT id, COALESCE(?, owner_id), CASE WHEN COALESCE(?, owner_id) IS NULL THEN COALESCE(?, ?) END,"
                 " ?, ?, ?, ?, ? FROM contacts WHERE id = ? ON CONFLICT DO NOTHING RETURNING id",
                 (
                     assignee_id,
                     assignee_id,
+                    pool,
                     self.unowned_pool,
                     kind,
                     to_db_time(due_at),

@@ -491,10 +491,12 @@ class FollowupService:
     # what customers send back ------------------------------------------------------------------
 
     async def sms_reply(self, contact: Contact, touch: Touch, text: str) -> FollowUp | None:
-        """A customer's text answers the follow-up that the last text sent to them (within
-        `reply_days`) was sent for: an open one is closed `replied`, a closed one (its text closed it)
-        is marked `replied`. The follow-up answered, or None when the text served none (the caller
-        then puts the reply on the owner's day). A survey's reply parser hooks in before this."""
+        """A customer's text back to a text sent for a follow-up (within `reply_days`): the served
+        follow-up records it (result `replied`; an open one is closed by it), and the reply itself is
+        a "Replies" item on the day of the customer's owner (nobody: the served follow-up's assignee,
+        else its pool, else the unowned pool) to act on or dismiss, one per inbound text. None when
+        the text served none (the caller then puts the reply on the owner's day). A survey's reply
+        parser hooks in before this."""
         if not touch.number:
             return None
         since = touch.started_at - timedelta(days=self.settings.reply_days)
@@ -502,15 +504,22 @@ class FollowupService:
         if f is None or f.contact_id != contact.id:
             return None
         try:
-            answered = await self.store.followups.answered(
-                f.id, touch_id=touch.id, note=f"SMS reply: {text[:200]}"
-            )
+            await self.store.followups.answered(f.id, touch_id=touch.id, note=f"SMS reply: {text[:200]}")
         except Conflict:
-            return None  # a second reply to the same text: a reply follow-up of its own
-        await self._tell(
-            answered.assignee_id, answered.pool, {"type": "day_changed", "reason": "sms_reply"}, plain=True
+            pass  # the served follow-up already has a reply: this one is a Replies item all the same
+        about = (f.note or "").strip().splitlines()
+        answers = " · ".join(x for x in (f.cadence_name, about[0] if about else "") if x)
+        made = await self.store.touches.add_followup(
+            contact.id,
+            touch.started_at,
+            kind="sms_reply",
+            note=f"SMS reply: {text[:200]}" + (f"\nAnswers: {answers}" if answers else ""),
+            assignee_id=contact.owner_id or f.assignee_id,
+            pool=f.pool,
+            created_by_touch_id=touch.id,
         )
-        return answered
+        # None: this inbound text already made its Replies item (a redelivery)
+        return made or await self.store.followups.get(f.id)
 
     async def inbound_text(self, contact: Contact | None, touch: Touch, text: str) -> bool:
         """The follow-up side of a customer's text (the SMS reply handler): True when it answered a

@@ -4,6 +4,7 @@ restart; customers' texts answering the follow-up a text served; unknown texters
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from aiosmtpd.controller import Controller
 from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.clock import ManualClock
 from switchboard.app import create_app
-from switchboard.keys import FOLLOWUP_STEPS, STORE
+from switchboard.keys import FOLLOWUP_STEPS, SMS, STORE
 from switchboard.settings import Settings, SmsChannelSettings
 from tests.conftest import Api, make_api
 from tests.templates.conftest import Inbox
@@ -209,18 +210,29 @@ async def test_a_reply_answers_the_followup_its_text_served_otherwise_lands_on_t
     await until(lambda: _async(len(kannel.received) == 1))
     sent = await until(lambda: _done(store, fid))
     assert sent.result == "sms sent"
-    # Sam answers: the follow-up is answered; no reply follow-up lands on Ann's day
+    # Sam answers: the follow-up records the reply, and the reply is on Ann's day to act on
     await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Yes, Friday works", "r1")
     answered = await until(lambda: _result(store, fid, "replied"))
     assert "Yes, Friday works" in answered.note
-    day = await (await ann.get("/api/v1/me/day")).json()
-    assert day["replies"] == []
-    # a second text answers nothing more: it is a reply follow-up on the owner's day
-    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Or Saturday?", "r2")
     replies = await until(lambda: _replies(ann))
-    assert [(r["contact_id"], r["assignee"], r["note"]) for r in replies] == [
-        (sam, "ann", "SMS reply: Or Saturday?")
+    assert [(r["contact_id"], r["assignee"], r["note"], r["kind"]) for r in replies] == [
+        (sam, "ann", "SMS reply: Yes, Friday works\nAnswers: Trade-in?", "sms_reply")
     ]
+    # Kannel delivering the same message again adds nothing
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Yes, Friday works", "r1")
+    # a second text is a Replies item of its own (the follow-up keeps its first reply)
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Or Saturday?", "r2")
+    replies = await until(lambda: _replies(ann, 2))
+    assert [(r["contact_id"], r["assignee"], r["note"]) for r in replies] == [
+        (sam, "ann", "SMS reply: Yes, Friday works\nAnswers: Trade-in?"),
+        (sam, "ann", "SMS reply: Or Saturday?\nAnswers: Trade-in?"),
+    ]
+    assert (await store.followups.get(fid)).note.count("SMS reply") == 1
+    # Ann acts on the first (she called him) and dismisses the second: gone from her day
+    for r, result in zip(replies, ("appointment set", "done"), strict=True):
+        resp = await ann.post(f"/api/v1/followups/{r['id']}/done", json={"result": result})
+        assert resp.status == 200, await resp.text()
+    assert (await (await ann.get("/api/v1/me/day")).json())["replies"] == []
     # a text from a number nobody has: a prospect, on the day of everyone in the unowned pool
     bob = await make_api(client, "bob", "rep")
     await kannel.inject_inbound(
@@ -246,6 +258,186 @@ async def _result(store: Any, fid: int, result: str) -> Any:
     return f if f.result == result else None
 
 
-async def _replies(api: Api) -> list[dict[str, Any]] | None:
+async def _replies(api: Api, at_least: int = 1) -> list[dict[str, Any]] | None:
     day = await (await api.get("/api/v1/me/day")).json()
-    return day["replies"] or None
+    return day["replies"] if len(day["replies"]) >= at_least else None
+
+
+async def test_a_reply_to_a_cadence_text_is_on_the_current_owners_day_once(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    bob = await make_api(client, "bob", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101")
+    una = await _customer(boss, "Una", "+12125550103", owner=None)  # nobody's: the bdc pool's
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+    await until(lambda: _async(len(kannel.received) == 2))
+
+    async def step(contact_id: int) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and f.result == "sms sent"] or [None]
+        return f
+
+    sams, unas = await until(lambda: step(sam)), await until(lambda: step(una))
+    assert (sams.assignee_username, unas.pool) == ("ann", "bdc")
+    # Sam is Bob's customer now; his answer to the thank-you text goes to Bob, not Ann
+    resp = await boss.patch(f"/api/v1/contacts/{sam}", json={"owner": "bob"})
+    assert resp.status == 200, await resp.text()
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Love it, thanks!", "c1")
+    (reply,) = await until(lambda: _replies(bob))
+    assert (reply["contact_id"], reply["assignee"], reply["note"]) == (
+        sam,
+        "bob",
+        "SMS reply: Love it, thanks!\nAnswers: Delivery day · Thank-you text",
+    )
+    assert (await store.followups.get(sams.id)).result == "replied"
+    assert [r for r in (await _replies(ann)) or [] if r["contact_id"] == sam] == []
+    # Una, whom nobody owns, answers: on the day of everyone in the pool her text was sent for
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550103", "12345", "Who is this?", "c2")
+    for api, expected in ((ann, 1), (bob, 2)):  # Bob also has Sam's
+        got = await until(functools.partial(_replies, api, expected))
+        assert [(r["contact_id"], r["pool"], r["assignee"]) for r in got if r["contact_id"] == una] == [
+            (una, "bdc", None)
+        ]
+    assert (await store.followups.get(unas.id)).result == "replied"
+    # one Replies item per text, however often the gateway delivers it
+    await kannel.inject_inbound(kannel.inbound_url or "", "+12125550101", "12345", "Love it, thanks!", "c1")
+    items = (await store.followups.search(contact_id=sam, state="all")).items
+    assert len([f for f in items if f.kind == "sms_reply"]) == 1
+    await client.close()
+
+
+async def test_a_cadence_email_the_mail_server_refuses_comes_back_as_a_call_with_the_reason(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, inbox: Inbox
+) -> None:
+    inbox.refuse = {"gone@example.com"}
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101", email="gone@example.com")
+    pat = await _customer(ann, "Pat", "+12125550102", email="pat@example.com")
+    clock.advance(hours=1, minutes=30)
+    outcomes = await app[FOLLOWUP_STEPS].send_due()
+    # both emails were accepted into the outbox: the refusal comes later, from the mail server
+    assert sorted((o.channel, o.queued) for o in outcomes) == [("email", True)] * 2 + [("sms", True)] * 2
+
+    async def email_step(contact_id: int) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and "email" in f.note.lower()]
+        return f
+
+    async def settled(contact_id: int) -> Any:
+        f = await email_step(contact_id)
+        return f if f.status == "done" or f.channel == "call" else None
+
+    pats = await until(lambda: settled(pat))
+    assert (pats.status, pats.result) == ("done", "emailed")
+    assert [m["To"] for m in inbox.messages] == ["Pat Buyer <pat@example.com>"]
+    sams = await until(lambda: settled(sam))
+    assert (sams.status, sams.channel, sams.assignee_username) == ("open", "call", "ann")
+    assert "Email not sent (" in sams.note and "User unknown" in sams.note and "call instead" in sams.note
+    # it is on Ann's day as a call to make, saying why
+    day = await (await ann.get("/api/v1/me/day")).json()
+    (due,) = [f for f in day["followups"] if f["id"] == sams.id]
+    assert due["channel"] == "call" and "User unknown" in due["note"]
+    # the refused email is not tried again, by the step worker or after a restart
+    assert await app[FOLLOWUP_STEPS].send_due() == []
+    history = (await store.touches.history(sam)).items
+    assert [t.kind for t in history if t.kind == "email"] == []
+    await client.close()
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    steps = client.server.app[FOLLOWUP_STEPS]
+    await until(lambda: _async(steps.passes >= 1))
+    assert await steps.send_due() == []
+    assert len(inbox.messages) == 1
+    f = await client.server.app[STORE].followups.get(sams.id)
+    assert (f.status, f.channel) == ("open", "call")
+    await client.close()
+
+
+async def test_a_cadence_text_the_network_cannot_deliver_comes_back_as_a_call_with_the_reason(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    kannel.dlr_delay = 0.01  # Kannel reports each message's fate at once
+    kannel.dlr_type = {"+12125550101": 2}  # Sam's phone: "NACK/0x00000001/Undeliverable"
+    kannel.duplicate_dlrs = True
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101")
+    pat = await _customer(ann, "Pat", "+12125550102")
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+
+    async def text_step(contact_id: int, settled: Callable[[Any], bool]) -> Any:
+        items = (await store.followups.search(contact_id=contact_id, state="all")).items
+        (f,) = [f for f in items if f.cadence_name == "Delivery day" and "text" in f.note.lower()]
+        return f if settled(f) else None
+
+    async def delivered(contact_id: int) -> bool:
+        history = (await store.touches.history(contact_id)).items
+        return any(t.kind == "sms" and t.status in ("delivered", "failed") for t in history)
+
+    await until(lambda: delivered(pat))
+    await until(lambda: delivered(sam))
+    pats = await until(lambda: text_step(pat, lambda f: f.status == "done"))
+    assert pats.result == "sms sent"
+    sams = await until(lambda: text_step(sam, lambda f: f.channel == "call"))
+    assert (sams.status, sams.result, sams.assignee_username) == ("open", None, "ann")
+    assert "SMS not delivered (NACK/0x00000001/Undeliverable): call instead" in sams.note
+    day = await (await ann.get("/api/v1/me/day")).json()
+    assert [f["channel"] for f in day["followups"] if f["id"] == sams.id] == ["call"]
+    # Kannel sent each final report twice: the second changed nothing
+    await until(lambda: _async(not kannel._tasks))  # every report has been answered
+    assert (await store.followups.get(sams.id)).note.count("not delivered") == 1
+    await client.close()
+
+
+async def test_cadence_steps_due_in_the_customers_quiet_hours_wait_until_morning(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn, inbox: Inbox
+) -> None:
+    msettings.followups.call_at = "22:00"  # steps fall due at 22:00 in the customer's zone (New York)
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    await _customer(ann, "Sam", "+12125550101", email="sam@example.com")
+    clock.set(datetime(2026, 6, 16, 2, 30, tzinfo=UTC))  # 22:30 in New York: quiet hours (21:00-08:00)
+    outcomes = await app[FOLLOWUP_STEPS].send_due()
+    assert sorted((o.channel, o.queued) for o in outcomes) == [("email", True), ("sms", True)]
+    morning = datetime(2026, 6, 16, 12, 0, tzinfo=UTC)  # 08:00 in New York
+    # the SMS worker took the text and put it back until 08:00; the email waits for 08:00 too
+    (text_step,) = [o.followup_id for o in outcomes if o.channel == "sms"]
+    held = await until(lambda: _held(store, 1))
+    assert (held.followup_id, held.not_before) == (text_step, morning)
+    assert kannel.received == [] and inbox.messages == []
+    clock.set(morning + timedelta(minutes=1))
+    app[SMS].wake("main")
+    await until(lambda: _async(len(kannel.received) == 1 and len(inbox.messages) == 1))
+    assert kannel.received[0]["text"] == "Hi Sam, how is the new car?"
+    await client.close()
+
+
+async def _held(store: Any, message_id: int) -> Any:
+    from campaigns.sms.quiet import QUIET_HOURS
+
+    msg = await store.sms.message(message_id)
+    return msg if msg.state == "queued" and msg.reason == QUIET_HOURS else None

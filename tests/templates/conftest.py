@@ -23,6 +23,15 @@ class Inbox:
         self.block_after: int | None = None
         self.port = 0  # set once the server listens
         self.blocked = asyncio.Event()
+        self.refuse: set[str] = set()  # recipients refused at RCPT TO with a permanent 550
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.connections.add(id(session))

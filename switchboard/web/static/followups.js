@@ -54,7 +54,8 @@
       if (data) li.remove();
     } else if (btn.classList.contains("fu-claim")) {
       data = await act(li, "claim", {});
-      if (data) { btn.remove(); li.dataset.pool = ""; li.classList.add("claimed"); }
+      // now yours: the day is drawn again, so it shows as yours (the others' days drop it live)
+      if (data) { btn.remove(); li.dataset.pool = ""; li.classList.add("claimed"); refreshDay(); }
     }
   });
 
