@@ -263,6 +263,26 @@ class SurveyStore:
         )
         return int(row[0]) if row and row[0] is not None else None
 
+    async def open_sms_survey(
+        self, contact_ids: Sequence[int], since: datetime
+    ) -> tuple[int, int, int] | None:
+        """(outbox id, survey id, contact id) of the latest survey text sent to one of these contacts
+        since `since`, while it has no answer; None otherwise (an answered one closes it)."""
+        if not contact_ids:
+            return None
+        marks = ", ".join("?" for _ in contact_ids)
+        row = await self._db.fetchone(
+            f"SELECT o.id, o.survey_id, o.contact_id FROM sms_outbox o WHERE o.contact_id IN ({marks})"
+            " AND o.survey_id IS NOT NULL AND o.sent_at >= ? ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
+            (*contact_ids, to_db_time(since)),
+        )
+        if row is None:
+            return None
+        answered = await self._db.fetchone(
+            "SELECT 1 FROM survey_responses WHERE source_key = ?", (f"sms-survey:{row[0]}",)
+        )
+        return None if answered else (int(row[0]), int(row[1]), int(row[2]))
+
     # responses --------------------------------------------------------------------------------
 
     async def record(self, new: NewResponse) -> Response:

@@ -20,7 +20,18 @@ from campaigns.sms.twilio_sms import TwilioSmsChannel
 from crm_link.clock import Clock
 from crm_link.errors import ValidationError
 from crm_link.models import Contact
-from switchboard.keys import CLOCK, EMAIL, HEALTH, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE, SUPERVISOR
+from switchboard.keys import (
+    CLOCK,
+    EMAIL,
+    HEALTH,
+    SETTINGS,
+    SMS,
+    SMS_CHANNELS,
+    SMS_EVENTS,
+    STORE,
+    SUPERVISOR,
+    SURVEYS,
+)
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
 from templates.context import merge_context, unknown_codes, unknown_codes_message
@@ -218,6 +229,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         app[SMS] = SmsRuntime(blasts, workers)
         app[SMS_EVENTS] = events
+        events.survey_reply = app[SURVEYS].take_sms_reply  # a reply to a survey text is its answer
         app[SMS_CHANNELS] = channels
 
         def channel_state(worker_name: str) -> str:

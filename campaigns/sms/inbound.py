@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
-from crm_link.models import Contact, parse_id
+from crm_link.models import Contact, Touch, parse_id
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from crm_link.touches import TouchInput
@@ -35,6 +35,10 @@ def keyword(text: str) -> str | None:
 
 class SmsEvents:
     """The ChannelSink every channel reports to; writes touches, flags and replies."""
+
+    # (text, its touches) -> True when the text answered a survey texted to the customer (set by
+    # the root to SurveyService.take_sms_reply); a text it does not take goes on as a reply
+    survey_reply: Callable[[str, list[Touch]], Awaitable[bool]] | None = None
 
     def __init__(
         self,
@@ -115,6 +119,8 @@ class SmsEvents:
         touch = touches[-1]
         if not touch.created:
             return  # a redelivered webhook: already handled
+        if word is None and self.survey_reply is not None and await self.survey_reply(msg.text, touches):
+            return
         if word == "stop":
             for c in contacts:
                 await self.store.contacts.set_flags(c.id, sms_opt_out=True)
