@@ -177,6 +177,29 @@ async def contact_responses(request: web.Request) -> web.Response:
     return web.json_response({"items": [r.to_dict() for r in items], "next_cursor": None})
 
 
+async def set_list_survey(request: web.Request) -> web.Response:
+    """PUT /api/v1/call-lists/{id}/survey {survey_id | null}: attach a survey to a list (its next
+    calls ask it) or detach it; answers already given keep their list."""
+    user = require(request, *MANAGERS)
+    store = request.app[STORE]
+    cl = await store.call_lists.get(path_int(request))
+    data = await json_body(request, allowed=("survey_id",))
+    if "survey_id" not in data:
+        raise ValidationError("survey_id", "is required: a survey id, or null to detach the survey")
+    survey_id = data["survey_id"]
+    if survey_id is not None:
+        if isinstance(survey_id, bool) or not isinstance(survey_id, int) or survey_id < 1:
+            raise ValidationError("survey_id", "must be a survey id or null")
+        if not await store.surveys.exists(survey_id):
+            raise ValidationError("survey_id", f"no survey {survey_id}")
+    await store.surveys.set_list_survey(cl.id, survey_id)
+    await store.audit.write(
+        "call_list.survey", user_id=user.id, object_type="call_list", object_id=cl.id, survey_id=survey_id
+    )
+    name = (await store.surveys.get(survey_id)).name if survey_id is not None else None
+    return web.json_response({"id": cl.id, "name": cl.name, "survey_id": survey_id, "survey_name": name})
+
+
 async def surveys_page(request: web.Request) -> web.Response:
     require(request, *MANAGERS)
     store = request.app[STORE]
@@ -251,6 +274,7 @@ def setup(app: web.Application) -> None:
     app.router.add_put("/api/v1/survey-responses/{id}", correct_response)
     app.router.add_post("/api/v1/survey-responses/{id}/resolution", resolve_response)
     app.router.add_get("/api/v1/contacts/{id}/survey-responses", contact_responses)
+    app.router.add_put("/api/v1/call-lists/{id}/survey", set_list_survey)
     app.router.add_get("/surveys", surveys_page)
     app.router.add_get("/api/v1/reports/surveys/{id}", report_api)
     app.router.add_get("/surveys/{id}/report", report_page)
