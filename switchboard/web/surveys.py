@@ -4,6 +4,7 @@ a manager's correction and resolution, and the manager's survey builder page."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -208,8 +209,6 @@ async def surveys_page(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request) -> dict[str, Any]:
-    from zoneinfo import ZoneInfo
-
     zone = request.app[SETTINGS].server.time_zone
     today = request.app[CLOCK]().astimezone(ZoneInfo(zone)).date()
     q = request.query
@@ -239,6 +238,7 @@ async def report_page(request: web.Request) -> web.Response:
     require(request, *MANAGERS)
     report = await _report(request)
     reasons = report["reasons"][:12]
+    all_reasons = sum(r["count"] for r in report["reasons"])
     by_month = report if report["group"] == "month" else None
     if by_month is None:
         by_month = await survey_report(
@@ -250,8 +250,11 @@ async def report_page(request: web.Request) -> web.Response:
             "month",
         )
     charts = {
-        "reasons": svg.bars(
-            [r["reason"] for r in reasons], [r["count"] for r in reasons], "Reasons for dissatisfaction"
+        "reasons": svg.pareto(
+            [r["reason"] for r in reasons],
+            [r["count"] for r in reasons],
+            "Reasons for dissatisfaction",
+            total=all_reasons,
         )
         if reasons
         else "",
@@ -259,9 +262,33 @@ async def report_page(request: web.Request) -> web.Response:
             [r["key"] for r in by_month["rows"]],
             [r["satisfaction_rate"] for r in by_month["rows"]],
             "Satisfaction rate by month",
+            ticks=[_month_name(r["key"]) for r in by_month["rows"]],
+            show_values=len(by_month["rows"]) <= 13,
         ),
     }
-    return render(request, "survey_report.html", {"report": report, "charts": charts, "query": request.query})
+    running = 0
+    ranked = []
+    for r in report["reasons"]:
+        running += r["count"]
+        ranked.append(r | {"share": r["count"] / all_reasons, "cumulative": running / all_reasons})
+    return render(
+        request,
+        "survey_report.html",
+        {
+            "report": report,
+            "charts": charts,
+            "ranked": ranked,
+            "shown_reasons": len(reasons),
+            "printed_at": request.app[CLOCK]().astimezone(ZoneInfo(report["time_zone"])),
+        },
+    )
+
+
+def _month_name(key: str) -> str:
+    """2026-04 -> "Apr 2026"."""
+    from datetime import date
+
+    return date.fromisoformat(key + "-01").strftime("%b %Y")
 
 
 def setup(app: web.Application) -> None:
