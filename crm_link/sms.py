@@ -33,6 +33,7 @@ class OutboxRow:
     not_before: datetime
     contact_id: int | None = None
     user_id: int | None = None
+    survey_id: int | None = None  # a survey the customer's reply answers (followups/sms_reply.py)
     encoding: str = "gsm7"
     segments: int = 1
     state: str = "queued"
@@ -100,6 +101,7 @@ def _blast(r: Any) -> dict[str, Any]:
         "rate_per_second": r["rate_per_second"],
         "pause_reason": r["pause_reason"],
         "created_by": r["created_by"],
+        "survey_id": r["survey_id"],
         "created_at": r["created_at"],
         "started_at": r["started_at"],
         "finished_at": r["finished_at"],
@@ -150,6 +152,7 @@ class SmsStore:
         rate_per_second: float | None,
         next_run_at: datetime | None,
         claim_lease: timedelta | None = None,
+        survey_id: int | None = None,
     ) -> int:
         """Store a blast. With `claim_lease` its first run is claimed by the caller at birth (run 1,
         nothing due for a scheduler), to be materialized before the lease ends."""
@@ -158,8 +161,8 @@ class SmsStore:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "INSERT INTO sms_blasts (name, text, channel, audience, state, send_at, cron, time_zone, next_run_at,"
-                " rate_per_second, created_by, created_at, runs, claim_expires_at)"
-                " VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " rate_per_second, created_by, created_at, runs, claim_expires_at, survey_id)"
+                " VALUES (?, ?, ?, ?, 'scheduled', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
                 (
                     name,
@@ -175,6 +178,7 @@ class SmsStore:
                     now,
                     1 if claimed else 0,
                     to_db_time(self._db.now() + claim_lease) if claim_lease is not None else None,
+                    survey_id,
                 ),
             ) as cur:
                 return int((await one_row(cur))[0])
@@ -258,8 +262,8 @@ class SmsStore:
                 return 0, 0
             await tx.executemany(
                 "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
-                " channel, state, reason, not_before, created_at, updated_at, final_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " channel, state, reason, not_before, created_at, updated_at, final_at, survey_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [
                     (
                         blast_id,
@@ -278,6 +282,7 @@ class SmsStore:
                         now,
                         now,
                         now if r.state == "skipped" else None,
+                        r.survey_id,
                     )
                     for r in rows
                 ],
@@ -384,6 +389,8 @@ class SmsStore:
                 ),
             ) as cur:
                 r = await cur.fetchone()
+            if r is not None and row.survey_id is not None:  # a survey text: the reply may answer it
+                await tx.execute("UPDATE sms_outbox SET survey_id = ? WHERE id = ?", (row.survey_id, r["id"]))
         return _msg(r) if r else None
 
     async def message(self, message_id: int) -> OutboxMessage:

@@ -263,6 +263,26 @@ class SurveyStore:
         )
         return int(row[0]) if row and row[0] is not None else None
 
+    async def open_sms_survey(
+        self, contact_ids: Sequence[int], since: datetime
+    ) -> tuple[int, int, int] | None:
+        """(outbox id, survey id, contact id) of the latest survey text sent to one of these contacts
+        since `since`, while it has no answer; None otherwise (an answered one closes it)."""
+        if not contact_ids:
+            return None
+        marks = ", ".join("?" for _ in contact_ids)
+        row = await self._db.fetchone(
+            f"SELECT o.id, o.survey_id, o.contact_id FROM sms_outbox o WHERE o.contact_id IN ({marks})"
+            " AND o.survey_id IS NOT NULL AND o.sent_at >= ? ORDER BY o.sent_at DESC, o.id DESC LIMIT 1",
+            (*contact_ids, to_db_time(since)),
+        )
+        if row is None:
+            return None
+        answered = await self._db.fetchone(
+            "SELECT 1 FROM survey_responses WHERE source_key = ?", (f"sms-survey:{row[0]}",)
+        )
+        return None if answered else (int(row[0]), int(row[1]), int(row[2]))
+
     # responses --------------------------------------------------------------------------------
 
     async def record(self, new: NewResponse) -> Response:
@@ -490,47 +510,108 @@ class SurveyStore:
     ) -> tuple[list[dict[str, Any]], list[tuple[str, int]]]:
         """Per group key (agent, list, month, or '' for all): responses, unreachable, satisfied,
         scored, score sum, promoters (9-10), detractors (0-6); and the reasons ranked. `lo`/`hi`
-        are UTC bounds; `months` = (YYYY-MM, its first instant as UTC text), ascending."""
-        params: list[Any] = []
-        if group == "agent":
-            key = "COALESCE(u.username, '')"
-        elif group == "list":
-            key = "COALESCE(l.name, '')"
-        elif group == "month":
-            whens = []
-            for (name, _), (_, nxt) in zip(months, [*months[1:], ("", hi)], strict=True):
-                whens.append("WHEN r.answered_at < ? THEN ?")
-                params += [nxt, name]
-            key = "CASE " + " ".join(whens) + " END" if whens else "''"
+        are UTC bounds; `months` = (YYYY-MM, its first instant as UTC text), ascending.
+
+        Whole UTC days come from the rollup (survey_day_totals / survey_day_reasons, kept exact by
+        triggers), the partial days at each range's edges from the responses themselves."""
+        if group == "month" and months:
+            ends = [start for _, start in months[1:]] + [hi]
+            ranges = [(name, start, end) for (name, start), end in zip(months, ends, strict=True)]
         else:
-            key = "''"
-        rows = await self._db.fetchall(
-            f"SELECT {key} AS k, SUM(r.status = 'completed'), SUM(r.status = 'unreachable'),"
-            " SUM(r.satisfied = 1), SUM(r.satisfied IS NOT NULL), SUM(r.score), COUNT(r.score),"
-            " SUM(r.score >= 9), SUM(r.score <= 6)"
-            " FROM survey_responses r LEFT JOIN users u ON u.id = r.agent_id"
-            " LEFT JOIN call_lists l ON l.id = r.list_id"
-            " WHERE r.survey_id = ? AND r.answered_at >= ? AND r.answered_at < ? GROUP BY k ORDER BY k",
-            [*params, survey_id, lo, hi],
+            ranges = [("", lo, hi)]
+        col = {"agent": "agent_id", "list": "list_id"}.get(group)
+        g = col or "0"
+        sums = (
+            "SUM(responses), SUM(unreachable), SUM(satisfied), SUM(scored), SUM(score_sum), SUM(score_n),"
+            " SUM(promoters), SUM(detractors)"
         )
-        out = [
-            {
-                "key": r[0],
-                "responses": r[1] or 0,
-                "unreachable": r[2] or 0,
-                "satisfied": r[3] or 0,
-                "scored": r[4] or 0,
-                "score_sum": r[5] or 0.0,
-                "score_n": r[6] or 0,
-                "promoters": r[7] or 0,
-                "detractors": r[8] or 0,
-            }
-            for r in rows
-        ]
-        reasons = await self._db.fetchall(
-            "SELECT j.value, count(*) FROM survey_responses r, json_each(r.reasons) j"
-            " WHERE r.survey_id = ? AND r.answered_at >= ? AND r.answered_at < ? AND r.status = 'completed'"
-            " AND r.reasons != '[]' GROUP BY j.value ORDER BY count(*) DESC, j.value",
-            (survey_id, lo, hi),
+        raw = (
+            "SUM(status = 'completed'), SUM(status = 'unreachable'), SUM(satisfied = 1),"
+            " SUM(satisfied IS NOT NULL), SUM(score), COUNT(score), SUM(score >= 9), SUM(score <= 6)"
         )
-        return out, [(str(r[0]), int(r[1])) for r in reasons]
+        parts: list[str] = []
+        params: list[Any] = []
+        reason_parts: list[str] = []
+        reason_params: list[Any] = []
+        for key, a, b in ranges:
+            days, edges = _split_days(a, b)
+            if days is not None:
+                parts.append(
+                    f"SELECT ?, {g}, {sums} FROM survey_day_totals WHERE survey_id = ? AND day >= ?"
+                    f" AND day < ? GROUP BY 2"
+                )
+                params += [key, survey_id, *days]
+            for ea, eb in edges:
+                parts.append(
+                    f"SELECT ?, COALESCE({g}, 0), {raw} FROM survey_responses WHERE survey_id = ?"
+                    " AND answered_at >= ? AND answered_at < ? GROUP BY 2"
+                )
+                params += [key, survey_id, ea, eb]
+        days, edges = _split_days(lo, hi)
+        if days is not None:
+            reason_parts.append(
+                "SELECT reason, SUM(n) FROM survey_day_reasons WHERE survey_id = ? AND day >= ? AND day < ?"
+                " GROUP BY reason"
+            )
+            reason_params += [survey_id, *days]
+        for ea, eb in edges:
+            reason_parts.append(
+                "SELECT j.value, count(*) FROM survey_responses r, json_each(r.reasons) j WHERE r.survey_id = ?"
+                " AND r.answered_at >= ? AND r.answered_at < ? AND r.status = 'completed' GROUP BY j.value"
+            )
+            reason_params += [survey_id, ea, eb]
+        rows = await self._db.fetchall(" UNION ALL ".join(parts), params) if parts else []
+        names: dict[int, str] = {}
+        ids = sorted({int(r[1]) for r in rows if r[1]})
+        if col is not None and ids:
+            table, name = ("users", "username") if col == "agent_id" else ("call_lists", "name")
+            marks = ", ".join("?" for _ in ids)
+            names = dict(
+                await self._db.fetchall(f"SELECT id, {name} FROM {table} WHERE id IN ({marks})", ids)  # type: ignore[arg-type]
+            )
+        fields = (
+            "responses",
+            "unreachable",
+            "satisfied",
+            "scored",
+            "score_sum",
+            "score_n",
+            "promoters",
+            "detractors",
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            key = names.get(int(r[1]), "") if col is not None else r[0]
+            acc = out.setdefault(key, {"key": key} | {f: 0 for f in fields})
+            for f, v in zip(fields, r[2:], strict=True):
+                acc[f] += v or 0
+        groups = [out[k] for k in sorted(out) if out[k]["responses"] + out[k]["unreachable"] > 0]
+        for grp in groups:
+            grp["score_sum"] = float(grp["score_sum"])
+        counts: dict[str, int] = {}
+        if reason_parts:
+            for reason, n in await self._db.fetchall(" UNION ALL ".join(reason_parts), reason_params):
+                counts[str(reason)] = counts.get(str(reason), 0) + int(n)
+        reasons = sorted(((r, n) for r, n in counts.items() if n > 0), key=lambda rn: (-rn[1], rn[0]))
+        return groups, reasons
+
+
+def _split_days(a: str, b: str) -> tuple[tuple[str, str] | None, list[tuple[str, str]]]:
+    """A UTC range [a, b) as whole UTC days [first, last) (None when it holds none) and the partial
+    ranges left at its edges."""
+    first = a[:10] if a[10:] == "T00:00:00.000000Z" else _next_day(a[:10])
+    last = b[:10]
+    if first >= last:
+        return None, [(a, b)] if a < b else []
+    edges = []
+    if a < f"{first}T00:00:00.000000Z":
+        edges.append((a, f"{first}T00:00:00.000000Z"))
+    if f"{last}T00:00:00.000000Z" < b:
+        edges.append((f"{last}T00:00:00.000000Z", b))
+    return (first, last), edges
+
+
+def _next_day(day: str) -> str:
+    from datetime import date, timedelta
+
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()

@@ -4,17 +4,30 @@ customer escalated to a follow-up for `escalate_to`, corrections and resolutions
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
-from crm_link.errors import ValidationError
-from crm_link.models import User
+from crm_link.errors import Conflict, NotFound, ValidationError
+from crm_link.models import Touch, User
 from crm_link.surveys import NewResponse, Response, SurveyRow
 from followups.service import MANAGERS, FollowupService
-from followups.surveys import SurveySpec, check_answers, parse_survey, score, spec_of, summary_lines
+from followups.sms_reply import parse_score
+from followups.surveys import (
+    SurveySpec,
+    check_answers,
+    parse_survey,
+    score,
+    sms_question,
+    sms_text,
+    spec_of,
+    summary_lines,
+)
 
 log = logging.getLogger("followups.surveys")
 
 SURVEY_DISPOSITION = "completed survey"
+SMS_SURVEY_WINDOW = timedelta(days=7)  # a reply this long after the survey text may still answer it
 
 
 def target_of(escalate_to: str) -> str:
@@ -62,6 +75,7 @@ class SurveyService:
         attempt_id: int | None = None,
         channel: str = "call",
         source_key: str | None = None,
+        touch_id: int | None = None,
     ) -> Response:
         """Check and lock a set of answers (once per call: Conflict the second time) and escalate a
         dissatisfied customer."""
@@ -70,7 +84,7 @@ class SurveyService:
             raise ValidationError("survey_id", "this survey is switched off")
         clean = check_answers(spec, answers)
         scored = score(spec, clean)
-        touch_id = list_id = None
+        list_id = None
         if attempt_id is not None:
             attempt = await self.store.call_lists.attempt(attempt_id)
             if attempt.contact_id != contact_id:
@@ -123,6 +137,52 @@ class SurveyService:
         if scored.dissatisfied:
             response = await self._escalate(response, row, spec, clean)
         return response
+
+    # by SMS -----------------------------------------------------------------------------------
+
+    async def sms_text(self, survey_id: int, field_name: str = "survey_id") -> str:
+        """The text that asks a survey by SMS ("How was your service? Reply 1-5."); ValidationError
+        naming `field_name` when the survey cannot be asked in one question or is switched off."""
+        try:
+            row, spec = await self.definition(survey_id)
+        except NotFound:
+            raise ValidationError(field_name, f"no survey {survey_id}") from None
+        if not row.active:
+            raise ValidationError(field_name, "this survey is switched off")
+        return sms_text(spec)
+
+    async def take_sms_reply(self, text: str, touches: Sequence[Touch]) -> bool:
+        """A customer's inbound text (its touches, one per contact with the number): True when it
+        answers the survey texted to one of them (stored as that customer's response with the SMS
+        touch, escalated when dissatisfied); False when it is not an answer, so it lands as a reply."""
+        since = self.loop.clock() - SMS_SURVEY_WINDOW
+        by_contact = {t.contact_id: t for t in touches if t.contact_id is not None}
+        found = await self.store.surveys.open_sms_survey(list(by_contact), since)
+        if found is None:
+            return False
+        outbox_id, survey_id, contact_id = found
+        try:
+            row, spec = await self.definition(survey_id)
+            q = sms_question(spec)
+        except (NotFound, ValidationError):  # deleted, or edited into more than one question since
+            return False
+        assert q.min is not None and q.max is not None
+        value = parse_score(text, q.min, q.max)
+        if value is None or not row.active:
+            return False
+        try:
+            await self.submit(
+                survey_id,
+                contact_id,
+                {q.key: value},
+                by=None,
+                channel="sms",
+                source_key=f"sms-survey:{outbox_id}",
+                touch_id=by_contact[contact_id].id,
+            )
+        except Conflict:  # a second reply raced the first: it is a normal reply
+            return False
+        return True
 
     @staticmethod
     def _summary(row: SurveyRow, spec: SurveySpec, answers: dict[str, Any], extra: str = "") -> str:

@@ -418,3 +418,25 @@ def summary_lines(spec: SurveySpec, answers: Mapping[str, Any]) -> list[str]:
             )
             out.append(f"{q.text} {shown_v}")
     return out
+
+
+def sms_question(spec: SurveySpec, field_name: str = "survey_id") -> Question:
+    """The one question a survey asks by SMS: its score question, when nothing else is required
+    of an answer that gives only the score (ValidationError naming `field_name` otherwise)."""
+    q = spec.score_question
+    if q is None:
+        raise ValidationError(field_name, f"survey {spec.name!r} has no scale question to ask by SMS")
+    if q.show_if is not None:
+        raise ValidationError(field_name, f"the score question {q.key!r} is asked only sometimes")
+    for other in shown(spec, {q.key: q.min}) + shown(spec, {q.key: q.max}):
+        if other.required and other.key != q.key:
+            raise ValidationError(
+                field_name, f"an SMS survey asks one question; {other.key!r} is required too"
+            )
+    return q
+
+
+def sms_text(spec: SurveySpec) -> str:
+    """The default text of an SMS survey: the question and how to answer (GSM-7, one segment)."""
+    q = sms_question(spec)
+    return f"{q.text.strip()} Reply {q.min}-{q.max}."

@@ -31,6 +31,7 @@ from switchboard.keys import (
     SMS_EVENTS,
     STORE,
     SUPERVISOR,
+    SURVEYS,
 )
 from switchboard.settings import Settings, SettingsError, SmsChannelSettings
 from switchboard.web.sms import SmsRuntime
@@ -241,6 +242,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         app[SMS] = SmsRuntime(blasts, workers)
         app[SMS_EVENTS] = events
+        events.survey_reply = app[SURVEYS].take_sms_reply  # a reply to a survey text is its answer
         app[SMS_CHANNELS] = channels
 
         def channel_state(worker_name: str) -> str:

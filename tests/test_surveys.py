@@ -343,6 +343,30 @@ async def test_a_list_carries_its_survey_and_an_unreached_customer_counts_as_unr
     assert (await _put(boss, f"/api/v1/survey-responses/{resp.id}", fix)).status == 400
 
 
+async def test_a_manager_attaches_and_detaches_a_survey_on_an_existing_list(sclient: Any) -> None:
+    ann, boss, jane, _ = await _setup(sclient)
+    sid = (await (await boss.post("/api/v1/surveys", AFTER_SERVICE)).json())["id"]
+    r = await boss.post("/api/v1/call-lists", {"name": "Plain", "contact_ids": [jane], "start": True})
+    cl = await r.json()
+    assert r.status == 201 and cl["survey_id"] is None
+    path = f"/api/v1/call-lists/{cl['id']}/survey"
+    # bad input names the field; reps may not; an unknown list is 404
+    for body in ({}, {"survey_id": 999}, {"survey_id": "1"}, {"survey_id": True}):
+        assert (await _error(await _put(boss, path, body), 400))["field"] == "survey_id"
+    assert (await _put(ann, path, {"survey_id": sid})).status == 403
+    assert (await _put(boss, "/api/v1/call-lists/9999/survey", {"survey_id": sid})).status == 404
+    # attached: the list says so and its next call's preview card asks it
+    r = await _put(boss, path, {"survey_id": sid})
+    assert r.status == 200 and (await r.json())["survey_name"] == "After service"
+    assert (await (await boss.get(f"/api/v1/call-lists/{cl['id']}")).json())["survey_id"] == sid
+    nxt = await (await ann.post("/api/v1/agent/next-call", {})).json()
+    assert nxt["pop"]["survey"]["id"] == sid
+    # detached: no survey on the list any more
+    r = await _put(boss, path, {"survey_id": None})
+    assert r.status == 200 and (await r.json())["survey_id"] is None
+    assert (await (await boss.get(f"/api/v1/call-lists/{cl['id']}")).json())["survey_id"] is None
+
+
 async def test_a_cadence_step_with_a_survey_shows_it_on_the_screen_pop(sclient: Any) -> None:
     from cti.screenpop import build_pop
 

@@ -41,6 +41,7 @@ class BlastSpec:
     cron: str | None = None
     time_zone: str = "UTC"
     rate_per_second: float | None = None
+    survey_id: int | None = None  # a one-question survey the replies answer (checked by the caller)
 
 
 @dataclass(slots=True)
@@ -240,6 +241,7 @@ class BlastService:
             cron=spec.cron,
             time_zone=spec.time_zone,
             rate_per_second=spec.rate_per_second,
+            survey_id=spec.survey_id,
             next_run_at=first,
             claim_lease=self.claim_lease if send_now else None,
         )
@@ -295,6 +297,7 @@ class BlastService:
                     not_before=hold or at,
                     contact_id=c.id,
                     user_id=blast["created_by"],
+                    survey_id=blast.get("survey_id"),
                     encoding=encoding,
                     segments=segments,
                     state=state,

@@ -42,6 +42,10 @@ def keyword(text: str) -> str | None:
 class SmsEvents:
     """The ChannelSink every channel reports to; writes touches, flags and replies."""
 
+    # (text, its touches) -> True when the text answered a survey texted to the customer (set by
+    # the root to SurveyService.take_sms_reply); a text it does not take goes on as a reply
+    survey_reply: Callable[[str, list[Touch]], Awaitable[bool]] | None = None
+
     def __init__(
         self,
         store: Store,
@@ -123,6 +127,8 @@ class SmsEvents:
         touch = touches[-1]
         if not touch.created:
             return  # a redelivered webhook: already handled
+        if word is None and self.survey_reply is not None and await self.survey_reply(msg.text, touches):
+            return
         if word == "stop":
             for c in contacts:
                 await self.store.contacts.set_flags(c.id, sms_opt_out=True)  # also withdraws consent

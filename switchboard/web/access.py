@@ -139,6 +139,7 @@ RULES: dict[tuple[str, str], Rule] = {
         "rep", "manager", "admin", scope="reps: only a complaint follow-up assigned to them"
     ),
     ("GET", "/api/v1/contacts/{id}/survey-responses"): staff(scope=OWN_CONTACTS),
+    ("PUT", "/api/v1/call-lists/{id}/survey"): staff("manager", "admin"),
     ("GET", "/surveys"): staff("manager", "admin"),
     ("GET", "/api/v1/reports/surveys/{id}"): staff("manager", "admin"),
     ("GET", "/surveys/{id}/report"): staff("manager", "admin"),

@@ -14,7 +14,7 @@ from campaigns.sms.sender import ChannelWorker
 from crm_link.errors import NotFound, ValidationError
 from crm_link.models import Contact
 from crm_link.sms import OutboxRow
-from switchboard.keys import CLOCK, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE
+from switchboard.keys import CLOCK, SETTINGS, SMS, SMS_CHANNELS, SMS_EVENTS, STORE, SURVEYS
 from switchboard.web.api import can_see_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int
@@ -22,7 +22,17 @@ from switchboard.web.render import render
 from templates.render import TemplateTooCostly, render_in_thread
 
 SENDERS = ("marketing", "manager", "admin")
-BLAST_FIELDS = ("name", "text", "audience", "channel", "send_at", "cron", "rate_per_second", "time_zone")
+BLAST_FIELDS = (
+    "name",
+    "text",
+    "audience",
+    "channel",
+    "send_at",
+    "cron",
+    "rate_per_second",
+    "time_zone",
+    "survey_id",
+)
 
 
 @dataclass(slots=True)
@@ -86,6 +96,12 @@ async def create_blast(request: web.Request) -> web.Response:
         ZoneInfo(zone)
     except (ValueError, KeyError):
         raise ValidationError("time_zone", f"{zone!r} is not an IANA time zone") from None
+    survey_id = data.get("survey_id")
+    if survey_id is not None:  # a one-question survey: the replies are its answers
+        if isinstance(survey_id, bool) or not isinstance(survey_id, int):
+            raise ValidationError("survey_id", "must be a survey id")
+        default_text = await request.app[SURVEYS].sms_text(survey_id)
+        data.setdefault("text", default_text)
     for name in ("name", "text", "audience", "channel"):
         if name not in data:
             raise ValidationError(name, "is required")
@@ -108,6 +124,7 @@ async def create_blast(request: web.Request) -> web.Response:
         cron=cron,
         time_zone=zone,
         rate_per_second=float(rate) if rate is not None else None,
+        survey_id=survey_id,
     )
     blast = await rt.blasts.create(spec, created_by=user.id)
     rt.wake(spec.channel)

@@ -4,6 +4,7 @@ a manager's correction and resolution, and the manager's survey builder page."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -177,6 +178,29 @@ async def contact_responses(request: web.Request) -> web.Response:
     return web.json_response({"items": [r.to_dict() for r in items], "next_cursor": None})
 
 
+async def set_list_survey(request: web.Request) -> web.Response:
+    """PUT /api/v1/call-lists/{id}/survey {survey_id | null}: attach a survey to a list (its next
+    calls ask it) or detach it; answers already given keep their list."""
+    user = require(request, *MANAGERS)
+    store = request.app[STORE]
+    cl = await store.call_lists.get(path_int(request))
+    data = await json_body(request, allowed=("survey_id",))
+    if "survey_id" not in data:
+        raise ValidationError("survey_id", "is required: a survey id, or null to detach the survey")
+    survey_id = data["survey_id"]
+    if survey_id is not None:
+        if isinstance(survey_id, bool) or not isinstance(survey_id, int) or survey_id < 1:
+            raise ValidationError("survey_id", "must be a survey id or null")
+        if not await store.surveys.exists(survey_id):
+            raise ValidationError("survey_id", f"no survey {survey_id}")
+    await store.surveys.set_list_survey(cl.id, survey_id)
+    await store.audit.write(
+        "call_list.survey", user_id=user.id, object_type="call_list", object_id=cl.id, survey_id=survey_id
+    )
+    name = (await store.surveys.get(survey_id)).name if survey_id is not None else None
+    return web.json_response({"id": cl.id, "name": cl.name, "survey_id": survey_id, "survey_name": name})
+
+
 async def surveys_page(request: web.Request) -> web.Response:
     require(request, *MANAGERS)
     store = request.app[STORE]
@@ -185,8 +209,6 @@ async def surveys_page(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request) -> dict[str, Any]:
-    from zoneinfo import ZoneInfo
-
     zone = request.app[SETTINGS].server.time_zone
     today = request.app[CLOCK]().astimezone(ZoneInfo(zone)).date()
     q = request.query
@@ -216,6 +238,7 @@ async def report_page(request: web.Request) -> web.Response:
     require(request, *MANAGERS)
     report = await _report(request)
     reasons = report["reasons"][:12]
+    all_reasons = sum(r["count"] for r in report["reasons"])
     by_month = report if report["group"] == "month" else None
     if by_month is None:
         by_month = await survey_report(
@@ -227,8 +250,11 @@ async def report_page(request: web.Request) -> web.Response:
             "month",
         )
     charts = {
-        "reasons": svg.bars(
-            [r["reason"] for r in reasons], [r["count"] for r in reasons], "Reasons for dissatisfaction"
+        "reasons": svg.pareto(
+            [r["reason"] for r in reasons],
+            [r["count"] for r in reasons],
+            "Reasons for dissatisfaction",
+            total=all_reasons,
         )
         if reasons
         else "",
@@ -236,9 +262,33 @@ async def report_page(request: web.Request) -> web.Response:
             [r["key"] for r in by_month["rows"]],
             [r["satisfaction_rate"] for r in by_month["rows"]],
             "Satisfaction rate by month",
+            ticks=[_month_name(r["key"]) for r in by_month["rows"]],
+            show_values=len(by_month["rows"]) <= 13,
         ),
     }
-    return render(request, "survey_report.html", {"report": report, "charts": charts, "query": request.query})
+    running = 0
+    ranked = []
+    for r in report["reasons"]:
+        running += r["count"]
+        ranked.append(r | {"share": r["count"] / all_reasons, "cumulative": running / all_reasons})
+    return render(
+        request,
+        "survey_report.html",
+        {
+            "report": report,
+            "charts": charts,
+            "ranked": ranked,
+            "shown_reasons": len(reasons),
+            "printed_at": request.app[CLOCK]().astimezone(ZoneInfo(report["time_zone"])),
+        },
+    )
+
+
+def _month_name(key: str) -> str:
+    """2026-04 -> "Apr 2026"."""
+    from datetime import date
+
+    return date.fromisoformat(key + "-01").strftime("%b %Y")
 
 
 def setup(app: web.Application) -> None:
@@ -251,6 +301,7 @@ def setup(app: web.Application) -> None:
     app.router.add_put("/api/v1/survey-responses/{id}", correct_response)
     app.router.add_post("/api/v1/survey-responses/{id}/resolution", resolve_response)
     app.router.add_get("/api/v1/contacts/{id}/survey-responses", contact_responses)
+    app.router.add_put("/api/v1/call-lists/{id}/survey", set_list_survey)
     app.router.add_get("/surveys", surveys_page)
     app.router.add_get("/api/v1/reports/surveys/{id}", report_api)
     app.router.add_get("/surveys/{id}/report", report_page)

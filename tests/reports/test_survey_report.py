@@ -155,3 +155,79 @@ async def test_survey_report_figures_match_an_independent_count(aiohttp_client: 
     # the printable page: totals, the Pareto of reasons, the rate line over months
     page = await (await boss.get(f"/surveys/{sid}/report?from=2026-04-01&to=2026-06-30")).text()
     assert "<svg" in page and ranked[0][0] in page and "Satisfaction rate by month" in page
+
+
+async def test_rollup_report_counts_local_month_edges_and_corrections(tmp_path: Any) -> None:
+    """Responses on the partial UTC days at local month edges land in their local month; a correction
+    is counted as the response now stands (the rollup follows it)."""
+    from zoneinfo import ZoneInfo
+
+    from crm_link.store import Store
+    from reports.periods import Period
+    from reports.surveys import survey_report
+
+    zone = "America/Chicago"
+    clock = ManualClock(datetime(2026, 4, 1, 12, 0, tzinfo=UTC))
+    async with Store(str(tmp_path / "r.db"), time_zone=zone, clock=clock) as store:
+        ann = await store.users.add("ann", role="rep", password="x" * 12)
+        bob = await store.users.add("bob", role="rep", password="x" * 12)
+        sid = (await store.surveys.create(parse_survey(NPS_SURVEY).to_dict(), user_id=None)).id
+        spec = parse_survey(NPS_SURVEY)
+        local = [  # (local time, score, agent)
+            (datetime(2026, 3, 31, 23, 50), 10, ann),  # before the period
+            (datetime(2026, 4, 1, 0, 10), 9, ann),
+            (datetime(2026, 4, 30, 23, 30), 2, bob),  # UTC May 1st, local April
+            (datetime(2026, 5, 1, 0, 30), 8, bob),
+            (datetime(2026, 5, 15, 12, 0), 5, ann),
+            (datetime(2026, 5, 31, 20, 0), 3, bob),  # UTC June 1st, local May
+            (datetime(2026, 6, 30, 23, 59), 7, ann),  # UTC July 1st, local June
+            (datetime(2026, 7, 1, 0, 1), 0, ann),  # after the period
+        ]
+        ids = []
+        for i, (when, nps, agent) in enumerate(local):
+            clock.set(when.replace(tzinfo=ZoneInfo(zone)))
+            answers: dict[str, Any] = {"nps": nps} | ({"why": ["price"]} if nps <= 6 else {})
+            s = score(spec, answers)
+            contact = await store.contacts.create(
+                validate_contact({"first_name": f"E{i}", "phones": [f"+1212555{2000 + i}"]}, region="US")
+            )
+            r = await store.surveys.record(
+                NewResponse(
+                    survey_id=sid,
+                    survey_version=1,
+                    source_key=f"e:{i}",
+                    contact_id=contact.id,
+                    answers=answers,
+                    score=s.score,
+                    satisfied=s.satisfied,
+                    dissatisfied=s.dissatisfied,
+                    reasons=s.reasons,
+                    summary="x",
+                    agent_id=agent.id,
+                )
+            )
+            ids.append(r.id)
+        # the manager corrects the 2 to a 9 (no reason now)
+        fixed = score(spec, {"nps": 9})
+        await store.surveys.correct(
+            ids[2],
+            {"nps": 9},
+            score=9,
+            satisfied=fixed.satisfied,
+            dissatisfied=False,
+            reasons=[],
+            summary="x",
+            user_id=ann.id,
+            reason="typo",
+        )
+        period = Period(datetime(2026, 4, 1).date(), datetime(2026, 6, 30).date(), zone)
+        by_month = await survey_report(store, sid, period, "month")
+        assert [(r["key"], r["responses"]) for r in by_month["rows"]] == [
+            ("2026-04", 2),
+            ("2026-05", 3),
+            ("2026-06", 1),
+        ]
+        assert by_month["responses"] == 6 and by_month["avg_score"] == round((9 + 9 + 8 + 5 + 3 + 7) / 6, 3)
+        assert by_month["reasons"] == [{"reason": "price", "count": 2}]  # 5 and 3; the corrected 2 has none
+        by_agent = await survey_report(store, sid, period, "agent")
+        assert [(r["key"], r["responses"]) for r in by_agent["rows"]] == [("ann", 3), ("bob", 3)]

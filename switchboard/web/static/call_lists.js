@@ -192,6 +192,33 @@
     box.append(t);
   }
 
+  // a manager attaches a survey to the chosen list, or takes it off (its next calls ask it, or none)
+  const surveyForm = $("list-survey");
+  if (surveyForm) {
+    fetch("/api/v1/surveys").then((r) => (r.ok ? r.json() : { items: [] })).then((d) => {
+      for (const s of d.items) { const o = el("option", s.name); o.value = s.id; surveyForm.survey_id.append(o); }
+    });
+    surveyForm.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const out = surveyForm.querySelector(".list-survey-result");
+      const v = surveyForm.survey_id.value;
+      const res = await fetch("/api/v1/call-lists/" + surveyForm.dataset.listId + "/survey", {
+        method: "PUT", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ survey_id: v ? Number(v) : null }),
+      });
+      const body = await res.json();
+      out.textContent = !res.ok ? body.error.message : body.survey_name ? "Saved: its calls ask “" + body.survey_name + "”." : "Saved: no survey.";
+      out.className = res.ok ? "muted list-survey-result" : "error list-survey-result";
+    });
+  }
+  function surveyControl(l) {
+    if (!surveyForm) return;
+    surveyForm.dataset.listId = l.id; surveyForm.hidden = false;
+    surveyForm.querySelector(".list-survey-name").textContent = l.name;
+    surveyForm.survey_id.value = l.survey_id == null ? "" : String(l.survey_id);
+    surveyForm.querySelector(".list-survey-result").textContent = "";
+  }
+
   let selected = null;
   async function refresh() {
     const res = await fetch("/api/v1/call-lists");
@@ -204,7 +231,7 @@
       const c = l.counts; const finished = c.done + c.skipped;
       const pct = l.total ? Math.round((100 * finished) / l.total) : 0;
       const tr = el("tr"); tr.dataset.listId = l.id;
-      const name = el("td"); const a = el("a", l.name); a.href = "#"; a.addEventListener("click", (e) => { e.preventDefault(); selected = l.id; detail(l); }); name.append(a);
+      const name = el("td"); const a = el("a", l.name); a.href = "#"; a.addEventListener("click", (e) => { e.preventDefault(); selected = l.id; detail(l); surveyControl(l); }); name.append(a);
       tr.append(name, el("td", l.mode), el("td", l.state, "state"));
       const bar = el("td"); const p = el("div", null, "progress"); const s = el("span"); s.style.width = pct + "%"; p.append(s);
       bar.append(p, el("span", c.pending + " pending · " + c.in_progress + " in progress · " + c.done + " done · " + c.skipped + " skipped", "muted progress-text"));
