@@ -180,8 +180,12 @@ def parse_rule(data: Any, *, date_fields: Iterable[str]) -> RuleSpec:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValidationError(f"{path}.{key}", "must be an id")
             ids[key] = v
-        if channel in ("sms", "email") and ids["template_id"] is None:
-            raise ValidationError(f"{path}.template_id", f"an {channel} step needs a template")
+        if channel == "email" and ids["template_id"] is None:
+            raise ValidationError(f"{path}.template_id", "an email step needs a template")
+        if channel == "sms" and ids["template_id"] is None and ids["survey_id"] is None:
+            raise ValidationError(
+                f"{path}.template_id", "an sms step needs a saved text (or a one-question survey_id)"
+            )
         steps.append(
             Step(
                 Offset.parse(s.get("offset"), f"{path}.offset"),

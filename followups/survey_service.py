@@ -149,7 +149,7 @@ class SurveyService:
             raise ValidationError(field_name, f"no survey {survey_id}") from None
         if not row.active:
             raise ValidationError(field_name, "this survey is switched off")
-        return sms_text(spec)
+        return sms_text(spec, field_name)
 
     async def take_sms_reply(self, text: str, touches: Sequence[Touch]) -> bool:
         """A customer's inbound text (its touches, one per contact with the number): True when it

@@ -436,7 +436,7 @@ def sms_question(spec: SurveySpec, field_name: str = "survey_id") -> Question:
     return q
 
 
-def sms_text(spec: SurveySpec) -> str:
+def sms_text(spec: SurveySpec, field_name: str = "survey_id") -> str:
     """The default text of an SMS survey: the question and how to answer (GSM-7, one segment)."""
-    q = sms_question(spec)
+    q = sms_question(spec, field_name)
     return f"{q.text.strip()} Reply {q.min}-{q.max}."

@@ -123,12 +123,19 @@ def sms_step(app: web.Application) -> StepChannel:
         contact = await store.contacts.get(f.contact_id)
         if contact.sms_opt_out:
             return "SMS not sent (the customer opted out)"
+        if rt.blasts.require_consent and not contact.sms_consent:
+            return "SMS not sent (no consent to texts)"
         number, why = pick_number(contact)
         if number is None:
             return f"SMS not sent ({why})"
         try:
-            template = await store.sms_templates.get(step.template_id or 0)
-            text = rt.blasts.render(template.text, contact)
+            if step.template_id is not None:
+                source = (await store.sms_templates.get(step.template_id)).text
+            elif step.survey_id is not None:  # a one-question survey step: the text asks it
+                source = await app[SURVEYS].sms_text(step.survey_id)
+            else:
+                return "SMS not sent (the step has no saved text or survey)"
+            text = rt.blasts.render(source, contact)
             info = rt.blasts.describe(text)
         except NotFound:
             return f"SMS not sent (saved text {step.template_id} is gone)"
@@ -146,6 +153,7 @@ def sms_step(app: web.Application) -> StepChannel:
                 dedupe_key=f"followup:{f.id}",
                 time_zone=contact.time_zone or settings.server.time_zone,
                 followup_id=f.id,
+                survey_id=step.survey_id,
             )
         )
         rt.wake(channel)

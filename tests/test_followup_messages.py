@@ -441,3 +441,75 @@ async def _held(store: Any, message_id: int) -> Any:
 
     msg = await store.sms.message(message_id)
     return msg if msg.state == "queued" and msg.reason == QUIET_HOURS else None
+
+
+async def test_a_cadence_sms_survey_step_asks_its_question_and_the_reply_answers_it(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    """A cadence SMS step with a one-question survey and no saved text texts the question; the
+    customer's "1" is stored as their answer and escalates; with consent required, a customer
+    without consent is not texted and the step stays a call saying why."""
+    from tests.test_survey_sms import ONE_QUESTION
+
+    msettings.sms.require_consent = True
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    survey = await (await boss.post("/api/v1/surveys", json=ONE_QUESTION)).json()
+    two_q = dict(ONE_QUESTION, name="Two questions")
+    two_q["questions"] = [
+        *ONE_QUESTION["questions"],
+        {"key": "note", "text": "Anything else?", "type": "text", "required": True},
+    ]
+    bad = await (await boss.post("/api/v1/surveys", json=two_q)).json()
+    step = {"offset": "+0d", "channel": "sms", "reason": "Service survey"}
+    # a step whose survey cannot be asked in one text is refused, naming the step
+    resp = await boss.post(
+        "/api/v1/cadences",
+        json={"name": "Survey", "date_field": "delivery_date", "steps": [step | {"survey_id": bad["id"]}]},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["field"] == "steps[0].survey_id"
+    resp = await boss.post(
+        "/api/v1/cadences",
+        json={"name": "Survey", "date_field": "delivery_date", "steps": [step | {"survey_id": survey["id"]}]},
+    )
+    assert resp.status == 201, await resp.text()
+    sam = await _customer(ann, "Sam", "+12125550101")
+    olive = await _customer(ann, "Olive", "+12125550102")
+    resp = await ann.patch(f"/api/v1/contacts/{sam}", json={"sms_consent": {"source": "in_person"}})
+    assert resp.status == 200, await resp.text()
+
+    clock.advance(hours=1, minutes=30)
+    outcomes = await app[FOLLOWUP_STEPS].send_due()
+    assert sorted(o.queued for o in outcomes) == [False, True]
+    await until(lambda: _async(len(kannel.received) >= 1))
+    assert [(q["to"], q["text"]) for q in kannel.received] == [
+        ("+12125550101", "How was your service? Reply 1-5.")
+    ]
+    olives = [f for f in (await store.followups.search(contact_id=olive)).items if f.cadence_name == "Survey"]
+    assert [(f.channel, f.status) for f in olives] == [("call", "open")]
+    assert "no consent to texts" in olives[0].note
+
+    async def sent() -> bool:
+        rows = (await store.touches.history(sam)).items
+        return any(t.kind == "sms" and t.direction == "outbound" for t in rows)
+
+    await until(sent)
+    assert kannel.inbound_url is not None
+    await kannel.inject_inbound(kannel.inbound_url, "+12125550101", "12345", "1", msg_id="in-survey-1")
+
+    async def answered() -> list[Any] | None:
+        items = (await (await boss.get(f"/api/v1/contacts/{sam}/survey-responses")).json())["items"]
+        return items or None
+
+    (answer,) = await until(answered)
+    assert (
+        answer["channel"] == "sms" and answer["answers"] == {"overall": 1} and answer["dissatisfied"] is True
+    )
+    assert answer["followup_id"] is not None
+    assert len(kannel.received) == 1  # Olive was never texted
+    await client.close()

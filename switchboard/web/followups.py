@@ -13,7 +13,7 @@ from crm_link.errors import NotFound, ValidationError
 from crm_link.followups import end_of_day
 from crm_link.models import FollowUp, User, parse_id
 from followups.service import FollowupService
-from switchboard.keys import CLOCK, FOLLOWUPS, SETTINGS, STORE
+from switchboard.keys import CLOCK, FOLLOWUPS, SETTINGS, STORE, SURVEYS
 from switchboard.web.api import ALL_STAFF, parse_time, visible_contact
 from switchboard.web.auth import require
 from switchboard.web.errors import ApiError, json_body, path_int, query_limit
@@ -201,9 +201,19 @@ async def list_cadences(request: web.Request) -> web.Response:
     )
 
 
+async def _check_sms_surveys(request: web.Request, data: Any) -> None:
+    """An SMS step that carries a survey must be askable in one text (named by its step)."""
+    steps = data.get("steps") if isinstance(data, dict) else None
+    for i, s in enumerate(steps if isinstance(steps, list) else []):
+        if isinstance(s, dict) and s.get("channel") == "sms" and isinstance(s.get("survey_id"), int):
+            await request.app[SURVEYS].sms_text(s["survey_id"], f"steps[{i}].survey_id")
+
+
 async def create_cadence(request: web.Request) -> web.Response:
     user = require(request, *RULE_ADMINS)
-    row = await service(request).save_rule(None, await json_body(request))
+    data = await json_body(request)
+    await _check_sms_surveys(request, data)
+    row = await service(request).save_rule(None, data)
     await request.app[STORE].audit.write(
         "cadence.create", user_id=user.id, object_type="cadence", object_id=row.id
     )
@@ -214,7 +224,9 @@ async def update_cadence(request: web.Request) -> web.Response:
     user = require(request, *RULE_ADMINS)
     cid = path_int(request)
     await request.app[STORE].followups.cadence(cid)
-    row = await service(request).save_rule(cid, await json_body(request))
+    data = await json_body(request)
+    await _check_sms_surveys(request, data)
+    row = await service(request).save_rule(cid, data)
     await request.app[STORE].audit.write(
         "cadence.update", user_id=user.id, object_type="cadence", object_id=cid
     )
