@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_link.db import Database, from_db_time, to_db_time
+from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import iso
 from crm_link.phones import zone_for_number
@@ -252,7 +252,8 @@ class CallLists:
             cur = await tx.execute(
                 "INSERT INTO call_lists (name, mode, state, source, priority, max_attempts, retry_minutes,"
                 " busy_retry_minutes, calling_start, calling_end, window_start, window_end, created_by,"
-                " created_at, updated_at, survey_id) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, survey_id) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
                 (
                     spec.name,
                     spec.mode,
@@ -271,8 +272,7 @@ class CallLists:
                     spec.survey_id,
                 ),
             )
-            list_id = cur.lastrowid
-            assert list_id is not None
+            list_id = int((await one_row(cur))[0])
             await tx.executemany(
                 "INSERT INTO call_list_agents (list_id, user_id) VALUES (?, ?)",
                 [(list_id, a) for a in dict.fromkeys(agent_ids)],
@@ -584,10 +584,10 @@ class CallLists:
                     raise Conflict("entry_id", "this entry is being dialed")
             cur = await tx.execute(
                 "INSERT INTO call_attempts (entry_id, list_id, contact_id, agent_id, number, state, source,"
-                " started_at) VALUES (?, ?, ?, ?, ?, 'dialing', ?, ?)",
+                " started_at) VALUES (?, ?, ?, ?, ?, 'dialing', ?, ?) RETURNING id",
                 (entry_id, row["list_id"], row["contact_id"], agent_id, row["number"], source, stamp),
             )
-            attempt_id = cur.lastrowid
+            attempt_id = int((await one_row(cur))[0])
             await tx.execute(
                 "UPDATE call_list_entries SET attempts = attempts + 1, last_attempt_at = ?, lease_until = ?,"
                 " updated_at = ? WHERE id = ?",
@@ -896,7 +896,7 @@ class CallLists:
                 "(SELECT json_group_object(d, n) FROM (SELECT disposition AS d, count(*) AS n FROM call_attempts "
                 " WHERE list_id = a.list_id AND agent_id IS a.agent_id AND disposition IS NOT NULL GROUP BY d)) "
                 "FROM call_attempts a LEFT JOIN users u ON u.id = a.agent_id "
-                "WHERE a.list_id = ? AND a.state NOT IN ('cancelled', 'dialing') GROUP BY a.agent_id",
+                "WHERE a.list_id = ? AND a.state NOT IN ('cancelled', 'dialing') GROUP BY a.agent_id, u.username, a.list_id",
                 (list_id,),
             )
         ]

@@ -116,6 +116,13 @@ def to_postgres(sql: str, *, ddl: bool = False, params: bool = True) -> str:
         if t.kind == "param":
             if params:
                 t.text = "%s"
+                # `? IS NULL` (an optional filter): PostgreSQL cannot type a lone NULL parameter
+                j = _next(toks, i)
+                k = _next(toks, j)
+                if j < n and toks[j].up == "IS" and k < n and toks[k].up == "NOT":
+                    k = _next(toks, k)
+                if j < n and toks[j].up == "IS" and k < n and toks[k].up == "NULL":
+                    t.text = "%s::text"
         elif t.kind == "word":
             if up == "IS":
                 j = _next(toks, i)

@@ -113,3 +113,9 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
+
+-- sum(a = b): SQLite sums a comparison as 0/1; NULLs are skipped and no rows give NULL, as sum does
+CREATE OR REPLACE FUNCTION sqlite_bool_sum_step(acc bigint, b boolean) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN b IS NULL THEN acc ELSE COALESCE(acc, 0) + b::integer END
+$$;
+CREATE OR REPLACE AGGREGATE sum(boolean) (SFUNC = sqlite_bool_sum_step, STYPE = bigint);

@@ -27,7 +27,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
-from crm_link.db import Database, to_db_time
+from crm_link.db import Database, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import MAX_INT64, fits_int64
 
@@ -280,11 +280,10 @@ class Segments:
         async with self.db.transaction() as tx:
             cur = await tx.execute(
                 "INSERT INTO segments (name, description, filter, created_by, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (name.strip(), description, json.dumps(f), user_id, now, now),
             )
-            sid = cur.lastrowid
-        assert sid is not None
+            sid = int((await one_row(cur))[0])
         return await self.get(sid)
 
     async def update(self, segment_id: int, name: str, f: Any, *, description: str | None = None) -> Segment:

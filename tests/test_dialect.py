@@ -36,6 +36,12 @@ def test_is_with_a_value_is_null_safe_equality() -> None:
     )
 
 
+def test_a_parameter_tested_for_null_is_typed() -> None:
+    assert to_postgres("WHERE (? IS NULL OR list_id = ?) AND (? IS NOT NULL)") == (
+        "WHERE (%s::text IS NULL OR list_id = %s) AND (%s::text IS NOT NULL)"
+    )
+
+
 def test_scalar_max_min_become_greatest_least_and_aggregates_stay() -> None:
     assert to_postgres("SELECT max(a - 1, 0), min(x, y, z), max(id), MIN(id) FROM t") == (
         "SELECT GREATEST(a - 1, 0), LEAST(x, y, z), max(id), MIN(id) FROM t"
