@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_link.call_lists import NOT_REACHED as LIST_NOT_REACHED
 from crm_link.db import Database, from_db_time
 from crm_link.errors import ValidationError
 
@@ -29,8 +30,9 @@ CALL_GROUPS = {
     "all": "''",
 }
 FOLLOWUP_COUNTS = ("due", "done", "past_due", "attempted", "reached")
-# closing results that say the customer was not reached (any other result of a done follow-up was)
-NOT_REACHED = ("no answer", "busy", "wrong number", "voicemail", "left voicemail", "escalated")
+# closing results that say the customer was not reached (any other result of a done follow-up was):
+# the call lists' own (a disposition such as "left message" that retries the customer) and these
+NOT_REACHED = (*LIST_NOT_REACHED, "wrong number", "voicemail", "left voicemail", "escalated")
 FOLLOWUP_GROUPS = {
     "assignee": (
         "COALESCE(u.username, CASE WHEN f.pool IS NOT NULL THEN 'pool: ' || f.pool ELSE '' END)",
