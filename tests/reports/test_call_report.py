@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
+from crm_link.call_rollups import wait_step
 from cti.ami.server import AmiTestServer
 from reports.calls import COLUMNS
 from switchboard.keys import ASTERISK, STORE
@@ -74,10 +75,11 @@ async def wait_ended(store: Any, key: str) -> Any:
 
 
 def p90(values: list[float]) -> int | None:
+    """Nearest rank over waits rounded up to the whole second, on the report's steps."""
     if not values:
         return None
     ups = sorted(math.ceil(v) for v in values)
-    return ups[math.ceil(0.9 * len(ups)) - 1]
+    return wait_step(ups[math.ceil(0.9 * len(ups)) - 1])
 
 
 @pytest.fixture
