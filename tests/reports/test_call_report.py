@@ -175,6 +175,14 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(
         assert tot["unanswered"] == 3 and tot["not_called_back"] == 2
         assert tot["avg_callback_s"] == round(cb_s, 1)
         assert [r["key"] for r in rep["rows"]] == [DAY.date().isoformat()]
+        # against the day before: its one call, by the same definitions
+        prev = rep["previous"]
+        assert (prev["from"], prev["to"]) == ((DAY - timedelta(days=1)).date().isoformat(),) * 2
+        assert (prev["totals"]["inbound"], prev["totals"]["answered"], prev["totals"]["outbound"]) == (
+            1,
+            1,
+            0,
+        )
 
         # a callback window shorter than the callback: all three count as not called back
         short = await get("day", callback_within=str(max(1, math.floor(cb_s / 60) - 1)))
