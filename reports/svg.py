@@ -88,8 +88,9 @@ def line(labels: Sequence[str], values: Sequence[float | None], label: str, *, p
     every = max(1, n // 8)
     for i in range(0, n, every):
         x = PAD_L + i * step if n > 1 else (W - PAD_L - PAD_R) / 2 + PAD_L
+        anchor = "end" if n > 1 and i == n - 1 else "middle"  # the last day's label stays inside
         body.append(
-            f'<text class="axis" x="{x:.1f}" y="{H - PAD_B + 16}" text-anchor="middle">{escape(labels[i][5:])}</text>'
+            f'<text class="axis" x="{x:.1f}" y="{H - PAD_B + 16}" text-anchor="{anchor}">{escape(labels[i][5:])}</text>'
         )
     return _svg(body, label)
 
