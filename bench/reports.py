@@ -94,7 +94,7 @@ def build(path: str, n: int) -> None:
     for i in range(1, n // 10 + 1):
         t = start + timedelta(seconds=rng.random() * 90 * 86400)
         ts = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        number = f"+1555{rng.randrange(10**6, 10**7)}"
+        number = f"+1556{i:07d}"  # one message per number (the outbox keeps one per blast run and number)
         state = rng.choice(["delivered", "delivered", "sent", "failed"])
         outbox.append((i, 1 + i % 20, number, state, ts, now))
         if rng.random() < 0.05:
