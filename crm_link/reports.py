@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_link.call_lists import NOT_REACHED as LIST_NOT_REACHED
+from crm_link.call_rollups import COUNTS, WAIT_COLUMNS, local_parts, ms, rebuild, write_with_rollups
 from crm_link.db import Database, from_db_time
 from crm_link.errors import ValidationError
 
@@ -30,8 +32,9 @@ CALL_GROUPS = {
     "all": "''",
 }
 FOLLOWUP_COUNTS = ("due", "done", "past_due", "attempted", "reached")
-# closing results that say the customer was not reached (any other result of a done follow-up was)
-NOT_REACHED = ("no answer", "busy", "wrong number", "voicemail", "left voicemail", "escalated")
+# closing results that say the customer was not reached (any other result of a done follow-up was):
+# the call lists' own (a disposition such as "left message" that retries the customer) and these
+NOT_REACHED = (*LIST_NOT_REACHED, "wrong number", "voicemail", "left voicemail", "escalated")
 FOLLOWUP_GROUPS = {
     "assignee": (
         "COALESCE(u.username, CASE WHEN f.pool IS NOT NULL THEN 'pool: ' || f.pool ELSE '' END)",
@@ -82,7 +85,6 @@ async def write_call_facts(tx: Any, rows: list[tuple[Any, CallFigures]], time_zo
             continue
         started = from_db_time(row["started_at"])
         assert started is not None
-        local = started.astimezone(zone)
         params.append(
             (
                 row["id"],
@@ -96,25 +98,27 @@ async def write_call_facts(tx: Any, rows: list[tuple[Any, CallFigures]], time_zo
                 _epoch(row["ended_at"]),
                 fig.wait_s,
                 fig.talk_s,
-                local.date().isoformat(),
-                local.hour,
-                local.isoweekday() % 7,  # 0 = Sunday … 6 = Saturday
+                *local_parts(started.timestamp(), zone),  # weekday: 0 = Sunday … 6 = Saturday
+                ms(fig.wait_s),
+                ms(fig.talk_s),
                 fig.line or "",
             )
         )
     if params:
-        await tx.executemany(
-            "INSERT INTO call_facts (touch_id, direction, outcome, user_id, queue, number, started_s,"
-            " answered_s, ended_s, wait_s, talk_s, local_day, local_hour, weekday, line)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (touch_id) DO UPDATE SET direction = excluded.direction,"
-            " outcome = excluded.outcome, user_id = excluded.user_id, queue = excluded.queue,"
-            " number = excluded.number, started_s = excluded.started_s, answered_s = excluded.answered_s,"
-            " ended_s = excluded.ended_s, wait_s = excluded.wait_s, talk_s = excluded.talk_s,"
-            " local_day = excluded.local_day, local_hour = excluded.local_hour, weekday = excluded.weekday,"
-            " line = excluded.line",
-            params,
-        )
+        await write_with_rollups(tx, params, _FACT_UPSERT)
+
+
+_FACT_UPSERT = (
+    "INSERT INTO call_facts (touch_id, direction, outcome, user_id, queue, number, started_s,"
+    " answered_s, ended_s, wait_s, talk_s, local_day, local_hour, weekday, wait_ms, talk_ms, line)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (touch_id) DO UPDATE SET direction = excluded.direction,"
+    " outcome = excluded.outcome, user_id = excluded.user_id, queue = excluded.queue,"
+    " number = excluded.number, started_s = excluded.started_s, answered_s = excluded.answered_s,"
+    " ended_s = excluded.ended_s, wait_s = excluded.wait_s, talk_s = excluded.talk_s,"
+    " local_day = excluded.local_day, local_hour = excluded.local_hour, weekday = excluded.weekday,"
+    " wait_ms = excluded.wait_ms, talk_ms = excluded.talk_ms, line = excluded.line"
+)
 
 
 def figures_from_touch(row: Any) -> CallFigures:
@@ -142,8 +146,24 @@ class ReportStore:
 
     async def backfill(self, batch: int = 5000) -> int:
         """Give calls that ended before call_facts existed their facts (once, after the migration)."""
-        if await self._db.fetchone("SELECT name FROM report_backfill WHERE name = 'call_facts'") is None:
-            return 0
+        done = 0
+        if await self._db.fetchone("SELECT name FROM report_backfill WHERE name = 'call_facts'") is not None:
+            done = await self._backfill_facts(batch)
+        await self.check_rollups()
+        return done
+
+    async def check_rollups(self) -> None:
+        """Rebuild the daily rollups if they are not in the store's zone (new, or the zone changed)."""
+        if await self.rollup_zone() != self.time_zone:
+            await self.rebuild_rollups()
+
+    async def rebuild_rollups(self) -> None:
+        """Recompute the facts' local days and the daily rollups in the store's zone (one transaction)."""
+        async with self._db.transaction() as tx:
+            n = await rebuild(tx, self.time_zone)
+        log.info("event=call_rollups_rebuilt calls=%d zone=%s", n, self.time_zone)
+
+    async def _backfill_facts(self, batch: int) -> int:
         done, last = 0, 0
         while True:
             rows = await self._db.fetchall(
@@ -163,62 +183,111 @@ class ReportStore:
         log.info("event=call_facts_backfilled calls=%d", done)
         return done
 
-    async def calls(self, lo: float, hi: float, group: str, callback_within_s: float) -> dict[str, Any]:
+    async def calls(self, lo: float, hi: float, group: str, callback_within_min: int) -> dict[str, Any]:
         """Call counts per group for calls that started in [lo, hi) (epoch seconds).
 
         Returns {"rows": {key: counts}, "waits": {key: {whole seconds: calls}}} where counts hold
-        inbound, outbound, answered, missed, abandoned, outbound_answered, wait_sum, wait_n, talk_sum,
-        unanswered, called_back, called_back_in_time, callback_sum.
+        the rollup COUNTS and called_back_in_time. Whole days (in the zone the rollups are kept in)
+        come from the daily rollups, the partial days at either edge from the call facts; without
+        rollups in that zone, everything comes from the facts.
         """
         if group not in CALL_GROUPS:
             raise ValidationError("group", f"must be one of {', '.join(CALL_GROUPS)}")
+        zone = await self.rollup_zone()
+        days = _full_days(lo, hi, zone) if zone else None
+        if days is None:
+            return await self.calls_from_facts(lo, hi, group, callback_within_min)
+        first, last, a, b = days
+        out = await self._calls_from_rollups(first, last, group, callback_within_min)
+        for x, y in ((lo, a), (b, hi)):
+            if x < y:
+                _merge(out, await self.calls_from_facts(x, y, group, callback_within_min))
+        return out
+
+    async def rollup_zone(self) -> str | None:
+        """The zone the daily rollups are kept in (None before they were first built)."""
+        row = await self._db.fetchone("SELECT zone FROM call_rollup_zone")
+        return row["zone"] if row else None
+
+    async def _calls_from_rollups(self, first: str, last: str, group: str, cb_min: int) -> dict[str, Any]:
+        dim, key = _ROLLUP_KEYS[group]
+        where = " WHERE r.dim = ? AND r.local_day >= ? AND r.local_day <= ?"
+        sums = ", ".join(f"SUM(r.{c}) AS {c}" for c in COUNTS)
+        names: dict[str, str] = {}
+        if group == "agent":  # user ids to names here: the rollups keep the id (a rename follows)
+            names = {
+                str(u["id"]): u["username"] for u in await self._db.fetchall("SELECT id, username FROM users")
+            }
+        rows: dict[Any, dict[str, float]] = {}
+        waits: dict[Any, dict[int, int]] = {}
+
+        def key_of(raw: Any) -> Any:
+            if group == "agent":
+                return names.get(raw, "")
+            return raw
+
+        plain = [(i, c) for i, c in enumerate(COUNTS, 1) if c not in WAIT_COLUMNS]
+        steps = [(i, int(c.removeprefix("wait_le_"))) for i, c in enumerate(COUNTS, 1) if c in WAIT_COLUMNS]
+        for r in await self._db.fetchall(
+            f"SELECT {key} AS k, {sums} FROM call_rollups r{where} GROUP BY k", (dim, first, last)
+        ):
+            v = tuple(r)
+            k = key_of(v[0])
+            c = rows.setdefault(k, {"called_back_in_time": 0})
+            hist = waits.setdefault(k, {})
+            for i, name in plain:
+                c[name] = c.get(name, 0) + (v[i] or 0)
+            for i, step in steps:
+                if v[i]:
+                    hist[step] = hist.get(step, 0) + v[i]
+        for r in await self._db.fetchall(
+            f"SELECT {key} AS k, SUM(r.n) AS n FROM call_rollup_callbacks r{where} AND r.minutes <= ? GROUP BY k",
+            (dim, first, last, cb_min),
+        ):
+            c = rows.setdefault(key_of(r["k"]), {"called_back_in_time": 0})
+            c["called_back_in_time"] = c.get("called_back_in_time", 0) + int(r["n"])
+        return {"rows": rows, "waits": waits}
+
+    async def calls_from_facts(self, lo: float, hi: float, group: str, cb_min: int) -> dict[str, Any]:
+        """The same counts as `calls`, counted from the call facts alone."""
         key = CALL_GROUPS[group]
         base = " FROM call_facts f LEFT JOIN users u ON u.id = f.user_id WHERE f.started_s >= ? AND f.started_s < ?"
+        ans = "f.direction = 'inbound' AND f.outcome = 'answered'"
+        una = "f.direction = 'inbound' AND f.outcome IN ('missed', 'abandoned')"
+        cb = f"{una} AND f.callback_s IS NOT NULL"
         rows = await self._db.fetchall(
             f"SELECT {key} AS k,"
             " SUM(CASE WHEN f.direction = 'inbound' THEN 1 ELSE 0 END) AS inbound,"
             " SUM(CASE WHEN f.direction = 'outbound' THEN 1 ELSE 0 END) AS outbound,"
-            " SUM(CASE WHEN f.direction = 'inbound' AND f.outcome = 'answered' THEN 1 ELSE 0 END) AS answered,"
+            f" SUM(CASE WHEN {ans} THEN 1 ELSE 0 END) AS answered,"
             " SUM(CASE WHEN f.outcome = 'missed' THEN 1 ELSE 0 END) AS missed,"
             " SUM(CASE WHEN f.outcome = 'abandoned' THEN 1 ELSE 0 END) AS abandoned,"
             " SUM(CASE WHEN f.direction = 'outbound' AND f.outcome = 'answered' THEN 1 ELSE 0 END)"
             " AS outbound_answered,"
-            " SUM(CASE WHEN f.direction = 'inbound' AND f.outcome = 'answered' THEN f.wait_s ELSE 0 END)"
-            " AS wait_sum,"
-            " SUM(CASE WHEN f.direction = 'inbound' AND f.outcome = 'answered' AND f.wait_s IS NOT NULL"
-            " THEN 1 ELSE 0 END) AS wait_n,"
-            " SUM(COALESCE(f.talk_s, 0)) AS talk_sum" + base + " GROUP BY k",
-            (lo, hi),
+            f" SUM(CASE WHEN {ans} THEN COALESCE(f.wait_ms, 0) ELSE 0 END) AS wait_ms,"
+            f" SUM(CASE WHEN {ans} AND f.wait_ms IS NOT NULL THEN 1 ELSE 0 END) AS wait_n,"
+            " SUM(COALESCE(f.talk_ms, 0)) AS talk_ms,"
+            f" SUM(CASE WHEN {una} THEN 1 ELSE 0 END) AS unanswered,"
+            f" SUM(CASE WHEN {cb} THEN 1 ELSE 0 END) AS called_back,"
+            f" SUM(CASE WHEN {cb} THEN f.callback_ms ELSE 0 END) AS callback_ms,"
+            f" SUM(CASE WHEN {cb} AND f.callback_ms <= ? THEN 1 ELSE 0 END) AS called_back_in_time"
+            + base
+            + " GROUP BY k",
+            (cb_min * 60_000, lo, hi),
         )
         out: dict[Any, dict[str, float]] = {
             r["k"]: {k: r[k] or 0 for k in r.keys() if k != "k"} for r in rows
         }
-        # waits as a histogram of whole seconds (rounded up): the p90 comes from it exactly
+        # waits as a histogram of whole seconds (rounded up); the report puts them on its steps
         waits: dict[Any, dict[int, int]] = {}
         for r in await self._db.fetchall(
             f"SELECT {key} AS k, CAST(f.wait_s AS INTEGER)"
             " + CASE WHEN f.wait_s > CAST(f.wait_s AS INTEGER) THEN 1 ELSE 0 END AS w, COUNT(*) AS n"
             + base
-            + " AND f.direction = 'inbound' AND f.outcome = 'answered' AND f.wait_s IS NOT NULL GROUP BY k, w",
+            + f" AND {ans} AND f.wait_s IS NOT NULL GROUP BY k, w",
             (lo, hi),
         ):
             waits.setdefault(r["k"], {})[int(r["w"])] = int(r["n"])
-        # unanswered inbound calls, and the first outbound call to the same number after each ended
-        for r in await self._db.fetchall(
-            "SELECT k, COUNT(*) AS unanswered, COUNT(cb) AS called_back,"
-            " SUM(CASE WHEN cb IS NOT NULL AND cb - ended_s <= ? THEN 1 ELSE 0 END) AS in_time,"
-            " SUM(CASE WHEN cb IS NOT NULL THEN cb - ended_s ELSE 0 END) AS cb_sum FROM ("
-            f" SELECT {key} AS k, f.ended_s, (SELECT MIN(o.started_s) FROM call_facts o"
-            " WHERE o.number = f.number AND o.direction = 'outbound' AND o.started_s >= f.ended_s) AS cb"
-            + base
-            + " AND f.direction = 'inbound' AND f.outcome IN ('missed', 'abandoned')) m GROUP BY k",
-            (callback_within_s, lo, hi),
-        ):
-            row = out.setdefault(r["k"], {})
-            row["unanswered"] = r["unanswered"]
-            row["called_back"] = r["called_back"]
-            row["called_back_in_time"] = r["in_time"] or 0
-            row["callback_sum"] = r["cb_sum"] or 0
         return {"rows": out, "waits": waits}
 
     async def messaging(self, lo: str, hi: str, group: str, months: list[tuple[str, str]]) -> dict[Any, dict]:
@@ -344,6 +413,41 @@ class ReportStore:
             ],
         )
         return {r["k"]: {c: int(r[c] or 0) for c in FOLLOWUP_COUNTS} for r in rows}
+
+
+_ROLLUP_KEYS = {
+    "agent": ("agent", "r.dim_key"),
+    "queue": ("queue", "r.dim_key"),
+    "line": ("line", "r.dim_key"),
+    "day": ("day", "r.local_day"),
+    "hour": ("hour", "CAST(r.dim_key AS INTEGER)"),
+    "weekday_hour": ("hour", "r.weekday * 100 + CAST(r.dim_key AS INTEGER)"),
+    "all": ("day", "''"),
+}
+
+
+def _full_days(lo: float, hi: float, zone_name: str) -> tuple[str, str, float, float] | None:
+    """The whole days in [lo, hi) in the zone: (first, last, first's start, the end of last)."""
+    zone = ZoneInfo(zone_name)
+    midnight = lambda d: datetime.combine(d, time(0), zone).timestamp()  # noqa: E731
+    first = datetime.fromtimestamp(lo, UTC).astimezone(zone).date()
+    if midnight(first) < lo:
+        first += timedelta(days=1)
+    last = datetime.fromtimestamp(hi, UTC).astimezone(zone).date() - timedelta(days=1)
+    if last < first:
+        return None
+    return first.isoformat(), last.isoformat(), midnight(first), midnight(last + timedelta(days=1))
+
+
+def _merge(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for k, counts in more["rows"].items():
+        row = into["rows"].setdefault(k, {})
+        for name, v in counts.items():
+            row[name] = row.get(name, 0) + (v or 0)
+    for k, hist in more["waits"].items():
+        into_hist = into["waits"].setdefault(k, {})
+        for w, n in hist.items():
+            into_hist[w] = into_hist.get(w, 0) + n
 
 
 def utc_text(dt: datetime) -> str:

@@ -82,6 +82,7 @@ class Store:
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""
         await self.db.open()
+        await self.reports.check_rollups()
         return self
 
     async def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from crm_link.call_rollups import WAIT_STEPS, wait_step
 from crm_link.errors import ValidationError
 from crm_link.store import Store
 from reports.periods import Period
@@ -42,8 +43,9 @@ DEFINITIONS: dict[str, str] = {
     "answer_rate": "answered ÷ inbound (missed and abandoned count against it)",
     "avg_wait_s": "a wait is from the call's arrival (first channel / Twilio's arrival) to the moment "
     "an agent answered; the average is over answered inbound calls",
-    "p90_wait_s": "9 in 10 answered inbound calls waited at most this long (waits rounded up to the "
-    "whole second, nearest rank)",
+    "p90_wait_s": "9 in 10 answered inbound calls waited at most this long, on the steps "
+    + ", ".join(str(s) for s in WAIT_STEPS[:-1])
+    + " s (the smallest step that holds; waits rounded up to the whole second)",
     "talk_s": "seconds from answer to hang-up, summed over answered calls both ways",
     "outbound_answered": "outbound calls the customer answered (not busy, not unanswered)",
     "unanswered": "missed + abandoned",
@@ -56,7 +58,12 @@ DEFAULT_CALLBACK_MIN = 60
 
 
 def p90(hist: dict[int, int]) -> int | None:
-    """Nearest-rank 90th percentile of a histogram {value: count}."""
+    """The smallest wait step (WAIT_STEPS) within which at least 9 in 10 waits of a histogram
+    {whole seconds or step: count} lie (the nearest-rank 90th percentile, on the steps)."""
+    steps: dict[int, int] = {}
+    for value, count in hist.items():
+        steps[wait_step(value)] = steps.get(wait_step(value), 0) + count
+    hist = steps
     n = sum(hist.values())
     if n == 0:
         return None
@@ -81,13 +88,13 @@ def _row(key: str, c: dict[str, float], waits: dict[int, int]) -> dict[str, Any]
         "missed": int(g("missed")),
         "abandoned": int(g("abandoned")),
         "answer_rate": round(answered / inbound, 4) if inbound else None,
-        "avg_wait_s": round(g("wait_sum") / g("wait_n"), 1) if g("wait_n") else None,
+        "avg_wait_s": round(g("wait_ms") / g("wait_n") / 1000, 1) if g("wait_n") else None,
         "p90_wait_s": p90(waits),
-        "talk_s": round(g("talk_sum")),
+        "talk_s": round(g("talk_ms") / 1000),
         "outbound_answered": int(g("outbound_answered")),
         "unanswered": unanswered,
         "not_called_back": unanswered - int(g("called_back_in_time")),
-        "avg_callback_s": round(g("callback_sum") / g("called_back"), 1) if g("called_back") else None,
+        "avg_callback_s": round(g("callback_ms") / g("called_back") / 1000, 1) if g("called_back") else None,
     }
 
 
@@ -102,11 +109,12 @@ def _key(group: str, raw: Any) -> str:
 async def call_report(
     store: Store, period: Period, group: str, *, callback_within_min: int = DEFAULT_CALLBACK_MIN
 ) -> dict[str, Any]:
-    """`{rows: [{key, inbound, …}], totals: {…}}` for calls that started in the period."""
+    """`{rows: [{key, inbound, …}], totals: {…}, previous: {from, to, totals}}` for calls that started
+    in the period; `previous` holds the totals of the period of equal length just before."""
     if group not in GROUPS:
         raise ValidationError("group", f"must be one of {', '.join(GROUPS)}")
     data = await store.reports.calls(
-        period.start.timestamp(), period.end.timestamp(), group, callback_within_min * 60.0
+        period.start.timestamp(), period.end.timestamp(), group, callback_within_min
     )
     counts, waits = data["rows"], data["waits"]
     keys = list(counts)
@@ -127,6 +135,10 @@ async def call_report(
     for hist in waits.values():
         for w, n in hist.items():
             all_waits[w] = all_waits.get(w, 0) + n
+    before = period.previous()
+    prev = await store.reports.calls(
+        before.start.timestamp(), before.end.timestamp(), "all", callback_within_min
+    )
     return {
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
@@ -135,5 +147,11 @@ async def call_report(
         "callback_within_min": callback_within_min,
         "rows": rows,
         "totals": _row("total", total, all_waits),
+        # the same figures for the period of equal length just before (the same definitions)
+        "previous": {
+            "from": before.first.isoformat(),
+            "to": before.last.isoformat(),
+            "totals": _row("total", prev["rows"].get("", {}), prev["waits"].get("", {})),
+        },
         "definitions": DEFINITIONS,
     }

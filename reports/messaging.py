@@ -35,15 +35,24 @@ DEFINITIONS: dict[str, str] = {
 }
 
 
-async def messaging_report(store: Store, period: Period, group: str) -> dict[str, Any]:
-    """`{rows: [{key, sent, delivered, failed, opted_out, replies, email_…}], totals: {…}}`."""
-    if group not in GROUPS:
-        raise ValidationError("group", f"must be one of {', '.join(GROUPS)}")
+async def _figures(store: Store, period: Period, group: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     months = [(k, utc_text(start)) for k, start in period.months()]
     data = await store.reports.messaging(utc_text(period.start), utc_text(period.end), group, months)
     keys = [k for k, _ in months] if group == "month" else sorted(data, key=str)
     rows = [{"key": str(k)} | {c: int(data.get(k, {}).get(c, 0)) for c in COUNTS} for k in keys]
     totals = {"key": "total"} | {c: sum(int(r[c]) for r in rows) for c in COUNTS}
+    return rows, totals
+
+
+async def messaging_report(store: Store, period: Period, group: str) -> dict[str, Any]:
+    """`{rows: [{key, sent, delivered, failed, opted_out, replies, email_…}], totals: {…},
+    previous: {from, to, totals}}`; `previous` holds the same group's totals for the period of equal
+    length just before (per blast: blast SMS only; per template: email only; per month: everything)."""
+    if group not in GROUPS:
+        raise ValidationError("group", f"must be one of {', '.join(GROUPS)}")
+    rows, totals = await _figures(store, period, group)
+    before = period.previous()
+    _, prev = await _figures(store, before, group)
     return {
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
@@ -51,5 +60,6 @@ async def messaging_report(store: Store, period: Period, group: str) -> dict[str
         "group": group,
         "rows": rows,
         "totals": totals,
+        "previous": {"from": before.first.isoformat(), "to": before.last.isoformat(), "totals": prev},
         "definitions": DEFINITIONS,
     }

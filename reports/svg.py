@@ -102,8 +102,10 @@ def line(
     every = max(1, n // 8)
     for i in range(0, n, every):
         x = PAD_L + i * step if n > 1 else (W - PAD_L - PAD_R) / 2 + PAD_L
+        # the last label stays inside the chart (and longer ticks start at the first point)
+        anchor = "end" if n > 1 and i == n - 1 else _anchor(i, n, ticks)
         body.append(
-            f'<text class="axis" x="{x:.1f}" y="{H - PAD_B + 16}" text-anchor="{_anchor(i, n, ticks)}">'
+            f'<text class="axis" x="{x:.1f}" y="{H - PAD_B + 16}" text-anchor="{anchor}">'
             f"{escape(ticks[i] if ticks is not None else labels[i][5:])}</text>"
         )
     return _svg(body, label)

@@ -143,6 +143,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/surveys"): staff("manager", "admin"),
     ("GET", "/api/v1/reports/surveys/{id}"): staff("manager", "admin"),
     ("GET", "/surveys/{id}/report"): staff("manager", "admin"),
+    ("GET", "/reports/surveys"): staff("manager", "admin"),
     # calls
     ("POST", "/api/v1/calls"): staff(
         "rep", "manager", "admin", scope="reps: their own customers, from their own extension"

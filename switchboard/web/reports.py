@@ -16,6 +16,7 @@ from reports.board import AgentBoard
 from reports.calls import COLUMNS as CALL_COLUMNS
 from reports.calls import DEFAULT_CALLBACK_MIN, call_report
 from reports.calls import DEFINITIONS as CALL_DEFINITIONS
+from reports.compare import change
 from reports.csvout import to_csv
 from reports.followups import COLUMNS as FU_COLUMNS
 from reports.followups import DEFINITIONS as FU_DEFINITIONS
@@ -30,6 +31,8 @@ from switchboard.web.errors import json_body
 from switchboard.web.render import render
 
 MANAGERS = ("manager", "admin")
+# (tab label, route) of report pages beyond /reports, shown as tabs when the route is registered
+OTHER_REPORTS = (("Surveys", "/reports/surveys"),)
 WRAP_UP_TICK_S = 1.0
 
 
@@ -137,6 +140,10 @@ async def reports_page(request: web.Request) -> web.Response:
         ),
     }
     query = f"from={period.first.isoformat()}&to={period.last.isoformat()}&callback_within={callback}"
+    tabs = [("Calls", "#calls"), ("Messaging", "#messaging"), ("Follow-ups", "#followups")]
+    # other reports have pages of their own: linked once their route exists
+    routes = {r.canonical for r in request.app.router.resources()}
+    tabs += [(label, f"{path}?{query}") for label, path in OTHER_REPORTS if path in routes]
     return render(
         request,
         "reports.html",
@@ -150,6 +157,9 @@ async def reports_page(request: web.Request) -> web.Response:
             "fu_columns": FU_COLUMNS[1:],
             "fu_definitions": FU_DEFINITIONS,
             "charts": charts,
+            "tabs": tabs,
+            "change": change,
+            "period_days": (period.last - period.first).days + 1,
             "call_columns": CALL_COLUMNS[1:],
             "msg_columns": MSG_COLUMNS[1:],
             "call_definitions": CALL_DEFINITIONS,

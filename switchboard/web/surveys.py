@@ -208,6 +208,18 @@ async def surveys_page(request: web.Request) -> web.Response:
     return render(request, "surveys.html", {"surveys": rows})
 
 
+async def reports_tab(request: web.Request) -> web.Response:
+    """The Surveys tab of /reports: the report of the newest active survey for the same period
+    (the survey page lists the others), or the survey page when there is none yet."""
+    require(request, *MANAGERS)
+    active = [r for r in await request.app[STORE].surveys.all() if r.active]
+    if not active:
+        raise web.HTTPFound("/surveys")
+    newest = max(active, key=lambda r: r.id)
+    query = f"?{request.query_string}" if request.query_string else ""
+    raise web.HTTPFound(f"/surveys/{newest.id}/report{query}")
+
+
 async def _report(request: web.Request) -> dict[str, Any]:
     zone = request.app[SETTINGS].server.time_zone
     today = request.app[CLOCK]().astimezone(ZoneInfo(zone)).date()
@@ -245,7 +257,10 @@ async def report_page(request: web.Request) -> web.Response:
             request.app[STORE],
             report["survey"]["id"],
             parse_period(
-                report["from"], report["to"], today=request.app[CLOCK]().date(), zone=report["time_zone"]
+                report["from"],
+                report["to"],
+                today=request.app[CLOCK]().astimezone(ZoneInfo(report["time_zone"])).date(),
+                zone=report["time_zone"],
             ),
             "month",
         )
@@ -305,3 +320,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/surveys", surveys_page)
     app.router.add_get("/api/v1/reports/surveys/{id}", report_api)
     app.router.add_get("/surveys/{id}/report", report_page)
+    app.router.add_get("/reports/surveys", reports_tab)

@@ -85,12 +85,23 @@ async def test_manager_sees_a_rep_ring_talk_wrap_up_and_get_ready(
     await boss.goto(base + "/reports")
     await boss.wait_for_selector("svg.chart")
     assert await boss.locator("#calls-agent tbody tr").count() >= 1
+    # the headline figures: this call, against nothing the day before
+    inbound = await boss.locator("#calls-summary .tile").first.inner_text()
+    assert inbound.split("\n")[:3] == ["Inbound", "1", "+1 · was 0"], inbound
+    assert await boss.locator("nav.tabs a").all_inner_texts() == [
+        "Calls",
+        "Messaging",
+        "Follow-ups",
+        "Surveys",
+    ]
     await boss.screenshot(path=str(SHOTS / "reports-1280.png"), full_page=True)
     await boss.click("#calls-hour thead th:nth-child(2)")  # sort by inbound, most first
     first = await boss.locator("#calls-hour tbody tr").first.locator("td").nth(1).inner_text()
     assert first == "1"
     await boss.set_viewport_size({"width": 390, "height": 800})
     await boss.screenshot(path=str(SHOTS / "reports-390.png"), full_page=True)
+    # on a phone the page does not scroll sideways (wide tables scroll inside their own box)
+    assert await boss.evaluate("document.documentElement.scrollWidth") <= 390
     await boss.goto(base + "/agents")
     await boss.screenshot(path=str(SHOTS / "agents-390.png"), full_page=True)
     await rep_ctx.close()

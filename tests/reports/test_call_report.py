@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
+from crm_link.call_rollups import wait_step
 from cti.ami.server import AmiTestServer
 from reports.calls import COLUMNS
 from switchboard.keys import ASTERISK, STORE
@@ -74,10 +75,11 @@ async def wait_ended(store: Any, key: str) -> Any:
 
 
 def p90(values: list[float]) -> int | None:
+    """Nearest rank over waits rounded up to the whole second, on the report's steps."""
     if not values:
         return None
     ups = sorted(math.ceil(v) for v in values)
-    return ups[math.ceil(0.9 * len(ups)) - 1]
+    return wait_step(ups[math.ceil(0.9 * len(ups)) - 1])
 
 
 @pytest.fixture
@@ -173,6 +175,14 @@ async def test_a_replayed_day_gives_the_figures_computed_from_the_plan(
         assert tot["unanswered"] == 3 and tot["not_called_back"] == 2
         assert tot["avg_callback_s"] == round(cb_s, 1)
         assert [r["key"] for r in rep["rows"]] == [DAY.date().isoformat()]
+        # against the day before: its one call, by the same definitions
+        prev = rep["previous"]
+        assert (prev["from"], prev["to"]) == ((DAY - timedelta(days=1)).date().isoformat(),) * 2
+        assert (prev["totals"]["inbound"], prev["totals"]["answered"], prev["totals"]["outbound"]) == (
+            1,
+            1,
+            0,
+        )
 
         # a callback window shorter than the callback: all three count as not called back
         short = await get("day", callback_within=str(max(1, math.floor(cb_s / 60) - 1)))

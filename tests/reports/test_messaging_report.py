@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,6 +84,13 @@ async def test_blast_counts_replies_and_opt_outs_for_the_last_message_sent(
         lines = list(csv.reader(io.StringIO(text)))
         assert lines[0] == list(COLUMNS)
         assert lines[1:] == [[str(r[c]) for c in COLUMNS] for r in [*data["rows"], data["totals"]]]
+        # tomorrow against today: nothing yet, and today's figures as the previous period's totals
+        tomorrow = (date.fromisoformat(today) + timedelta(days=1)).isoformat()
+        resp = await manager.get(f"/api/v1/reports/messaging?from={tomorrow}&to={tomorrow}&group={group}")
+        ahead = await resp.json()
+        assert ahead["totals"]["sent"] == 0
+        assert (ahead["previous"]["from"], ahead["previous"]["to"]) == (today, today)
+        assert ahead["previous"]["totals"] == data["totals"]
 
 
 async def test_reports_are_for_managers(client: Any, rep: Api) -> None:

@@ -231,3 +231,24 @@ async def test_rollup_report_counts_local_month_edges_and_corrections(tmp_path: 
         assert by_month["reasons"] == [{"reason": "price", "count": 2}]  # 5 and 3; the corrected 2 has none
         by_agent = await survey_report(store, sid, period, "agent")
         assert [(r["key"], r["responses"]) for r in by_agent["rows"]] == [("ann", 3), ("bob", 3)]
+
+
+async def test_the_reports_surveys_tab_opens_the_newest_survey_for_the_same_period(
+    aiohttp_client: Any, settings: Any
+) -> None:
+    clock = ManualClock(datetime(2026, 4, 1, 15, 0, tzinfo=UTC))
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    boss = await make_api(client, "maria", "manager")
+    ann = await make_api(client, "ann", "rep")
+    # no survey yet: the tab opens the page where a manager builds one
+    resp = await boss.get("/reports/surveys", allow_redirects=False)
+    assert resp.status == 302 and resp.headers["Location"] == "/surveys"
+    await boss.post("/api/v1/surveys", NPS_SURVEY)
+    newest = (await (await boss.post("/api/v1/surveys", dict(NPS_SURVEY, name="Service"))).json())["id"]
+    page = await (await boss.get("/reports")).text()
+    assert 'href="/reports/surveys?' in page  # the tab is shown on /reports
+    resp = await boss.get("/reports/surveys?from=2026-03-01&to=2026-03-31", allow_redirects=False)
+    assert resp.status == 302
+    assert resp.headers["Location"] == f"/surveys/{newest}/report?from=2026-03-01&to=2026-03-31"
+    resp = await ann.get("/reports/surveys", allow_redirects=False)
+    assert resp.status == 403
