@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -128,8 +128,10 @@ class CallService:
         on_ended: Callable[[CallEnded, int | None], Awaitable[None]] | None = None,
         observers: Collection[CallObserver] = (),
         unknown_caller: Callable[[Touch], Awaitable[object]] | None = None,
+        lines: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        self.lines = dict(lines or {})  # the number dialled (E.164) -> the line's name ([lines])
         self.hub = hub
         self.directory = directory
         self.source = source
@@ -243,6 +245,7 @@ class CallService:
             "to": call.to_number,
             "extension": user.extension if user else None,
             "queue": call.queue,
+            "line": self.lines.get(call.to_number or "") if call.direction == "inbound" else None,
             "state": state,
             "started_at": iso(call.started_at),
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from crm_link.call_rollups import WAIT_STEPS, wait_step
@@ -107,10 +108,16 @@ def _key(group: str, raw: Any) -> str:
 
 
 async def call_report(
-    store: Store, period: Period, group: str, *, callback_within_min: int = DEFAULT_CALLBACK_MIN
+    store: Store,
+    period: Period,
+    group: str,
+    *,
+    callback_within_min: int = DEFAULT_CALLBACK_MIN,
+    line_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """`{rows: [{key, inbound, …}], totals: {…}, previous: {from, to, totals}}` for calls that started
-    in the period; `previous` holds the totals of the period of equal length just before."""
+    in the period; `previous` holds the totals of the period of equal length just before. Per line,
+    each row also has `name`, the line's name from `line_names` (`[lines]`) or None."""
     if group not in GROUPS:
         raise ValidationError("group", f"must be one of {', '.join(GROUPS)}")
     data = await store.reports.calls(
@@ -127,6 +134,9 @@ async def call_report(
     rows = [_row(_key(group, k), counts.get(k, {}), waits.get(k, {})) for k in keys]
     if group in ("agent", "line", "queue"):
         rows.sort(key=lambda r: r["key"])
+    if group == "line":
+        names = line_names or {}
+        rows = [{"key": r["key"], "name": names.get(r["key"])} | r for r in rows]
     total: dict[str, float] = {}
     all_waits: dict[int, int] = {}
     for c in counts.values():

@@ -266,6 +266,8 @@ class Settings:
     interfaces: dict[str, str] = field(default_factory=dict)
     # username -> the interface to ring for that user (beats asterisk.agent_dial)
     dial_interfaces: dict[str, str] = field(default_factory=dict)
+    # the dealership's published numbers (E.164, from [lines] in any format) -> the line's name
+    lines: dict[str, str] = field(default_factory=dict)
 
 
 _SECTIONS = (
@@ -544,6 +546,25 @@ def _load_crm(table: Any, env: dict[str, str]) -> CrmSettings:
     return crm
 
 
+def _load_lines(table: Any, region: str) -> dict[str, str]:
+    """`[lines] "+13125550100" = "Sales"`: the number a customer dialled (any format) -> its name."""
+    if not isinstance(table, dict):
+        raise SettingsError("lines", 'expected a table of "number" = "name"')
+    from crm_link.phones import try_e164
+
+    out: dict[str, str] = {}
+    for number, name in table.items():
+        e164 = try_e164(str(number), region)
+        if e164 is None:
+            raise SettingsError(f"lines.{number}", "not a phone number")
+        if not isinstance(name, str) or not name.strip():
+            raise SettingsError(f"lines.{number}", "expected the line's name")
+        if e164 in out:
+            raise SettingsError(f"lines.{number}", f"the same number as another line ({e164})")
+        out[e164] = name.strip()
+    return out
+
+
 def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Read TOML (path, else ./switchboard.toml if present) and environment overrides; validate."""
     env = dict(os.environ if env is None else env)
@@ -558,7 +579,10 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
             raise SettingsError("--config", f"file not found: {p}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError("--config", f"{p} is not valid TOML: {exc}") from None
-    known = {*_SECTIONS, "sms", "interfaces", "dial_interfaces", "followups", "import", "attributes", "crm"}
+    known = {
+        *_SECTIONS,
+        *("sms", "interfaces", "dial_interfaces", "followups", "import", "attributes", "crm", "lines"),
+    }
     for name in data:
         if name not in known:
             raise SettingsError(name, "unknown section")
@@ -578,6 +602,7 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if not isinstance(dial, dict) or not all(isinstance(v, str) and v for v in dial.values()):
         raise SettingsError("dial_interfaces", 'expected a table of username = "interface"')
     s.dial_interfaces = dict(dial)
+    s.lines = _load_lines(data.get("lines", {}), s.store.default_region)
     s.followups = _load_followups(data.get("followups", {}), env)
     imp = data.get("import", {})
     if not isinstance(imp, dict):

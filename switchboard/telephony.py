@@ -147,6 +147,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
                 unknown_caller=app[FOLLOWUPS].unknown_call,
+                lines=settings.lines,
             )
             services.append(service)
             source = AsteriskSource(
@@ -167,6 +168,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 recordings=app.get(RECORDINGS),
                 observers=[app[BOARD]] if BOARD in app else (),
                 unknown_caller=app[FOLLOWUPS].unknown_call,
+                lines=settings.lines,
             )
             services.append(service)
 

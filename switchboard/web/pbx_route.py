@@ -1,7 +1,9 @@
 """`GET /asterisk/owner`: the dialplan's owner-first lookup (see cti/owner_first.py and the README).
 
-Answered in plain text for `${CURL(...)}`: `PJSIP/1002,20` or an empty body. Authenticated by
-`[asterisk] route_secret` in the query, like Kannel's callbacks, since Asterisk has no session.
+Answered in plain text for `${CURL(...)}`: `PJSIP/1002,20` or an empty body (also for an empty
+`number`, a caller who withholds their number). Authenticated by `[asterisk] route_secret` in the
+query, like Kannel's callbacks, since Asterisk has no session. Errors are the usual 4xx JSON: the
+dialplan sets `CURLOPT(failurecodes)` so that Asterisk reads them as empty and queues the caller.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ async def owner_route(request: web.Request) -> web.Response:
     given = request.query.get("secret", "")
     if not hmac.compare_digest(given.encode(), secret.encode()):
         raise ApiError(403, "bad_secret", "the route secret is missing or wrong", "secret")
-    number = request.query.get("number", "").strip()
-    if not number:
+    if "number" not in request.query:
         raise ApiError(400, "invalid", "number is missing", "number")
+    number = request.query["number"].strip()
+    if not number:  # a withheld caller ID (the dialplan's `number=` is empty): the queue, at once
+        return web.Response(text="", content_type="text/plain")
     store = request.app[STORE]
     matches = await store.contacts.find_by_phone(number)
     owner = None

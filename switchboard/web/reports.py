@@ -79,13 +79,16 @@ def _answer(report: dict[str, Any], columns: tuple[str, ...], fmt: str, name: st
 async def calls_api(request: web.Request) -> web.Response:
     """GET /api/v1/reports/calls?from=&to=&group=agent|day|hour|line|queue|weekday_hour&callback_within=&format="""
     fmt = _format(request)
+    group = request.query.get("group", "day")
     report = await call_report(
         request.app[STORE],
         _period(request),
-        request.query.get("group", "day"),
+        group,
         callback_within_min=_callback_min(request),
+        line_names=request.app[SETTINGS].lines,
     )
-    return _answer(report, CALL_COLUMNS, fmt, "calls")
+    columns = (*CALL_COLUMNS, "name") if group == "line" else CALL_COLUMNS  # a new column goes last
+    return _answer(report, columns, fmt, "calls")
 
 
 async def messaging_api(request: web.Request) -> web.Response:
@@ -113,7 +116,9 @@ async def reports_page(request: web.Request) -> web.Response:
     period = _period(request)
     callback = _callback_min(request)
     by = {
-        g: await call_report(store, period, g, callback_within_min=callback)
+        g: await call_report(
+            store, period, g, callback_within_min=callback, line_names=request.app[SETTINGS].lines
+        )
         for g in ("agent", "queue", "line", "day", "hour", "weekday_hour")
     }
     msg = {g: await messaging_report(store, period, g) for g in ("blast", "template", "month")}

@@ -75,6 +75,7 @@ async def test_asterisk_rings_and_pops_the_owner_first_then_the_queue(
 
     assert await lookup("secret=route-secret&number=%2B15551234567") == (200, f"{OWNER},20")
     assert await lookup("secret=route-secret&number=%2B15550000000") == (200, "")  # nobody's customer
+    assert await lookup("secret=route-secret&number=") == (200, "")  # a withheld caller ID: queue
     assert (await lookup("secret=wrong&number=%2B15551234567"))[0] == 403
     status, body = await lookup("secret=route-secret")
     assert status == 400 and json.loads(body)["error"]["field"] == "number"

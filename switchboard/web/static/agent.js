@@ -62,7 +62,7 @@
     const cb = back && window.SB.callButton(number, contact ? contact.id : null, contact ? contact.name : number);
     if (back) back.textContent = "";
     if (cb) { cb.textContent = "Call back"; back.append(cb); }
-    text(el.querySelector(".pop-number"), (call.direction || "") + " · " + window.SB.phone(number || "") + (call.queue ? " · queue " + call.queue : "") + (el.dataset.rings ? " · rang " + el.dataset.rings + " times" : ""));
+    text(el.querySelector(".pop-number"), (call.direction || "") + " · " + window.SB.phone(number || "") + (call.line ? " · to " + call.line : "") + (call.queue ? " · queue " + call.queue : "") + (el.dataset.rings ? " · rang " + el.dataset.rings + " times" : ""));
     const touches = el.querySelector(".pop-touches"); touches.textContent = "";
     for (const t of msg.recent_touches || []) {
       const li = document.createElement("li");
