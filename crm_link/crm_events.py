@@ -190,13 +190,16 @@ class CrmEvents:
         each (a contact's events go one after another), marked `sending` under `owner`'s lease."""
         if limit <= 0:
             return []
+        # `NOT (next_attempt_at > ?)`, not `<= ?`: the same rows, but SQLite then walks the queue in id
+        # order (crm_deliveries_work) and stops at `limit`, instead of sorting every due row found
+        # through crm_deliveries_due (230 ms under the write lock with 100k queued, against 0.1 ms)
         now = self._db.now()
         ts = to_db_time(now)
         rows = await self._db.write_returning(
             "UPDATE crm_deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ?,"
             " lease_owner = ?, lease_until = ?"
             " WHERE id IN (SELECT d.id FROM crm_deliveries d WHERE d.subscriber = ? AND d.state = 'queued'"
-            " AND d.next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM crm_deliveries p"
+            " AND NOT (d.next_attempt_at > ?) AND NOT EXISTS (SELECT 1 FROM crm_deliveries p"
             " WHERE p.subscriber = d.subscriber AND p.order_key = d.order_key"
             " AND p.state IN ('queued', 'sending') AND p.id < d.id) ORDER BY d.id LIMIT ?) RETURNING id",
             (ts, owner, to_db_time(now + lease), subscriber, ts, limit),
@@ -229,9 +232,9 @@ class CrmEvents:
         screen-pops read through.
         """
         row = await self._db.fetchone(
-            "SELECT min(next_attempt_at) FROM crm_deliveries WHERE subscriber = ? AND state = 'queued'"
-            " AND next_attempt_at > ?",
-            (subscriber, to_db_time(self._db.now())),
+            "SELECT next_attempt_at FROM crm_deliveries WHERE state = 'queued' AND next_attempt_at > ?"
+            " AND subscriber = ? ORDER BY next_attempt_at LIMIT 1",
+            (to_db_time(self._db.now()), subscriber),
         )
         return from_db_time(row[0]) if row else None
 

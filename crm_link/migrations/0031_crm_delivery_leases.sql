@@ -16,7 +16,7 @@ ALTER TABLE crm_deliveries ADD COLUMN lease_until TEXT;
 UPDATE crm_deliveries SET state = 'queued' WHERE state = 'sending';
 CREATE INDEX crm_deliveries_lease ON crm_deliveries (state, lease_until);
 -- the worker's "when is the next retry due" without walking a large backlog
-CREATE INDEX crm_deliveries_due ON crm_deliveries (subscriber, state, next_attempt_at);
+CREATE INDEX crm_deliveries_due ON crm_deliveries (state, next_attempt_at);
 
 -- The PostgreSQL form (a later issue ports the store; nothing here runs on PostgreSQL yet) --------
 --

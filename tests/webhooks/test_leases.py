@@ -175,7 +175,7 @@ async def test_two_serve_processes_one_killed_deliver_everything_in_order(
     config = tmp_path / "switchboard.toml"
     config.write_text(
         f'[store]\nurl = "sqlite:///{db}"\n'
-        "[crm]\nretry_first_seconds = 0.05\nretry_max_seconds = 0.5\npoll_seconds = 0.05\nlease_seconds = 3\n"
+        "[crm]\nretry_first_seconds = 0.05\nretry_max_seconds = 0.5\npoll_seconds = 0.05\nlease_seconds = 5\n"
         f'[[crm.webhooks]]\nname = "dms"\nurl = "{crm.url}/hooks/switchboard"\nsecret = "{SECRET}"\n'
         'events = ["contact.*"]\nconnections = 4\n'
     )
