@@ -148,7 +148,7 @@ class CrmEvents:
         now = to_db_time(self._db.now())
         if not await self._db.fetchone("SELECT 1 FROM crm_events WHERE fanned = 0 LIMIT 1"):
             return 0  # nothing new: no write transaction
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(background=True) as tx:
             async with tx.execute(
                 "SELECT id, type, order_key FROM crm_events WHERE fanned = 0 ORDER BY id LIMIT ?", (limit,)
             ) as cur:
@@ -182,6 +182,7 @@ class CrmEvents:
             "UPDATE crm_deliveries SET state = 'queued', updated_at = ?"
             " WHERE state = 'sending' AND lease_until <= ? RETURNING id",
             (ts, ts),
+            background=True,
         )
         return len(rows)
 
@@ -190,12 +191,32 @@ class CrmEvents:
         each (a contact's events go one after another), marked `sending` under `owner`'s lease."""
         if limit <= 0:
             return []
+        async with self._db.transaction(background=True) as tx:
+            return await self._claim_in(tx, subscriber, limit, owner, lease)
+
+    async def exchange(
+        self, outcomes: Sequence[Outcome], claims: Sequence[tuple[str, int]], *, owner: str, lease: timedelta
+    ) -> tuple[int, dict[str, list[Delivery]]]:
+        """`settle(outcomes)` then `claim(subscriber, limit)` for each of `claims`, in one background
+        transaction: the worker's whole turn takes the write lock once (after any waiting foreground
+        writer) and reads the claimed rows on the writer, off the reader the screen-pops use."""
+        claims = [(sub, n) for sub, n in claims if n > 0]
+        if not outcomes and not claims:
+            return 0, {}
+        async with self._db.transaction(background=True) as tx:
+            recorded = await self._settle_in(tx, outcomes, owner)
+            claimed = {sub: await self._claim_in(tx, sub, n, owner, lease) for sub, n in claims}
+        return recorded, claimed
+
+    async def _claim_in(
+        self, tx: Any, subscriber: str, limit: int, owner: str, lease: timedelta
+    ) -> list[Delivery]:
         # `NOT (next_attempt_at > ?)`, not `<= ?`: the same rows, but SQLite then walks the queue in id
         # order (crm_deliveries_work) and stops at `limit`, instead of sorting every due row found
         # through crm_deliveries_due (230 ms under the write lock with 100k queued, against 0.1 ms)
         now = self._db.now()
         ts = to_db_time(now)
-        rows = await self._db.write_returning(
+        rows = await tx.execute_fetchall(
             "UPDATE crm_deliveries SET state = 'sending', attempts = attempts + 1, updated_at = ?,"
             " lease_owner = ?, lease_until = ?"
             " WHERE id IN (SELECT d.id FROM crm_deliveries d WHERE d.subscriber = ? AND d.state = 'queued'"
@@ -207,7 +228,7 @@ class CrmEvents:
         if not rows:
             return []
         ids = [r[0] for r in rows]
-        got = await self._db.fetchall(
+        got = await tx.execute_fetchall(
             _DELIVERY_SELECT + f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.id", ids
         )
         return [_delivery(r) for r in got]
@@ -219,6 +240,7 @@ class CrmEvents:
             "UPDATE crm_deliveries SET lease_until = ? WHERE state = 'sending' AND lease_owner = ?"
             " AND lease_until > ? RETURNING id",
             (to_db_time(now + lease), owner, to_db_time(now)),
+            background=True,
         )
         return len(rows)
 
@@ -243,30 +265,35 @@ class CrmEvents:
         (one that expired and was taken over is the new holder's to record); how many were recorded."""
         if not outcomes:
             return 0
+        async with self._db.transaction(background=True) as tx:
+            return await self._settle_in(tx, outcomes, owner)
+
+    async def _settle_in(self, tx: Any, outcomes: Sequence[Outcome], owner: str) -> int:
+        if not outcomes:
+            return 0
         ts = to_db_time(self._db.now())
-        async with self._db.transaction() as tx:
-            before = tx.total_changes
-            await tx.executemany(
-                "UPDATE crm_deliveries SET state = ?, last_status = ?, last_error = ?, updated_at = ?,"
-                " next_attempt_at = COALESCE(?, next_attempt_at),"
-                " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
-                " WHERE id = ? AND state = 'sending' AND lease_owner = ?",
-                [
-                    (
-                        state := "delivered" if o.ok else ("queued" if o.retry_at else "dead"),
-                        o.status,
-                        None if o.ok else o.error,
-                        ts,
-                        to_db_time(o.retry_at) if o.retry_at else None,
-                        state,
-                        ts,
-                        o.delivery_id,
-                        owner,
-                    )
-                    for o in outcomes
-                ],
-            )
-            return int(tx.total_changes - before)
+        before = tx.total_changes
+        await tx.executemany(
+            "UPDATE crm_deliveries SET state = ?, last_status = ?, last_error = ?, updated_at = ?,"
+            " next_attempt_at = COALESCE(?, next_attempt_at),"
+            " delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+            " WHERE id = ? AND state = 'sending' AND lease_owner = ?",
+            [
+                (
+                    state := "delivered" if o.ok else ("queued" if o.retry_at else "dead"),
+                    o.status,
+                    None if o.ok else o.error,
+                    ts,
+                    to_db_time(o.retry_at) if o.retry_at else None,
+                    state,
+                    ts,
+                    o.delivery_id,
+                    owner,
+                )
+                for o in outcomes
+            ],
+        )
+        return int(tx.total_changes - before)
 
     async def redrive(
         self, delivery_ids: Sequence[int] | None = None, *, subscriber: str | None = None
@@ -378,7 +405,7 @@ class CrmEvents:
 
     async def prune(self, older_than: datetime) -> int:
         """Forget fanned-out events older than a time whose deliveries all arrived (or that had none)."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(background=True) as tx:
             async with tx.execute(
                 "DELETE FROM crm_events WHERE fanned = 1 AND at < ? AND NOT EXISTS (SELECT 1 FROM"
                 " crm_deliveries d WHERE d.event_id = crm_events.id AND d.state != 'delivered')",
