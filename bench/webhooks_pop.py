@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from switchboard.app import create_app
 from switchboard.keys import ASTERISK, STORE
 from switchboard.settings import Secret, WebhookSettings, load_settings
 from switchboard.sim.crm_standin import CrmStandIn
+from tests.loop_lag import LoopLag
 
 SECRET = "bench-secret-0123456789"
 
@@ -154,15 +156,23 @@ async def main() -> None:
             await asyncio.sleep(1 / args.calls_per_second)
         await asyncio.gather(*running)
 
-    await calls(args.seconds)
+    print("phase idle", flush=True, file=sys.stderr)
+    cpu0, wall0 = time.thread_time(), time.perf_counter()
+    async with LoopLag() as idle_lag:
+        await calls(args.seconds)
+    idle_cpu = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
     t0 = time.perf_counter()
     await store.contacts.bulk_insert([ContactFields(first_name=f"B{i}") for i in range(args.backlog)])
     fill_s = time.perf_counter() - t0
     current[0] = "drain"
     before = await backlog()
-    t0 = time.perf_counter()
-    await calls(args.seconds)
+    print("phase drain", flush=True, file=sys.stderr)
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    async with LoopLag() as drain_lag:
+        await calls(args.seconds)
     elapsed = time.perf_counter() - t0
+    drain_cpu = (time.thread_time() - cpu0) / elapsed
+    print("phase done", flush=True, file=sys.stderr)
     left = await backlog()
     for ws in sockets:
         await ws.close()
@@ -176,7 +186,13 @@ async def main() -> None:
     idle, drain = phase["idle"], phase["drain"]
     report(
         [
-            describe_us("pop, outbox idle", idle),
+            describe_us(
+                "pop, outbox idle",
+                idle,
+                loop_cpu=f"{idle_cpu:.0%}",
+                loop_max_busy_ms=f"{idle_lag.max_busy_ms:.0f}",
+                loop_max_stall_ms=f"{idle_lag.max_stall_ms:.0f}",
+            ),
             describe_us(
                 f"pop, {args.backlog} events draining",
                 drain,
@@ -184,7 +200,12 @@ async def main() -> None:
                 backlog_at_end=left,
                 delivered_per_s=f"{(before - left) / elapsed:.0f}",
                 fill_s=f"{fill_s:.1f}",
+                loop_cpu=f"{drain_cpu:.0%}",
+                loop_max_busy_ms=f"{drain_lag.max_busy_ms:.0f}",
+                loop_max_stall_ms=f"{drain_lag.max_stall_ms:.0f}",
             ),
+            f"ratio p50 {pct(drain, 50) / pct(idle, 50):.1f}x, p99 {pct(drain, 99) / pct(idle, 99):.1f}x"
+            f" (load average at the end {' '.join(f'{x:.1f}' for x in os.getloadavg())})",
             f"added p99: {(pct(drain, 99) - pct(idle, 99)) * 1e3:.2f} ms",
         ]
     )
