@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import sqlite3
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,6 +95,71 @@ _SQLITE_ONLY = re.compile(
 )
 
 
+class WriteLock:
+    """The writer connection's lock, with two classes of writers: foreground (requests, calls,
+    touches: the default) in arrival order, and background (bulk outbox work such as the CRM
+    deliveries) that gets the lock only when no foreground writer is waiting. A foreground write
+    therefore waits for at most the one background transaction running when it arrived.
+
+    The lock is handed straight to the next waiter on release, so nobody overtakes the queue.
+    """
+
+    def __init__(self) -> None:
+        self._locked = False
+        self._fg: deque[asyncio.Future[None]] = deque()
+        self._bg: deque[asyncio.Future[None]] = deque()
+        self.background_grants = 0  # how many times a background writer got the lock (tests, stats)
+        # the most background transactions that started while one foreground writer waited (0 by
+        # construction: it waits at most for the one running when it arrived)
+        self.max_background_ahead = 0
+
+    def locked(self) -> bool:
+        return self._locked
+
+    def waiting(self) -> tuple[int, int]:
+        """How many foreground and background writers wait now."""
+        return len(self._fg), len(self._bg)
+
+    async def acquire(self, *, background: bool = False) -> None:
+        if not self._locked:
+            self._locked = True
+            self.background_grants += background
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._bg if background else self._fg
+        queue.append(fut)
+        grants = self.background_grants
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed the lock just as we were cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    queue.remove(fut)
+            raise
+        if not background:
+            self.max_background_ahead = max(self.max_background_ahead, self.background_grants - grants)
+
+    def release(self) -> None:
+        for queue in (self._fg, self._bg):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)  # the lock passes to this waiter, still held
+                    self.background_grants += queue is self._bg
+                    return
+        self._locked = False
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, background: bool = False) -> AsyncIterator[None]:
+        await self.acquire(background=background)
+        try:
+            yield
+        finally:
+            self.release()
+
+
 def untranslatable_migrations() -> list[str]:
     """Migrations with no PostgreSQL form whose translation still holds SQLite-only SQL, with what."""
     folder = resources.files("crm_link.migrations")
@@ -102,7 +168,8 @@ def untranslatable_migrations() -> list[str]:
         name = f"{m.version:04d}_{m.name}.sql"
         if folder.joinpath("postgres").joinpath(name).is_file():
             continue
-        found = sorted({x.group(0) for x in _SQLITE_ONLY.finditer(m.sql)})
+        code = "\n".join(line for line in m.sql.splitlines() if not line.lstrip().startswith("--"))
+        found = sorted({x.group(0) for x in _SQLITE_ONLY.finditer(code)})
         if found:
             bad.append(f"{name}: {', '.join(found)} (write migrations/postgres/{name})")
     return bad
@@ -121,7 +188,7 @@ class Database:
         self.dialect = "postgres" if is_postgres_url(self.path) else "sqlite"
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock: Any = None
+        self.write_lock = WriteLock()
         self._pg: PgPool | None = None
         self.applied: list[int] = []  # the migrations the last open() applied
         if self.dialect == "postgres":
@@ -139,7 +206,7 @@ class Database:
     async def open(self) -> None:
         """Open both connections and apply pending migrations."""
         if self._pg is not None:
-            self._write_lock = asyncio.Lock()
+            self.write_lock = WriteLock()
             await self._pg.open()
             try:
                 self.applied = await self.migrate()
@@ -149,7 +216,7 @@ class Database:
             return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._write_lock = asyncio.Lock()
+        self.write_lock = WriteLock()
         self._writer = await self._connect()
         try:
             await self._writer.execute("PRAGMA journal_mode=WAL")
@@ -264,15 +331,16 @@ class Database:
         return self._reader
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self, *, background: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction: commits on success, rolls back everything on any error.
+        `background` (bulk outbox work): it starts only when no other writer waits (WriteLock).
 
         Safe to cancel anywhere: BEGIN, COMMIT and ROLLBACK run to their end on the writer's thread
         even when the awaiting task is cancelled, so the connection is never left inside a
         transaction and the work is all committed or all rolled back.
         """
         if self._pg is not None:
-            async with self._write_lock, self._pg.connection() as c:
+            async with self.write_lock.hold(background=background), self._pg.connection() as c:
                 await _to_the_end(c.raw.execute("BEGIN"))
                 try:
                     # the same surface as aiosqlite's connection (see crm_link.pg.PgConnection)
@@ -283,7 +351,7 @@ class Database:
                 else:
                     await _to_the_end(c.raw.execute("COMMIT"))
             return
-        async with self._write_lock:
+        async with self.write_lock.hold(background=background):
             w = self._w
             try:
                 await _to_the_end(w.execute("BEGIN IMMEDIATE"))
@@ -299,12 +367,14 @@ class Database:
             else:
                 await _to_the_end(w.execute("COMMIT"))
 
-    async def write_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+    async def write_returning(
+        self, sql: str, params: Sequence[Any] = (), *, background: bool = False
+    ) -> list[aiosqlite.Row]:
         """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
         if self._pg is not None:
-            async with self._write_lock, self._pg.connection() as c:
+            async with self.write_lock.hold(background=background), self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
-        async with self._write_lock:
+        async with self.write_lock.hold(background=background):
             return list(await self._w.execute_fetchall(sql, params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:

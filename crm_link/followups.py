@@ -151,17 +151,7 @@ class FollowupStore:
         """Insert (cadence_id None) or replace a rule. A rule that is (re)activated or whose date
         field changes starts again today: steps whose day passed before then are never made."""
         now = to_db_time(self._db.now())
-        values = (
-            spec["name"],
-            spec["date_field"],
-            json.dumps(spec["steps"]),
-            spec["assign"],
-            json.dumps(spec["filter"]) if spec.get("filter") is not None else None,
-            spec["retry_hours"],
-            spec["max_attempts"],
-            spec["escalate_to"],
-            int(spec["active"]),
-        )
+        values = _cadence_values(spec)
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "SELECT id FROM cadences WHERE name = ? AND id IS NOT ?", (spec["name"], cadence_id)
@@ -214,13 +204,26 @@ class FollowupStore:
 
     async def seed_once(self, key: str, specs: Sequence[Mapping[str, Any]], starts_on: date) -> bool:
         """Insert `specs` the first time `key` is seen (the shipped defaults); False afterwards, even
-        when an admin has since deleted them."""
-        if await self.get_state(key) is not None:
-            return False
-        for spec in specs:
-            if not await self._db.fetchone("SELECT 1 FROM cadences WHERE name = ?", (spec["name"],)):
-                await self.save_cadence(None, spec, starts_on)
-        await self.set_state(key, to_db_time(self._db.now()))
+        when an admin has since deleted them.
+
+        One transaction that takes the key first: two processes starting at once on a fresh store
+        (each seeding) write the defaults once, and neither fails on the other's names.
+        """
+        now = to_db_time(self._db.now())
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO followup_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+                " RETURNING key",
+                (key, now),
+            ) as cur:
+                if await cur.fetchone() is None:
+                    return False  # seeded before (by this process or another)
+            await tx.executemany(
+                "INSERT INTO cadences (name, date_field, steps, assign, filter, retry_hours, max_attempts,"
+                " escalate_to, active, starts_on, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                [(*_cadence_values(spec), starts_on.isoformat(), now, now) for spec in specs],
+            )
         return True
 
     async def get_state(self, key: str) -> str | None:
@@ -690,3 +693,18 @@ class FollowupStore:
                 }
             )
         return out
+
+
+def _cadence_values(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A cadence spec as the columns name … active of `cadences`."""
+    return (
+        spec["name"],
+        spec["date_field"],
+        json.dumps(spec["steps"]),
+        spec["assign"],
+        json.dumps(spec["filter"]) if spec.get("filter") is not None else None,
+        spec["retry_hours"],
+        spec["max_attempts"],
+        spec["escalate_to"],
+        int(spec["active"]),
+    )

@@ -239,6 +239,9 @@ class CrmSettings:
     retry_max_seconds: float = 900.0
     replay_window_seconds: int = 300  # receivers refuse a signature timestamp older than this
     poll_seconds: float = 0.2  # how often the worker looks for new events when idle
+    # a delivery being sent is leased to its instance for this long (renewed while it runs); when an
+    # instance dies, another (or it, restarted) sends its deliveries again after at most this
+    lease_seconds: float = 30.0
     retention_days: int = 7  # delivered events are forgotten after this
     webhooks: list[WebhookSettings] = field(default_factory=list)
 
@@ -496,6 +499,7 @@ def _load_crm(table: Any, env: dict[str, str]) -> CrmSettings:
         "retry_max_seconds",
         "poll_seconds",
         "replay_window_seconds",
+        "lease_seconds",
     ):
         if getattr(crm, name) <= 0:
             raise SettingsError(f"crm.{name}", "must be greater than 0")

@@ -363,3 +363,27 @@ async def test_segment_date_operators(store: Any) -> None:
     assert await names("days_ago", 5) == ["ago5"]
     assert await names("anniversary_this_week") == ["week"]
     assert await names("anniversary_this_month") == ["ago5", "month", "soon", "week"]
+
+
+async def test_two_processes_seeding_one_fresh_store_at_once_write_the_defaults_once(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """Two `serve` starting at the same instant on a fresh file: both seed, neither fails, one set."""
+    import asyncio
+
+    from followups.rules import dealership_defaults
+    from switchboard.app import open_store
+    from switchboard.followups_ctx import build_service
+
+    async with open_store(settings, clock=clock) as a, open_store(settings, clock=clock) as b:
+        seeded = await asyncio.gather(
+            build_service(settings, a, clock).ensure_defaults(),
+            build_service(settings, b, clock).ensure_defaults(),
+        )
+        assert sorted(seeded) == [False, True]  # one of them wrote them, the other saw that
+        names = [c.name for c in await a.followups.cadences()]
+        assert sorted(names) == sorted(d["name"] for d in dealership_defaults())
+        # an admin deletes one: a later start does not bring it back
+        await b.followups.delete_cadence((await b.followups.cadences())[0].id)
+        assert await build_service(settings, a, clock).ensure_defaults() is False
+        assert len(await a.followups.cadences()) == len(names) - 1

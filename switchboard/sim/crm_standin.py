@@ -32,6 +32,8 @@ class CrmStandIn:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event id -> the event (first copy)
     order: list[str] = field(default_factory=list)  # event ids in arrival order (first copies)
     duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)  # event ids that came again
+    arrivals: list[str] = field(default_factory=list)  # every signed event id accepted, repeats too
     refused: list[str] = field(default_factory=list)  # why requests were refused (bad signatures)
     requests: int = 0
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -81,8 +83,10 @@ class CrmStandIn:
         event_id = request.headers.get(EVENT_ID_HEADER, "")
         if not event_id:
             return web.Response(status=400, text="no event id")
+        self.arrivals.append(event_id)
         if event_id in self.events:
             self.duplicates += 1
+            self.duplicate_ids.append(event_id)
             return web.Response(status=200, text="duplicate")
         return event_id, body
 

@@ -7,6 +7,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +28,26 @@ log = logging.getLogger("switchboard.webhooks")
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 USER_AGENT = "Switchboard-Webhooks/1"
 IDLE_MAX_S = 10.0
+# /healthz's backlog figures are refreshed every second, every 5 s once the backlog is large:
+# counting 100k waiting deliveries takes ~20 ms on the reader connection screen-pops read through
+STATS_EVERY_S = 1.0
+STATS_EVERY_LARGE_S = 5.0
+LARGE_BACKLOG = 10_000
+# how long completions may gather before the worker records them and claims more (see _gather)
+GATHER_S = 0.02
+# the loop's lag (one pass over the other ready callbacks) above which delivery halves its in-flight
+# requests, and below half of which it adds one back: screen-pops and calls share this loop
+LAG_HIGH_S = 0.01
+
+
+def next_limit(limit: int, lag_s: float, connections: int) -> int:
+    """How many requests a subscriber may have in flight after a turn whose loop lag was `lag_s`:
+    halved while the loop lags, one more at a time (up to `connections`) once it keeps up."""
+    if lag_s > LAG_HIGH_S:
+        return max(1, limit // 2)
+    if lag_s < LAG_HIGH_S / 2:
+        return min(connections, limit + 1)
+    return min(connections, limit)
 
 
 @dataclass
@@ -41,6 +64,7 @@ class Subscriber:
     last_error: str | None = None
     last_ok_at: datetime | None = None
     delivered: int = 0
+    limit: int = 0  # in-flight requests allowed now (next_limit), at most cfg.connections
 
     @property
     def name(self) -> str:
@@ -50,8 +74,20 @@ class Subscriber:
 class DeliveryWorker:
     """Runs under the supervisor: `run()` until `stop()`."""
 
-    def __init__(self, store: Store, settings: CrmSettings, *, clock: Clock, public_url: str = "") -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: CrmSettings,
+        *,
+        clock: Clock,
+        public_url: str = "",
+        instance: str | None = None,
+    ) -> None:
         self.store = store
+        # who holds this worker's leases: unique per process start, so a restarted process waits for
+        # its predecessor's leases to expire like any other instance would
+        self.instance = instance or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.lease = timedelta(seconds=settings.lease_seconds)
         self.settings = settings
         self.clock = clock
         self.public_url = public_url.rstrip("/")
@@ -64,6 +100,9 @@ class DeliveryWorker:
         self._next_prune: datetime | None = None
         self.stats: dict[str, Any] = {"backlog": 0, "dead": 0, "unfanned": 0, "oldest_waiting_at": None}
         self._stats_at: datetime | None = None
+        self._renewed_at: datetime | None = None
+        self._expired_at: datetime | None = None
+        self.max_lag_s = 0.0
 
     # control ---------------------------------------------------------------------------------
 
@@ -81,25 +120,26 @@ class DeliveryWorker:
     def health(self) -> dict[str, Any]:
         """What /healthz shows: the backlog and each subscriber's state."""
         return self.stats | {
+            "instance": self.instance,
             "subscribers": {
                 s.name: {
                     "state": "failing" if s.failing else "ok",
                     "in_flight": len(s.inflight),
+                    "in_flight_limit": s.limit,
                     "last_error": s.last_error,
                     "last_ok_at": s.last_ok_at.isoformat() if s.last_ok_at else None,
                 }
                 for s in self.subscribers
-            }
+            },
         }
 
     # the loop --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until stopped; attempts cut short by a crash are sent again (at least once)."""
+        """Deliver until stopped; attempts cut short by a crash (this process's or another
+        instance's) are sent again once their lease expires (at least once)."""
         self._stopping = False
-        requeued = await self.store.crm_events.requeue_sending()
-        if requeued:
-            log.info("event=crm_requeued_in_flight count=%d", requeued)
+        log.info("event=crm_worker_start instance=%s lease_s=%s", self.instance, self.settings.lease_seconds)
         for sub in self.subscribers:
             sub.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=sub.cfg.connections),
@@ -107,6 +147,7 @@ class DeliveryWorker:
                 headers={"User-Agent": USER_AGENT},
             )
             sub.idle_until = None
+            sub.limit = sub.cfg.connections
         try:
             await self._loop()
         finally:
@@ -127,40 +168,93 @@ class DeliveryWorker:
     async def _loop(self) -> None:
         events = self.store.crm_events
         wants = [(s.name, s.cfg.wants) for s in self.subscribers]
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             busy = False
+            # yield once and see how long the loop took to come back to us: a lagging loop (pops,
+            # calls, requests waiting) gets fewer deliveries in flight
+            before = loop.time()
+            await asyncio.sleep(0)
+            lag = loop.time() - before
+            for sub in self.subscribers:
+                sub.limit = next_limit(sub.limit, lag, sub.cfg.connections)
+            self.max_lag_s = max(self.max_lag_s, lag)
             fanned = await events.fan_out(wants)
             if fanned:
                 busy = True
                 for sub in self.subscribers:
                     if not sub.failing:
                         sub.idle_until = None
-            if await self._settle():
-                busy = True
             now = self.clock()
+            wanted = {
+                sub.name: free
+                for sub in self.subscribers
+                if (free := sub.limit - len(sub.inflight)) > 0
+                and (sub.idle_until is None or now >= sub.idle_until)
+            }
+            # one turn of the write lock for the outcomes gathered and the next claims (a background
+            # transaction: a touch or any request's write waiting for the lock goes first)
+            outcomes, self._done = self._done, []
+            try:
+                recorded, claimed = await events.exchange(
+                    outcomes, list(wanted.items()), owner=self.instance, lease=self.lease
+                )
+            except BaseException:
+                self._done[:0] = outcomes  # recorded next time (or, if never, the lease expires)
+                raise
+            if outcomes:
+                busy = True
+                self._lease_lost(len(outcomes), recorded)
             for sub in self.subscribers:
-                free = sub.cfg.connections - len(sub.inflight)
-                if free <= 0 or (sub.idle_until is not None and now < sub.idle_until):
+                if sub.name not in wanted:
                     continue
-                claimed = await events.claim(sub.name, free)
-                for d in claimed:
+                got = claimed.get(sub.name, [])
+                for d in got:
                     task = asyncio.create_task(self._attempt(sub, d), name=f"crm-delivery-{d.id}")
                     sub.inflight.add(task)
                     task.add_done_callback(self._finished(sub))
-                if claimed:
+                if got:
                     busy = True
-                if len(claimed) < free:
+                if len(got) < wanted[sub.name]:
                     # nothing more is due until a retry time, a new event or a completion
                     # (at most IDLE_MAX: a re-drive from the CLI, another process, is seen soon)
                     sub.idle_until = now + timedelta(seconds=min(IDLE_MAX_S, self.settings.retry_max_seconds))
                     due = await self._earliest_retry(sub.name)
                     if due is not None:
                         sub.idle_until = min(sub.idle_until, due)
+            await self._leases(now)
             await self._housekeeping(now)
-            if not busy:
+            if busy:
+                await self._gather()
+            else:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_seconds)
+
+    async def _gather(self) -> None:
+        """Between two busy turns, let completions gather (up to GATHER_S, or until a quarter of a
+        subscriber's connections are free) so that one turn settles and claims many deliveries:
+        at 500 deliveries a second a turn per completion kept the writer, the reader and the loop
+        busy with small transactions that the screen-pops' own writes and reads queued behind."""
+        if not any(s.inflight for s in self.subscribers):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATHER_S
+        while not self._stopping and not self._enough_free():
+            self._wake.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _enough_free(self) -> bool:
+        now = self.clock()
+        return any(
+            s.limit - len(s.inflight) >= max(1, s.limit // 4)
+            and (s.idle_until is None or now >= s.idle_until)
+            for s in self.subscribers
+        )
 
     def _finished(self, sub: Subscriber) -> Any:
         def done(task: asyncio.Task[Outcome]) -> None:
@@ -176,16 +270,40 @@ class DeliveryWorker:
     async def _settle(self) -> bool:
         outcomes, self._done = self._done, []
         if outcomes:
-            await self.store.crm_events.settle(outcomes)
+            self._lease_lost(len(outcomes), await self.store.crm_events.settle(outcomes, owner=self.instance))
         return bool(outcomes)
+
+    def _lease_lost(self, outcomes: int, recorded: int) -> None:
+        if recorded < outcomes:
+            # this instance stalled past its lease and another one took those deliveries over
+            log.warning(
+                "event=crm_lease_lost instance=%s outcomes=%d recorded=%d", self.instance, outcomes, recorded
+            )
+
+    async def _leases(self, now: datetime) -> None:
+        """Renew this instance's leases a few times per lease; take back those of dead instances."""
+        third = self.lease / 3
+        if any(s.inflight for s in self.subscribers) and (
+            self._renewed_at is None or now - self._renewed_at >= third
+        ):
+            self._renewed_at = now
+            await self.store.crm_events.renew_leases(self.instance, self.lease)
+        if self._expired_at is None or now - self._expired_at >= min(third, timedelta(seconds=1)):
+            self._expired_at = now
+            expired = await self.store.crm_events.expire_leases()
+            if expired:
+                log.info("event=crm_leases_expired instance=%s count=%d", self.instance, expired)
+                for sub in self.subscribers:
+                    sub.idle_until = None
 
     async def _earliest_retry(self, subscriber: str) -> datetime | None:
         return await self.store.crm_events.next_retry_at(subscriber)
 
     async def _housekeeping(self, now: datetime) -> None:
-        if self._stats_at is None or now - self._stats_at >= timedelta(seconds=1):
+        every = STATS_EVERY_LARGE_S if self.stats["backlog"] >= LARGE_BACKLOG else STATS_EVERY_S
+        if self._stats_at is None or now - self._stats_at >= timedelta(seconds=every):
             self._stats_at = now
-            counts = await self.store.crm_events.counts()
+            counts = await self.store.crm_events.counts(delivered=False)
             self.stats = {k: counts[k] for k in ("backlog", "dead", "unfanned", "oldest_waiting_at")}
         if self.settings.retention_days and (self._next_prune is None or now >= self._next_prune):
             self._next_prune = now + timedelta(minutes=10)

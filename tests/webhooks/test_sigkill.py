@@ -34,7 +34,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path, crm: CrmStandI
     config = tmp_path / "switchboard.toml"
     config.write_text(
         f'[server]\nport = {free_port()}\n[store]\nurl = "sqlite:///{db}"\n'
-        "[crm]\nretry_first_seconds = 0.05\nretry_max_seconds = 0.5\npoll_seconds = 0.05\n"
+        "[crm]\nretry_first_seconds = 0.05\nretry_max_seconds = 0.5\npoll_seconds = 0.05\nlease_seconds = 2\n"
         f'[[crm.webhooks]]\nname = "dms"\nurl = "{crm.url}/hooks/switchboard"\nsecret = "{SECRET}"\n'
         'events = ["contact.*"]\nconnections = 8\n'
     )

@@ -1,0 +1,74 @@
+-- Write-back to the dealership's CRM (issue 21): leases, so several instances deliver from one store.
+--
+-- A delivery worker claims the head of a contact's line (its oldest unfinished delivery) by setting
+-- state = 'sending' with its instance id in lease_owner and lease_until = now + crm.lease_seconds;
+-- while the lease holds, nobody else claims that delivery or any later one of the same contact
+-- (the claim takes only heads), so a contact's events still go one after another. The holder renews
+-- its leases while the requests run and records an outcome only while it still owns the row
+-- (`... AND lease_owner = ?`). A dead instance stops renewing: when its leases expire any instance
+-- queues those deliveries again and sends them (at least once: the dead one may have been answered).
+-- lease_owner stays on a delivered row: which instance delivered it.
+--
+-- Deliveries left 'sending' by a version without leases belonged to a process that has stopped.
+
+ALTER TABLE crm_deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE crm_deliveries ADD COLUMN lease_until TEXT;
+UPDATE crm_deliveries SET state = 'queued' WHERE state = 'sending';
+CREATE INDEX crm_deliveries_lease ON crm_deliveries (state, lease_until);
+-- the worker's "when is the next retry due" without walking a large backlog
+CREATE INDEX crm_deliveries_due ON crm_deliveries (state, next_attempt_at);
+
+-- Notes on PostgreSQL (the triggers' PostgreSQL form is migrations/postgres/0030_crm_events.sql) --
+--
+-- Tables: `id BIGINT GENERATED ALWAYS AS IDENTITY`, `uid TEXT NOT NULL UNIQUE DEFAULT
+-- md5(random()::text || clock_timestamp()::text)` (or gen_random_uuid()::text), `data JSONB`,
+-- `fanned BOOLEAN`, times TIMESTAMPTZ (SQLite keeps sortable UTC text). json_valid() becomes the
+-- JSONB type itself; json_object(...) becomes jsonb_build_object(...), json_extract(p, '$.x')
+-- becomes p->'x' / p->>'x', json_set(d, '$.phones', v) becomes jsonb_set(d, '{phones}', v),
+-- json_group_array(x) becomes COALESCE(jsonb_agg(x ORDER BY ...), '[]'). Each trigger of
+-- 0030_crm_events.sql becomes one plpgsql function with the same body and a trigger, e.g.:
+--
+--   CREATE FUNCTION crm_touch_event() RETURNS trigger LANGUAGE plpgsql AS $$
+--   BEGIN
+--     IF TG_OP = 'INSERT' AND NOT (NEW.kind <> 'call' OR NEW.ended_at IS NOT NULL
+--                                  OR NEW.status = 'logged') THEN RETURN NULL; END IF;
+--     INSERT INTO crm_events (type, contact_id, order_key, at, data) VALUES (
+--       CASE ... END,                                   -- the same CASE as the SQLite trigger
+--       NEW.contact_id,
+--       CASE WHEN NEW.contact_id IS NULL THEN 't:' || NEW.id ELSE 'c:' || NEW.contact_id END,
+--       NEW.updated_at,
+--       jsonb_build_object('touch_id', NEW.id, 'contact_id', NEW.contact_id, ...,
+--                          'disposition', NEW.payload->>'disposition', 'details', NEW.payload));
+--     RETURN NULL;
+--   END $$;
+--   CREATE TRIGGER crm_touch_insert AFTER INSERT ON touches FOR EACH ROW EXECUTE FUNCTION crm_touch_event();
+--   CREATE TRIGGER crm_touch_update AFTER UPDATE ON touches FOR EACH ROW
+--     WHEN ((NEW.kind = 'call' AND OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL)
+--        OR (NEW.kind <> 'call' AND NEW.status IS DISTINCT FROM OLD.status)
+--        OR (NEW.payload->>'disposition' IS DISTINCT FROM OLD.payload->>'disposition'))
+--     EXECUTE FUNCTION crm_touch_event();
+--
+-- (`IS NOT` between values becomes `IS DISTINCT FROM`; `AFTER UPDATE OF col` is the same.) The
+-- triggers that fold phones and tags into the not yet fanned-out contact snapshot keep their
+-- UPDATE ... WHERE id = (SELECT max(id) ...). Event ids stay in commit order per contact because a
+-- contact's changes are serialized by the row lock on contacts/touches; across contacts `sequence`
+-- may commit out of order, which no receiver relies on.
+--
+-- Fan-out: `SELECT id, type, order_key FROM crm_events WHERE NOT fanned ORDER BY id LIMIT n
+-- FOR UPDATE SKIP LOCKED`, the same INSERT ... ON CONFLICT DO NOTHING. The claim is this file's
+-- lease with row locks instead of SQLite's one writer:
+--
+--   UPDATE crm_deliveries SET state = 'sending', attempts = attempts + 1, lease_owner = $me,
+--          lease_until = now() + $lease, updated_at = now()
+--   WHERE id IN (SELECT d.id FROM crm_deliveries d WHERE d.subscriber = $sub AND d.state = 'queued'
+--                AND d.next_attempt_at <= now() AND NOT EXISTS (SELECT 1 FROM crm_deliveries p
+--                  WHERE p.subscriber = d.subscriber AND p.order_key = d.order_key
+--                  AND p.state IN ('queued', 'sending') AND p.id < d.id)
+--                ORDER BY d.id LIMIT $n FOR UPDATE SKIP LOCKED)
+--   RETURNING id;
+--
+-- No advisory lock is needed: a contact's head row is 'queued' or 'sending' in every snapshot until it
+-- is delivered or dead, so the NOT EXISTS keeps a second instance off the contact's later events, and SKIP
+-- LOCKED keeps it off a head another instance is claiming right now.
+-- Expired leases: `UPDATE crm_deliveries SET state = 'queued' WHERE state = 'sending' AND
+-- lease_until <= now()`, as here.

@@ -1,0 +1,90 @@
+"""Delivery never holds up the rest of the service's writes: its transactions are background ones,
+which start only when no request, call or touch write is waiting for the writer (issue 21)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from crm_link.contacts import ContactFields
+from crm_link.db import WriteLock
+from switchboard.app import create_app
+from switchboard.keys import STORE
+from switchboard.sim.crm_standin import CrmStandIn
+from switchboard.webhooks.ctx import CRM_WORKER
+from switchboard.webhooks.worker import LAG_HIGH_S, next_limit
+from tests.conftest import make_api
+from tests.webhooks.conftest import all_delivered, hook, until
+
+
+async def test_foreground_writers_go_before_every_waiting_background_one() -> None:
+    lock = WriteLock()
+    order: list[str] = []
+    await lock.acquire(background=True)  # a delivery transaction is running
+
+    async def writer(name: str, background: bool) -> None:
+        async with lock.hold(background=background):
+            order.append(name)
+
+    tasks = []
+    for name, bg in [("bg1", True), ("bg2", True), ("fg1", False), ("bg3", True), ("fg2", False)]:
+        tasks.append(asyncio.create_task(writer(name, bg)))
+        await asyncio.sleep(0)  # queued in this order
+    doomed = asyncio.create_task(writer("fg-cancelled", False))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    lock.release()
+    await asyncio.gather(*tasks)
+    assert order == ["fg1", "fg2", "bg1", "bg2", "bg3"]
+    assert lock.max_background_ahead == 0 and not lock.locked()
+    assert lock.waiting() == (0, 0)
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_the_lock_passes_it_on() -> None:
+    lock = WriteLock()
+    await lock.acquire()
+    first = asyncio.create_task(lock.acquire())
+    second = asyncio.create_task(lock.acquire(background=True))
+    await asyncio.sleep(0)
+    lock.release()  # handed to `first`…
+    first.cancel()  # …which is cancelled before it runs
+    await asyncio.gather(first, return_exceptions=True)
+    await second  # the lock went on to the next waiter
+    assert lock.locked()
+    lock.release()
+    assert not lock.locked()
+
+
+def test_delivery_halves_its_requests_while_the_loop_lags_and_grows_back_one_at_a_time() -> None:
+    assert next_limit(32, LAG_HIGH_S * 3, 32) == 16
+    assert next_limit(1, LAG_HIGH_S * 3, 32) == 1
+    assert next_limit(16, LAG_HIGH_S / 10, 32) == 17
+    assert next_limit(32, 0.0, 32) == 32
+    assert next_limit(12, LAG_HIGH_S * 0.75, 32) == 12
+
+
+async def test_requests_writes_wait_behind_no_delivery_transaction_while_a_backlog_drains(
+    aiohttp_client: Any, settings: Any, crm: CrmStandIn
+) -> None:
+    hook(settings, crm, connections=16)
+    client = await aiohttp_client(create_app(settings))
+    store = client.server.app[STORE]
+    mgr = await make_api(client, "maria", "manager")
+    created = await (await mgr.post("/api/v1/contacts", json={"first_name": "Jane"})).json()
+    await store.contacts.bulk_insert([ContactFields(first_name=f"B{i}") for i in range(3000)])
+    lock = store.db.write_lock
+    grants_before = lock.background_grants
+    # a rep's notes (each a write transaction through HTTP) while the worker drains the backlog
+    for i in range(40):
+        resp = await mgr.post(
+            f"/api/v1/contacts/{created['id']}/touches", json={"kind": "note", "summary": f"n{i}"}
+        )
+        assert resp.status == 201
+    assert crm.arrivals, "the notes were written while deliveries were going out"
+    await until(lambda: all_delivered(store, crm), timeout=120)
+    assert lock.background_grants - grants_before > 20  # the worker did write all along
+    # …but no delivery transaction ever started while a request's write was waiting
+    assert lock.max_background_ahead == 0
+    health = await (await client.get("/healthz")).json()
+    assert 1 <= health["crm"]["subscribers"]["dms"]["in_flight_limit"] <= 16
+    assert client.server.app[CRM_WORKER].max_lag_s >= 0
