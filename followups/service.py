@@ -441,6 +441,16 @@ class FollowupService:
         """A follow-up made outside this service (a missed call, an SMS reply) goes live on My Day."""
         await self._tell(f.assignee_id, f.pool, {"type": "day_changed", "reason": f.kind}, plain=True)
 
+    async def changed(self, followup_ids: Sequence[int], reason: str) -> None:
+        """Follow-ups changed outside this service (a cadence email refused, so now a call): each
+        one's assignee (or its pool) is told `day_changed`, so an open My Day re-renders itself."""
+        for fid in followup_ids:
+            try:
+                f = await self.store.followups.get(fid)
+            except NotFound:
+                continue
+            await self._tell(f.assignee_id, f.pool, {"type": "day_changed", "reason": reason}, plain=True)
+
     async def _tell(
         self, assignee_id: int | None, pool: str | None, message: dict[str, Any], *, plain: bool = False
     ) -> None:
