@@ -340,14 +340,15 @@ class EmailStore:
         reason: str | None = None,
         code: int | None = None,
         next_followup: Any = None,
-    ) -> None:
+    ) -> list[int]:
         """Record the outcome; a sent email is a touch (and clears the due follow-up when asked)."""
-        await self.settle_many([(email, state, reason, code, next_followup)])
+        return await self.settle_many([(email, state, reason, code, next_followup)])
 
     async def settle_many(
         self, outcomes: Sequence[tuple[OutboxEmail, str, str | None, int | None, Any]]
-    ) -> None:
-        """Record several outcomes in one transaction, with a touch for each sent email."""
+    ) -> list[int]:
+        """Record several outcomes in one transaction, with a touch for each sent email. The ids of
+        the follow-ups whose email failed for good and that are now calls to make."""
         now = self._db.now()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
@@ -389,15 +390,17 @@ class EmailStore:
             )
             # a follow-up's email the mail server refused for good: the follow-up stays open on its
             # assignee's day as a call to make, saying why
-            await tx.executemany(
-                "UPDATE followups SET channel = 'call', note = note || ?, updated_at = ?"
-                " WHERE id = ? AND status = 'open'",
-                [
-                    (f"\nEmail not sent ({reason or 'failed'}): call instead", ts, email.followup_id)
-                    for email, state, reason, _, _ in outcomes
-                    if state == "failed" and email.followup_id is not None
-                ],
-            )
+            to_call: list[int] = []
+            for email, state, reason, _, _ in outcomes:
+                if state != "failed" or email.followup_id is None:
+                    continue
+                async with tx.execute(
+                    "UPDATE followups SET channel = 'call', note = note || ?, updated_at = ?"
+                    " WHERE id = ? AND status = 'open' RETURNING id",
+                    (f"\nEmail not sent ({reason or 'failed'}): call instead", ts, email.followup_id),
+                ) as cur:
+                    to_call.extend(int(r[0]) for r in await cur.fetchall())
+        return to_call
 
     async def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(EMAIL_STATES, 0)

@@ -36,6 +36,8 @@ class User:
     active: bool
     time_zone: str | None
     interfaces: list[str] = field(default_factory=list)
+    manager_id: int | None = None  # the user's manager (`owner_manager` escalations go to them)
+    manager: str | None = None  # the manager's username
 
     @property
     def name(self) -> str:
@@ -52,6 +54,7 @@ class User:
             "active": self.active,
             "time_zone": self.time_zone,
             "interfaces": self.interfaces,
+            "manager": self.manager,
         }
 
 

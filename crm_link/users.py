@@ -24,6 +24,12 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
+# a user row with its manager's username
+_WITH_MANAGER = (
+    "SELECT u.*, m.username AS manager_username FROM users u LEFT JOIN users m ON m.id = u.manager_id"
+)
+
+
 def _sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -42,7 +48,7 @@ def validate_password(password: str) -> str:
     return password
 
 
-def _user(row: Any, interfaces: list[str]) -> User:
+def _user(row: Any, interfaces: list[str], manager: str | None = None) -> User:
     return User(
         id=row["id"],
         username=row["username"],
@@ -53,6 +59,8 @@ def _user(row: Any, interfaces: list[str]) -> User:
         active=bool(row["active"]),
         time_zone=row["time_zone"],
         interfaces=interfaces,
+        manager_id=row["manager_id"],
+        manager=manager,
     )
 
 
@@ -204,21 +212,56 @@ class Users:
             return False
 
     async def get(self, user_id: int) -> User:
-        row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        row = await self._db.fetchone(_WITH_MANAGER + " WHERE u.id = ?", (user_id,))
         if row is None:
             raise NotFound("user", user_id)
-        return _user(row, await self._interfaces(user_id))
+        return _user(row, await self._interfaces(user_id), row["manager_username"])
 
     async def by_username(self, username: str) -> User | None:
-        row = await self._db.fetchone("SELECT * FROM users WHERE username = ?", (username,))
-        return _user(row, await self._interfaces(row["id"])) if row else None
+        row = await self._db.fetchone(_WITH_MANAGER + " WHERE u.username = ?", (username,))
+        return _user(row, await self._interfaces(row["id"]), row["manager_username"]) if row else None
 
     async def list(self) -> list[User]:
-        rows = await self._db.fetchall("SELECT * FROM users ORDER BY username")
+        rows = await self._db.fetchall(_WITH_MANAGER + " ORDER BY u.username")
         ifaces: dict[int, list[str]] = {}
         for r in await self._db.fetchall("SELECT user_id, interface FROM user_interfaces ORDER BY interface"):
             ifaces.setdefault(r[0], []).append(r[1])
-        return [_user(r, ifaces.get(r["id"], [])) for r in rows]
+        return [_user(r, ifaces.get(r["id"], []), r["manager_username"]) for r in rows]
+
+    async def check_manager(self, manager: str | None, user_id: int | None = None) -> int | None:
+        """The id of a would-be manager (an active manager or admin, not the user themselves), None
+        for none; ValidationError naming `manager` otherwise."""
+        if not manager:
+            return None
+        found = await self.by_username(manager)
+        if found is None or not found.active:
+            raise ValidationError("manager", f"no active user named {manager!r}")
+        if found.role not in ("manager", "admin"):
+            raise ValidationError("manager", f"{manager} is a {found.role}, not a manager or admin")
+        if found.id == user_id:
+            raise ValidationError("manager", "a user cannot be their own manager")
+        return found.id
+
+    async def set_manager(self, user_id: int, manager: str | None) -> User:
+        """Give a user a manager (an active manager or admin, by username), or none (None/"")."""
+        manager_id = await self.check_manager(manager, user_id)
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE users SET manager_id = ? WHERE id = ? RETURNING id", (manager_id, user_id)
+            ) as cur:
+                if await cur.fetchone() is None:
+                    raise NotFound("user", user_id)
+        self.version += 1
+        return await self.get(user_id)
+
+    async def manager_of_owner(self, contact_id: int) -> int | None:
+        """The active manager of the active-or-not owner of a contact, or None (no owner, no manager)."""
+        row = await self._db.fetchone(
+            "SELECT m.id FROM contacts c JOIN users o ON o.id = c.owner_id JOIN users m ON m.id = o.manager_id"
+            " WHERE c.id = ? AND m.active = 1",
+            (contact_id,),
+        )
+        return int(row[0]) if row else None
 
     async def _interfaces(self, user_id: int) -> builtins.list[str]:
         rows = await self._db.fetchall(

@@ -88,7 +88,7 @@ class Rule:
     starts_on: date = date.min
     retry_hours: int = 4
     max_attempts: int = 3
-    escalate_to: str = "managers"  # managers | pool:NAME | user:NAME
+    escalate_to: str = "managers"  # managers | owner_manager | pool:NAME | user:NAME
     filter: Any = None  # a segment filter the contact must match (e.g. visits >= 3)
 
 
@@ -199,7 +199,9 @@ def parse_rule(data: Any, *, date_fields: Iterable[str]) -> RuleSpec:
     if not isinstance(active, bool):
         raise ValidationError("active", "must be true or false")
     assign = _target(data.get("assign", "owner"), "assign", allow=("owner",))
-    escalate_to = _target(data.get("escalate_to", "managers"), "escalate_to", allow=("managers",))
+    escalate_to = _target(
+        data.get("escalate_to", "managers"), "escalate_to", allow=("managers", "owner_manager")
+    )
     flt = data.get("filter")
     if flt is not None and not isinstance(flt, Mapping):
         raise ValidationError("filter", "must be a segment filter object")

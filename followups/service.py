@@ -34,6 +34,8 @@ log = logging.getLogger("followups.service")
 
 Notify = Callable[[int, dict[str, Any]], Awaitable[int]]
 MANAGERS = "managers"  # the pool every manager and admin is in: where escalations go by default
+# an escalation target: the manager of the customer's owner (none set: the managers' pool)
+OWNER_MANAGER = "owner_manager"
 FAILED_ATTEMPT = ("no answer", "busy")
 SWEEP_CHUNK = 50_000
 # the tag of a prospect made for a number nobody had (a rep's "New prospect" from that call fills it in)
@@ -138,7 +140,7 @@ class FollowupService:
 
     async def check_target(self, spec: str, field: str) -> tuple[int | None, str | None]:
         """A `user:NAME`/`pool:NAME`/`managers` target as (user id, pool); 400 naming `field` if unknown."""
-        if spec == MANAGERS:
+        if spec in (MANAGERS, OWNER_MANAGER):
             return None, MANAGERS
         kind, _, name = spec.partition(":")
         if kind == "pool":
@@ -154,6 +156,18 @@ class FollowupService:
         if spec == "owner":
             return None, None
         raise ValidationError(field, f"{spec!r} must be user:NAME or pool:NAME")
+
+    async def escalation_target(self, spec: str, contact_id: int) -> tuple[int | None, str | None]:
+        """Where an escalation of this contact's follow-up goes: `owner_manager` is the manager of
+        the customer's owner (no owner, no manager or an inactive one: the managers' pool); a user or
+        pool gone since the rule was saved is the managers' pool too."""
+        if spec == OWNER_MANAGER:
+            manager_id = await self.store.users.manager_of_owner(contact_id)
+            return (manager_id, None) if manager_id is not None else (None, MANAGERS)
+        try:
+            return await self.check_target(spec, "escalate_to")
+        except ValidationError:
+            return None, MANAGERS
 
     def _for_owner(self, owner_id: int | None) -> tuple[int | None, str | None]:
         if owner_id is not None:
@@ -372,10 +386,7 @@ class FollowupService:
             return await self.store.followups.no_answer(
                 f.id, retry_at=self.clock() + timedelta(hours=retry_hours), escalate=None
             )
-        try:
-            assignee_id, pool = await self.check_target(escalate_to, "escalate_to")
-        except ValidationError:
-            assignee_id, pool = None, MANAGERS
+        assignee_id, pool = await self.escalation_target(escalate_to, f.contact_id)
         reason = f"no answer after {f.attempts + 1} attempts" + (f" ({by.username})" if by else "")
         if note:
             reason += f": {note}"
@@ -429,6 +440,16 @@ class FollowupService:
     async def followup_added(self, f: FollowUp) -> None:
         """A follow-up made outside this service (a missed call, an SMS reply) goes live on My Day."""
         await self._tell(f.assignee_id, f.pool, {"type": "day_changed", "reason": f.kind}, plain=True)
+
+    async def changed(self, followup_ids: Sequence[int], reason: str) -> None:
+        """Follow-ups changed outside this service (a cadence email refused, so now a call): each
+        one's assignee (or its pool) is told `day_changed`, so an open My Day re-renders itself."""
+        for fid in followup_ids:
+            try:
+                f = await self.store.followups.get(fid)
+            except NotFound:
+                continue
+            await self._tell(f.assignee_id, f.pool, {"type": "day_changed", "reason": reason}, plain=True)
 
     async def _tell(
         self, assignee_id: int | None, pool: str | None, message: dict[str, Any], *, plain: bool = False

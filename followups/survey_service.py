@@ -194,10 +194,10 @@ class SurveyService:
     ) -> Response:
         """A follow-up for `escalate_to` carrying the answers (once per response)."""
         assert response.contact_id is not None
-        try:
-            assignee_id, pool = await self.loop.check_target(target_of(spec.escalate_to), "escalate_to")
-        except ValidationError:  # the user or pool went away since the survey was saved
-            assignee_id, pool = None, MANAGERS
+        # owner_manager: the manager of the customer's owner; a user or pool gone since: the managers
+        assignee_id, pool = await self.loop.escalation_target(
+            target_of(spec.escalate_to), response.contact_id
+        )
         note = "Dissatisfied customer: " + self._summary(row, spec, answers)
         f, created = await self.store.followups.create(
             response.contact_id,

@@ -274,9 +274,9 @@ def parse_survey(data: Any) -> SurveySpec:
     dissatisfied = parse_condition(dis, "dissatisfied_if", known) if dis is not None else None
     escalate_to = data.get("escalate_to", "role:manager")
     if not isinstance(escalate_to, str) or not (
-        escalate_to == "role:manager" or escalate_to.startswith(("user:", "pool:"))
+        escalate_to in ("role:manager", "owner_manager") or escalate_to.startswith(("user:", "pool:"))
     ):
-        raise ValidationError("escalate_to", "must be user:NAME, pool:NAME or role:manager")
+        raise ValidationError("escalate_to", "must be user:NAME, pool:NAME, role:manager or owner_manager")
     score_key = data.get("score_key")
     scales = [q for q in questions if q.type == "scale"]
     if score_key is None:

@@ -107,6 +107,7 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
     password = args.password or secrets.token_urlsafe(12)
     async with _open(settings) as store:
+        await store.users.check_manager(args.manager)
         user = await store.users.add(
             args.name,
             role=args.role,
@@ -115,6 +116,8 @@ async def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
             extension=args.extension,
             interfaces=args.interface or [],
         )
+        if args.manager:
+            user = await store.users.set_manager(user.id, args.manager)
     print(f"added {user.username} ({user.role}{', ext ' + user.extension if user.extension else ''})")
     if not args.password:
         print(f"password: {password}")
@@ -162,13 +165,28 @@ async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_user_manager(settings: Settings, args: argparse.Namespace) -> int:
+    async with _open(settings) as store:
+        user = await _user_named(store, args.name)
+        user = await store.users.set_manager(user.id, None if args.none else args.manager)
+        await store.audit.write(
+            "user.edit", user_id=None, object_type="user", object_id=user.id, via="cli", manager=user.manager
+        )
+    if user.manager:
+        print(f"{user.username}'s manager is {user.manager}: their customers' escalations go there")
+    else:
+        print(f"{user.username} has no manager: their customers' escalations go to the managers' pool")
+    return 0
+
+
 async def cmd_user_list(settings: Settings, args: argparse.Namespace) -> int:
     async with _open(settings) as store:
         users = await store.users.list()
-    print(f"{'USERNAME':<20} {'ROLE':<10} {'EXT':<6} {'ACTIVE':<6} NAME")
+    print(f"{'USERNAME':<20} {'ROLE':<10} {'EXT':<6} {'ACTIVE':<6} {'MANAGER':<20} NAME")
     for u in users:
         print(
-            f"{u.username:<20} {u.role:<10} {u.extension or '':<6} {'yes' if u.active else 'no':<6} {u.display_name}"
+            f"{u.username:<20} {u.role:<10} {u.extension or '':<6} {'yes' if u.active else 'no':<6}"
+            f" {u.manager or '':<20} {u.display_name}"
         )
     return 0
 
@@ -394,7 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interface", action="append", help="a PBX interface of this user (repeatable)")
     s.add_argument("--display-name")
     s.add_argument("--password", metavar="PW")
+    s.add_argument("--manager", metavar="NAME", help="their manager (escalations of their customers)")
     s.set_defaults(run=cmd_user_add)
+    s = user.add_parser(
+        "manager", parents=[common], help="set a user's manager (escalations to owner_manager go there)"
+    )
+    s.add_argument("name")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("manager", nargs="?", help="the manager's username")
+    who.add_argument("--none", action="store_true", help="no manager (the managers' pool)")
+    s.set_defaults(run=cmd_user_manager)
     s = user.add_parser("passwd", parents=[common], help="set a user's password (ends their sessions)")
     s.add_argument("name")
     s.add_argument("--password", metavar="PW", help="the new password (default: a random one, printed)")

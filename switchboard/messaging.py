@@ -67,6 +67,13 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         clock=app[CLOCK],
     )
     app[EMAIL] = service
+    loop = app.get(FOLLOWUPS)
+    if loop is not None:  # a cadence email refused for good is a call now: the assignee's My Day is told
+
+        async def to_call(ids: list[int]) -> None:
+            await loop.changed(ids, "followup.email_failed")
+
+        service.on_followups_to_call = to_call
     supervisor = app[SUPERVISOR]
     supervisor.start("email", service.run)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 from html import escape as html_escape
@@ -56,6 +56,9 @@ class EmailService:
         self.domain = parseaddr(sender)[1].partition("@")[2] or "switchboard.local"
         self._wake = asyncio.Event()
         self._stopping = False
+        # told the follow-ups whose email failed for good and are calls to make now (the root hands
+        # in the follow-up loop's, which tells the assignee's open My Day)
+        self.on_followups_to_call: Callable[[list[int]], Awaitable[None]] | None = None
 
     # templates ------------------------------------------------------------------------------
 
@@ -302,7 +305,12 @@ class EmailService:
         finally:
             # what the server accepted is recorded even when the loop is being cancelled
             if done:
-                await asyncio.shield(self.store.email.settle_many(done))
+                to_call = await asyncio.shield(self.store.email.settle_many(done))
+                if to_call and self.on_followups_to_call is not None:
+                    try:
+                        await self.on_followups_to_call(to_call)
+                    except Exception:  # telling a page is not worth losing the send loop over
+                        log.exception("event=email_followup_notify_error followups=%s", to_call)
         return True
 
     async def run(self, idle_poll: float = 1.0) -> None:

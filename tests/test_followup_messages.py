@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -363,6 +364,37 @@ async def test_a_cadence_email_the_mail_server_refuses_comes_back_as_a_call_with
     assert len(inbox.messages) == 1
     f = await client.server.app[STORE].followups.get(sams.id)
     assert (f.status, f.channel) == ("open", "call")
+    await client.close()
+
+
+async def test_a_refused_cadence_email_tells_the_assignees_open_my_day_live(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, inbox: Inbox
+) -> None:
+    inbox.refuse = {"gone@example.com"}
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    store = app[STORE]
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, store)
+    sam = await _customer(ann, "Sam", "+12125550101", email="gone@example.com")
+    # Ann's My Day is open: its WebSocket
+    ws = await client.ws_connect(f"/ws/agent?token={ann.token}")
+    assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+    # the mail server refuses the email: the page is told its day changed, and the day then has
+    # the call to make with the reason
+    async with asyncio.timeout(15):
+        while True:
+            msg = json.loads((await ws.receive()).data)
+            if msg.get("type") == "day_changed" and msg.get("reason") == "followup.email_failed":
+                break
+    day = await (await ann.get("/api/v1/me/day")).json()
+    (due,) = [f for f in day["followups"] if f["contact_id"] == sam and "User unknown" in f["note"]]
+    assert due["channel"] == "call" and due["state"] == "open"
+    await ws.close()
     await client.close()
 
 

@@ -63,11 +63,21 @@ def _back(target: str, error: str | None = None, done: str | None = None) -> web
 
 async def user_page(request: web.Request) -> web.Response:
     require(request, "admin")
-    user = await request.app[STORE].users.get(path_int(request))
+    store = request.app[STORE]
+    user = await store.users.get(path_int(request))
+    # who may be their manager: the active managers and admins other than themselves
+    managers = [
+        u for u in await store.users.list() if u.active and u.role in ("manager", "admin") and u.id != user.id
+    ]
     return render(
         request,
         "admin_user.html",
-        {"user": user, "error": request.query.get("error"), "done": request.query.get("done")},
+        {
+            "user": user,
+            "managers": managers,
+            "error": request.query.get("error"),
+            "done": request.query.get("done"),
+        },
     )
 
 
@@ -77,7 +87,10 @@ async def user_edit(request: web.Request) -> web.StreamResponse:
     user_id = path_int(request)
     form = await request.post()
     target = f"/admin/users/{user_id}"
+    manager = str(form.get("manager", "")).strip() or None
     try:
+        if "manager" in form:  # checked before anything changes
+            await store.users.check_manager(manager, user_id)
         await store.users.update(
             user_id,
             display_name=str(form.get("display_name", "")).strip(),
@@ -86,6 +99,8 @@ async def user_edit(request: web.Request) -> web.StreamResponse:
             email=str(form.get("email", "")).strip() or None,
             time_zone=str(form.get("time_zone", "")).strip() or None,
         )
+        if "manager" in form:
+            await store.users.set_manager(user_id, manager)
     except (ValidationError, Conflict) as exc:
         raise _back(target, f"{exc.field}: {exc.reason}") from None
     await store.audit.write("user.edit", user_id=admin.id, object_type="user", object_id=user_id)

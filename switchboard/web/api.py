@@ -351,6 +351,7 @@ USER_FIELDS = (
     "extension",
     "interfaces",
     "time_zone",
+    "manager",
 )
 
 
@@ -364,9 +365,10 @@ async def add_user(request: web.Request) -> web.Response:
     interfaces = data.get("interfaces", [])
     if not isinstance(interfaces, list) or not all(isinstance(i, str) and i for i in interfaces):
         raise ValidationError("interfaces", "must be a list of interface names such as PJSIP/1001")
-    for name in ("display_name", "email", "extension", "time_zone"):
+    for name in ("display_name", "email", "extension", "time_zone", "manager"):
         if name in data and data[name] is not None and not isinstance(data[name], str):
             raise ValidationError(name, "must be a string")
+    await store.users.check_manager(data.get("manager"))
     user = await store.users.add(
         data["username"],
         role=data["role"],
@@ -377,10 +379,43 @@ async def add_user(request: web.Request) -> web.Response:
         interfaces=interfaces,
         time_zone=data.get("time_zone"),
     )
+    if data.get("manager"):
+        user = await store.users.set_manager(user.id, data["manager"])
     await store.audit.write(
         "user.add", user_id=admin.id, object_type="user", object_id=user.id, role=user.role
     )
     return web.json_response(user.to_dict(), status=201)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    """An admin changes a user: name, role, extension, email, zone, manager (null: none)."""
+    admin = require(request, "admin")
+    store = store_of(request)
+    user = await store.users.get(path_int(request))
+    data = await json_body(
+        request, allowed=("display_name", "role", "email", "extension", "time_zone", "manager")
+    )
+    for name in data:
+        if data[name] is not None and not isinstance(data[name], str):
+            raise ValidationError(name, "must be a string or null")
+    if "role" in data and data["role"] is None:
+        raise ValidationError("role", "is required")
+    if "manager" in data:  # checked first: nothing is half-changed when it is wrong
+        await store.users.check_manager(data["manager"], user.id)
+    user = await store.users.update(
+        user.id,
+        display_name=data.get("display_name", user.display_name) or "",
+        role=data.get("role", user.role),
+        extension=data.get("extension", user.extension) or None,
+        email=data.get("email", user.email) or None,
+        time_zone=data.get("time_zone", user.time_zone) or None,
+    )
+    if "manager" in data:
+        user = await store.users.set_manager(user.id, data["manager"])
+    await store.audit.write(
+        "user.edit", user_id=admin.id, object_type="user", object_id=user.id, fields=sorted(data)
+    )
+    return web.json_response(user.to_dict())
 
 
 async def list_users(request: web.Request) -> web.Response:
@@ -406,3 +441,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/v1/me/day", my_day)
     r.add_post("/api/v1/users", add_user)
     r.add_get("/api/v1/users", list_users)
+    r.add_patch("/api/v1/users/{id}", update_user)

@@ -16,7 +16,7 @@ from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, LIMITER, SETTINGS, SMS, STORE
+from switchboard.keys import CLOCK, LIMITER, SETTINGS, SMS, STORE, SURVEYS
 from switchboard.web.api import prospect_for_call, visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
 from switchboard.web.errors import ApiError, path_int
@@ -208,12 +208,53 @@ CONSENT_SOURCES = {
 }
 
 
+async def _call_surveys(
+    request: web.Request, contact_id: int, history: list[Any]
+) -> dict[int, dict[str, Any]]:
+    """The survey answered on each call of this history, by the call's touch id (its name, the
+    current answers as `Question answer` lines, dissatisfied, corrected), and the survey lines those
+    calls carry are dropped from `history`: a call's answers are shown inside its own entry."""
+    from followups.surveys import summary_lines
+
+    calls = {t.id for t in history if t.kind == "call"}
+    linked = {
+        t.payload["survey_response_id"]: t
+        for t in history
+        if t.source_key.startswith("survey:")
+        and t.payload.get("call_touch_id") in calls
+        and t.payload.get("survey_response_id") is not None
+    }
+    if not linked:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for r in await request.app[STORE].surveys.responses(contact_id=contact_id, limit=500):
+        note = linked.get(r.id)
+        if note is None:
+            continue
+        try:
+            row, spec = await request.app[SURVEYS].definition(r.survey_id, r.survey_version)
+        except NotFound:
+            continue
+        out[note.payload["call_touch_id"]] = {
+            "name": row.name,
+            "version": row.version,
+            "lines": summary_lines(spec, r.answers) or ["no answers"],
+            "dissatisfied": r.dissatisfied,
+            "corrected": r.answers_version > 1,
+            "response_id": r.id,
+        }
+        history.remove(note)
+    return out
+
+
 async def contact_page(request: web.Request) -> web.Response:
     user = require(request)
     store = request.app[STORE]
     contact = await _visible(request, user)
     zone = _zone(request)
     history = await store.touches.history(contact.id, limit=100)
+    timeline = list(history.items)
+    surveys = await _call_surveys(request, contact.id, timeline)
     followups = await store.touches.open_followups(contact.id)
     from crm_link.recordings import RecordingFilter
 
@@ -233,7 +274,8 @@ async def contact_page(request: web.Request) -> web.Response:
         "contact.html",
         {
             "contact": contact,
-            "history": history.items,
+            "history": timeline,
+            "call_surveys": surveys,
             "followups": followups,
             "zone": zone,
             "local": lambda d: _local(d, zone),

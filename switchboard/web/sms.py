@@ -306,11 +306,22 @@ async def blasts_page(request: web.Request) -> web.Response:
     require(request, *SENDERS)
     rt = request.app.get(SMS)
     channels = list(rt.workers) if rt else []
-    segments = await request.app[STORE].segments.list()
+    store = request.app[STORE]
+    segments = await store.segments.list()
+    # the surveys a blast can ask: one question in one text (the others, switched off or longer,
+    # are listed with why they cannot go)
+    surveys: list[dict[str, Any]] = []
+    for row in await store.surveys.all():
+        try:
+            surveys.append(
+                {"id": row.id, "name": row.name, "text": await request.app[SURVEYS].sms_text(row.id)}
+            )
+        except ValidationError as exc:
+            surveys.append({"id": row.id, "name": row.name, "text": None, "why": exc.reason})
     return render(
         request,
         "sms_blasts.html",
-        {"channels": channels, "available": rt is not None, "segments": segments},
+        {"channels": channels, "available": rt is not None, "segments": segments, "surveys": surveys},
     )
 
 

@@ -105,16 +105,39 @@
     tick();
   }
 
+  // one save at a time (a second click while one is on its way does nothing; saving again later
+  // moves the call's one follow-up, never adds a second); a refused field is marked where it is
   async function saveNote(ev, callId, el) {
     ev.preventDefault();
     const form = ev.target;
-    const body = { summary: form.summary.value, disposition: form.disposition.value || null };
-    if (form.next_followup_at.value) body.next_followup_at = window.SB.localInputToIso(form.next_followup_at.value);
-    const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/disposition", {
-      method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body),
-    });
+    const button = form.querySelector("button[type=submit]");
+    if (button.disabled) return;
     const out = el.querySelector(".pop-saved");
-    if (res.ok) { text(out, "saved"); } else { const e = await res.json().catch(() => ({})); text(out, (e.error && e.error.message) || "not saved"); }
+    const fieldError = el.querySelector(".pop-field-error");
+    const when = form.next_followup_at;
+    if (!fieldError.id) { fieldError.id = "pop-error-" + Math.random().toString(36).slice(2); when.setAttribute("aria-describedby", fieldError.id); }
+    when.removeAttribute("aria-invalid"); fieldError.hidden = true; text(fieldError, ""); text(out, "saving…");
+    const body = { summary: form.summary.value, disposition: form.disposition.value || null };
+    if (when.value) body.next_followup_at = window.SB.localInputToIso(when.value);
+    button.disabled = true;
+    try {
+      const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/disposition", {
+        method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf }, body: JSON.stringify(body),
+      });
+      if (res.ok) { text(out, "saved"); return; }
+      const e = (await res.json().catch(() => ({}))).error || {};
+      if (e.field === "next_followup_at") {
+        text(out, "");
+        text(fieldError, "Next follow-up " + (e.message || "is not a usable time")); fieldError.hidden = false;
+        when.setAttribute("aria-invalid", "true"); when.focus();
+      } else {
+        text(out, e.message ? (e.field ? e.field + ": " : "") + e.message : "not saved");
+      }
+    } catch (err) {
+      text(out, "not saved: the server cannot be reached");
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function connect() {

@@ -232,11 +232,11 @@
       const pct = l.total ? Math.round((100 * finished) / l.total) : 0;
       const tr = el("tr"); tr.dataset.listId = l.id;
       const name = el("td"); const a = el("a", l.name); a.href = "#"; a.addEventListener("click", (e) => { e.preventDefault(); selected = l.id; detail(l); surveyControl(l); }); name.append(a);
-      tr.append(name, el("td", l.mode), el("td", l.state, "state"));
+      tr.append(name, el("td", l.mode, "mode"), el("td", l.state, "state"));
       const bar = el("td"); const p = el("div", null, "progress"); const s = el("span"); s.style.width = pct + "%"; p.append(s);
       bar.append(p, el("span", c.pending + " pending · " + c.in_progress + " in progress · " + c.done + " done · " + c.skipped + " skipped", "muted progress-text"));
       tr.append(bar, el("td", l.attempts.total, "attempts"), el("td", l.connect_rate == null ? "—" : Math.round(l.connect_rate * 100) + "%", "connect"));
-      const actions = el("td");
+      const actions = el("td", null, "actions");
       if (form) {
         const acts = { draft: ["start", "stop"], running: ["pause", "stop"], paused: ["resume", "stop"] }[l.state] || [];
         for (const act of acts) { const b = el("button", act, "link"); b.type = "button"; b.setAttribute("aria-label", act + " " + l.name); b.addEventListener("click", () => control(l.id, act, l.name)); actions.append(b); }

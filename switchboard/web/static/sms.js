@@ -90,12 +90,30 @@
     form[name].addEventListener("input", () => { clearTimeout(reachTimer); reachTimer = setTimeout(updateReach, 250); });
   }
   form.text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(updatePreview, 250); });
+
+  // a survey instead of a text: the text box shows the question it will send (not editable); back
+  // to no survey, the text typed before returns
+  const surveyNote = document.getElementById("survey-note");
+  const textLabel = document.getElementById("text-label");
+  const questionLabel = document.getElementById("question-label");
+  let typed = form.text.value;
+  form.survey_id.addEventListener("change", () => {
+    const opt = form.survey_id.selectedOptions[0];
+    const asking = Boolean(form.survey_id.value && opt && opt.dataset.text);
+    if (asking && !form.text.readOnly) typed = form.text.value;
+    form.text.value = asking ? opt.dataset.text : typed;
+    form.text.readOnly = asking;
+    surveyNote.hidden = !asking;
+    textLabel.hidden = asking; questionLabel.hidden = !asking;
+    updatePreview();
+  });
   updatePreview();
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     errorBox.hidden = true;
     const body = { name: form.name.value, text: form.text.value, channel: form.channel.value, audience: audience() || { tag: "" } };
+    if (form.survey_id.value) body.survey_id = Number(form.survey_id.value);
     if (form.send_at.value) body.send_at = form.send_at.value;
     if (form.cron.value.trim()) body.cron = form.cron.value.trim();
     if (form.rate_per_second.value) body.rate_per_second = Number(form.rate_per_second.value);

@@ -80,7 +80,8 @@
   }
   form.addEventListener("change", refreshConditions);
   $("add-question").addEventListener("click", () => addQuestion().querySelector("[name=text]").focus());
-  form.escalate_kind.addEventListener("change", () => { $("escalate-name-label").hidden = form.escalate_kind.value === "role:manager"; });
+  const NAMELESS = ["role:manager", "owner_manager"];  // targets without a pool or user name
+  form.escalate_kind.addEventListener("change", () => { $("escalate-name-label").hidden = NAMELESS.includes(form.escalate_kind.value); });
 
   function value(raw, type, op) {
     raw = raw.trim();
@@ -109,7 +110,7 @@
     const dis = condition(form.dis_key.value, form.dis_op.value, form.dis_value.value);
     if (dis) body.dissatisfied_if = dis;
     const kind = form.escalate_kind.value;
-    body.escalate_to = kind === "role:manager" ? kind : kind + ":" + form.escalate_name.value.trim();
+    body.escalate_to = NAMELESS.includes(kind) ? kind : kind + ":" + form.escalate_name.value.trim();
     return body;
   }
 
@@ -147,9 +148,9 @@
       form.dis_value.value = Array.isArray(s.dissatisfied_if.value) ? s.dissatisfied_if.value.join(", ") : String(s.dissatisfied_if.value);
     }
     const esc = s.escalate_to || "role:manager";
-    if (esc === "role:manager") form.escalate_kind.value = esc;
+    if (NAMELESS.includes(esc)) form.escalate_kind.value = esc;
     else { const [k, n] = esc.split(":"); form.escalate_kind.value = k; form.escalate_name.value = n; }
-    $("escalate-name-label").hidden = form.escalate_kind.value === "role:manager";
+    $("escalate-name-label").hidden = NAMELESS.includes(form.escalate_kind.value);
     refreshConditions();
   }
   for (const b of document.querySelectorAll(".edit-survey")) b.addEventListener("click", () => load(b.dataset.id));
