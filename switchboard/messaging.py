@@ -43,6 +43,8 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         starttls=s.starttls,
         use_tls=s.use_tls,
         rate_per_second=s.rate_per_second,
+        rate_per_connection=s.rate_per_connection,
+        connections=s.connections,
     )
     d = settings.dealer
     service = EmailService(
