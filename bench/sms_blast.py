@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,6 +107,9 @@ async def blast_run(store: Store, url: str, n: int, rate: float | None, tag: str
     )
     await blasts.run_due()
     materialize_s = time.perf_counter() - started
+    if rate is None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        lines.append(f"peak_rss_mb_after_materialize={rss:.0f}")
     channel = KannelChannel(
         "main", url, "tester", "secret", sender=None, dlr_url="http://127.0.0.1:9/dlr", secret="s", timeout=30
     )
@@ -174,6 +179,15 @@ async def main(n: int, rate_seconds: int) -> list[str]:
     )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
+    # read the stand-in's progress lines all the time: a full pipe would stop it answering
+    lines_in: queue.Queue[str] = queue.Queue()
+    out = proc.stdout
+
+    def pump() -> None:
+        for line in out:
+            lines_in.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         async with Store(str(path)) as store:
             batch = []
@@ -197,7 +211,7 @@ async def main(n: int, rate_seconds: int) -> list[str]:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             lines.append(f"peak_rss_mb={rss:.0f}")
             # rate accuracy: the stand-in reports how many it has received, we count per second
-            drain = proc.stdout.readline  # discard what was printed during the big run
+            drain = lines_in.get  # discard what was printed during the big run
             start_count = 0
             while True:
                 line = await asyncio.to_thread(drain)

@@ -339,13 +339,15 @@ class BlastService:
         self, blast_id: int, run: int, prepared: Prepared | None = None
     ) -> tuple[int, int]:
         """Write run `run` (claimed by the caller) of a blast: its audience as of now, or the one
-        validation just prepared."""
+        validation just prepared (whose contacts and texts it uses up)."""
         blast = await self.store.sms.blast(blast_id)
         now = self.clock()
         if prepared is None:
             ids = await self.audience_ids(blast["audience"])
             prepared = Prepared(await self.store.contacts.get_many(ids), {})
         made = await self.materialize(blast, prepared.contacts, now, prepared.rendered)
+        # the rows hold what is queued: let the contacts go before the insert (a 100k blast's peak)
+        prepared.contacts.clear()
         queued, skipped = await self.store.sms.materialize(blast_id, run, made.rows)
         log.info(
             "event=blast_run blast=%d run=%d queued=%d skipped=%d duplicates=%d",
