@@ -1,23 +1,28 @@
-"""Email benchmarks: merge-code renders/s, and a 10,000-recipient merge job to aiosmtpd on loopback.
+"""Email benchmarks: merge-code renders/s, and merge jobs over 1, 4, 16 SMTP connections vs raw.
 
-    python bench/email_send.py [--recipients 10000]
+    python bench/email_send.py [--recipients 5000] [--connections 1 4 16] [--repeat 2]
 
-The job runs through the whole path (store rows, rendering, MIME building, the outbox state machine
-with a touch per email, one reused SMTP connection); the raw figure is aiosmtplib sending prebuilt
-messages to the same aiosmtpd server over one connection, measured in the same run.
+The job's sending runs through the whole path (outbox claim, MIME building, the outbox state machine
+with a touch per email, a pool of reused SMTP connections); the raw figure is aiosmtplib sending
+prebuilt messages over the same number of connections to the same aiosmtpd, which runs in its own
+process. Raw and Switchboard runs alternate, so both see the same load on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import statistics
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
+from email.message import Message
+from typing import Any
 
 import aiosmtplib
 from _common import CACHE, free_port, report
-from _common import SmtpCountingSink as Sink
-from aiosmtpd.controller import Controller
 
 from crm_link.contacts import ContactFields
 from crm_link.store import Store
@@ -37,8 +42,10 @@ HTML = (
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--recipients", type=int, default=10_000)
+    ap.add_argument("--recipients", type=int, default=5_000)
     ap.add_argument("--renders", type=int, default=20_000)
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     lines = []
     r = Renderer()
@@ -60,12 +67,8 @@ async def main() -> None:
         f"email_render template_bytes={len(HTML)} merge_codes=10 renders_per_s={args.renders / dt:,.0f}"
     )
 
-    sink = Sink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
+    sink = SinkProcess()
     try:
-        # raw: aiosmtplib → aiosmtpd, one connection, prebuilt messages
         msg = build_message(
             sender="s@motors.example",
             to_addr="jane@example.com",
@@ -77,15 +80,6 @@ async def main() -> None:
             unsubscribe_url=None,
             date=datetime(2026, 11, 23, 16, 0, tzinfo=UTC),
         )
-        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-        await smtp.connect()
-        t = time.perf_counter()
-        for _ in range(args.recipients):
-            await smtp.send_message(msg)
-        raw = args.recipients / (time.perf_counter() - t)
-        await smtp.quit()
-        lines.append(f"email_raw_aiosmtplib_to_aiosmtpd messages={args.recipients} messages_per_s={raw:,.0f}")
-
         path = CACHE / "email.db"
         CACHE.mkdir(parents=True, exist_ok=True)
         for p in CACHE.glob("email.db*"):
@@ -120,32 +114,112 @@ async def main() -> None:
                 email="john@motors.example",
             )
             contacts = await store.contacts.get_many(list(range(1, args.recipients + 1)))
-            svc = EmailService(
-                store,
-                Renderer(),
-                SmtpSender("127.0.0.1", port, rate_per_second=0, reconnect_every=10**9),
-                sender="Sales <sales@motors.example>",
-                public_url="https://crm.example",
-                dealer={"name": "Switchboard Motors", "phone": "555-0100", "website": "motors.example"},
-                window=100,
-            )
-            before = sink.count
-            t = time.perf_counter()
-            job = await svc.send(tpl["id"], contacts, user)
-            queued = time.perf_counter() - t
-            while await svc.step():
-                pass
-            dt = time.perf_counter() - t
-            await svc.smtp.close()
-            counts = (await store.email.job(job))["counts"]
-            assert counts["sent"] == args.recipients and sink.count - before == args.recipients
-            lines.append(
-                f"email_merge_job recipients={args.recipients} seconds={dt:.1f} messages_per_s="
-                f"{args.recipients / dt:,.0f} queue_seconds={queued:.1f} ratio_to_raw={raw / (args.recipients / dt):.2f}"
-            )
+            for conns in args.connections:
+                raws, ours = [], []
+                for _ in range(args.repeat):  # interleaved, so both see the same machine load
+                    raws.append(await raw_run(sink, msg, args.recipients, conns))
+                    ours.append(await merge_run(store, sink, tpl, contacts, user, conns))
+                raw, our = statistics.median(raws), statistics.median(ours)
+                lines.append(
+                    f"email_pool connections={conns} recipients={args.recipients}"
+                    f" raw_per_s={'/'.join(f'{r:,.0f}' for r in raws)}"
+                    f" switchboard_per_s={'/'.join(f'{o:,.0f}' for o in ours)}"
+                    f" median_ratio={our / raw:.2f}"
+                )
     finally:
-        controller.stop()
+        sink.stop()
+    lines.append(f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report(lines)
+
+
+SINK = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class H:
+    count = 0
+    async def handle_DATA(self, server, session, envelope):
+        H.count += 1
+        return "250 OK"
+c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+print("ready", flush=True)
+for _ in sys.stdin:
+    print(H.count, flush=True)
+c.stop()
+"""
+
+
+class SinkProcess:
+    """aiosmtpd in its own process (so it does not share the sender's interpreter), counting."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SINK, str(self.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("?\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+async def raw_run(sink: SinkProcess, msg: Message, n: int, conns: int) -> float:
+    """aiosmtplib → aiosmtpd: `conns` connections, each sending its share of prebuilt messages."""
+    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, start_tls=False) for _ in range(conns)]
+    for c in clients:
+        await c.connect()
+    before = sink.count()
+
+    async def share(c: aiosmtplib.SMTP, k: int) -> None:
+        for _ in range(k):
+            await c.send_message(msg)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(share(c, n // conns + (i < n % conns)) for i, c in enumerate(clients)))
+    rate = n / (time.perf_counter() - t)
+    for c in clients:
+        await c.quit()
+    assert sink.count() - before == n
+    return rate
+
+
+async def merge_run(
+    store: Store, sink: SinkProcess, tpl: dict[str, Any], contacts: list[Any], user: Any, conns: int
+) -> float:
+    """The whole path: queue a merge job, then drain it over a pool of `conns` connections."""
+    svc = EmailService(
+        store,
+        Renderer(),
+        SmtpSender("127.0.0.1", sink.port, rate_per_second=0, connections=conns, reconnect_every=10**9),
+        sender="Sales <sales@motors.example>",
+        public_url="https://crm.example",
+        dealer={"name": "Switchboard Motors", "phone": "555-0100", "website": "motors.example"},
+        window=100,
+    )
+    job = await svc.send(tpl["id"], contacts, user)  # queueing is not part of the sending rate
+    before = sink.count()
+    t = time.perf_counter()
+    task = asyncio.create_task(svc.run(idle_poll=0.02))  # the service's own loop, both lanes
+    while (await store.email.job(job))["state"] != "done":  # noqa: ASYNC110 (polls the store)
+        await asyncio.sleep(0.02)
+    rate = len(contacts) / (time.perf_counter() - t)
+    svc.stop()
+    await task
+    await svc.smtp.close()
+    counts = (await store.email.job(job))["counts"]
+    assert counts["sent"] == len(contacts) and sink.count() - before == len(contacts)
+    return rate
 
 
 if __name__ == "__main__":

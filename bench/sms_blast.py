@@ -2,24 +2,38 @@
 the durable outbox allows, rate accuracy at a configured 50/s, memory; PDU encoder throughput.
 
 python bench/sms_blast.py [--recipients 100000] [--rate-seconds 10]
+python bench/sms_blast.py --kannel [--recipients 3000] [--in-flight 16] [--repeat 3]
 
 The gateway is the loopback stand-in of Kannel's sendsms interface, run in its own process (the
 other core), reached over HTTP by the real KannelChannel; every message is committed `sending`
 before its request and `sent` (with its touch) after, as in production. Delivery reports are not
 part of these figures (the stand-in's DLR callbacks go to a closed port).
+
+With --kannel, Debian's Kannel (bearerbox + smsbox + fakesmsc, started as tests/sms does) takes
+raw `sendsms` requests (dlr-mask 31, reports to a do-nothing sink) and then a Switchboard blast
+through the whole app (its delivery reports come back to the app's webhook and store), the same
+number of requests in flight, alternately; both rates and their ratio are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import queue
 import resource
+import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from pathlib import Path
 
-from _common import CACHE, ROOT, report
+import aiohttp
+from _common import CACHE, ROOT, free_port, report
+from _kannel import real_kannel
+from aiohttp import web
 
 from campaigns.sms.blasts import BlastService, BlastSpec
 from campaigns.sms.gsm7 import analyze
@@ -93,6 +107,9 @@ async def blast_run(store: Store, url: str, n: int, rate: float | None, tag: str
     )
     await blasts.run_due()
     materialize_s = time.perf_counter() - started
+    if rate is None:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        lines.append(f"peak_rss_mb_after_materialize={rss:.0f}")
     channel = KannelChannel(
         "main", url, "tester", "secret", sender=None, dlr_url="http://127.0.0.1:9/dlr", secret="s", timeout=30
     )
@@ -162,6 +179,15 @@ async def main(n: int, rate_seconds: int) -> list[str]:
     )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
+    # read the stand-in's progress lines all the time: a full pipe would stop it answering
+    lines_in: queue.Queue[str] = queue.Queue()
+    out = proc.stdout
+
+    def pump() -> None:
+        for line in out:
+            lines_in.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         async with Store(str(path)) as store:
             batch = []
@@ -185,7 +211,7 @@ async def main(n: int, rate_seconds: int) -> list[str]:
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             lines.append(f"peak_rss_mb={rss:.0f}")
             # rate accuracy: the stand-in reports how many it has received, we count per second
-            drain = proc.stdout.readline  # discard what was printed during the big run
+            drain = lines_in.get  # discard what was printed during the big run
             start_count = 0
             while True:
                 line = await asyncio.to_thread(drain)
@@ -219,9 +245,190 @@ async def main(n: int, rate_seconds: int) -> list[str]:
     return lines
 
 
+# --- against Debian's real Kannel (--kannel) -------------------------------------------------
+
+TEXT = "Service special this Saturday, {{ contact.first_name }}! Reply STOP to opt out."
+
+
+async def raw_kannel(url: str, n: int, concurrency: int, offset: int) -> tuple[float, float]:
+    """`n` sendsms requests, `concurrency` in flight, dlr-mask 31 with the reports going to a
+    do-nothing HTTP sink in this loop; (sent per second, seconds until every message's final report)."""
+    finals = 0
+    done = asyncio.Event()
+
+    async def dlr(request: web.Request) -> web.Response:
+        nonlocal finals
+        if request.query.get("type") in ("1", "2", "16"):
+            finals += 1
+            if finals >= n:
+                done.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/dlr", dlr)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def worker() -> None:
+                while not queue.empty():
+                    i = queue.get_nowait()
+                    params = {
+                        "username": "tester",
+                        "password": "secret",
+                        "from": "100",
+                        "to": f"+1212{3000000 + offset + i:07d}",
+                        "text": f"Service special this Saturday, C{i}! Reply STOP to opt out.",
+                        "dlr-mask": "31",
+                        "dlr-url": f"http://127.0.0.1:{port}/dlr?id={i}&type=%d&answer=%A&ts=%T",
+                        "max-messages": "10",
+                    }
+                    async with session.get(url, params=params) as resp:
+                        body = await resp.text()
+                        assert resp.status == 202 or body.startswith("0:"), body
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            sent_s = time.perf_counter() - t0
+            await asyncio.wait_for(done.wait(), 120)
+            final_s = time.perf_counter() - t0
+    finally:
+        await runner.cleanup()
+    return n / sent_s, final_s
+
+
+async def switchboard_kannel(
+    url: str, n: int, concurrency: int, run: int, workdir: Path, *, wait_final: bool = True
+) -> dict[str, float]:
+    """A blast of `n` through the whole app (worker, KannelChannel, the DLR webhook, the store) on the
+    same Kannel; the worker's lanes keep `concurrency` sendsms requests in flight, as raw does."""
+    from switchboard.app import create_app
+    from switchboard.keys import SMS, SMS_CHANNELS, STORE
+    from switchboard.settings import SmsChannelSettings, load_settings
+
+    settings = load_settings(env={})
+    db = workdir / f"kannel-{run}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)  # noqa: ASYNC240 (before the measured part)
+    settings.store.url = f"sqlite:///{db}"
+    settings.recordings.storage_dir = str(workdir / "recordings")
+    settings.asterisk.recordings_dir = str(workdir / "monitor")
+    port = free_port()
+    settings.server.port = port
+    settings.server.public_url = f"http://127.0.0.1:{port}"
+    settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
+    settings.sms.channels["main"] = SmsChannelSettings(
+        name="main",
+        type="kannel",
+        rate_per_second=1e9,
+        options={
+            "sendsms_url": url,
+            "username": "tester",
+            "password": "secret",
+            "secret": "bench-secret",
+            "from": "100",
+            "connections": concurrency,
+        },
+    )
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        store, sms = app[STORE], app[SMS]
+        worker = sms.workers["main"]
+        channel = app[SMS_CHANNELS]["main"]
+        assert isinstance(channel, KannelChannel) and channel.connections == concurrency
+        await store.contacts.bulk_insert(
+            [
+                ContactFields(
+                    present={"first_name", "phones", "tags"},
+                    first_name=f"C{i}",
+                    time_zone="America/Chicago",
+                    phones=[Phone(f"+1212{4000000 + i:07d}", f"+1212{4000000 + i:07d}", True, "mobile")],
+                    tags=["all"],
+                )
+                for i in range(n)
+            ]
+        )
+        blast = await sms.blasts.create(
+            BlastSpec(name=f"bench {run}", text=TEXT, channel="main", audience={"tag": "all"}),
+            created_by=None,
+        )
+        await sms.blasts.run_due()
+        t0 = time.perf_counter()
+        worker.wake()
+        sent_s = final_s = 0.0
+        async with asyncio.timeout(300):
+            while True:
+                await asyncio.sleep(0.05)
+                c = (await store.sms.progress(blast["id"]))["counts"]
+                if not sent_s and c["queued"] == 0 and c["sending"] == 0:
+                    sent_s = time.perf_counter() - t0
+                if c["delivered"] + c["failed"] + c["unknown"] >= n or (sent_s and not wait_final):
+                    final_s = time.perf_counter() - t0
+                    break
+        ((touches,),) = await store.db.fetchall(
+            "SELECT count(*) FROM touches WHERE kind = 'sms' AND direction = 'outbound'"
+        )
+        ((keys,),) = await store.db.fetchall(
+            "SELECT count(DISTINCT source_key) FROM touches WHERE kind = 'sms'"
+        )
+    finally:
+        await runner.cleanup()
+    return {
+        "rate": n / sent_s,
+        "final_s": final_s,
+        "delivered": c["delivered"],
+        "other": n - c["delivered"],
+        "touches": touches,
+        "distinct": keys,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+async def kannel_main(n: int, concurrency: int, repeat: int) -> list[str]:
+    lines: list[str] = []
+    workdir = CACHE / "kannel"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with real_kannel() as url:
+        raw_rates, ours = [], []
+        for run in range(repeat):  # interleaved: both see the same load on a shared machine
+            rate, final = await raw_kannel(url, n, concurrency, offset=run * n)
+            raw_rates.append(rate)
+            lines.append(
+                f"kannel_raw run={run} n={n} in_flight={concurrency} msg_per_s={rate:,.0f} all_final_s={final:.2f}"
+            )
+            r = await switchboard_kannel(url, n, concurrency, run, workdir)
+            ours.append(r["rate"])
+            lines.append(
+                f"kannel_switchboard run={run} n={n} in_flight={concurrency} msg_per_s={r['rate']:,.0f}"
+                f" all_final_s={r['final_s']:.2f} delivered={r['delivered']} not_delivered={r['other']}"
+                f" outbound_touches={r['touches']} distinct_touch_keys={r['distinct']} ratio={r['rate'] / rate:.2f}"
+            )
+    raw, our = statistics.median(raw_rates), statistics.median(ours)
+    lines.append(
+        f"kannel_median raw_msg_per_s={raw:,.0f} switchboard_msg_per_s={our:,.0f} ratio={our / raw:.2f}"
+    )
+    lines.append(f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return lines
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipients", type=int, default=100_000)
     ap.add_argument("--rate-seconds", type=int, default=10)
+    ap.add_argument("--kannel", action="store_true", help="raw sendsms vs a blast through Debian's Kannel")
+    ap.add_argument("--in-flight", type=int, default=16, help="--kannel: sendsms requests in flight")
+    ap.add_argument("--repeat", type=int, default=3, help="--kannel: interleaved raw/blast pairs")
     args = ap.parse_args()
-    report(asyncio.run(main(args.recipients, args.rate_seconds)))
+    if args.kannel:
+        report(asyncio.run(kannel_main(args.recipients, args.in_flight, args.repeat)))
+    else:
+        report(asyncio.run(main(args.recipients, args.rate_seconds)))

@@ -412,7 +412,15 @@ async def _to_the_end(statement: Awaitable[Any]) -> None:
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:
-        await asyncio.gather(task, return_exceptions=True)
+        # cancelled again while waiting (a task group tearing down its members): keep waiting, or
+        # the caller would see a BEGIN as not run and release the writer while it is mid-transaction
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+            except Exception:
+                break
         raise
 
 

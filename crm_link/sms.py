@@ -63,6 +63,18 @@ class OutboxMessage:
     followup_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReportUpdate:
+    """A delivery report as the store applies it: our message id or the provider's, and a status."""
+
+    channel: str
+    message_id: int | None
+    provider_id: str | None
+    status: str  # sent | delivered | failed | undelivered (anything else is ignored)
+    error_code: str | None = None
+    error_text: str | None = None
+
+
 def _msg(r: Any) -> OutboxMessage:
     return OutboxMessage(
         id=r["id"],
@@ -264,7 +276,7 @@ class SmsStore:
                 "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
                 " channel, state, reason, not_before, created_at, updated_at, final_at, survey_id)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [
+                (  # a generator, read on the database's thread: no second copy of a 100k-row blast
                     (
                         blast_id,
                         run,
@@ -285,7 +297,7 @@ class SmsStore:
                         r.survey_id,
                     )
                     for r in rows
-                ],
+                ),
             )
             await tx.execute(
                 "UPDATE sms_blasts SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END,"
@@ -459,10 +471,31 @@ class SmsStore:
                     for msg, state, provider_id, reason, code in outcomes
                 ],
             )
+            # a delivery report can beat the settle of its own window (the gateway answered, the
+            # handset reported back, then this transaction ran): the row has moved on already, so
+            # it keeps its later state, gets its send time, and its touch says where it is now
+            sent = [
+                (ts, provider_id, msg.id) for msg, state, provider_id, _r, _c in outcomes if state == "sent"
+            ]
+            await tx.executemany(
+                "UPDATE sms_outbox SET sent_at = ?, provider_id = COALESCE(provider_id, ?)"
+                " WHERE id = ? AND sent_at IS NULL AND state IN ('sent', 'delivered', 'failed')",
+                sent,
+            )
+            ahead: dict[int, str] = {}
+            ids = [i for _, _, i in sent]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                async with tx.execute(
+                    f"SELECT id, state FROM sms_outbox WHERE id IN ({','.join('?' * len(chunk))})"
+                    " AND state IN ('delivered', 'failed')",
+                    chunk,
+                ) as cur:
+                    ahead.update((r[0], r[1]) for r in await cur.fetchall())
             await self._touches.record_many_in(
                 tx,
                 [
-                    _sms_touch(msg, state, now, provider_id)
+                    _sms_touch(msg, ahead.get(msg.id, state), now, provider_id)
                     for msg, state, provider_id, _reason, _code in outcomes
                     if state in ("sent", "unknown")
                 ],
@@ -502,49 +535,93 @@ class SmsStore:
         error_text: str | None,
     ) -> OutboxMessage | None:
         """Apply a delivery report if it moves the message forward; None when unmatched or stale."""
-        if status not in ("sent", "delivered", "failed", "undelivered"):
-            return None
-        target = "failed" if status == "undelivered" else status
-        params: tuple[object, ...]
+        (updated,) = await self.apply_reports(
+            [ReportUpdate(channel, message_id, provider_id, status, error_code, error_text)]
+        )
+        return updated
+
+    async def apply_reports(self, reports: Sequence[ReportUpdate]) -> list[OutboxMessage | None]:
+        """Apply delivery reports in order, in one transaction: for each, the message it moved
+        forward (as it is after the whole batch), or None when unmatched or stale."""
+        matched: list[int | None] = [None] * len(reports)
         async with self._db.transaction() as tx:
-            if message_id is not None:
-                sql, params = "SELECT * FROM sms_outbox WHERE id = ? AND channel = ?", (message_id, channel)
-            elif provider_id:
-                sql, params = (
-                    "SELECT * FROM sms_outbox WHERE channel = ? AND provider_id = ?",
-                    (channel, provider_id),
-                )
-            else:
-                return None
-            async with tx.execute(sql, params) as cur:
-                row = await cur.fetchone()
-            if row is None or target not in _FORWARD.get(row["state"], set()):
-                return None
+            states: dict[int, tuple[str, str]] = {}  # id -> (channel, state)
+            ids = sorted({r.message_id for r in reports if r.message_id is not None})
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                async with tx.execute(
+                    f"SELECT id, channel, state FROM sms_outbox WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ) as cur:
+                    states.update((r[0], (r[1], r[2])) for r in await cur.fetchall())
+            by_provider: dict[tuple[str, str], int | None] = {}
+            for r in reports:
+                if r.message_id is None and r.provider_id and (r.channel, r.provider_id) not in by_provider:
+                    async with tx.execute(
+                        "SELECT id, channel, state FROM sms_outbox WHERE channel = ? AND provider_id = ?",
+                        (r.channel, r.provider_id),
+                    ) as cur:
+                        row = await cur.fetchone()
+                    by_provider[(r.channel, r.provider_id)] = row[0] if row else None
+                    if row is not None:
+                        states[row[0]] = (row[1], row[2])
             now = to_db_time(self._db.now())
-            reason = error_text if target == "failed" else None
-            await tx.execute(
-                "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code),"
-                " reason = CASE WHEN ? = 'sent' THEN NULL ELSE COALESCE(?, reason) END,"
-                " provider_id = COALESCE(provider_id, ?), updated_at = ?,"
-                " final_at = CASE WHEN ? IN ('delivered', 'failed') THEN ? ELSE final_at END WHERE id = ?",
-                (target, error_code, target, reason, provider_id, now, target, now, row["id"]),
-            )
-            await tx.execute(
-                "UPDATE touches SET status = ?, updated_at = ? WHERE source_key = ?",
-                (target, now, f"sms:{row['id']}"),
-            )
-            if target == "failed" and row["followup_id"] is not None:
-                # the network could not deliver a follow-up's text: the follow-up its send closed is
-                # open again on its assignee's day, as a call to make with the reason
-                await tx.execute(
+            outbox: list[tuple[object, ...]] = []
+            reopen: list[tuple[object, ...]] = []  # a follow-up's text the network could not deliver
+            touches: list[tuple[object, ...]] = []
+            for i, r in enumerate(reports):
+                if r.status not in ("sent", "delivered", "failed", "undelivered"):
+                    continue
+                target = "failed" if r.status == "undelivered" else r.status
+                if r.message_id is not None:
+                    mid: int | None = r.message_id
+                elif r.provider_id:
+                    mid = by_provider[(r.channel, r.provider_id)]
+                else:
+                    mid = None
+                if mid is None or mid not in states:
+                    continue
+                row_channel, state = states[mid]
+                if row_channel != r.channel or target not in _FORWARD.get(state, set()):
+                    continue
+                states[mid] = (row_channel, target)
+                matched[i] = mid
+                reason = r.error_text if target == "failed" else None
+                outbox.append((target, r.error_code, target, reason, r.provider_id, now, target, now, mid))
+                touches.append((target, now, f"sms:{mid}"))
+                if target == "failed":
+                    reopen.append((f"\nSMS not delivered ({reason or 'failed'}): call instead", now, mid))
+            if outbox:
+                await tx.executemany(
+                    "UPDATE sms_outbox SET state = ?, error_code = COALESCE(?, error_code),"
+                    " reason = CASE WHEN ? = 'sent' THEN NULL ELSE COALESCE(?, reason) END,"
+                    " provider_id = COALESCE(provider_id, ?), updated_at = ?,"
+                    " final_at = CASE WHEN ? IN ('delivered', 'failed') THEN ? ELSE final_at END WHERE id = ?",
+                    outbox,
+                )
+                await tx.executemany(
+                    "UPDATE touches SET status = ?, updated_at = ? WHERE source_key = ?", touches
+                )
+            if reopen:
+                # the follow-up its send closed is open again on its assignee's day, as a call to
+                # make with the reason
+                await tx.executemany(
                     "UPDATE followups SET status = 'open', result = NULL, closed_at = NULL,"
                     " closed_by_user_id = NULL, closed_by_touch_id = NULL, channel = 'call',"
                     " note = note || ?, updated_at = ?"
-                    " WHERE id = ? AND (status = 'open' OR (status = 'done' AND result = 'sms sent'))",
-                    (f"\nSMS not delivered ({reason or 'failed'}): call instead", now, row["followup_id"]),
+                    " WHERE id = (SELECT followup_id FROM sms_outbox WHERE id = ?)"
+                    " AND (status = 'open' OR (status = 'done' AND result = 'sms sent'))",
+                    reopen,
                 )
-            async with tx.execute("SELECT * FROM sms_outbox WHERE id = ?", (row["id"],)) as cur:
-                return _msg(await cur.fetchone())
+            rows: dict[int, OutboxMessage] = {}
+            moved = sorted({m for m in matched if m is not None})
+            for start in range(0, len(moved), 500):
+                chunk = moved[start : start + 500]
+                async with tx.execute(
+                    f"SELECT * FROM sms_outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                ) as cur:
+                    rows.update((r["id"], _msg(r)) for r in await cur.fetchall())
+        return [rows[m] if m is not None else None for m in matched]
 
     async def unknown_messages(self, channel: str) -> list[tuple[OutboxMessage, datetime]]:
         """A channel's rows in doubt, with when they were last touched (when sending began)."""

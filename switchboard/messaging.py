@@ -55,6 +55,8 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         starttls=s.starttls,
         use_tls=s.use_tls,
         rate_per_second=s.rate_per_second,
+        rate_per_connection=s.rate_per_connection,
+        connections=s.connections,
     )
     d = settings.dealer
     service = EmailService(
@@ -104,6 +106,7 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
             dlr_url=base.rstrip("/") + "/sms/kannel/dlr",
             secret=str(o["secret"]),
             max_parts=settings.sms.max_parts,
+            connections=_positive_int(o, "connections", 32, key),
         )
     if cfg.type == "twilio":
         from cti.twilio_rest import twilio_client
@@ -152,6 +155,13 @@ def build_channel(cfg: SmsChannelSettings, settings: Settings) -> SmsChannel:
     raise SettingsError(f"{key}.type", f"unknown channel type {cfg.type!r}; use kannel, twilio or modem")
 
 
+def _positive_int(options: dict[str, Any], name: str, default: int, key: str) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"{key}.{name}", f"must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def merge_code_check(renderer: Renderer) -> Callable[[str], None]:
     """A check that names a misspelt merge code (and the closest known one) or a syntax error, for
     any customer: the preview shows it before a sample customer is even chosen."""
@@ -196,6 +206,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
     channels: dict[str, SmsChannel] = {}
     started: list[SmsChannel] = []
     workers: dict[str, ChannelWorker] = {}
+    events: SmsEvents | None = None
     try:
         for name, cfg in settings.sms.channels.items():
             channels[name] = build_channel(cfg, settings)
@@ -277,6 +288,8 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
         for w in workers.values():
             w.stop()
         await supervisor.stop("sms-scheduler", *(f"sms:{n}" for n in workers))
+        if events is not None:
+            await events.close()  # delivery reports received are written before the store closes
         for channel in started:
             await channel.close()
         for channel in channels.values():

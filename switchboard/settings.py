@@ -125,7 +125,9 @@ class SmtpSettings:
     password: Secret = field(default_factory=lambda: Secret(""))
     starttls: str = "auto"
     use_tls: bool = False
-    rate_per_second: float = 20.0
+    rate_per_second: float = 20.0  # over all connections; 0 = unlimited
+    connections: int = 4  # SMTP connections kept open and used at once
+    rate_per_connection: float = 0.0  # messages/s on each connection; 0 = unlimited
     from_: str = field(default="Sales <sales@example.com>", metadata={"toml": "from"})
 
 
@@ -413,6 +415,11 @@ def _validate(s: Settings) -> None:
     s.sms.quiet_end = _hhmm("sms.quiet_end", s.sms.quiet_end)
     if s.smtp.starttls not in ("auto", "always", "never"):
         raise SettingsError("smtp.starttls", "must be auto, always or never")
+    if not 1 <= s.smtp.connections <= 64:
+        raise SettingsError("smtp.connections", "must be 1-64")
+    for name in ("rate_per_second", "rate_per_connection"):
+        if getattr(s.smtp, name) < 0:
+            raise SettingsError(f"smtp.{name}", "must be 0 (unlimited) or more")
     if s.recordings.transcribe_workers < 1:
         raise SettingsError("recordings.transcribe_workers", "must be at least 1")
     if s.recordings.transcribe:

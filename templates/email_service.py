@@ -46,6 +46,7 @@ class EmailService:
         max_attempts: int = 6,
         retry_after: timedelta = timedelta(seconds=30),
         window: int = 20,
+        lanes: int = 2,
     ) -> None:
         self.store, self.renderer, self.smtp = store, renderer, smtp
         self.sender = sender
@@ -53,6 +54,7 @@ class EmailService:
         self.dealer = dealer
         self.clock = clock
         self.max_attempts, self.retry_after, self.window = max_attempts, retry_after, window
+        self.lanes = max(1, lanes)
         self.domain = parseaddr(sender)[1].partition("@")[2] or "switchboard.local"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -262,46 +264,61 @@ class EmailService:
         return datetime.fromisoformat(value)
 
     async def step(self) -> bool:
-        """Send one window of due emails; False when nothing was due."""
-        batch = await self.store.email.claim(self.clock(), self.window)
+        """Send one window of due emails over the connection pool; False when nothing was due."""
+        window = max(self.window, 4 * getattr(self.smtp, "size", 1))
+        batch = await self.store.email.claim(self.clock(), window)
         if not batch:
             await self.store.email.finish_jobs()
             return False
         secret = await self.store.email.secret("unsubscribe")
         done: list[tuple[OutboxEmail, str, str | None, int | None, Any]] = []
-        try:
-            for n, email in enumerate(batch):
+        handed: set[int] = set()  # ids given to the mail server (in doubt if we are cancelled then)
+        untouched: list[int] = []  # ids never attempted: back to the queue
+
+        async def one(email: OutboxEmail) -> None:
+            try:
+                message = self._message(email, secret)
+            except Exception as exc:  # this message cannot be built (e.g. a line break in a header)
+                reason = str(exc) if isinstance(exc, TemplateError) else f"cannot build the message: {exc!r}"
+                log.warning("event=email_refused id=%d reason=%r", email.id, reason)
+                done.append((email, "failed", reason, None, None))
+                return
+
+            def go() -> bool:  # a connection is free: hand this one over unless we are stopping
                 if self._stopping:
-                    await self.store.email.release([e.id for e in batch[n:]])
-                    break
-                try:
-                    message = self._message(email, secret)
-                except Exception as exc:  # this message cannot be built (e.g. a line break in a header)
-                    reason = (
-                        str(exc) if isinstance(exc, TemplateError) else f"cannot build the message: {exc!r}"
-                    )
-                    log.warning("event=email_refused id=%d reason=%r", email.id, reason)
-                    done.append((email, "failed", reason, None, None))
-                    continue
-                try:
-                    outcome = await self.smtp.send(message)
-                except asyncio.CancelledError:
-                    # the one in flight stays `sending` (becomes `unknown`); the untouched rest go back
-                    await asyncio.shield(self.store.email.release([e.id for e in batch[n + 1 :]]))
-                    raise
-                except Exception as exc:  # the exchange broke in a way we cannot classify: in doubt
-                    log.exception("event=email_send_error id=%d", email.id)
-                    done.append((email, "unknown", f"the mail server exchange failed: {exc!r}", None, None))
-                    continue
-                if outcome.status == "sent":
-                    done.append((email, "sent", None, None, self._next_followup(email)))
-                elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
-                    delay = self.retry_after * (2 ** (email.attempts - 1))
-                    await self.store.email.retry_later(
-                        email.id, self.clock() + delay, outcome.reason or "", outcome.code
-                    )
-                else:
-                    done.append((email, "failed", outcome.reason, outcome.code, None))
+                    return False
+                handed.add(email.id)
+                return True
+
+            try:
+                outcome = await self.smtp.send(message, go=go)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the exchange broke in a way we cannot classify: in doubt
+                log.exception("event=email_send_error id=%d", email.id)
+                done.append((email, "unknown", f"the mail server exchange failed: {exc!r}", None, None))
+                return
+            if outcome.status == "not_sent":
+                untouched.append(email.id)
+            elif outcome.status == "sent":
+                done.append((email, "sent", None, None, self._next_followup(email)))
+            elif outcome.status == "retry_later" and email.attempts < self.max_attempts:
+                delay = self.retry_after * (2 ** (email.attempts - 1))
+                await self.store.email.retry_later(
+                    email.id, self.clock() + delay, outcome.reason or "", outcome.code
+                )
+            else:
+                done.append((email, "failed", outcome.reason, outcome.code, None))
+
+        try:
+            # each message waits for an idle connection of the pool, so the window's order is kept
+            await asyncio.gather(*(one(email) for email in batch))
+        except asyncio.CancelledError:
+            # those in flight stay `sending` (they become `unknown`); the ones never attempted go back
+            settled = {e.id for e, *_ in done}
+            back = [e.id for e in batch if e.id not in handed and e.id not in settled]
+            await asyncio.shield(self.store.email.release(back))
+            raise
         finally:
             # what the server accepted is recorded even when the loop is being cancelled
             if done:
@@ -311,13 +328,30 @@ class EmailService:
                         await self.on_followups_to_call(to_call)
                     except Exception:  # telling a page is not worth losing the send loop over
                         log.exception("event=email_followup_notify_error followups=%s", to_call)
+        if untouched:
+            await self.store.email.release(untouched)
         return True
 
     async def run(self, idle_poll: float = 1.0) -> None:
-        """The send loop: recover what a crash left in doubt, then drain the outbox as it fills."""
+        """The send loop: recover what a crash left in doubt, then drain the outbox as it fills.
+
+        Two lanes each claim and settle a window, so one's database work overlaps the other's
+        sending (claims are atomic: no row is taken twice; both share the pool and its rates)."""
         n = await self.store.email.recover_after_crash()
         if n:
             log.warning("event=email_unknown_after_restart rows=%d", n)
+        lanes = [asyncio.create_task(self._lane(idle_poll), name=f"email-lane{i}") for i in range(self.lanes)]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            # a cancelled gather has cancelled the lanes once; cancelling again would cut short
+            # their own cleanup (giving back unsent rows, recording what the server accepted)
+            for lane in lanes:
+                if not lane.done() and not lane.cancelling():
+                    lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    async def _lane(self, idle_poll: float) -> None:
         while not self._stopping:
             try:
                 busy = await self.step()

@@ -63,12 +63,17 @@ def pick_number(contact: Contact) -> tuple[str | None, str | None]:
     return mobile[0].e164, None
 
 
+# a recipient's text as validation rendered it: (text, encoding, segments); kept that small because
+# a 100k-recipient blast holds one per recipient until it is queued
+Rendered = tuple[str, str, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A blast's recipients as validation found them, with the texts it rendered (by contact id)."""
 
     contacts: list[Contact]
-    rendered: dict[int, tuple[str, dict[str, Any]]]
+    rendered: dict[int, Rendered]
 
 
 class BlastService:
@@ -197,11 +202,11 @@ class BlastService:
 
     def _render_all(
         self, text: str, contacts: list[Contact]
-    ) -> tuple[dict[int, tuple[str, dict[str, Any]]], dict[str, list[str]]]:
+    ) -> tuple[dict[int, Rendered], dict[str, list[str]]]:
         """Each contact's text and its analysis, and the contacts each problem was found for; a
         ValidationError (a template too costly to render, a text too long) stops at once."""
         missing: dict[str, list[str]] = {}
-        rendered: dict[int, tuple[str, dict[str, Any]]] = {}
+        rendered: dict[int, Rendered] = {}
         for c in contacts:
             try:
                 out = self.render(text, c)
@@ -211,7 +216,7 @@ class BlastService:
                 missing.setdefault(str(exc), []).append(c.name or str(c.id))
                 continue
             try:
-                rendered[c.id] = (out, self.analyze(out))
+                rendered[c.id] = self._render_one(text, c, out)
             except ValueError as exc:
                 raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
         return rendered, missing
@@ -254,12 +259,12 @@ class BlastService:
         blast: dict[str, Any],
         contacts: list[Contact],
         at: datetime,
-        rendered: dict[int, tuple[str, dict[str, Any]]] | None = None,
+        rendered: dict[int, Rendered] | None = None,
         *,
         render_texts: bool = True,
     ) -> Materialized:
         """One outbox row per recipient: rendered (unless `rendered` has it), deduplicated by number,
-        skipped with a reason."""
+        skipped with a reason. Texts taken from `rendered` are removed from it as they are queued."""
         out = Materialized()
         seen: set[str] = set()
         for c in contacts:
@@ -278,8 +283,8 @@ class BlastService:
                 state, reason = "skipped", NO_CONSENT
             elif render_texts:
                 try:
-                    text, info = (rendered or {}).get(c.id) or self._render_one(blast["text"], c)
-                    encoding, segments = info["encoding"], info["segments"]
+                    done = rendered.pop(c.id, None) if rendered else None
+                    text, encoding, segments = done or self._render_one(blast["text"], c)
                 except ValueError as exc:
                     state, reason = "skipped", str(exc)
             if number in seen:
@@ -333,21 +338,24 @@ class BlastService:
             "send_at": at.astimezone(UTC).isoformat(),
         }
 
-    def _render_one(self, text: str, contact: Contact) -> tuple[str, dict[str, Any]]:
-        out = self.render(text, contact)
-        return out, self.analyze(out)
+    def _render_one(self, text: str, contact: Contact, out: str | None = None) -> Rendered:
+        out = self.render(text, contact) if out is None else out
+        info = self.analyze(out)
+        return out, info["encoding"], info["segments"]
 
     async def _materialize_run(
         self, blast_id: int, run: int, prepared: Prepared | None = None
     ) -> tuple[int, int]:
         """Write run `run` (claimed by the caller) of a blast: its audience as of now, or the one
-        validation just prepared."""
+        validation just prepared (whose contacts and texts it uses up)."""
         blast = await self.store.sms.blast(blast_id)
         now = self.clock()
         if prepared is None:
             ids = await self.audience_ids(blast["audience"])
             prepared = Prepared(await self.store.contacts.get_many(ids), {})
         made = await self.materialize(blast, prepared.contacts, now, prepared.rendered)
+        # the rows hold what is queued: let the contacts go before the insert (a 100k blast's peak)
+        prepared.contacts.clear()
         queued, skipped = await self.store.sms.materialize(blast_id, run, made.rows)
         log.info(
             "event=blast_run blast=%d run=%d queued=%d skipped=%d duplicates=%d",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,7 @@ from campaigns.sms.channel import DeliveryReport, InboundSms
 from crm_link.clock import system_clock
 from crm_link.contacts import SmsConsent
 from crm_link.models import Contact, Touch, parse_id
-from crm_link.sms import OutboxRow
+from crm_link.sms import OutboxMessage, OutboxRow, ReportUpdate
 from crm_link.store import Store
 from crm_link.touches import TouchInput
 
@@ -66,22 +67,33 @@ class SmsEvents:
         self.on_reply = on_reply
         self.reports = 0
         self.unmatched_reports = 0
+        self.max_batch = 500
+        self._pending: list[tuple[ReportUpdate, asyncio.Future[OutboxMessage | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def on_delivery(self, report: DeliveryReport) -> None:
+        """Apply a delivery report; returns once it is committed. Reports that arrive while a batch
+        is being written are written together in the next one (group commit: a busy gateway's
+        reports cost one transaction per batch, not one each)."""
         message_id = None
         if report.message_id is not None:
             try:
                 message_id = parse_id(report.message_id)
             except ValueError:
                 message_id = None
-        updated = await self.store.sms.apply_report(
+        update = ReportUpdate(
             report.channel,
-            message_id=message_id,
-            provider_id=report.provider_id,
-            status=report.status,
-            error_code=report.error_code,
-            error_text=report.error_text,
+            message_id,
+            report.provider_id,
+            report.status,
+            report.error_code,
+            report.error_text,
         )
+        fut: asyncio.Future[OutboxMessage | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((update, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_reports(), name="sms-report-batch")
+        updated = await fut
         self.reports += 1
         if updated is None:
             self.unmatched_reports += 1
@@ -92,6 +104,32 @@ class SmsEvents:
                 report.provider_id,
                 report.status,
             )
+
+    async def _flush_reports(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                results = await self.store.sms.apply_reports([u for u, _ in batch])
+            except Exception:
+                # one report that cannot be written must not sink its neighbours: each on its own
+                results = []
+                for update, fut in batch:
+                    try:
+                        (one,) = await self.store.sms.apply_reports([update])
+                    except Exception as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                        results.append(None)
+                    else:
+                        results.append(one)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+    async def close(self) -> None:
+        """Finish writing the reports already received."""
+        if self._flusher is not None:
+            await self._flusher
 
     def _inbound_key(self, msg: InboundSms) -> str:
         if msg.provider_id:

@@ -87,6 +87,7 @@ class KannelChannel:
         secret: str,
         timeout: float = 10.0,
         max_parts: int = 10,
+        connections: int = 32,
     ) -> None:
         self.name = name
         self.sendsms_url = sendsms_url
@@ -96,11 +97,15 @@ class KannelChannel:
         self.secret = secret
         self.timeout = timeout
         self.max_parts = max_parts
+        self.connections = connections  # HTTP connections to Kannel, kept alive: requests in flight
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self, sink: ChannelSink) -> None:
         self.sink = sink
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=30),
+        )
 
     async def close(self) -> None:
         if self._session is not None:

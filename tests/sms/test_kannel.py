@@ -21,7 +21,7 @@ from campaigns.sms.kannel import KannelChannel, parse_kannel_dlr
 from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
-from switchboard.keys import STORE
+from switchboard.keys import SMS_EVENTS, STORE
 from switchboard.settings import SmsChannelSettings
 from tests.conftest import FIXTURES, free_port, make_api
 
@@ -316,3 +316,68 @@ async def test_real_kannel_delivers_and_reports(real_kannel: str) -> None:
     finally:
         await channel.close()
         await runner.cleanup()
+
+
+async def test_a_blast_through_real_kannel_ends_delivered_with_one_touch_each(
+    real_kannel: str, aiohttp_server: Any, settings: Any
+) -> None:
+    """dlr-mask 31: Kannel calls back twice per message (accepted by the SMSC, then delivered) while
+    the blast is still sending; the reports are written in batches, and every message ends
+    `delivered` with exactly one touch, whose status follows it."""
+    from campaigns.sms.blasts import BlastSpec
+    from crm_link.contacts import ContactFields
+    from crm_link.phones import Phone
+    from switchboard.keys import SMS
+
+    port = free_port()
+    settings.server.public_url = f"http://127.0.0.1:{port}"
+    settings.sms.quiet_start = settings.sms.quiet_end = "00:00"
+    settings.sms.channels["main"] = SmsChannelSettings(
+        name="main",
+        type="kannel",
+        rate_per_second=1000,
+        options={
+            "sendsms_url": real_kannel,
+            "username": "tester",
+            "password": "secret",
+            "secret": "chan-secret",
+            "from": "100",
+            "connections": 8,
+        },
+    )
+    server = await aiohttp_server(create_app(settings), port=port)
+    store, sms = server.app[STORE], server.app[SMS]
+    n = 300
+    await store.contacts.bulk_insert(
+        [
+            ContactFields(
+                present={"first_name", "phones", "tags"},
+                first_name=f"C{i}",
+                time_zone="UTC",
+                phones=[Phone(f"+1212555{i:04d}", f"+1212555{i:04d}", True, "mobile")],
+                tags=["all"],
+            )
+            for i in range(n)
+        ]
+    )
+    blast = await sms.blasts.create(
+        BlastSpec(name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "all"}),
+        created_by=None,
+    )
+    await sms.blasts.run_due()
+    sms.wake("main")
+
+    async def all_delivered() -> bool:
+        return (await store.sms.progress(blast["id"]))["counts"]["delivered"] == n
+
+    await _until(all_delivered, timeout=90)
+    counts = (await store.sms.progress(blast["id"]))["counts"]
+    assert counts["delivered"] == n and counts["failed"] == counts["unknown"] == 0
+    rows = await store.db.fetchall(
+        "SELECT count(*), count(DISTINCT source_key), sum(status = 'delivered') FROM touches WHERE kind = 'sms'"
+    )
+    assert tuple(rows[0]) == (n, n, n)
+    # each row was sent once (its send time kept even when its report came first), reported twice
+    rows = await store.db.fetchall("SELECT count(*) FROM sms_outbox WHERE sent_at IS NOT NULL")
+    assert rows[0][0] == n
+    assert server.app[SMS_EVENTS].reports == 2 * n  # "accepted by the SMSC" and "delivered" each

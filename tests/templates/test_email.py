@@ -254,8 +254,7 @@ async def test_crash_while_sending_never_sends_twice(store: Any, inbox: Any) -> 
     task.cancel()  # killed while the SMTP server holds a message
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert svc.smtp._smtp is not None
-    svc.smtp._smtp.close()
+    svc.smtp.abort()
     inbox.block_after = None
     again = EmailService(
         store,
@@ -434,8 +433,7 @@ async def test_emails_in_doubt_after_a_crash_are_resent_once_an_operator_says_so
         task.cancel()  # the process dies while the mail server holds the 11th message
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert svc.smtp._smtp is not None
-        svc.smtp._smtp.close()
+        svc.smtp.abort()
     inbox.block_after = None
     client = await aiohttp_client(create_app(settings))  # the restart: what was in flight is in doubt
     store = client.server.app[STORE]
