@@ -222,6 +222,11 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             on_reply=on_reply,
             clock=app[CLOCK],
         )
+
+        async def to_call(ids: list[int]) -> None:
+            await followups.changed(ids, "followup.sms_failed")
+
+        events.on_followups_to_call = to_call
         d = settings.dealer
         dealer = {"name": d.name, "phone": d.phone, "address": d.address, "website": d.website}
         renderer = Renderer(default_time_zone=settings.server.time_zone)

@@ -545,3 +545,31 @@ async def test_a_cadence_sms_survey_step_asks_its_question_and_the_reply_answers
     assert answer["followup_id"] is not None
     assert len(kannel.received) == 1  # Olive was never texted
     await client.close()
+
+
+async def test_an_undelivered_cadence_text_tells_the_assignees_open_my_day_live(
+    aiohttp_server: Any, aiohttp_client: Any, msettings: Settings, kannel: KannelStandIn
+) -> None:
+    kannel.dlr_delay = 0.01
+    kannel.dlr_type = {"+12125550101": 2}  # "NACK/0x00000001/Undeliverable"
+    clock = ManualClock(NOW)
+    client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    app = client.server.app
+    ann = await make_api(client, "ann", "rep")
+    boss = await make_api(client, "maria", "manager")
+    await _cadence(boss, app[STORE])
+    sam = await _customer(ann, "Sam", "+12125550101")
+    ws = await client.ws_connect(f"/ws/agent?token={ann.token}")
+    assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
+    clock.advance(hours=1, minutes=30)
+    await app[FOLLOWUP_STEPS].send_due()
+    async with asyncio.timeout(15):
+        while True:
+            msg = json.loads((await ws.receive()).data)
+            if msg.get("type") == "day_changed" and msg.get("reason") == "followup.sms_failed":
+                break
+    day = await (await ann.get("/api/v1/me/day")).json()
+    (due,) = [f for f in day["followups"] if f["contact_id"] == sam and "not delivered" in f["note"]]
+    assert due["channel"] == "call" and due["state"] == "open"
+    await ws.close()
+    await client.close()

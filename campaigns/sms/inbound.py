@@ -46,6 +46,9 @@ class SmsEvents:
     # (text, its touches) -> True when the text answered a survey texted to the customer (set by
     # the root to SurveyService.take_sms_reply); a text it does not take goes on as a reply
     survey_reply: Callable[[str, list[Touch]], Awaitable[bool]] | None = None
+    # told of the follow-ups whose text the network could not deliver (they are calls again), so
+    # their assignees' open pages refresh (set by the root to the follow-up loop)
+    on_followups_to_call: Callable[[list[int]], Awaitable[None]] | None = None
 
     def __init__(
         self,
@@ -95,6 +98,16 @@ class SmsEvents:
             self._flusher = asyncio.create_task(self._flush_reports(), name="sms-report-batch")
         updated = await fut
         self.reports += 1
+        if (
+            updated is not None
+            and updated.state == "failed"
+            and updated.followup_id is not None
+            and self.on_followups_to_call is not None
+        ):
+            try:
+                await self.on_followups_to_call([updated.followup_id])
+            except Exception:  # telling a page is not worth failing the gateway's webhook over
+                log.exception("event=sms_followup_notify_error followup=%s", updated.followup_id)
         if updated is None:
             self.unmatched_reports += 1
             log.info(
