@@ -30,10 +30,11 @@ def to_number(text: str) -> int | float | None:
 def to_date(text: str, date_format: str = "") -> str | None:
     """An ISO date, or one in `date_format` (e.g. %m/%d/%Y), as 'YYYY-MM-DD'; None if neither."""
     t = text.strip()
-    try:
-        return date.fromisoformat(t[:10]).isoformat() if len(t) >= 10 and t[4] == "-" else None
-    except ValueError:
-        pass
+    if len(t) >= 10 and t[4] == "-":
+        try:
+            return date.fromisoformat(t[:10]).isoformat()
+        except ValueError:
+            pass
     if date_format:
         try:
             return datetime.strptime(t, date_format).date().isoformat()

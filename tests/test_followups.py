@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crm_link.attributes import to_date
 from crm_link.clock import ManualClock
 from crm_link.contacts import validate_contact
 from crm_link.errors import ValidationError
@@ -387,3 +388,36 @@ async def test_two_processes_seeding_one_fresh_store_at_once_write_the_defaults_
         await b.followups.delete_cadence((await b.followups.cadences())[0].id)
         assert await build_service(settings, a, clock).ensure_defaults() is False
         assert len(await a.followups.cadences()) == len(names) - 1
+
+
+async def test_an_import_in_the_dealerships_date_format_makes_the_same_followups(
+    fclient: Any, tmp_path: Path
+) -> None:
+    """`[import] date_format = "%m/%d/%Y"`: a DMS export's 11/28/2026 is a date, typed and compared
+    as one, and starts the cadence like an ISO date would; a value in neither form names its line."""
+    ann, _, _ = await _users(fclient)
+    app = fclient.server.app
+    app[SETTINGS].import_.date_format = "%m/%d/%Y"
+    four = NOW.date() - timedelta(days=4)
+    path = _csv(tmp_path, [f"Four,Days,+1 312 555 0101,ann,{four:%m/%d/%Y},1"], "us.csv")
+    made = await _import(fclient, path)
+    (c,) = (await app[STORE].contacts.search(q="Four")).items
+    assert c.attributes["delivery_date"] == four.isoformat()
+    assert made > 0
+    day = await (await ann.get("/api/v1/me/day")).json()
+    assert [(f["contact_name"], f["rule"], f["step"]) for f in day["followups"]] == [
+        ("Four Days", "After-sale", 0)
+    ]
+    bad = _csv(tmp_path, ["Bad,Date,+1 312 555 0102,ann,28.11.2026,1"], "bad.csv")
+    report, _ = await import_with_followups(app[SETTINGS], app[STORE], app[FOLLOWUPS], bad)
+    assert len(report.errors) == 1 and "delivery_date" in str(report.errors[0])
+
+
+@given(
+    st.dates(min_value=date(1900, 1, 1), max_value=date(2199, 12, 31)),
+    st.sampled_from(["%m/%d/%Y", "%d.%m.%Y", "%d/%m/%Y", "%Y%m%d"]),
+)
+def test_a_date_in_the_import_format_or_iso_reads_as_that_day(day: date, fmt: str) -> None:
+    assert to_date(day.strftime(fmt), fmt) == day.isoformat()
+    assert to_date(day.isoformat(), fmt) == day.isoformat()
+    assert to_date(day.strftime(fmt) + "x", fmt) is None
