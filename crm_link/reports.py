@@ -14,6 +14,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crm_link import message_rollups
 from crm_link.call_lists import NOT_REACHED as LIST_NOT_REACHED
 from crm_link.call_rollups import COUNTS, WAIT_COLUMNS, local_parts, ms, rebuild, write_with_rollups
 from crm_link.db import Database, from_db_time
@@ -156,6 +157,8 @@ class ReportStore:
         """Rebuild the daily rollups if they are not in the store's zone (new, or the zone changed)."""
         if await self.rollup_zone() != self.time_zone:
             await self.rebuild_rollups()
+        if await self.message_zone() != self.time_zone:
+            await self.rebuild_message_rollups()
 
     async def rebuild_rollups(self) -> None:
         """Recompute the facts' local days and the daily rollups in the store's zone (one transaction)."""
@@ -294,11 +297,46 @@ class ReportStore:
         """SMS and email counts per blast, template or month for messages sent in [lo, hi) (store
         time text); `months`: (key, UTC start) of each local month in the period, oldest first.
 
-        An SMS reply or opt-out counts for the last message sent to that number before it (within
-        the same period's messages); an unsubscribe for the last email sent to that contact.
+        Whole days (in the zone the rollups are kept in) come from the daily rollups, partial days at
+        either edge from the outboxes; without rollups in a zone, everything from the outboxes.
         """
         if group not in ("blast", "template", "month"):
             raise ValidationError("group", "must be one of blast, template, month")
+        zone = await self.message_zone()
+        days = message_rollups.whole_days(lo, hi, zone) if zone else None
+        if days is None:
+            return await self.messaging_from_outboxes(lo, hi, group, months)
+        first, last, a, b = days
+        out = await message_rollups.read(self._db, first, last, group)
+        for x, y in ((lo, a), (b, hi)):
+            if x < y:
+                for k, counts in (await self.messaging_from_outboxes(x, y, group, months)).items():
+                    row = out.setdefault(k, {})
+                    for name, v in counts.items():
+                        row[name] = row.get(name, 0) + (v or 0)
+        return out
+
+    async def message_zone(self) -> str | None:
+        """The zone the messaging rollups are kept in (None before they were first built)."""
+        row = await self._db.fetchone("SELECT zone FROM message_rollup_zone")
+        return row["zone"] if row else None
+
+    async def rebuild_message_rollups(self) -> None:
+        """Recompute the messaging rollups in the store's zone (one transaction)."""
+        async with self._db.transaction() as tx:
+            n = await message_rollups.rebuild(tx, self.time_zone)
+        log.info("event=message_rollups_rebuilt messages=%d zone=%s", n, self.time_zone)
+
+    async def messaging_from_outboxes(
+        self, lo: str, hi: str, group: str, months: list[tuple[str, str]]
+    ) -> dict[Any, dict]:
+        """The same counts as `messaging`, counted from the outboxes, replies and unsubscribes alone.
+
+        An SMS counts when it was sent (never sent: when it failed or was skipped); an email when it
+        was sent (bounced: when it failed). A reply or opt-out counts for the last SMS sent to that
+        number at or before it, an unsubscribe for the last email sent to that contact (ties: the
+        later row); so a reply after the period still counts for a message sent in it.
+        """
 
         def month_of(col: str) -> tuple[str, list[str]]:
             if not months:
@@ -340,7 +378,7 @@ class ReportStore:
                 f"SELECT {key_sql} AS k, COUNT(*) AS replies,"
                 " SUM(CASE WHEN t.stop = 1 THEN 1 ELSE 0 END) AS opted_out FROM ("
                 " SELECT (SELECT o2.id FROM sms_outbox o2 WHERE o2.to_e164 = t0.number"
-                " AND o2.sent_at IS NOT NULL AND o2.sent_at <= t0.started_at ORDER BY o2.sent_at DESC LIMIT 1)"
+                " AND o2.sent_at IS NOT NULL AND o2.sent_at <= t0.started_at ORDER BY o2.sent_at DESC, o2.id DESC LIMIT 1)"
                 " AS outbox_id, CASE WHEN json_extract(t0.payload, '$.keyword') = 'stop' THEN 1 ELSE 0 END AS stop"
                 " FROM touches t0 WHERE t0.kind = 'sms' AND t0.direction = 'inbound' AND t0.started_at >= ?"
                 ") t JOIN sms_outbox o ON o.id = t.outbox_id LEFT JOIN sms_blasts b ON b.id = o.blast_id"
@@ -349,16 +387,17 @@ class ReportStore:
             ):
                 add(r["k"], replies=r["replies"], opted_out=r["opted_out"])
         if group in ("template", "month"):
+            email_at = "COALESCE(o.sent_at, CASE WHEN o.state = 'failed' THEN o.updated_at END)"
             if group == "template":
                 key_sql, key_params = "COALESCE(tp.name, '')", []
             else:
-                key_sql, key_params = month_of("o.sent_at")
+                key_sql, key_params = month_of(email_at)
             for r in await self._db.fetchall(
                 f"SELECT {key_sql} AS k,"
                 " SUM(CASE WHEN o.state = 'sent' THEN 1 ELSE 0 END) AS sent,"
                 " SUM(CASE WHEN o.state = 'failed' THEN 1 ELSE 0 END) AS bounced"
                 " FROM email_outbox o LEFT JOIN email_templates tp ON tp.id = o.template_id"
-                " WHERE o.sent_at >= ? AND o.sent_at < ? GROUP BY k",
+                f" WHERE {email_at} >= ? AND {email_at} < ? GROUP BY k",
                 [*key_params, lo, hi],
             ):
                 add(r["k"], email_sent=r["sent"], email_bounced=r["bounced"])
@@ -366,7 +405,7 @@ class ReportStore:
             for r in await self._db.fetchall(
                 f"SELECT {key_sql} AS k, COUNT(*) AS n FROM ("
                 " SELECT (SELECT e.id FROM email_outbox e WHERE e.contact_id = CAST(a.object_id AS INTEGER)"
-                " AND e.sent_at IS NOT NULL AND e.sent_at <= a.at ORDER BY e.sent_at DESC LIMIT 1) AS email_id"
+                " AND e.sent_at IS NOT NULL AND e.sent_at <= a.at ORDER BY e.sent_at DESC, e.id DESC LIMIT 1) AS email_id"
                 " FROM audit_log a WHERE a.action = 'email.unsubscribe' AND a.at >= ?"
                 ") x JOIN email_outbox o ON o.id = x.email_id"
                 " LEFT JOIN email_templates tp ON tp.id = o.template_id"

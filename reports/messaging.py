@@ -24,13 +24,15 @@ COLUMNS = ("key", *COUNTS)
 DEFINITIONS: dict[str, str] = {
     "sent": "SMS handed to the gateway (Twilio, Kannel, the modem) in the period",
     "delivered": "of those, SMS the carrier confirmed delivered (delivery report)",
-    "failed": "SMS the gateway or carrier reported failed (also ones refused before sending)",
+    "failed": "SMS the gateway or carrier reported failed (also ones refused before sending, counted on "
+    "the day they failed)",
     "opted_out": "STOP (or another opt-out word) replies, counted for the last SMS sent to that "
     "number before the reply",
     "replies": "inbound SMS from a number, counted for the last SMS sent to it before the reply "
     "(opt-outs included)",
     "email_sent": "emails the dealer's mail server accepted",
-    "email_bounced": "emails the mail server refused (permanent failure after retries)",
+    "email_bounced": "emails the mail server refused (permanent failure after retries), counted on the "
+    "day they failed",
     "email_unsubscribed": "unsubscribe clicks, counted for the last email sent to that customer before it",
 }
 
