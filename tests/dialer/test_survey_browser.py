@@ -152,4 +152,4 @@ async def test_manager_builds_a_survey_and_a_rep_completes_it_on_a_preview_call(
     await item.first.wait_for()
     assert "waiting time" in (await item.first.text_content() or "")
     await boss.goto(base + f"/contacts/{jane}")
-    await boss.wait_for_selector("#history .summary:has-text('Overall, how satisfied are you? 2')")
+    await boss.wait_for_selector("#history .call-survey li:has-text('Overall, how satisfied are you? 2')")
