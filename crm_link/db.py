@@ -136,6 +136,22 @@ class Database:
 
         return describe_url(self.path) if self._pg is not None else self.path
 
+    @property
+    def state(self) -> str:
+        """ "up", or "down" while PostgreSQL cannot be reached (from a lost connection until it answers)."""
+        if self._pg is not None:
+            return self._pg.state
+        return "up" if self._writer is not None else "down"
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows of the database: dialect, where (password masked), state, pool."""
+        out: dict[str, Any] = {"dialect": self.dialect, "url": self.description, "state": self.state}
+        if self._pg is not None:
+            out["pool"] = {"max": self._pg.size, **self._pg.stats()}
+            if self._pg.error:
+                out["error"] = self._pg.error
+        return out
+
     async def open(self) -> None:
         """Open both connections and apply pending migrations."""
         if self._pg is not None:
@@ -278,7 +294,8 @@ class Database:
                     # the same surface as aiosqlite's connection (see crm_link.pg.PgConnection)
                     yield cast(aiosqlite.Connection, c)
                 except BaseException:
-                    await _to_the_end(c.raw.execute("ROLLBACK"))
+                    if not c.raw.broken:  # a lost connection has rolled back already
+                        await _to_the_end(c.raw.execute("ROLLBACK"))
                     raise
                 else:
                     await _to_the_end(c.raw.execute("COMMIT"))
