@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -124,6 +124,8 @@ class Database:
         self._write_lock: Any = None
         self._pg: PgPool | None = None
         self.applied: list[int] = []  # the migrations the last open() applied
+        self._in_flight = 0  # statements and transactions running now (close() lets them finish)
+        self._last_busy = 0.0  # loop time the last of them ended
         if self.dialect == "postgres":
             from crm_link.pg import PgPool
 
@@ -183,8 +185,37 @@ class Database:
         await conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._last_busy = asyncio.get_running_loop().time()
+
+    async def _quiesce(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until nothing has used the store for a moment.
+
+        At shutdown a task may still be finishing store work its owner stopped waiting for (a
+        write under asyncio.shield whose awaiting task was cancelled, say: settling what a gateway
+        accepted). Closing under it would lose that write ("the store is not open"); a run of
+        statements leaves no gap longer than QUIET between one and the next.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._in_flight == 0 and loop.time() - self._last_busy >= self.QUIET:
+                return
+            await asyncio.sleep(self.QUIET / 5)
+        log.warning("event=store_close_busy in_flight=%d", self._in_flight)
+
+    QUIET = 0.05
+
     async def close(self) -> None:
-        """Close both connections (the reader first)."""
+        """Let store work in flight finish (up to 10 s), then close the connections."""
+        if self._write_lock is not None:
+            await self._quiesce(10.0)
         if self._pg is not None:
             await self._pg.close()
             return
@@ -287,6 +318,12 @@ class Database:
         even when the awaiting task is cancelled, so the connection is never left inside a
         transaction and the work is all committed or all rolled back.
         """
+        with self._busy():
+            async with self._transaction() as tx:
+                yield tx
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         if self._pg is not None:
             async with self._write_lock, self._pg.connection() as c:
                 await _to_the_end(c.raw.execute("BEGIN"))
@@ -318,6 +355,10 @@ class Database:
 
     async def write_returning(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
+        with self._busy():
+            return await self._write_returning(sql, params)
+
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
         if self._pg is not None:
             async with self._write_lock, self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
@@ -326,6 +367,10 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Rows of a read query on the reader connection (one trip to its thread)."""
+        with self._busy():
+            return await self._fetchall(sql, params)
+
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
         if self._pg is not None:
             async with self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
@@ -336,8 +381,9 @@ class Database:
         if self._pg is not None:
             rows = await self.fetchall(sql, params)
             return rows[0] if rows else None
-        async with self._r.execute(sql, params) as cur:
-            return await cur.fetchone()
+        with self._busy():
+            async with self._r.execute(sql, params) as cur:
+                return await cur.fetchone()
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """One statement over many rows in one transaction."""

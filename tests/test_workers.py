@@ -95,8 +95,13 @@ async def test_a_crashed_worker_is_restarted_and_reported(aiohttp_client: Any, s
     async with asyncio.timeout(10):
         while [m.to for m in channel.sent] != ["+12125550300"]:
             await asyncio.sleep(0.02)
+    # the channel has it; the row says so once the worker's write after the send commits
+    async with asyncio.timeout(10):
+        while [r["state"] for r in await store.db.fetchall("SELECT state FROM sms_outbox")] == ["sending"]:
+            await asyncio.sleep(0.02)
     rows = await store.db.fetchall("SELECT state FROM sms_outbox")
     assert [r["state"] for r in rows] == ["sent"]
+    assert [m.to for m in channel.sent] == ["+12125550300"]
 
 
 async def test_a_worker_that_keeps_crashing_makes_health_degraded(aiohttp_client: Any, settings: Any) -> None:
