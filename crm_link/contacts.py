@@ -297,8 +297,9 @@ class Contacts:
             ),
         ) as cur:
             contact_id = int((await cur.fetchone())[0])
-        await self._replace_phones(tx, contact_id, fields.phones)
-        await self._replace_tags(tx, contact_id, fields.tags)
+        # a new contact has no phones or tags to replace (two round trips fewer on PostgreSQL)
+        await self._replace_phones(tx, contact_id, fields.phones, keep_existing=True)
+        await self._replace_tags(tx, contact_id, fields.tags, keep_existing=True)
         return contact_id
 
     async def update_in(

@@ -13,7 +13,7 @@ import logging
 import re
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -189,8 +189,11 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self.write_lock = WriteLock()
+        self._opened = False  # open() has begun (close() then waits for the work in flight)
         self._pg: PgPool | None = None
         self.applied: list[int] = []  # the migrations the last open() applied
+        self._in_flight = 0  # statements and transactions running now (close() lets them finish)
+        self._last_busy = 0.0  # loop time the last of them ended
         if self.dialect == "postgres":
             from crm_link.pg import PgPool
 
@@ -203,8 +206,25 @@ class Database:
 
         return describe_url(self.path) if self._pg is not None else self.path
 
+    @property
+    def state(self) -> str:
+        """ "up", or "down" while PostgreSQL cannot be reached (from a lost connection until it answers)."""
+        if self._pg is not None:
+            return self._pg.state
+        return "up" if self._writer is not None else "down"
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz shows of the database: dialect, where (password masked), state, pool."""
+        out: dict[str, Any] = {"dialect": self.dialect, "url": self.description, "state": self.state}
+        if self._pg is not None:
+            out["pool"] = {"max": self._pg.size, **self._pg.stats()}
+            if self._pg.error:
+                out["error"] = self._pg.error
+        return out
+
     async def open(self) -> None:
         """Open both connections and apply pending migrations."""
+        self._opened = True
         if self._pg is not None:
             self.write_lock = WriteLock()
             await self._pg.open()
@@ -234,8 +254,37 @@ class Database:
         await conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._last_busy = asyncio.get_running_loop().time()
+
+    async def _quiesce(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until nothing has used the store for a moment.
+
+        At shutdown a task may still be finishing store work its owner stopped waiting for (a
+        write under asyncio.shield whose awaiting task was cancelled, say: settling what a gateway
+        accepted). Closing under it would lose that write ("the store is not open"); a run of
+        statements leaves no gap longer than QUIET between one and the next.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self._in_flight == 0 and loop.time() - self._last_busy >= self.QUIET:
+                return
+            await asyncio.sleep(self.QUIET / 5)
+        log.warning("event=store_close_busy in_flight=%d", self._in_flight)
+
+    QUIET = 0.05
+
     async def close(self) -> None:
-        """Close both connections (the reader first)."""
+        """Let store work in flight finish (up to 10 s), then close the connections."""
+        if self._opened:
+            await self._quiesce(10.0)
         if self._pg is not None:
             await self._pg.close()
             return
@@ -339,6 +388,12 @@ class Database:
         even when the awaiting task is cancelled, so the connection is never left inside a
         transaction and the work is all committed or all rolled back.
         """
+        with self._busy():
+            async with self._transaction(background) as tx:
+                yield tx
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, background: bool) -> AsyncIterator[aiosqlite.Connection]:
         if self._pg is not None:
             async with self.write_lock.hold(background=background), self._pg.connection() as c:
                 await _to_the_end(c.raw.execute("BEGIN"))
@@ -346,7 +401,8 @@ class Database:
                     # the same surface as aiosqlite's connection (see crm_link.pg.PgConnection)
                     yield cast(aiosqlite.Connection, c)
                 except BaseException:
-                    await _to_the_end(c.raw.execute("ROLLBACK"))
+                    if not c.raw.broken:  # a lost connection has rolled back already
+                        await _to_the_end(c.raw.execute("ROLLBACK"))
                     raise
                 else:
                     await _to_the_end(c.raw.execute("COMMIT"))
@@ -371,6 +427,12 @@ class Database:
         self, sql: str, params: Sequence[Any] = (), *, background: bool = False
     ) -> list[aiosqlite.Row]:
         """One write statement (atomic on its own, e.g. UPDATE … RETURNING) in one round trip."""
+        with self._busy():
+            return await self._write_returning(sql, params, background)
+
+    async def _write_returning(
+        self, sql: str, params: Sequence[Any], background: bool
+    ) -> list[aiosqlite.Row]:
         if self._pg is not None:
             async with self.write_lock.hold(background=background), self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
@@ -379,6 +441,10 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         """Rows of a read query on the reader connection (one trip to its thread)."""
+        with self._busy():
+            return await self._fetchall(sql, params)
+
+    async def _fetchall(self, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
         if self._pg is not None:
             async with self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
@@ -389,8 +455,9 @@ class Database:
         if self._pg is not None:
             rows = await self.fetchall(sql, params)
             return rows[0] if rows else None
-        async with self._r.execute(sql, params) as cur:
-            return await cur.fetchone()
+        with self._busy():
+            async with self._r.execute(sql, params) as cur:
+                return await cur.fetchone()
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """One statement over many rows in one transaction."""

@@ -33,3 +33,7 @@ class Conflict(StoreError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database cannot be reached (or refused us); the same request may succeed later."""

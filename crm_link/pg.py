@@ -10,21 +10,20 @@ JSON as text, numeric as int/float and booleans as 0/1, as SQLite returns them.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from crm_link.dialect import to_postgres
-from crm_link.errors import StoreError
+from crm_link.errors import StoreError, StoreUnavailable
+
+__all__ = ["PgPool", "Row", "StoreUnavailable", "connect", "describe_url"]
 
 if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
-
-
-class StoreUnavailable(StoreError, ConnectionError):
-    """The database cannot be reached (or refused us)."""
 
 
 class Row:
@@ -232,11 +231,24 @@ async def connect(url: str, *, timeout: float = 10.0) -> psycopg.AsyncConnection
 
 
 class PgPool:
-    """A pool of autocommit connections to one database."""
+    """A pool of autocommit connections to one database, that survives the database going away.
 
-    def __init__(self, url: str, size: int) -> None:
+    A statement that finds its connection broken (the server restarted, the network dropped) raises
+    StoreUnavailable and marks the database down; every connection the pool held before is then
+    checked once before its next use, so stale ones are replaced rather than failing one request
+    each. While the database is down a request waits `down_wait` seconds at most for a connection.
+    """
+
+    def __init__(self, url: str, size: int, *, wait: float = 30.0, down_wait: float = 2.0) -> None:
         self.url = url
         self.size = size
+        self.wait = wait
+        self.down_wait = down_wait
+        self.state = "down"  # "up" once open; "down" from a lost connection until a statement succeeds
+        self.error: str | None = None  # why it is down
+        self._epoch = 0  # bumped on each lost connection
+        # connection -> the epoch it was last known good in
+        self._checked: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
 
     async def open(self) -> None:
@@ -249,6 +261,13 @@ class PgPool:
 
         async def configure(conn: Any) -> None:
             configure_adapters(conn)
+            self._checked[conn] = self._epoch
+
+        async def check(conn: Any) -> None:
+            # only connections older than the last lost one pay a round trip
+            if self._checked.get(conn) != self._epoch:
+                await psycopg_pool.AsyncConnectionPool.check_connection(conn)
+                self._checked[conn] = self._epoch
 
         probe = await connect(self.url)
         await probe.close()
@@ -258,19 +277,64 @@ class PgPool:
             max_size=max(1, self.size),
             open=False,
             configure=configure,
-            kwargs={"autocommit": True},
-            timeout=30.0,
+            check=check,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(self.down_wait))},
+            timeout=self.wait,
+            reconnect_timeout=0,  # keep trying while the database is away, never give up the pool
         )
-        await self._pool.open(wait=True, timeout=30.0)
+        await self._pool.open(wait=True, timeout=self.wait)
+        self.state, self.error = "up", None
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
+    def stats(self) -> dict[str, int]:
+        """Connections held and idle, and requests waiting for one."""
+        if self._pool is None:
+            return {}
+        s = self._pool.get_stats()
+        return {
+            "size": s.get("pool_size", 0),
+            "idle": s.get("pool_available", 0),
+            "waiting": s.get("requests_waiting", 0),
+        }
+
+    def _lost(self, reason: str) -> StoreUnavailable:
+        if self.state == "up":
+            self._epoch += 1
+        self.state, self.error = "down", reason
+        return StoreUnavailable(f"the store {describe_url(self.url)} cannot be reached: {reason}")
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[PgConnection]:
+        import psycopg
+        import psycopg_pool
+
         if self._pool is None:
             raise StoreError("the store is not open")
-        async with self._pool.connection() as conn:
-            yield PgConnection(conn)
+        conn = None
+        try:
+            async with self._pool.connection(
+                timeout=self.wait if self.state == "up" else self.down_wait
+            ) as conn:
+                yield PgConnection(conn)
+        except psycopg_pool.PoolTimeout:
+            if conn is not None:
+                raise  # raised by the caller's code, not by the pool here
+            raise self._lost(self.error or "no connection could be made") from None
+        except psycopg.Error as e:
+            if conn is None or not (conn.broken or conn.closed):
+                raise
+            raise self._lost(_one_line(e)) from e
+        except OSError as e:
+            if conn is None or not (conn.broken or conn.closed):
+                raise
+            raise self._lost(_one_line(e)) from e
+        if self.state != "up":
+            self.state, self.error = "up", None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).strip().splitlines()) or type(e).__name__

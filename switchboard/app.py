@@ -51,7 +51,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     await store.touches.start_batching()
     app[STORE] = store
-    app[HEALTH]["store"] = lambda: "up"
+    app[HEALTH]["store"] = lambda: store.db.state
+    app[HEALTH_DETAILS]["database"] = store.db.health
     log.info("event=store_open path=%s", store.db.description)
     yield
     await store.close()

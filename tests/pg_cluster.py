@@ -82,22 +82,34 @@ def start(base: Path) -> str:
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={run}"
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     )
-    _run(
-        [*prefix, str(bins / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w",
-         "-t", "60", "start"]
-    )  # fmt: skip
+    (base / "opts").write_text(opts)
+    _pg_ctl_start(base)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     (base / "url").write_text(url + "\n")
     return url
 
 
-def stop(base: Path) -> None:
-    """Stop the cluster under `base` (fast shutdown) if it runs."""
+def _pg_ctl_start(base: Path) -> None:
+    opts = (base / "opts").read_text()
+    _run(
+        [*_as_user(), str(bin_dir() / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "log"),
+         "-o", opts, "-w", "-t", "60", "start"]
+    )  # fmt: skip
+
+
+def restart(base: Path) -> str:
+    """Start again a cluster `start` made and `stop` stopped: same data, same port; its URL."""
+    _pg_ctl_start(base)
+    return (base / "url").read_text().strip()
+
+
+def stop(base: Path, mode: str = "fast") -> None:
+    """Stop the cluster under `base` if it runs (`mode`: pg_ctl's smart, fast or immediate)."""
     data = base / "data"
     if not (data / "postmaster.pid").exists():
         return
     subprocess.run(
-        [*_as_user(), str(bin_dir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+        [*_as_user(), str(bin_dir() / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "stop"],
         check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -111,6 +123,7 @@ class PgDatabases:
         self.admin_url = admin_url
         self._n = 0
         self._template_ready = False
+        self._later: list[str] = []
 
     @classmethod
     @contextlib.contextmanager
@@ -118,7 +131,11 @@ class PgDatabases:
         """SWITCHBOARD_TEST_PG_URL (a superuser URL of a running server) or a cluster of our own."""
         given = os.environ.get("SWITCHBOARD_TEST_PG_URL")
         if given:
-            yield cls(given)
+            dbs = cls(given)
+            try:
+                yield dbs
+            finally:
+                dbs.drop_deferred(force=True)
             return
         # not under pytest's temp dir: that one is private to root, and the server runs as postgres
         own = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
@@ -171,13 +188,45 @@ class PgDatabases:
         """The URL of a new database holding the migrated schema and nothing else (empty: no schema)."""
         if not self._template_ready and not empty:
             self._make_template()
+        self.drop_deferred()
         self._n += 1
         name = f"t{os.getpid()}_{self._n}"
         self._admin(f"CREATE DATABASE {name}" + ("" if empty else f" TEMPLATE {self.TEMPLATE}"))
         return self._url(name)
 
     def drop(self, url: str) -> None:
-        self._admin(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+        """Drop a test's database, or, while something still uses it, at the next create or the end.
+
+        pytest may tear the database's fixture down before the app using it (the `client` fixture
+        asks for `aiohttp_client` first); dropping WITH (FORCE) then would cut a running app's
+        connections and make its shutdown fail, which is not what a test means to check.
+        """
+        self._later.append(url.rsplit("/", 1)[1])
+        self.drop_deferred()
+
+    def drop_deferred(self, *, force: bool = False) -> None:
+        """Drop the databases that were still in use when their test ended."""
+        import psycopg
+
+        names, self._later = self._later, []
+        if not names:
+            return
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            used = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT datname FROM pg_stat_activity WHERE datname = ANY(%s)", (names,)
+                )
+            }
+            for name in names:
+                # DROP DATABASE waits 5 s for sessions to leave before it gives up: ask first
+                if name in used and not force:
+                    self._later.append(name)
+                    continue
+                try:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if force else ""))
+                except psycopg.errors.ObjectInUse:
+                    self._later.append(name)
 
 
 def main(argv: list[str]) -> int:

@@ -221,3 +221,29 @@ async def test_a_task_cancelled_anywhere_in_a_transaction_leaves_the_store_usabl
     rows = await store.db.fetchall("SELECT action FROM audit_log WHERE action GLOB '[ab]*'")
     actions = {r[0] for r in rows}
     assert all((f"a{n}" in actions) == (f"b{n}" in actions) for n in range(40))  # all or nothing
+
+
+async def test_closing_lets_store_work_still_running_finish(store_url: str) -> None:
+    """At shutdown a task may still be writing after its owner stopped waiting for it (a settle under
+    asyncio.shield whose awaiting task was cancelled): close() lets it finish instead of failing its
+    next statement with "the store is not open"."""
+    store = await Store(store_url).open()
+    first = asyncio.Event()
+
+    async def settle() -> list[int]:
+        ids = []
+        for i in range(5):
+            c = await store.contacts.create(validate_contact({"first_name": f"S{i}"}, region="US"))
+            ids.append(c.id)
+            first.set()
+        return ids
+
+    owner = asyncio.ensure_future(asyncio.shield(work := asyncio.ensure_future(settle())))
+    await first.wait()
+    owner.cancel()  # the owner stops waiting; the shielded work goes on
+    with pytest.raises(asyncio.CancelledError):
+        await owner
+    await store.close()
+    assert len(await work) == 5  # every statement ran before the connections closed
+    async with Store(store_url) as again:
+        assert len(await again.contacts.get_many(await work)) == 5

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crm_link.errors import Conflict, NotFound, ValidationError
+from crm_link.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from crm_link.models import check_limit, fits_int64, parse_id
 
 log = logging.getLogger("switchboard.web")
@@ -52,11 +52,13 @@ _TITLES = {
     405: "Not something this page does",
     413: "That was too big",
     429: "Slow down a little",
+    503: "The database is not answering",
 }
 _HINTS = {
     403: "Your role or this record's owner does not allow it. Ask a manager if you need access.",
     404: "The address may be mistyped, or the record was removed. Search for the customer instead.",
     500: "Something went wrong on our side. It has been logged; try again, or tell your admin the time it happened.",
+    503: "Nothing you sent was saved. Reload in a few seconds; Switchboard reconnects when the database is back.",
 }
 
 
@@ -93,6 +95,15 @@ async def error_middleware(
     a traceback to the client."""
     try:
         return await handler(request)
+    except StoreUnavailable as exc:
+        # the database went away (PostgreSQL restarting, the network): nothing was acknowledged, the
+        # same request may be sent again; the pool reconnects when the database answers
+        log.warning(
+            "event=store_unavailable method=%s path=%s error=%r", request.method, request.path, str(exc)
+        )
+        response = _answer(request, 503, "store_unavailable", f"{exc}; try again shortly")
+        response.headers["Retry-After"] = "2"
+        return response
     except ApiError as exc:
         return _answer(request, exc.status, exc.code, exc.message, exc.field)
     except ValidationError as exc:
