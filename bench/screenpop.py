@@ -71,8 +71,42 @@ async def serve_app(db: str, pbx_port: int) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     await app[ASTERISK].client.wait_connected(10)
     await app[ASTERISK].directory.reload()
+    # where the AMI consumer's time goes: how long each event waited in the client's queue, and
+    # how long the call service took over each kind of domain event
+    asterisk = app[ASTERISK]
+    queue = asterisk.client.events
+    enqueued: dict[int, float] = {}
+    waits: dict[str, list[float]] = {}
+    handling: dict[str, list[float]] = {}
+    put, get = queue.put_nowait, queue.get
+
+    def stamped_put(ev: Any) -> None:
+        enqueued[id(ev)] = time.perf_counter()
+        put(ev)
+
+    async def stamped_get() -> Any:
+        ev = await get()
+        t = enqueued.pop(id(ev), None)
+        if t is not None:
+            waits.setdefault(ev.name, []).append(time.perf_counter() - t)
+        return ev
+
+    handle = asterisk.service.handle
+
+    async def timed_handle(event: Any) -> None:
+        t = time.perf_counter()
+        await handle(event)
+        handling.setdefault(type(event).__name__, []).append(time.perf_counter() - t)
+
+    queue.put_nowait = stamped_put  # type: ignore[method-assign,assignment]
+    queue.get = stamped_get  # type: ignore[method-assign]
+    asterisk.service.handle = timed_handle  # type: ignore[method-assign]
     print(f"port {port}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for label, series in (("queue_wait", waits), ("handle", handling)):
+        for name, samples in sorted(series.items()):
+            if name in ("AgentCalled", "Newchannel") or label == "handle":
+                print(describe_us(f"app_{label}_{name}", samples), file=sys.stderr, flush=True)
     print(f"connected {app[HUB].connections}", flush=True)
     await runner.cleanup()
 
