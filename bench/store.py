@@ -10,6 +10,7 @@ import asyncio
 import csv
 import json
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,10 @@ def number(i: int) -> str:
     # +1 area (201..999) exchange 2xx-9xx: valid-looking North American numbers, unique per i
     area = 201 + (i // 10_000_000) % 700
     return f"+1{area}{2000000 + i % 8000000:07d}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def build(path: str, n: int) -> float:
@@ -203,14 +208,22 @@ async def main() -> None:
     ap.add_argument("--samples", type=int, default=20_000)
     ap.add_argument("--touches", type=int, default=20_000)
     ap.add_argument("--import-rows", type=int, default=100_000)
+    ap.add_argument("--lookup-only", action="store_true", help="build if needed, time idle lookups, stop")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     db = CACHE / f"contacts-{args.contacts}.db"
     lines = []
     if not db.exists():
         took = await build(str(db), args.contacts)
-        lines.append(f"build_store contacts={args.contacts} phones={2 * args.contacts} seconds={took:.1f}")
+        lines.append(
+            f"build_store contacts={args.contacts} phones={2 * args.contacts} seconds={took:.1f}"
+            f" peak_rss_mb={peak_rss_mb():.0f}"
+        )
     lines += await lookups(str(db), args.contacts, args.samples, with_writes=False)
+    if args.lookup_only:
+        lines.append(f"db_mb={db.stat().st_size / 2**20:.0f} peak_rss_mb={peak_rss_mb():.0f}")
+        report(lines)
+        return
     lines += await lookups(str(db), args.contacts, args.samples // 4, with_writes=True)
     tdb = CACHE / "touches.db"
     for p in CACHE.glob("touches.db*"):

@@ -66,8 +66,7 @@ class AsteriskSource:
                 if ev.name in ("FullyBooted", RESYNC):
                     await self.resync()
                     continue
-                if self.directory.stale():
-                    await self.directory.reload()
+                await self.directory.ensure_fresh()
                 self._prefetch(ev)
                 for domain_event in self.tracker.feed(ev):
                     await self.service.handle(domain_event)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -9,13 +11,17 @@ from crm_link.models import User
 from crm_link.store import Store
 from cti.interfaces import dial_interface, normalize_interface
 
+log = logging.getLogger(__name__)
+
 
 class InterfaceDirectory:
     """Interface → user, from settings (`[interfaces]`) and the users' extensions and interfaces.
 
     Rules, in order: an interface listed in settings or on a user; `client:NAME` (Twilio Client) is
-    user NAME; `TECH/EXT` is the user whose extension is EXT. Reloaded from the store at most every
-    `ttl` seconds, and at once on a miss (an admin may just have added the user).
+    user NAME; `TECH/EXT` is the user whose extension is EXT. Reloaded from the store at once when
+    users changed in this process or on a miss (an admin may just have added the user); once older
+    than `ttl` seconds it keeps answering while one reload runs beside it, so no call event waits
+    for a reload of every user (a screen-pop did, every `ttl` seconds).
     """
 
     def __init__(
@@ -39,10 +45,26 @@ class InterfaceDirectory:
         self._by_interface: dict[str, User] = {}
         self._by_extension: dict[str, User] = {}
         self._by_username: dict[str, User] = {}
+        self._refreshing: asyncio.Task[None] | None = None
 
     def stale(self) -> bool:
         """Users changed in this process, or the cache is older than its TTL."""
         return self._version != self._store.users.version or self._clock() - self._loaded_at > self._ttl
+
+    async def ensure_fresh(self) -> None:
+        """Reload now if never loaded or users changed in this process; if only older than the TTL,
+        start a reload in the background and answer from what is loaded meanwhile."""
+        if self._loaded_at == -1e18 or self._version != self._store.users.version:
+            await self.reload()
+        elif self._clock() - self._loaded_at > self._ttl:
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.create_task(self._refresh(), name="directory-refresh")
+
+    async def _refresh(self) -> None:
+        try:
+            await self.reload()
+        except Exception:
+            log.exception("event=directory_refresh_failed")
 
     async def reload(self) -> None:
         self._version = self._store.users.version
@@ -77,11 +99,9 @@ class InterfaceDirectory:
         """The active user behind an interface, or None."""
         if not interface:
             return None
-        stale = self._clock() - self._loaded_at > self._ttl
-        if stale:
-            await self.reload()
+        await self.ensure_fresh()
         user = self._find(interface)
-        if user is None and not stale and self._clock() - self._loaded_at > 1.0:
+        if user is None and self._clock() - self._loaded_at > 1.0:
             await self.reload()
             user = self._find(interface)
         return user

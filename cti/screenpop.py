@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from crm_link.followups import end_of_day
@@ -62,7 +63,13 @@ async def build_pop(
         contact = matches[0]
         pop["contact"] = contact_card(contact)
         if _may_see_history(viewer, contact):
-            history = await store.touches.history(contact.id, limit=RECENT_TOUCHES)
+            # independent reads, asked together: they queue on the reader's thread at once instead
+            # of one loop-to-thread round trip after the other
+            history, followups, pop["survey"] = await asyncio.gather(
+                store.touches.history(contact.id, limit=RECENT_TOUCHES),
+                store.touches.open_followups(contact.id),
+                survey_for(store, call, contact),
+            )
             pop["recent_touches"] = [
                 {
                     "kind": t.kind,
@@ -74,12 +81,11 @@ async def build_pop(
                 for t in history.items
             ]
             pop["open_followups"] = [
-                {"due_at": f.to_dict()["due_at"], "note": f.note, "kind": f.kind}
-                for f in await store.touches.open_followups(contact.id)
+                {"due_at": f.to_dict()["due_at"], "note": f.note, "kind": f.kind} for f in followups
             ]
         else:
             pop["contact"]["restricted"] = True
-        pop["survey"] = await survey_for(store, call, contact)
+            pop["survey"] = await survey_for(store, call, contact)
     elif matches:
         pop["candidates"] = [
             {"id": c.id, "name": c.name, "owner": c.owner_username, "url": f"/contacts/{c.id}"}
