@@ -74,7 +74,9 @@ def test_migrate_on_postgresql(tmp_path: Path, pg_databases: Any) -> None:
     try:
         first = migrate(tmp_path, url)
         assert first.returncode == 0, first.stderr
-        assert "applied 14 migration(s)" in first.stdout and "(postgres)" in first.stdout
+        assert (
+            f"applied {len(load_migrations())} migration(s)" in first.stdout and "(postgres)" in first.stdout
+        )
         again = migrate(tmp_path, url)
         assert "is up to date" in again.stdout
         missing = migrate(tmp_path, url + "_missing")
