@@ -1,13 +1,15 @@
 """Reports over many touches, and the agent board's update latency with many agents.
 
-    python bench/reports.py [--touches 1000000] [--agents 1000] [--watchers 5]
+    python bench/reports.py [--touches 1000000] [--agents 1000] [--watchers 5] [--followups-only]
 
 Builds a store with N call touches (with their call facts, 70% inbound, spread over 90 days, 50 agents,
 4 queues) plus 10% as many SMS outbox rows (5% replied to) and as many follow-ups (10,000 customers, 5
 cadences, 4 call lists), then times each report (p50/p95 of 20 runs over one week, 8 over the whole 90
 days). Then starts the real app on loopback with `--agents` agents,
 `--watchers` managers' board sockets open, feeds call events through the board, and times each update
-from the event to its arrival at every watcher (p50/p99).
+from the event to its arrival at every watcher (p50/p99). `--followups-only` builds only the
+follow-ups (touches/10 of them, with their customers, reps, cadences and lists) and times only the
+follow-up report.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ ZONE = "America/Chicago"
 END = datetime(2031, 6, 30, tzinfo=ZoneInfo(ZONE))
 
 
-def build(path: str, n: int) -> None:
+def build(path: str, n: int, followups_only: bool = False) -> None:
     """Write the rows straight with sqlite3 (building them through the store would take the bench's time)."""
     rng = random.Random(1)
     db = sqlite3.connect(path)
@@ -52,6 +54,12 @@ def build(path: str, n: int) -> None:
     )
     zone = ZoneInfo(ZONE)
     start = END - timedelta(days=90)
+    if followups_only:
+        build_followups(db, rng, n // 10, start, now)
+        db.commit()
+        db.execute("ANALYZE")
+        db.close()
+        return
     touches, facts = [], []
     for i in range(1, n + 1):
         t = start + timedelta(seconds=rng.random() * 90 * 86400)
@@ -194,6 +202,28 @@ def flush(db: sqlite3.Connection, touches: list, facts: list, now: str) -> None:
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+async def bench_followups(path: str) -> None:
+    """Only the follow-up report (each group, with its previous period), as `bench_reports` times it."""
+    store = Store(path, time_zone=ZONE)
+    await store.open()
+    try:
+        for label, days in (("90 days", 90), ("7 days", 7)):
+            period = Period(END.date() - timedelta(days=days), END.date() - timedelta(days=1), ZONE)
+            for g in ("assignee", "rule", "list"):
+                times = []
+                for _ in range(20 if days == 7 else 8):
+                    t0 = time.perf_counter()
+                    await followup_report(store, period, g, now=END)
+                    times.append((time.perf_counter() - t0) * 1000)
+                print(
+                    f"{label:8} followups group={g:9}  p50 {statistics.median(times):7.1f} ms"
+                    f"  p95 {pct(times, 95):7.1f} ms",
+                    flush=True,
+                )
+    finally:
+        await store.close()
 
 
 async def bench_reports(path: str) -> list[str]:
@@ -395,6 +425,7 @@ async def main() -> None:
     ap.add_argument("--touches", type=int, default=1_000_000)
     ap.add_argument("--agents", type=int, default=1000)
     ap.add_argument("--watchers", type=int, default=5)
+    ap.add_argument("--followups-only", action="store_true", help="build and time only the follow-up report")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/reports.db"
@@ -402,6 +433,11 @@ async def main() -> None:
         await s.open()
         await s.close()
         t0 = time.perf_counter()
+        if args.followups_only:
+            build(path, args.touches, followups_only=True)
+            print(f"built {args.touches // 10:,} follow-ups in {time.perf_counter() - t0:.0f} s", flush=True)
+            await bench_followups(path)
+            return
         build(path, args.touches)
         print(
             f"built {args.touches:,} call touches + facts, {args.touches // 10:,} SMS,"

@@ -36,18 +36,28 @@ FOLLOWUP_COUNTS = ("due", "done", "past_due", "attempted", "reached")
 # closing results that say the customer was not reached (any other result of a done follow-up was):
 # the call lists' own (a disposition such as "left message" that retries the customer) and these
 NOT_REACHED = (*LIST_NOT_REACHED, "wrong number", "voicemail", "left voicemail", "escalated")
-FOLLOWUP_GROUPS = {
+# per group: the follow-ups' own columns it is counted by (as expressions, so that SQLite reads
+# the index range of the figure rather than a whole index that happens to be in the group's order),
+# the key made from them (over the counts per those columns, aliased f) and the joins the key needs:
+# the counts come from followups alone, by index, and only the few count rows are joined
+FOLLOWUP_GROUPS: dict[str, tuple[tuple[tuple[str, str], ...], str, str]] = {
     "assignee": (
+        (("assignee_id", "f.assignee_id + 0"), ("pool", "f.pool || ''")),
         "COALESCE(u.username, CASE WHEN f.pool IS NOT NULL THEN 'pool: ' || f.pool ELSE '' END)",
-        "",
+        " LEFT JOIN users u ON u.id = f.assignee_id",
     ),
-    "rule": ("COALESCE(k.name, '')", ""),
+    "rule": (
+        (("cadence_id", "f.cadence_id + 0"),),
+        "COALESCE(k.name, '')",
+        " LEFT JOIN cadences k ON k.id = f.cadence_id",
+    ),
     "list": (
+        (("contact_id", "f.contact_id + 0"),),
         "l.name || ' #' || CAST(l.id AS TEXT)",
         " JOIN (SELECT DISTINCT list_id, contact_id FROM call_list_entries) e ON e.contact_id = f.contact_id"
         " JOIN call_lists l ON l.id = e.list_id",
     ),
-    "all": ("''", ""),
+    "all": ((), "''", ""),
 }
 # a touch status as a call outcome (for calls written before call_facts existed)
 _STATUS_OUTCOME = {"answered": "answered", "missed": "missed", "busy": "busy", "no answer": "no_answer"}
@@ -428,30 +438,55 @@ class ReportStore:
             raise ValidationError(
                 "group", f"must be one of {', '.join(g for g in FOLLOWUP_GROUPS if g != 'all')}"
             )
-        key, join = FOLLOWUP_GROUPS[group]
+        by, key, join = FOLLOWUP_GROUPS[group]
+        cols = ", ".join(f"{expr} AS {name}" for name, expr in by)
+        group_by = f" GROUP BY {', '.join(expr for _, expr in by)}" if by else ""
         miss = ",".join("?" * len(NOT_REACHED))
-        done_in = "f.status = 'done' AND f.closed_at >= ? AND f.closed_at < ?"
-        rows = await self._db.fetchall(
-            f"SELECT {key} AS k,"
-            " SUM(CASE WHEN f.due_at >= ? AND f.due_at < ? THEN 1 ELSE 0 END) AS due,"
-            f" SUM(CASE WHEN {done_in} THEN 1 ELSE 0 END) AS done,"
-            " SUM(CASE WHEN f.created_at < ? AND f.due_at < ?"
-            " AND (f.status = 'open' OR f.closed_at >= ?) THEN 1 ELSE 0 END) AS past_due,"
-            f" SUM(CASE WHEN {done_in} THEN 1 ELSE 0 END) AS attempted,"
-            f" SUM(CASE WHEN {done_in} AND COALESCE(LOWER(f.result), '') NOT IN ({miss}) THEN 1 ELSE 0 END)"
-            " AS reached"
-            " FROM followups f LEFT JOIN users u ON u.id = f.assignee_id"
-            f" LEFT JOIN cadences k ON k.id = f.cadence_id{join}"
-            " WHERE (f.due_at >= ? AND f.due_at < ?) OR (f.closed_at >= ? AND f.closed_at < ?)"
-            " OR (f.created_at < ? AND f.due_at < ? AND (f.status = 'open' OR f.closed_at >= ?))"
-            " GROUP BY k",
-            [
-                *(lo, hi, lo, hi, cutoff, cutoff, cutoff, lo, hi, lo, hi),
-                *NOT_REACHED,
-                *(lo, hi, lo, hi, cutoff, cutoff, cutoff),
-            ],
+        out: dict[Any, dict[str, int]] = {}
+
+        async def count(sums: dict[str, str], where: str, params: list[Any]) -> None:
+            # counted per the group's own columns from followups alone (one index range), then keyed
+            items = ", ".join(f"{expr} AS {name}" for name, expr in sums.items())
+            inner = f"SELECT {cols + ', ' if cols else ''}{items} FROM followups f WHERE {where}{group_by}"
+            totals = ", ".join(f"SUM(f.{name}) AS {name}" for name in sums)
+            for r in await self._db.fetchall(
+                f"SELECT {key} AS k, {totals} FROM ({inner}) f{join} GROUP BY k", params
+            ):
+                if any(r[name] for name in sums):
+                    row = out.setdefault(r["k"], dict.fromkeys(FOLLOWUP_COUNTS, 0))
+                    for name in sums:
+                        row[name] += int(r[name] or 0)
+
+        # due: by due_at
+        await count({"due": "COUNT(*)"}, "f.due_at >= ? AND f.due_at < ?", [lo, hi])
+        # done (= attempted) and reached: by (status, closed_at)
+        reached = f"SUM(CASE WHEN COALESCE(LOWER(f.result), '') NOT IN ({miss}) THEN 1 ELSE 0 END)"
+        await count(
+            {"done": "COUNT(*)", "attempted": "COUNT(*)", "reached": reached},
+            "f.status = 'done' AND f.closed_at >= ? AND f.closed_at < ?",
+            [*NOT_REACHED, lo, hi],
         )
-        return {r["k"]: {c: int(r[c] or 0) for c in FOLLOWUP_COUNTS} for r in rows}
+        # past due: open now (by status, due_at), or closed at or after the cut-off (by status, closed_at)
+        await count(
+            {"past_due": "COUNT(*)"},
+            "f.status = 'open' AND f.due_at < ? AND f.created_at < ?",
+            [cutoff, cutoff],
+        )
+        await count(
+            {"past_due": "COUNT(*)"},
+            "f.status IN ('done', 'cancelled') AND f.closed_at >= ? AND f.due_at < ? AND f.created_at < ?",
+            [cutoff, cutoff, cutoff],
+        )
+        # a group whose only follow-ups in the period were closed in it but not as done (cancelled, or
+        # reopened since) still has its row, of zeros
+        distinct = cols or "1 AS one"
+        for r in await self._db.fetchall(
+            f"SELECT DISTINCT {key} AS k FROM (SELECT {distinct} FROM followups f"
+            f" WHERE f.status IN ('open', 'cancelled') AND f.closed_at >= ? AND f.closed_at < ?{group_by}) f{join}",
+            [lo, hi],
+        ):
+            out.setdefault(r["k"], dict.fromkeys(FOLLOWUP_COUNTS, 0))
+        return out
 
 
 _ROLLUP_KEYS = {

@@ -37,13 +37,16 @@ async def _figures(store: Store, period: Period, group: str, now: datetime) -> d
     lo, hi = utc_text(period.start), utc_text(period.end)
     cutoff = utc_text(min(period.end, now))
     data = await store.reports.followups(lo, hi, cutoff, group)
-    every = await store.reports.followups(lo, hi, cutoff, "all")
+    if group == "list":  # a customer may be on several lists or none: the totals are counted apart
+        total = (await store.reports.followups(lo, hi, cutoff, "all")).get("", {})
+    else:  # each follow-up has exactly one assignee key and one rule key: the rows add up to the totals
+        total = {n: sum(c[n] for c in data.values()) for n in FOLLOWUP_COUNTS}
     rows = [_row(str(k), data[k]) for k in sorted(data, key=str)]
     return {
         "from": period.first.isoformat(),
         "to": period.last.isoformat(),
         "rows": rows,
-        "totals": _row("total", every.get("", {})),
+        "totals": _row("total", total),
     }
 
 
