@@ -200,6 +200,9 @@ def to_postgres(sql: str, *, ddl: bool = False, params: bool = True) -> str:
                 t.text = _DDL_TYPES[up]
                 if up == "INTEGER":
                     _integer_primary_key(toks, i)
+            elif up == "INTEGER" and (p := _prev(toks, i)) >= 0 and toks[p].up == "AS":
+                # CAST(x AS INTEGER): SQLite's integer is 64-bit, PostgreSQL's INTEGER is int4
+                t.text = "BIGINT"
             elif ddl and up == "WITHOUT":
                 j = _next(toks, i)
                 if j < n and toks[j].up == "ROWID":

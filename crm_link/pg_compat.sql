@@ -14,10 +14,12 @@ EXCEPTION WHEN others THEN
     RETURN false;
 END $$;
 
--- '$.a.b' paths only (all the store uses); a JSON string comes back unquoted, other values as JSON text
+-- '$.a.b' and '$[0].a' paths (array indexes become path elements, which #>> takes as indexes);
+-- a JSON string comes back unquoted, other values as JSON text
 CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN path = '$' THEN doc
-                ELSE doc::jsonb #>> string_to_array(substr(path, 3), '.') END
+                ELSE doc::jsonb #>> string_to_array(
+                    substr(regexp_replace(substr(path, 2), '\[([0-9]+)\]', '.\1', 'g'), 2), '.') END
 $$;
 CREATE OR REPLACE FUNCTION json_extract(doc json, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT json_extract(doc::text, path)

@@ -4,13 +4,12 @@ whose corrections are versions, the dissatisfaction follow-up and its resolution
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from crm_link.db import Database, from_db_time, one_row, to_db_time
+from crm_link.db import Database, from_db_time, to_db_time
 from crm_link.errors import Conflict, NotFound
 from crm_link.models import iso
 from crm_link.touches import Touches, TouchInput
@@ -172,21 +171,22 @@ class SurveyStore:
 
     async def create(self, spec: Mapping[str, Any], *, user_id: int | None) -> SurveyRow:
         now = to_db_time(self._db.now())
-        try:
-            async with self._db.transaction() as tx:
-                async with tx.execute(
-                    "INSERT INTO surveys (name, current_version, active, created_at, updated_at)"
-                    " VALUES (?, 1, ?, ?, ?) RETURNING id",
-                    (spec["name"], int(spec.get("active", True)), now, now),
-                ) as cur:
-                    survey_id = int((await one_row(cur))[0])
-                await tx.execute(
-                    "INSERT INTO survey_versions (survey_id, version, spec, created_by, created_at)"
-                    " VALUES (?, 1, ?, ?, ?)",
-                    (survey_id, json.dumps(spec), user_id, now),
-                )
-        except sqlite3.IntegrityError:
-            raise Conflict("name", f"a survey named {spec['name']!r} exists") from None
+        # ON CONFLICT DO NOTHING: a taken name returns no row on SQLite and PostgreSQL alike
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO surveys (name, current_version, active, created_at, updated_at)"
+                " VALUES (?, 1, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (spec["name"], int(spec.get("active", True)), now, now),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise Conflict("name", f"a survey named {spec['name']!r} exists")
+            survey_id = int(row[0])
+            await tx.execute(
+                "INSERT INTO survey_versions (survey_id, version, spec, created_by, created_at)"
+                " VALUES (?, 1, ?, ?, ?)",
+                (survey_id, json.dumps(spec), user_id, now),
+            )
         return await self.get(survey_id)
 
     async def new_version(self, survey_id: int, spec: Mapping[str, Any], *, user_id: int | None) -> SurveyRow:
@@ -290,70 +290,70 @@ class SurveyStore:
         the call's touch). Conflict when this call (or key) already has one."""
         now = self._db.now()
         stamp = to_db_time(now)
-        try:
-            async with self._db.transaction() as tx:
-                async with tx.execute(
-                    "INSERT INTO survey_responses (survey_id, survey_version, source_key, contact_id, channel,"
-                    " status, call_id, attempt_id, list_id, touch_id, agent_id, answers, score, satisfied,"
-                    " dissatisfied, reasons, answered_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (
-                        new.survey_id,
-                        new.survey_version,
-                        new.source_key,
-                        new.contact_id,
-                        new.channel,
-                        new.call_id,
-                        new.attempt_id,
-                        new.list_id,
-                        new.touch_id,
-                        new.agent_id,
-                        json.dumps(new.answers),
-                        new.score,
-                        None if new.satisfied is None else int(new.satisfied),
-                        int(new.dissatisfied),
-                        json.dumps(new.reasons),
-                        stamp,
-                        stamp,
-                        stamp,
-                    ),
-                ) as cur:
-                    rid = int((await one_row(cur))[0])
-                await tx.execute(
-                    "INSERT INTO survey_answer_versions (response_id, version, answers, changed_by, changed_at,"
-                    " reason) VALUES (?, 1, ?, ?, ?, 'answered')",
-                    (rid, json.dumps(new.answers), new.agent_id, stamp),
-                )
-                await self._touches.record_in(
-                    tx,
-                    TouchInput(
-                        source_key=f"survey:{rid}",
-                        kind="note",
-                        direction="none",
-                        started_at=now,
-                        contact_id=new.contact_id,
-                        user_id=new.agent_id,
-                        channel="survey",
-                        status="dissatisfied" if new.dissatisfied else "answered",
-                        summary=new.summary,
-                        payload={"survey_response_id": rid, "call_touch_id": new.touch_id},
-                    ),
-                )
-                if new.touch_id is not None:
-                    await self._link_touch_in(tx, rid, new.touch_id)
-        except sqlite3.IntegrityError:
-            raise Conflict("call_id", "this call already has a survey response") from None
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "INSERT INTO survey_responses (survey_id, survey_version, source_key, contact_id, channel,"
+                " status, call_id, attempt_id, list_id, touch_id, agent_id, answers, score, satisfied,"
+                " dissatisfied, reasons, answered_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (
+                    new.survey_id,
+                    new.survey_version,
+                    new.source_key,
+                    new.contact_id,
+                    new.channel,
+                    new.call_id,
+                    new.attempt_id,
+                    new.list_id,
+                    new.touch_id,
+                    new.agent_id,
+                    json.dumps(new.answers),
+                    new.score,
+                    None if new.satisfied is None else int(new.satisfied),
+                    int(new.dissatisfied),
+                    json.dumps(new.reasons),
+                    stamp,
+                    stamp,
+                    stamp,
+                ),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:  # its source key, call or attempt has one (either database's way)
+                raise Conflict("call_id", "this call already has a survey response")
+            rid = int(row[0])
+            await tx.execute(
+                "INSERT INTO survey_answer_versions (response_id, version, answers, changed_by, changed_at,"
+                " reason) VALUES (?, 1, ?, ?, ?, 'answered')",
+                (rid, json.dumps(new.answers), new.agent_id, stamp),
+            )
+            await self._touches.record_in(
+                tx,
+                TouchInput(
+                    source_key=f"survey:{rid}",
+                    kind="note",
+                    direction="none",
+                    started_at=now,
+                    contact_id=new.contact_id,
+                    user_id=new.agent_id,
+                    channel="survey",
+                    status="dissatisfied" if new.dissatisfied else "answered",
+                    summary=new.summary,
+                    payload={"survey_response_id": rid, "call_touch_id": new.touch_id},
+                ),
+            )
+            if new.touch_id is not None:
+                await self._link_touch_in(tx, rid, new.touch_id)
         return await self.response(rid)
 
     async def _link_touch_in(self, tx: Any, response_id: int, touch_id: int) -> None:
         await tx.execute(
-            "UPDATE touches SET payload = json_set(payload, '$.survey_response_id', ?), updated_at = ?"
-            " WHERE id = ?",
-            (response_id, to_db_time(self._db.now()), touch_id),
+            "UPDATE touches SET payload = json_patch(payload, ?), updated_at = ? WHERE id = ?",
+            (json.dumps({"survey_response_id": response_id}), to_db_time(self._db.now()), touch_id),
         )
         await tx.execute(
-            "UPDATE touches SET payload = json_set(payload, '$.call_touch_id', ?) WHERE source_key = ?",
-            (touch_id, f"survey:{response_id}"),
+            "UPDATE touches SET payload = json_patch(payload, ?) WHERE source_key = ?",
+            (json.dumps({"call_touch_id": touch_id}), f"survey:{response_id}"),
         )
 
     async def link_attempt_touch(self, attempt_id: int, touch_id: int) -> None:
@@ -554,12 +554,14 @@ class SurveyStore:
                 " GROUP BY reason"
             )
             reason_params += [survey_id, *days]
+        edge_reasons: list[Any] = []
         for ea, eb in edges:
-            reason_parts.append(
-                "SELECT j.value, count(*) FROM survey_responses r, json_each(r.reasons) j WHERE r.survey_id = ?"
-                " AND r.answered_at >= ? AND r.answered_at < ? AND r.status = 'completed' GROUP BY j.value"
+            # a partial day's few responses: their reasons are counted here (json_each is SQLite's only)
+            edge_reasons += await self._db.fetchall(
+                "SELECT reasons FROM survey_responses WHERE survey_id = ? AND answered_at >= ?"
+                " AND answered_at < ? AND status = 'completed' AND reasons != '[]'",
+                (survey_id, ea, eb),
             )
-            reason_params += [survey_id, ea, eb]
         rows = await self._db.fetchall(" UNION ALL ".join(parts), params) if parts else []
         names: dict[int, str] = {}
         ids = sorted({int(r[1]) for r in rows if r[1]})
@@ -592,6 +594,9 @@ class SurveyStore:
         if reason_parts:
             for reason, n in await self._db.fetchall(" UNION ALL ".join(reason_parts), reason_params):
                 counts[str(reason)] = counts.get(str(reason), 0) + int(n)
+        for (doc,) in edge_reasons:
+            for reason in json.loads(doc):
+                counts[str(reason)] = counts.get(str(reason), 0) + 1
         reasons = sorted(((r, n) for r, n in counts.items() if n > 0), key=lambda rn: (-rn[1], rn[0]))
         return groups, reasons
 
