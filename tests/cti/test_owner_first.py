@@ -121,6 +121,9 @@ async def test_asterisk_missed_call_from_an_unknown_number_is_on_the_managers_po
         while not (missed := (await (await boss.get("/api/v1/me/day")).json())["missed_calls"]):
             await asyncio.sleep(0.02)
     (f,) = missed
+    # the call is written at its end; the prospect it makes is attached just after (read it again)
+    touch = await store.touches.by_source_key(f"asterisk:{linkedid}")
+    assert touch is not None and touch.contact_id is not None
     assert (f["assignee"], f["pool"], f["contact_id"]) == (None, "managers", touch.contact_id)
     prospect = await store.contacts.get(f["contact_id"])
     assert prospect.owner_id is None and [p.e164 for p in prospect.phones] == ["+13125550177"]
