@@ -12,6 +12,8 @@ from crm_link.clock import Clock, system_clock
 from cti.ami.client import RESYNC, AmiClient, AmiError
 from cti.ami.protocol import Event
 from cti.directory import InterfaceDirectory
+from cti.events import CallEvent
+from cti.lanes import CallLanes
 from cti.service import CallService
 from cti.tracker import CallTracker
 
@@ -19,7 +21,12 @@ log = logging.getLogger("cti.asterisk")
 
 
 class AsteriskSource:
-    """Reads the AMI event queue, keeps the tracker in step with the PBX, feeds the call service."""
+    """Reads the AMI event queue, keeps the tracker in step with the PBX, feeds the call service.
+
+    The reader folds every AMI event into the tracker in order and hands each domain event to its
+    call's lane (`CallLanes`): one call's events are applied in order, but a call whose touch is
+    being written never delays another call's pop, nor the reading of the next event.
+    """
 
     def __init__(
         self,
@@ -38,6 +45,7 @@ class AsteriskSource:
         self.resyncs = 0
         self._task: asyncio.Task[None] | None = None
         self._originations: set[asyncio.Task[Any]] = set()
+        self.lanes = CallLanes("asterisk")
 
     async def start(self, *, run: bool = True) -> None:
         """Load the directory; unless `run` is False (the caller runs `client.run()` and `run()`
@@ -52,6 +60,7 @@ class AsteriskSource:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.lanes.drain()  # the calls' queued writes land before we stop
         for task in list(self._originations):
             task.cancel()
         await asyncio.gather(*self._originations, return_exceptions=True)
@@ -69,11 +78,15 @@ class AsteriskSource:
                 await self.directory.ensure_fresh()
                 self._prefetch(ev)
                 for domain_event in self.tracker.feed(ev):
-                    await self.service.handle(domain_event)
+                    self._dispatch(domain_event)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event=asterisk_event_failed name=%s", ev.name)
+
+    def _dispatch(self, event: CallEvent) -> None:
+        """Apply a domain event in its call's lane, after that call's earlier events."""
+        self.lanes.submit(event.call_id, lambda: self.service.handle(event))
 
     def _prefetch(self, ev: Event) -> None:
         if ev.name == "NewCallerid" and ev.get("Uniqueid") == ev.get("Linkedid"):
@@ -82,6 +95,8 @@ class AsteriskSource:
     async def resync(self) -> None:
         """Forget channel state, list the PBX's live channels, end the calls that vanished."""
         self.resyncs += 1
+        # the store must hold every event applied so far before it is compared with the PBX
+        await self.lanes.drain()
         await self.directory.reload()
         self.tracker.reset_channels()
         try:
