@@ -136,8 +136,11 @@ async def test_a_cancelled_pool_leaves_only_the_messages_in_flight_in_doubt(stor
     counts = (await store.email.job(job_id))["counts"]
     to = [m["To"] for m in inbox.messages]
     assert len(to) == len(set(to))  # nobody twice
-    # at most one message per connection was in the server's hands; the rest went out after
-    assert 1 <= counts["unknown"] <= 4 and counts["sent"] == n - counts["unknown"] == len(to)
+    # at most one message per connection was in the server's hands; the rest went out after. Those
+    # in doubt are not sent again: the server may have kept them (a held DATA that finished after
+    # the client hung up) or not, so the inbox has every sent message and some of those in doubt
+    assert 1 <= counts["unknown"] <= 4 and counts["sent"] == n - counts["unknown"]
+    assert counts["sent"] <= len(to) <= n
 
 
 class VirtualTime:
