@@ -404,24 +404,7 @@ class AmiTestServer:
         answered_by: Channel | None = None
         started = time.time()
         for iface in agents:
-            base = iface[:-2] if iface.endswith("/n") else iface
-            local = base.startswith("Local/")
-            a1_name, a2_name = self._chan_name(base, local)
-            a1 = self._new(a1_name, caller.linkedid, number, dialed, "agents")
-            await self._newchannel(a1, number)
-            a2 = None
-            if local:
-                a2 = self._new(a2_name, caller.linkedid, number, base.split("@")[0][6:], "agents")
-                a2.state = "Ring"
-                await self._newchannel(a2, number)
-            dest = {
-                "DestChannel": a1.name,
-                "DestUniqueid": a1.uniqueid,
-                "DestLinkedid": caller.linkedid,
-                "DestCallerIDNum": number,
-                "DestExten": dialed,
-                "DestContext": "agents",
-            }
+            _, a1, a2, dest = await self._agent_legs(iface, caller, number, dialed)
             await self.event("AgentCalled", leg, Queue=queue, Interface=iface, MemberName=iface, **dest)
             await self.event("DialBegin", leg, DialString=iface, **dest)
             a1.state = "Ringing"
@@ -502,10 +485,11 @@ class AmiTestServer:
                 await self._finish_recording(leg, 0)
         return caller.linkedid
 
-    async def _dial_unanswered(
-        self, leg: Channel, caller: Channel, iface: str, number: str, dialed: str, ring_seconds: float
-    ) -> None:
-        """The dialplan's Dial() of one interface (no queue): it rings and is not answered."""
+    async def _agent_legs(
+        self, iface: str, caller: Channel, number: str, dialed: str
+    ) -> tuple[str, Channel, Channel | None, dict[str, str]]:
+        """An agent interface's ringing channels (a Local pair, or one PJSIP channel) and the Dest*
+        headers that name it: (interface without /n, leg 1, leg 2 or None, headers)."""
         base = iface[:-2] if iface.endswith("/n") else iface
         local = base.startswith("Local/")
         a1_name, a2_name = self._chan_name(base, local)
@@ -524,6 +508,13 @@ class AmiTestServer:
             "DestExten": dialed,
             "DestContext": "agents",
         }
+        return base, a1, a2, dest
+
+    async def _dial_unanswered(
+        self, leg: Channel, caller: Channel, iface: str, number: str, dialed: str, ring_seconds: float
+    ) -> None:
+        """The dialplan's Dial() of one interface (no queue): it rings and is not answered."""
+        base, a1, a2, dest = await self._agent_legs(iface, caller, number, dialed)
         await self.event("DialBegin", leg, DialString=base, **dest)
         a1.state = "Ringing"
         await self.event("Newstate", a1)
