@@ -373,29 +373,11 @@ async def test_a_refused_cadence_email_tells_the_assignees_open_my_day_live(
     inbox.refuse = {"gone@example.com"}
     clock = ManualClock(NOW)
     client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
-    app = client.server.app
-    store = app[STORE]
-    ann = await make_api(client, "ann", "rep")
-    boss = await make_api(client, "maria", "manager")
-    await _cadence(boss, store)
-    sam = await _customer(ann, "Sam", "+12125550101", email="gone@example.com")
-    # Ann's My Day is open: its WebSocket
-    ws = await client.ws_connect(f"/ws/agent?token={ann.token}")
-    assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
-    clock.advance(hours=1, minutes=30)
-    await app[FOLLOWUP_STEPS].send_due()
     # the mail server refuses the email: the page is told its day changed, and the day then has
     # the call to make with the reason
-    async with asyncio.timeout(15):
-        while True:
-            msg = json.loads((await ws.receive()).data)
-            if msg.get("type") == "day_changed" and msg.get("reason") == "followup.email_failed":
-                break
-    day = await (await ann.get("/api/v1/me/day")).json()
-    (due,) = [f for f in day["followups"] if f["contact_id"] == sam and "User unknown" in f["note"]]
-    assert due["channel"] == "call" and due["state"] == "open"
-    await ws.close()
-    await client.close()
+    await _a_failed_step_tells_my_day(
+        client, clock, "followup.email_failed", "User unknown", email="gone@example.com"
+    )
 
 
 async def test_a_cadence_text_the_network_cannot_deliver_comes_back_as_a_call_with_the_reason(
@@ -554,11 +536,19 @@ async def test_an_undelivered_cadence_text_tells_the_assignees_open_my_day_live(
     kannel.dlr_type = {"+12125550101": 2}  # "NACK/0x00000001/Undeliverable"
     clock = ManualClock(NOW)
     client = await _start(aiohttp_server, aiohttp_client, msettings, clock)
+    await _a_failed_step_tells_my_day(client, clock, "followup.sms_failed", "not delivered")
+
+
+async def _a_failed_step_tells_my_day(
+    client: Any, clock: ManualClock, reason: str, note_has: str, **customer: Any
+) -> None:
+    """Ann's My Day is open (its WebSocket) when Sam's cadence steps go out and one fails: the page
+    is told its day changed (`reason`), and the day then has a call to make saying why."""
     app = client.server.app
     ann = await make_api(client, "ann", "rep")
     boss = await make_api(client, "maria", "manager")
     await _cadence(boss, app[STORE])
-    sam = await _customer(ann, "Sam", "+12125550101")
+    sam = await _customer(ann, "Sam", "+12125550101", **customer)
     ws = await client.ws_connect(f"/ws/agent?token={ann.token}")
     assert json.loads((await ws.receive(timeout=5)).data)["type"] == "hello"
     clock.advance(hours=1, minutes=30)
@@ -566,10 +556,10 @@ async def test_an_undelivered_cadence_text_tells_the_assignees_open_my_day_live(
     async with asyncio.timeout(15):
         while True:
             msg = json.loads((await ws.receive()).data)
-            if msg.get("type") == "day_changed" and msg.get("reason") == "followup.sms_failed":
+            if msg.get("type") == "day_changed" and msg.get("reason") == reason:
                 break
     day = await (await ann.get("/api/v1/me/day")).json()
-    (due,) = [f for f in day["followups"] if f["contact_id"] == sam and "not delivered" in f["note"]]
+    (due,) = [f for f in day["followups"] if f["contact_id"] == sam and note_has in f["note"]]
     assert due["channel"] == "call" and due["state"] == "open"
     await ws.close()
     await client.close()
