@@ -451,13 +451,16 @@ class Database:
         return list(await self._r.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        """The first row of a read query, or None."""
-        if self._pg is not None:
-            rows = await self.fetchall(sql, params)
-            return rows[0] if rows else None
-        with self._busy():
-            async with self._r.execute(sql, params) as cur:
-                return await cur.fetchone()
+        """The first row of a read query, or None (the store's one-row queries are by key, an
+        aggregate or LIMIT 1).
+
+        One trip to the reader's thread, like fetchall: a cursor held open across awaits would keep
+        the shared reader connection inside one read transaction, so every read that ran meanwhile
+        (another request's, or the one after a commit) would see the database as it was when that
+        cursor opened: a row just committed would be "not found".
+        """
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """One statement over many rows in one transaction."""

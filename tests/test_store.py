@@ -247,3 +247,37 @@ async def test_closing_lets_store_work_still_running_finish(store_url: str) -> N
     assert len(await work) == 5  # every statement ran before the connections closed
     async with Store(store_url) as again:
         assert len(await again.contacts.get_many(await work)) == 5
+
+
+async def test_a_row_just_committed_is_read_back_while_other_reads_run(store: Store) -> None:
+    """Each request writes and then reads back what it wrote while other requests read (a blast
+    created while the scheduler polls flat out answered "blast 1 not found"): a read that starts after
+    a commit sees it, however the reads of other tasks interleave on the shared reader."""
+    stop = asyncio.Event()
+    polls = 0
+
+    async def poller() -> None:  # one-row reads back to back, as a ticking scheduler makes
+        nonlocal polls
+        while not stop.is_set():
+            await store.db.fetchone("SELECT COUNT(*) FROM audit_log")
+            polls += 1
+
+    pollers = [asyncio.create_task(poller()) for _ in range(3)]
+    missing = []
+    try:
+        for n in range(300):
+            async with store.db.transaction() as tx:
+                async with tx.execute(
+                    "INSERT INTO audit_log (at, action) VALUES ('2026-01-01T00:00:00.000000Z', ?) RETURNING id",
+                    (f"w{n}",),
+                ) as cur:
+                    row = await cur.fetchone()
+            assert row is not None
+            if await store.db.fetchone("SELECT action FROM audit_log WHERE id = ?", (row[0],)) is None:
+                missing.append(n)
+            await asyncio.sleep(0)
+    finally:
+        stop.set()
+        await asyncio.gather(*pollers)
+    assert polls > 300  # the reads really ran alongside
+    assert missing == []
