@@ -459,6 +459,7 @@ class CallLists:
         if not zones:
             return None
         stamp = to_db_time(now)
+        lock = self.db.skip_locked()  # claimers sharing the store pass over each other's candidates
         # one statement: the best candidate of each open zone (an index seek each), the agent's due
         # call-backs ranked first, and the lease taken atomically
         branch = (
@@ -470,7 +471,7 @@ class CallLists:
                 else "AND (next_at <= ? OR contact_id IS NULL OR NOT EXISTS (SELECT 1 FROM contacts c WHERE "
                 "c.id = call_list_entries.contact_id AND c.owner_id IS NOT NULL AND c.owner_id <> ?)) "
             )
-            + "ORDER BY priority DESC, next_at, id LIMIT 1)"
+            + f"ORDER BY priority DESC, next_at, id LIMIT 1{lock})"
         )
         branches: list[str] = []
         params: list[Any] = [owner, to_db_time(now + lease), stamp]
@@ -479,7 +480,7 @@ class CallLists:
             branches.append(
                 "SELECT * FROM (SELECT id, priority, next_at, 0 AS rank FROM call_list_entries WHERE "
                 f"agent_id = ? AND state = 'pending' AND next_at <= ? AND list_id = ? AND time_zone IN ({marks}) "
-                "ORDER BY next_at, id LIMIT 1)"
+                f"ORDER BY next_at, id LIMIT 1{lock})"
             )
             params += [agent_id, stamp, list_id, *zones]
             # the agent's own customers: through contacts_owner, then the entries of each contact
@@ -488,7 +489,8 @@ class CallLists:
                 "SELECT * FROM (SELECT e.id, e.priority, e.next_at, 1 AS rank FROM contacts c "
                 "CROSS JOIN call_list_entries e WHERE e.contact_id = c.id AND c.owner_id = ? AND e.list_id = ? "
                 f"AND e.state = 'pending' AND e.next_at <= ? AND e.time_zone IN ({marks}) "
-                "AND (e.agent_id IS NULL OR e.agent_id = ?) ORDER BY e.priority DESC, e.next_at, e.id LIMIT 1)"
+                "AND (e.agent_id IS NULL OR e.agent_id = ?) ORDER BY e.priority DESC, e.next_at, e.id LIMIT 1"
+                f"{self.db.skip_locked('e')})"
             )
             params += [agent_id, list_id, stamp, *zones, agent_id]
         for zone in zones:
@@ -828,7 +830,10 @@ class CallLists:
             return []
         async with self.db.transaction() as tx:
             async with tx.execute(
-                "SELECT id FROM call_list_entries WHERE state = 'in_progress' AND lease_until < ?", (stamp,)
+                # instances sharing the store each settle other entries, never the same attempt twice
+                "SELECT id FROM call_list_entries WHERE state = 'in_progress' AND lease_until < ?"
+                f"{self.db.skip_locked()}",
+                (stamp,),
             ) as cur:
                 expired = [r[0] for r in await cur.fetchall()]
             for entry_id in expired:

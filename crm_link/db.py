@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 import aiosqlite
 
 from crm_link.clock import Clock, system_clock
+from crm_link.dialect import skip_locked
 from crm_link.errors import StoreError
 
 if TYPE_CHECKING:
@@ -198,6 +199,16 @@ class Database:
             from crm_link.pg import PgPool
 
             self._pg = PgPool(self.path, pool_size)
+
+    @property
+    def shared(self) -> bool:
+        """Several instances may work on this store at once (PostgreSQL); an SQLite file is one
+        process's, so at start-up everything it finds in flight was left by its own last run."""
+        return self._pg is not None
+
+    def skip_locked(self, of: str | None = None) -> str:
+        """The clause a claim's candidate SELECT ends with (see crm_link.dialect.skip_locked)."""
+        return skip_locked(self.dialect, of)
 
     @property
     def description(self) -> str:

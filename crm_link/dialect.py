@@ -111,8 +111,11 @@ def to_postgres(sql: str, *, ddl: bool = False, params: bool = True) -> str:
     n = len(toks)
     insert_or_ignore = False
     aliases = 0
+    last: list[tuple[int, str]] = []  # (token, text) set once the pass is over
     for i, t in enumerate(toks):
         up = t.up
+        if up == "IN" and t.kind == "word":
+            _locking_in(toks, i, last)
         if t.kind == "param":
             if params:
                 t.text = "%s"
@@ -209,10 +212,34 @@ def to_postgres(sql: str, *, ddl: bool = False, params: bool = True) -> str:
                     t.text = toks[j].text = ""
         if params and t.kind not in ("param", "done") and "%" in t.text:
             t.text = t.text.replace("%", "%%")
+    for at, text in last:
+        toks[at].text = text
     out = "".join(t.text for t in toks)
     if insert_or_ignore:
         out = _append_on_conflict(out)
     return out
+
+
+def _locking_in(toks: list[_Tok], in_at: int, last: list[tuple[int, str]]) -> None:
+    """`x IN (SELECT … FOR UPDATE … SKIP LOCKED)` becomes `x = ANY(ARRAY(SELECT …))`.
+
+    Under IN, PostgreSQL may scan the subquery again for each outer row; each scan would pass over
+    the rows the last one locked (and this statement has just updated) and take more, so a claim
+    with LIMIT n could take every row. ARRAY(…) is computed once, before the outer statement runs.
+    """
+    n = len(toks)
+    j = _next(toks, in_at)
+    if j >= n or toks[j].text != "(" or _next(toks, j) >= n or toks[_next(toks, j)].up != "SELECT":
+        return
+    end, _ = _close(toks, j)
+    locked = _prev(toks, end)
+    skip = _prev(toks, locked)
+    if not (toks[locked].up == "LOCKED" and skip >= 0 and toks[skip].up == "SKIP"):
+        return
+    p = _prev(toks, in_at)
+    if p >= 0 and toks[p].up == "NOT":
+        raise TranslationError("NOT IN over a locking subquery has no faithful PostgreSQL form here")
+    last += [(in_at, "= ANY"), (j, "(ARRAY("), (end, "))")]
 
 
 _SQL_WORDS = {
@@ -310,3 +337,15 @@ def _append_on_conflict(sql: str) -> str:
     body = sql.rstrip()
     semi = body.endswith(";")
     return body.rstrip(";").rstrip() + " ON CONFLICT DO NOTHING" + (";" if semi else "")
+
+
+def skip_locked(dialect: str, of: str | None = None) -> str:
+    """What a claim's candidate SELECT ends with, so that claimers sharing the database take
+    disjoint rows without waiting on each other: on PostgreSQL `FOR UPDATE [OF t] SKIP LOCKED`
+    (a row another transaction is claiming is passed over, not waited for and then found taken);
+    on SQLite nothing (its one writer already runs claims one at a time)."""
+    if dialect != "postgres":
+        return ""
+    if of is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", of):
+        raise TranslationError(f"FOR UPDATE OF takes a table name or alias, got {of!r}")
+    return f" FOR UPDATE{f' OF {of}' if of else ''} SKIP LOCKED"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound
 from crm_link.touches import Touches, TouchInput
 
+# how long a claim holds when the claimer does not say (a live sender renews it while it sends)
+DEFAULT_LEASE = timedelta(minutes=1)
 EMAIL_STATES = ("queued", "sending", "sent", "failed", "skipped", "unknown")
 
 
@@ -272,13 +274,25 @@ class EmailStore:
 
     # the sender's transitions ---------------------------------------------------------------
 
-    async def recover_after_crash(self) -> int:
-        """Rows left `sending` by a stopped process become `unknown`, never resent blindly."""
+    async def recover_after_crash(self, *, owner: str | None = None, starting: bool = True) -> int:
+        """Rows left `sending` by a stopped process become `unknown`, never resent blindly.
+
+        Taken: rows whose lease ran out; at start-up also those `owner` (this instance) held before
+        it restarted, and on a store one process owns (SQLite) every `sending` row. A live instance
+        (`starting=False`) never takes its own rows."""
+        now = to_db_time(self._db.now())
+        params: tuple[str | None, ...] = ()
+        if starting and not self._db.shared:
+            which = ""
+        elif starting:
+            which, params = " AND (lease_until IS NULL OR lease_until < ? OR owner = ?)", (now, owner)
+        else:
+            which, params = " AND (lease_until IS NULL OR lease_until < ?) AND owner IS NOT ?", (now, owner)
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE email_outbox SET state = 'unknown', reason = 'process stopped while sending', updated_at = ?"
-                " WHERE state = 'sending'",
-                (to_db_time(self._db.now()),),
+                f" WHERE state = 'sending'{which}",
+                (now, *params),
             ) as cur:
                 return cur.rowcount
 
@@ -301,17 +315,32 @@ class EmailStore:
                 )
         return n
 
-    async def claim(self, now: datetime, limit: int) -> list[OutboxEmail]:
+    async def claim(
+        self, now: datetime, limit: int, *, owner: str | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> list[OutboxEmail]:
+        """Mark up to `limit` due queued emails `sending`, held by `owner` until `now + lease`.
+
+        Claimers sharing the store take disjoint rows, each a full batch while enough are due."""
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
             async with tx.execute(
-                "UPDATE email_outbox SET state = 'sending', attempts = attempts + 1, updated_at = ? WHERE id IN"
-                " (SELECT id FROM email_outbox WHERE state = 'queued' AND not_before <= ? ORDER BY not_before, id"
-                " LIMIT ?) RETURNING *",
-                (ts, ts, limit),
+                "UPDATE email_outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?, owner = ?,"
+                " lease_until = ? WHERE state = 'queued' AND id IN (SELECT id FROM email_outbox"
+                " WHERE state = 'queued' AND not_before <= ? ORDER BY not_before, id"
+                f" LIMIT ?{self._db.skip_locked()}) RETURNING *",
+                (ts, owner, to_db_time(now + lease), ts, limit),
             ) as cur:
                 rows = await cur.fetchall()
         return sorted((_email(r) for r in rows), key=lambda e: e.id)
+
+    async def renew(self, owner: str, until: datetime) -> int:
+        """Extend to `until` the lease of the emails `owner` is sending; how many."""
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE email_outbox SET lease_until = ? WHERE state = 'sending' AND owner = ?",
+                (to_db_time(until), owner),
+            ) as cur:
+                return max(cur.rowcount, 0)
 
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed rows that were never attempted go back to the queue (a clean stop)."""

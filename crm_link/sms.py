@@ -13,6 +13,8 @@ from crm_link.errors import NotFound, ValidationError
 from crm_link.touches import Touches, TouchInput
 
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "skipped", "unknown")
+# how long a claim holds when the claimer does not say (a live sender renews it while it sends)
+DEFAULT_LEASE = timedelta(minutes=1)
 BLAST_STATES = ("scheduled", "running", "paused", "cancelled", "done")
 # a delivery report may only move a message forward along these
 _FORWARD = {
@@ -413,37 +415,74 @@ class SmsStore:
 
     # the sender's transitions ---------------------------------------------------------------
 
-    async def recover_after_crash(self, channel: str) -> int:
+    async def recover_after_crash(
+        self, channel: str, *, owner: str | None = None, starting: bool = True
+    ) -> int:
         """A channel's rows left `sending` by a stopped process become `unknown`: never resent blindly.
 
+        Taken: rows whose lease ran out (their instance stopped renewing it); at start-up also the
+        rows `owner` (this instance's id) held before it restarted, and on a store one process owns
+        (SQLite) every `sending` row. A live instance (`starting=False`) never takes its own rows.
         Each gets a touch with status unknown, so the customer's history shows the message may have gone.
         """
         now = self._db.now()
+        params: tuple[str | None, ...] = ()
+        if starting and not self._db.shared:
+            which = ""
+        elif starting:
+            which, params = (
+                " AND (lease_until IS NULL OR lease_until < ? OR owner = ?)",
+                (to_db_time(now), owner),
+            )
+        else:
+            which = " AND (lease_until IS NULL OR lease_until < ?) AND owner IS NOT ?"
+            params = (to_db_time(now), owner)
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE sms_outbox SET state = 'unknown', reason = 'process stopped while sending',"
-                " updated_at = ? WHERE channel = ? AND state = 'sending' RETURNING *",
-                (to_db_time(now), channel),
+                f" updated_at = ? WHERE channel = ? AND state = 'sending'{which} RETURNING *",
+                (to_db_time(now), channel, *params),
             ) as cur:
                 rows = [_msg(r) for r in await cur.fetchall()]
             for msg in rows:
                 await self._touches.record_in(tx, _sms_touch(msg, "unknown", now, None))
         return len(rows)
 
-    async def claim(self, channel: str, now: datetime, limit: int) -> list[OutboxMessage]:
-        """Mark up to `limit` due queued messages of a channel `sending` (committed before any send)."""
+    async def claim(
+        self,
+        channel: str,
+        now: datetime,
+        limit: int,
+        *,
+        owner: str | None = None,
+        lease: timedelta = DEFAULT_LEASE,
+    ) -> list[OutboxMessage]:
+        """Mark up to `limit` due queued messages of a channel `sending` (committed before any send),
+        held by `owner` until `now + lease` (renew() extends it while they are being sent).
+
+        Claimers sharing the store take disjoint rows, each a full batch while enough are due."""
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
             async with tx.execute(
-                "UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?"
-                " WHERE id IN (SELECT o.id FROM sms_outbox o WHERE o.channel = ? AND o.state = 'queued'"
+                "UPDATE sms_outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?, owner = ?,"
+                " lease_until = ? WHERE state = 'queued' AND id IN (SELECT o.id FROM sms_outbox o"
+                " WHERE o.channel = ? AND o.state = 'queued'"
                 " AND o.not_before <= ? AND (o.blast_id IS NULL OR EXISTS (SELECT 1 FROM sms_blasts b"
-                " WHERE b.id = o.blast_id AND b.state = 'running')) ORDER BY o.not_before, o.id LIMIT ?)"
-                " RETURNING *",
-                (ts, channel, ts, limit),
+                " WHERE b.id = o.blast_id AND b.state = 'running')) ORDER BY o.not_before, o.id LIMIT ?"
+                f"{self._db.skip_locked()}) RETURNING *",
+                (ts, owner, to_db_time(now + lease), channel, ts, limit),
             ) as cur:
                 rows = await cur.fetchall()
         return sorted((_msg(r) for r in rows), key=lambda m: m.id)
+
+    async def renew(self, channel: str, owner: str, until: datetime) -> int:
+        """Extend to `until` the lease of the channel's rows `owner` is sending; how many."""
+        async with self._db.transaction() as tx:
+            async with tx.execute(
+                "UPDATE sms_outbox SET lease_until = ? WHERE channel = ? AND state = 'sending' AND owner = ?",
+                (to_db_time(until), channel, owner),
+            ) as cur:
+                return max(cur.rowcount, 0)
 
     async def hold(self, message_id: int, until: datetime, reason: str) -> None:
         """Put a claimed message back in the queue until `until` (quiet hours, retry later)."""

@@ -49,8 +49,9 @@ class Transcripts:
                 "UPDATE transcript_jobs SET state = 'working', lease_until = ?, attempts = attempts + 1,"
                 " updated_at = ? WHERE recording_id IN (SELECT recording_id FROM transcript_jobs"
                 " WHERE state = 'queued' OR (state = 'working' AND lease_until < ?)"
-                " ORDER BY recording_id LIMIT ?) RETURNING recording_id, attempts",
-                (until, stamp, stamp, limit),
+                f" ORDER BY recording_id LIMIT ?{self._db.skip_locked()}) AND (state = 'queued' OR"
+                " (state = 'working' AND lease_until < ?)) RETURNING recording_id, attempts",
+                (until, stamp, stamp, limit, stamp),
             ) as cur:
                 claimed = {r[0]: r[1] for r in await cur.fetchall()}
             if not claimed:

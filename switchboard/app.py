@@ -16,13 +16,14 @@ from switchboard.keys import (
     HEALTH,
     HEALTH_DETAILS,
     HUB,
+    INSTANCE_ID,
     LIMITER,
     MY_DAY_EXTRAS,
     SETTINGS,
     STORE,
     SUPERVISOR,
 )
-from switchboard.settings import Settings
+from switchboard.settings import Settings, default_instance_id
 from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
 from switchboard.web.errors import error_middleware, path_id_middleware
@@ -81,6 +82,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
+    app[INSTANCE_ID] = settings.server.instance_id or default_instance_id()
     app[HUB] = Hub()
     app[HEALTH] = {}
     app[HEALTH_DETAILS] = {}
@@ -177,5 +179,11 @@ async def healthz(request: web.Request) -> web.Response:
     ok = all(s in ("up", "disabled") for s in states.values()) and supervisor.healthy()
     details = {name: fn() for name, fn in request.app[HEALTH_DETAILS].items()}
     return web.json_response(
-        {"status": "ok" if ok else "degraded", "connectors": states, "workers": supervisor.states()} | details
+        {
+            "status": "ok" if ok else "degraded",
+            "instance": request.app[INSTANCE_ID],
+            "connectors": states,
+            "workers": supervisor.states(),
+        }
+        | details
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -25,6 +26,7 @@ from switchboard.keys import (
     EMAIL,
     FOLLOWUPS,
     HEALTH,
+    INSTANCE_ID,
     SETTINGS,
     SMS,
     SMS_CHANNELS,
@@ -67,6 +69,8 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         public_url=settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}",
         dealer={"name": d.name, "phone": d.phone, "address": d.address, "website": d.website},
         clock=app[CLOCK],
+        owner=app[INSTANCE_ID],
+        lease=timedelta(seconds=settings.server.lease_seconds),
     )
     app[EMAIL] = service
     loop = app.get(FOLLOWUPS)
@@ -250,6 +254,8 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
                 quiet_end=settings.sms.quiet_end,
                 unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
                 clock=app[CLOCK],
+                owner=app[INSTANCE_ID],
+                lease=timedelta(seconds=settings.server.lease_seconds),
             )
         blasts = BlastService(
             store,

@@ -18,6 +18,17 @@ import phonenumbers
 from campaigns.dialer import DISPOSITIONS
 from cti.interfaces import dial_template_fields
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def default_instance_id() -> str:
+    """HOST-PID-RANDOM: distinct for every start, even of two apps in one process."""
+    import secrets
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; `key` names it as `section.key`."""
@@ -74,6 +85,13 @@ class ServerSettings:
     cookie_secure: bool | None = None  # None: secure when public_url is https
     login_attempts_per_minute: int = 10  # failed logins a minute from one client address
     time_zone: str = "UTC"  # the dealership's zone, shown to staff
+    # this instance among those sharing one PostgreSQL store: the owner of the outbox rows it claims.
+    # Empty: HOST-PID-RANDOM, new at each start. A fixed id lets a restarted instance take back at
+    # once the rows it held when it stopped (else they wait for their lease to run out).
+    instance_id: str = ""
+    # how long an outbox row (SMS, email) this instance claimed stays its own without renewal; a
+    # live instance renews every third of it; a stopped one's rows are in doubt after it
+    lease_seconds: int = 60
 
 
 @dataclass(slots=True)
@@ -367,6 +385,13 @@ def _validate(s: Settings) -> None:
         raise SettingsError("server.port", f"must be 1-65535, got {s.server.port}")
     if s.server.public_url and not s.server.public_url.startswith(("http://", "https://")):
         raise SettingsError("server.public_url", "must start with http:// or https://")
+    if s.server.instance_id and not _INSTANCE_ID.fullmatch(s.server.instance_id):
+        raise SettingsError(
+            "server.instance_id",
+            "1-64 characters: letters, digits, '.', '_', ':' or '-' (first a letter or digit)",
+        )
+    if not (2 <= s.server.lease_seconds <= 86400):
+        raise SettingsError("server.lease_seconds", f"must be 2-86400, got {s.server.lease_seconds}")
     for key, zone in (("server.time_zone", s.server.time_zone),):
         try:
             ZoneInfo(zone)

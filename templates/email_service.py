@@ -47,6 +47,9 @@ class EmailService:
         retry_after: timedelta = timedelta(seconds=30),
         window: int = 20,
         lanes: int = 2,
+        owner: str = "",
+        lease: timedelta = timedelta(minutes=1),
+        renew_every: float | None = None,
     ) -> None:
         self.store, self.renderer, self.smtp = store, renderer, smtp
         self.sender = sender
@@ -55,6 +58,11 @@ class EmailService:
         self.clock = clock
         self.max_attempts, self.retry_after, self.window = max_attempts, retry_after, window
         self.lanes = max(1, lanes)
+        self.owner = owner or "email"  # the instance claiming: its rows are its own until the lease ends
+        self.lease = lease
+        # seconds (of the event loop, not the injected clock) between renewals of the lease
+        self.renew_every = renew_every if renew_every is not None else lease.total_seconds() / 3
+        self._stopped = asyncio.Event()
         self.domain = parseaddr(sender)[1].partition("@")[2] or "switchboard.local"
         self._wake = asyncio.Event()
         self._stopping = False
@@ -266,7 +274,7 @@ class EmailService:
     async def step(self) -> bool:
         """Send one window of due emails over the connection pool; False when nothing was due."""
         window = max(self.window, 4 * getattr(self.smtp, "size", 1))
-        batch = await self.store.email.claim(self.clock(), window)
+        batch = await self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
         if not batch:
             await self.store.email.finish_jobs()
             return False
@@ -337,10 +345,11 @@ class EmailService:
 
         Two lanes each claim and settle a window, so one's database work overlaps the other's
         sending (claims are atomic: no row is taken twice; both share the pool and its rates)."""
-        n = await self.store.email.recover_after_crash()
+        n = await self.store.email.recover_after_crash(owner=self.owner)
         if n:
             log.warning("event=email_unknown_after_restart rows=%d", n)
         lanes = [asyncio.create_task(self._lane(idle_poll), name=f"email-lane{i}") for i in range(self.lanes)]
+        lanes.append(asyncio.create_task(self._keeper(), name="email-leases"))
         try:
             await asyncio.gather(*lanes)
         finally:
@@ -367,6 +376,30 @@ class EmailService:
                 except TimeoutError:
                     pass
 
+    async def keep_leases(self) -> int:
+        """Renew the lease of the emails this instance is sending, then take as in doubt
+        (`unknown`) those of an instance that stopped renewing its own; how many were taken."""
+        await self.store.email.renew(self.owner, self.clock() + self.lease)
+        n = await self.store.email.recover_after_crash(owner=self.owner, starting=False)
+        if n:
+            log.warning("event=email_unknown_after_lease rows=%d", n)
+        return n
+
+    async def _keeper(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.renew_every)
+            except TimeoutError:
+                pass
+            if self._stopping:
+                return
+            try:
+                await self.keep_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=email_lease_error")
+
     def wake(self) -> None:
         """New work was queued: look at the outbox now rather than at the next poll."""
         self._wake.set()
@@ -374,3 +407,4 @@ class EmailService:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._stopped.set()

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crm_link.db import untranslatable_migrations
-from crm_link.dialect import TranslationError, to_postgres, tokenize
+from crm_link.dialect import TranslationError, skip_locked, to_postgres, tokenize
 
 
 def test_placeholders_become_psycopg_ones() -> None:
@@ -165,3 +165,29 @@ def test_placeholder_count_and_literals_survive(sql: str) -> None:
 def test_scalar_max_keeps_its_arguments(args: list[str]) -> None:
     joined = ", ".join(args)
     assert to_postgres(f"SELECT max({joined})") == f"SELECT GREATEST({joined})"
+
+
+def test_claims_lock_with_skip_locked_on_postgresql_only() -> None:
+    assert skip_locked("sqlite") == "" and skip_locked("sqlite", "e") == ""
+    assert skip_locked("postgres") == " FOR UPDATE SKIP LOCKED"
+    assert skip_locked("postgres", "e") == " FOR UPDATE OF e SKIP LOCKED"
+    with pytest.raises(TranslationError):
+        skip_locked("postgres", "e; DROP TABLE x")
+
+
+def test_a_locking_subquery_under_in_is_computed_once() -> None:
+    sql = (
+        "UPDATE t SET s = 'b' WHERE s = 'a' AND id IN (SELECT id FROM t WHERE s = 'a' AND k IN (1, 2)"
+        " ORDER BY id LIMIT ?" + skip_locked("postgres") + ") RETURNING *"
+    )
+    assert to_postgres(sql) == (
+        "UPDATE t SET s = 'b' WHERE s = 'a' AND id = ANY (ARRAY(SELECT id FROM t WHERE s = 'a' AND k IN (1, 2)"
+        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)) RETURNING *"
+    )
+    # a subquery that does not lock, and a scalar one, stay as they are
+    plain = "UPDATE t SET s = 'b' WHERE id IN (SELECT id FROM t LIMIT 2)"
+    assert to_postgres(plain, params=False) == plain
+    scalar = "UPDATE t SET s = 'b' WHERE id = (SELECT id FROM t LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    assert to_postgres(scalar, params=False) == scalar
+    with pytest.raises(TranslationError):
+        to_postgres("DELETE FROM t WHERE id NOT IN (SELECT id FROM t FOR UPDATE SKIP LOCKED)")

@@ -41,6 +41,10 @@ def test_toml_file_and_env_precedence(tmp_path: Path) -> None:
         ("[twilio]\nenabled = true\naccount_sid = 'XX1'\n", {}, "twilio.account_sid"),
         ("[sms.channels.a]\ntype = 'pigeon'\n", {}, "sms.channels.a.type"),
         ("", {"SWITCHBOARD_ASTERISK_ENABLED": "maybe"}, "asterisk.enabled"),
+        ("[server]\ninstance_id = 'a b'\n", {}, "server.instance_id"),
+        ("", {"SWITCHBOARD_SERVER_INSTANCE_ID": "-x"}, "server.instance_id"),
+        ("[server]\ninstance_id = '" + "x" * 65 + "'\n", {}, "server.instance_id"),
+        ("[server]\nlease_seconds = 1\n", {}, "server.lease_seconds"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
@@ -59,3 +63,14 @@ def test_missing_and_broken_file(tmp_path: Path) -> None:
     bad.write_text("[server\n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(bad, env={})
+
+
+def test_instance_id_is_kept_or_made_distinct_for_each_start() -> None:
+    from switchboard.settings import default_instance_id
+
+    assert (
+        load_settings(env={"SWITCHBOARD_SERVER_INSTANCE_ID": "web-2.dc1"}).server.instance_id == "web-2.dc1"
+    )
+    assert load_settings(env={}).server.instance_id == ""  # filled in when the app is built
+    a, b = default_instance_id(), default_instance_id()
+    assert a != b and a.rsplit("-", 2)[1] == b.rsplit("-", 2)[1]  # same process, two apps

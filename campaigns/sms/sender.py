@@ -24,7 +24,9 @@ class ChannelWorker:
 
     A row is committed as `sending` before the gateway is called and as `sent` (with the provider's
     id) after; a crash in between leaves it `sending`, which the next start turns into `unknown`
-    instead of sending it again. Rate: a token bucket in segments per second. Quiet hours are
+    instead of sending it again. Several instances may share the store: each claims rows as
+    `owner` under a lease it renews while it sends, and takes another's `sending` rows (as
+    `unknown`) only once their lease ran out. Rate: a token bucket in segments per second. Quiet hours are
     checked again at send time in the recipient's zone; a held row keeps its place.
     """
 
@@ -47,6 +49,9 @@ class ChannelWorker:
         idle_poll: float = 1.0,
         unknown_policy: str = "hold",
         lanes: int = 3,
+        owner: str = "",
+        lease: timedelta = timedelta(minutes=1),
+        renew_every: float | None = None,
     ) -> None:
         if getattr(channel, "one_at_a_time", False):
             # a channel that sends one message at a time (a modem): claim no more than it can take,
@@ -75,7 +80,14 @@ class ChannelWorker:
         self._mono = mono
         self._errors: dict[int | None, int] = {}
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._stopping = False
+        self.owner = (
+            owner or f"sms-{name}"
+        )  # the instance claiming: its rows are its own until the lease ends
+        self.lease = lease
+        # seconds (of the event loop, not the injected clock) between renewals of the lease
+        self.renew_every = renew_every if renew_every is not None else lease.total_seconds() / 3
         self.sent = 0
         self.failed = 0
 
@@ -88,11 +100,36 @@ class ChannelWorker:
         be settled: a channel that can look a message up (Twilio) marks it sent if the provider has
         it and queues it again if not; otherwise the channel's `unknown_policy` decides: `hold`
         (an operator decides) or `resend` (accepting a possible duplicate)."""
-        n = await self.store.sms.recover_after_crash(self.name)
+        n = await self.store.sms.recover_after_crash(self.name, owner=self.owner)
         if n:
             log.warning("event=sms_unknown_after_restart channel=%s rows=%d", self.name, n)
         await self.reconcile()
         return n
+
+    async def keep_leases(self) -> int:
+        """Renew the lease of the rows this worker is sending, then take as in doubt (`unknown`)
+        the rows of an instance that stopped renewing its own; how many were taken."""
+        await self.store.sms.renew(self.name, self.owner, self.clock() + self.lease)
+        n = await self.store.sms.recover_after_crash(self.name, owner=self.owner, starting=False)
+        if n:
+            log.warning("event=sms_unknown_after_lease channel=%s rows=%d", self.name, n)
+            await self.reconcile()
+        return n
+
+    async def _keeper(self) -> None:
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stopped.wait(), self.renew_every)
+            except TimeoutError:
+                pass
+            if self._stopping:
+                return
+            try:
+                await self.keep_leases()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event=sms_lease_error channel=%s", self.name)
 
     async def reconcile(self) -> dict[str, int]:
         """Settle this channel's `unknown` rows as far as the provider or the policy allows."""
@@ -144,6 +181,7 @@ class ChannelWorker:
         lanes = [
             asyncio.create_task(self._lane(), name=f"sms-{self.name}-lane{i}") for i in range(self.lanes)
         ]
+        lanes.append(asyncio.create_task(self._keeper(), name=f"sms-{self.name}-leases"))
         try:
             await asyncio.gather(*lanes)
         finally:
@@ -173,10 +211,13 @@ class ChannelWorker:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._stopped.set()
 
     async def step(self) -> bool:
         """Claim and send one window of due messages; False when there was nothing to do."""
-        batch = await self.store.sms.claim(self.name, self.clock(), self.window)
+        batch = await self.store.sms.claim(
+            self.name, self.clock(), self.window, owner=self.owner, lease=self.lease
+        )
         if not batch:
             await self.store.sms.finish_blasts()
             return False

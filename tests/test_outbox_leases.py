@@ -1,0 +1,183 @@
+"""Outbox claims shared by several instances of one store: disjoint full batches, an owner and a
+lease on every claimed row, and in-doubt recovery that takes only rows whose lease ran out.
+
+Each runs on SQLite and (SWITCHBOARD_TEST_STORE=postgres) on PostgreSQL, with two `Store`s on one
+database standing for two instances (each with its own connections and its own write lock)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crm_link.clock import ManualClock
+from crm_link.contacts import ContactFields
+from crm_link.email import EmailRow
+from crm_link.sms import OutboxRow
+from crm_link.store import Store
+from recordings.service import RecordingService
+from tests.recordings.test_recordings import make_wav
+
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+async def pair(store_url: str, clock: ManualClock) -> AsyncIterator[tuple[Store, Store]]:
+    a = await Store(store_url, clock=clock).open()
+    b = await Store(store_url, clock=clock).open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def _queue_sms(store: Store, n: int) -> None:
+    for i in range(n):
+        await store.sms.enqueue(
+            OutboxRow(to_e164=f"+1212555{i:04d}", text=f"m{i}", channel="main", not_before=T0 - timedelta(1))
+        )
+
+
+async def test_two_instances_claiming_at_once_take_disjoint_full_batches(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    await _queue_sms(a, 200)
+    batches: dict[str, list[list[int]]] = {"a": [], "b": []}
+
+    async def drain(name: str, store: Store) -> None:
+        while batch := await store.sms.claim("main", T0, 10, owner=name, lease=LEASE):
+            batches[name].append([m.id for m in batch])
+            assert all(m.state == "sending" for m in batch)
+
+    await asyncio.gather(drain("a", a), drain("b", b), drain("a", a), drain("b", b))
+    ids = [i for name in batches for batch in batches[name] for i in batch]
+    assert sorted(ids) == list(range(1, 201)) and len(set(ids)) == 200
+    # every claim came back full while rows were due: none waited on another's rows and came back short
+    assert all(len(batch) == 10 for name in batches for batch in batches[name])
+    rows = await a.db.fetchall("SELECT owner, count(*) FROM sms_outbox GROUP BY owner ORDER BY owner")
+    assert {r[0]: r[1] for r in rows} == {name: 10 * len(batches[name]) for name in batches if batches[name]}
+
+
+async def test_a_claim_passes_over_rows_another_instance_is_claiming(pair: tuple[Store, Store]) -> None:
+    a, b = pair
+    if not a.db.shared:
+        pytest.skip("SQLite: one writer at a time, no row locks to pass over")
+    await _queue_sms(a, 30)
+    async with a.db.transaction() as tx:
+        # instance A is in the middle of claiming the first ten (their rows locked, not yet committed)
+        async with tx.execute(
+            "SELECT id FROM sms_outbox WHERE state = 'queued' ORDER BY id LIMIT 10 FOR UPDATE"
+        ) as cur:
+            held = [r[0] for r in await cur.fetchall()]
+        async with asyncio.timeout(10):
+            batch = await b.sms.claim("main", T0, 10, owner="b", lease=LEASE)
+    assert held == list(range(1, 11))
+    assert [m.id for m in batch] == list(range(11, 21))
+
+
+async def test_in_doubt_recovery_takes_only_rows_whose_lease_ran_out(
+    pair: tuple[Store, Store], clock: ManualClock
+) -> None:
+    a, b = pair
+    await _queue_sms(a, 6)
+    mine = await a.sms.claim("main", T0, 3, owner="a", lease=LEASE)
+    assert [m.id for m in mine] == [1, 2, 3]
+    rows = await a.db.fetchall("SELECT DISTINCT owner, lease_until FROM sms_outbox WHERE state = 'sending'")
+    assert [tuple(r) for r in rows] == [("a", "2026-11-23T15:01:00.000000Z")]
+    # B, running, looks for rows in doubt: A's lease holds, so none
+    assert await b.sms.recover_after_crash("main", owner="b", starting=False) == 0
+    clock.advance(timedelta(seconds=40))
+    assert await a.sms.renew("main", "a", clock() + LEASE) == 3  # A is alive and sending: renewed
+    clock.advance(timedelta(seconds=40))  # past the first lease, inside the renewed one
+    assert await b.sms.recover_after_crash("main", owner="b", starting=False) == 0
+    if a.db.shared:
+        # another instance starting up leaves A's live rows alone
+        assert await b.sms.recover_after_crash("main", owner="b") == 0
+    clock.advance(timedelta(seconds=61))  # A stopped renewing: its rows are in doubt
+    assert await a.sms.recover_after_crash("main", owner="a", starting=False) == 0  # never its own, live
+    assert await b.sms.recover_after_crash("main", owner="b", starting=False) == 3
+    for m in mine:
+        msg = await b.sms.message(m.id)
+        assert (msg.state, msg.reason) == ("unknown", "process stopped while sending")
+    # in doubt is never resent blindly: the next claim takes the other three only
+    assert [m.id for m in await b.sms.claim("main", clock(), 10, owner="b", lease=LEASE)] == [4, 5, 6]
+
+
+async def test_an_instance_restarting_under_its_id_takes_back_its_rows_at_once(
+    pair: tuple[Store, Store],
+) -> None:
+    a, b = pair
+    await _queue_sms(a, 4)
+    await a.sms.claim("main", T0, 2, owner="a", lease=LEASE)
+    await b.sms.claim("main", T0, 2, owner="b", lease=LEASE)
+    # "a" restarts (same configured id): its own rows are in doubt now, "b"'s are not (on
+    # PostgreSQL; an SQLite file is one process's, so everything it finds sending is its own)
+    n = await a.sms.recover_after_crash("main", owner="a")
+    states = [(await a.sms.message(i)).state for i in (1, 2, 3, 4)]
+    if a.db.shared:
+        assert n == 2 and states == ["unknown", "unknown", "sending", "sending"]
+    else:
+        assert n == 4 and states == ["unknown"] * 4
+
+
+async def test_email_claims_carry_an_owner_and_a_lease(pair: tuple[Store, Store], clock: ManualClock) -> None:
+    a, b = pair
+    await a.contacts.bulk_insert(
+        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(40)]
+    )
+    for i in range(40):
+        await a.email.enqueue(
+            EmailRow(
+                to_addr=f"p{i}@example.com", to_name="", subject="s", html="<p>x</p>", text="x",
+                message_id=f"<{i}@example>", not_before=T0 - timedelta(1), contact_id=None, user_id=None,
+                template_id=None,
+            )
+        )  # fmt: skip
+    taken: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def drain(name: str, store: Store) -> None:
+        while batch := await store.email.claim(T0, 5, owner=name, lease=LEASE):
+            assert len(batch) == 5
+            taken[name] += [e.id for e in batch]
+
+    await asyncio.gather(drain("a", a), drain("b", b))
+    assert sorted(taken["a"] + taken["b"]) == list(range(1, 41))
+    assert not set(taken["a"]) & set(taken["b"])
+    clock.advance(timedelta(seconds=30))
+    await a.email.renew("a", clock() + LEASE)
+    clock.advance(timedelta(seconds=31))
+    # B's lease ran out, A's was renewed: A (running) takes B's rows as in doubt, not its own
+    assert await a.email.recover_after_crash(owner="a", starting=False) == len(taken["b"])
+    counts = await a.email.counts()
+    assert counts["unknown"] == len(taken["b"]) and counts["sending"] == len(taken["a"])
+
+
+async def test_transcript_jobs_claimed_by_two_instances_are_disjoint(
+    pair: tuple[Store, Store], tmp_path: Path
+) -> None:
+    a, b = pair
+    monitor = tmp_path / "pbx"
+    monitor.mkdir()
+    service = RecordingService(a, watch_dir=monitor, storage_dir=tmp_path / "store")
+    for n in range(12):
+        make_wav(monitor / f"r{n}.wav", 0.1)
+        await service.ingest(monitor / f"r{n}.wav")
+    assert await a.transcripts.enqueue_missing() == 12
+    taken: list[int] = []
+
+    async def drain(store: Store) -> None:
+        while jobs := await store.transcripts.claim(2, LEASE):
+            assert len(jobs) == 2
+            taken.extend(j["recording_id"] for j in jobs)
+
+    await asyncio.gather(drain(a), drain(b), drain(a))
+    assert len(taken) == len(set(taken)) == 12
