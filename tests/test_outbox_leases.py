@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from crm_link.call_lists import ListSpec
 from crm_link.clock import ManualClock
-from crm_link.contacts import ContactFields
+from crm_link.contacts import ContactFields, validate_contact
 from crm_link.email import EmailRow
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
@@ -181,3 +182,46 @@ async def test_transcript_jobs_claimed_by_two_instances_are_disjoint(
 
     await asyncio.gather(drain(a), drain(b), drain(a))
     assert len(taken) == len(set(taken)) == 12
+
+
+async def test_call_list_entries_are_claimed_once_across_instances(
+    pair: tuple[Store, Store], clock: ManualClock
+) -> None:
+    a, b = pair
+    await a.contacts.bulk_insert(
+        [
+            validate_contact(
+                {"first_name": f"C{i}", "phones": [f"+1212555{i:04d}"], "time_zone": zone}, region="US"
+            )
+            for i in range(24)
+            for zone in [("America/New_York", "America/Chicago", "America/Denver")[i % 3]]
+        ]
+    )
+    ids = [c.id for c in await a.contacts.get_many(list(range(1, 25)))]
+    cl, _ = await a.call_lists.create(ListSpec(name="l", mode="progressive"), contact_ids=ids, now=T0)
+    zones = await a.call_lists.zones(cl.id)
+    if a.db.shared:
+        # while A holds the best candidate of every zone (claiming, not yet committed), B gets the next
+        async with a.db.transaction() as tx:
+            async with tx.execute(
+                "SELECT id FROM call_list_entries WHERE id IN (1, 2, 3) FOR UPDATE"  # the first of each zone
+            ) as cur:
+                assert len(await cur.fetchall()) == 3
+            async with asyncio.timeout(10):
+                entry = await b.call_lists.claim(cl.id, zones=zones, now=T0, owner="dialer-b", lease=LEASE)
+        assert entry is not None and entry.id not in (1, 2, 3)
+        await b.call_lists.release(entry.id, "dialer-b", T0 - timedelta(minutes=1))
+    taken: dict[str, list[int]] = {"dialer-a": [], "dialer-b": []}
+
+    async def drain(owner: str, store: Store) -> None:
+        while entry := await store.call_lists.claim(cl.id, zones=zones, now=T0, owner=owner, lease=LEASE):
+            assert entry.lease_owner == owner
+            taken[owner].append(entry.id)
+
+    await asyncio.gather(drain("dialer-a", a), drain("dialer-b", b), drain("dialer-a", a))
+    every = taken["dialer-a"] + taken["dialer-b"]
+    assert sorted(every) == sorted(set(every)) and len(every) == 24
+    # both instances find the leases expired at once: each entry goes back to the queue once
+    clock.advance(LEASE + timedelta(seconds=1))
+    await asyncio.gather(a.call_lists.expire_leases(clock()), b.call_lists.expire_leases(clock()))
+    assert (await a.call_lists.stats(cl.id))["counts"]["pending"] == 24
