@@ -206,7 +206,7 @@ async def test_call_list_entries_are_claimed_once_across_instances(
             async with tx.execute(
                 "SELECT id FROM call_list_entries WHERE id IN (1, 2, 3) FOR UPDATE"  # the first of each zone
             ) as cur:
-                assert len(await cur.fetchall()) == 3
+                assert len(list(await cur.fetchall())) == 3
             async with asyncio.timeout(10):
                 entry = await b.call_lists.claim(cl.id, zones=zones, now=T0, owner="dialer-b", lease=LEASE)
         assert entry is not None and entry.id not in (1, 2, 3)
