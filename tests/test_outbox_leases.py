@@ -13,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from campaigns.sms.sender import ChannelWorker
 from crm_link.call_lists import ListSpec
 from crm_link.clock import ManualClock
 from crm_link.contacts import ContactFields, validate_contact
+from crm_link.db import to_db_time
 from crm_link.email import EmailRow
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from recordings.service import RecordingService
 from tests.recordings.test_recordings import make_wav
+from tests.sms.helpers import RecordingChannel, VirtualClock
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -225,3 +228,42 @@ async def test_call_list_entries_are_claimed_once_across_instances(
     clock.advance(LEASE + timedelta(seconds=1))
     await asyncio.gather(a.call_lists.expire_leases(clock()), b.call_lists.expire_leases(clock()))
     assert (await a.call_lists.stats(cl.id))["counts"]["pending"] == 24
+
+
+async def test_a_live_sender_renews_its_lease_and_a_dead_ones_rows_go_in_doubt(
+    pair: tuple[Store, Store], clock: ManualClock
+) -> None:
+    a, b = pair
+    await _queue_sms(a, 5)
+    gateway = RecordingChannel("main", VirtualClock(T0))
+    gateway.hang_after = 0  # the gateway takes the requests and never answers
+    worker = ChannelWorker(
+        a, gateway, name="main", rate_per_second=1000, quiet_start="00:00", quiet_end="00:00",
+        clock=clock, owner="a", lease=LEASE, renew_every=0.01, lanes=1,
+    )  # fmt: skip
+    other = ChannelWorker(
+        b, RecordingChannel("main", VirtualClock(T0)), name="main", rate_per_second=1000,
+        quiet_start="00:00", quiet_end="00:00", clock=clock, owner="b", lease=LEASE,
+    )  # fmt: skip
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(gateway.hung.wait(), 10)
+    for _ in range(3):  # three lease lengths pass while A waits on the gateway, renewing
+        clock.advance(LEASE - timedelta(seconds=5))
+        async with asyncio.timeout(10):
+            while True:
+                rows = await b.db.fetchall("SELECT min(lease_until) FROM sms_outbox WHERE state = 'sending'")
+                if rows[0][0] == to_db_time(clock() + LEASE):
+                    break
+                await asyncio.sleep(0.01)
+        assert await other.keep_leases() == 0
+    task.cancel()  # A dies (no clean stop: its rows stay `sending`)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    rows = await b.db.fetchall(
+        "SELECT owner, count(*) FROM sms_outbox WHERE state = 'sending' GROUP BY owner"
+    )
+    assert [tuple(r) for r in rows] == [("a", 5)]
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert await other.keep_leases() == 5
+    states = {(await b.sms.message(i)).state for i in range(1, 6)}
+    assert states == {"unknown"}
