@@ -2,6 +2,7 @@
 
 python bench/cluster_blast.py [--recipients 30000] [--lease-seconds 10] [--kill-at 0.5] [--rate 0]
 python bench/cluster_blast.py --instances 1 --kill-at 0     # the same blast from one instance
+python bench/cluster_blast.py --instances 1 --kill-at 0 --store sqlite    # ... on an SQLite file
 
 Starts a throwaway PostgreSQL cluster (tests/pg_cluster.py: initdb + pg_ctl in a temp dir), three
 `switchboard serve` processes on loopback (instance ids a, b, c; `[server] lease_seconds` as
@@ -53,7 +54,10 @@ def _database(admin_url: str) -> str:
 
 async def run(args: argparse.Namespace, base: Path) -> list[str]:
     n = args.recipients
-    url = _database(pg_cluster.start(base / "pg"))
+    if args.store == "sqlite":  # the same blast from one instance on an SQLite file, for comparison
+        url = f"sqlite:///{base / 'switchboard.db'}"
+    else:
+        url = _database(pg_cluster.start(base / "pg"))
     t = time.perf_counter()
     token = await seed(url, n)
     seeded_s = time.perf_counter() - t
@@ -140,7 +144,12 @@ def main() -> None:
     )
     p.add_argument("--rate", type=float, default=0, help="each instance's channel rate (0: unlimited)")
     p.add_argument("--instances", type=int, default=3, choices=range(1, 9), metavar="1-8")
+    p.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     args = p.parse_args()
+    if args.store == "sqlite" and args.instances != 1:
+        p.error(
+            "--store sqlite runs one instance (--instances 1 --kill-at 0): an SQLite file is one process's"
+        )
     base = Path(tempfile.mkdtemp(prefix="switchboard-cluster-"))
     base.chmod(0o755)  # the cluster runs as the postgres user when we are root
     try:

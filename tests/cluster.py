@@ -23,6 +23,7 @@ import aiohttp
 from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
+from switchboard.settings import StoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TAG = "cluster"
@@ -118,7 +119,7 @@ def write_config(
 
 async def seed(store_url: str, n: int) -> str:
     """`n` contacts tagged for the blast, and a marketing user; that user's API token."""
-    async with Store(store_url) as store:
+    async with Store(StoreSettings(url=store_url).sqlite_path) as store:
         for start in range(0, n, 5000):
             await store.contacts.bulk_insert(
                 [
@@ -184,7 +185,7 @@ class Outcome:
 
 async def outcome(store_url: str, blast_id: int, kannel: KannelStandIn, recipients: int) -> Outcome:
     got = Counter(q["to"] for q in kannel.received)
-    async with Store(store_url) as store:
+    async with Store(StoreSettings(url=store_url).sqlite_path) as store:
         rows = await store.db.fetchall(
             "SELECT to_e164, state, owner FROM sms_outbox WHERE blast_id = ? ORDER BY id", (blast_id,)
         )

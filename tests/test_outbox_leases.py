@@ -22,6 +22,7 @@ from crm_link.email import EmailRow
 from crm_link.sms import OutboxRow
 from crm_link.store import Store
 from recordings.service import RecordingService
+from switchboard.settings import StoreSettings
 from tests.recordings.test_recordings import make_wav
 from tests.sms.helpers import RecordingChannel, VirtualClock
 
@@ -36,8 +37,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def pair(store_url: str, clock: ManualClock) -> AsyncIterator[tuple[Store, Store]]:
-    a = await Store(store_url, clock=clock).open()
-    b = await Store(store_url, clock=clock).open()
+    where = StoreSettings(url=store_url).sqlite_path  # a file path, or the postgresql:// URL
+    a = await Store(where, clock=clock).open()
+    b = await Store(where, clock=clock).open()
     try:
         yield a, b
     finally:
