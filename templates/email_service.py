@@ -274,11 +274,13 @@ class EmailService:
     async def step(self) -> bool:
         """Send one window of due emails over the connection pool; False when nothing was due."""
         window = max(self.window, 4 * getattr(self.smtp, "size", 1))
+        # read before claiming: a stop between the claim and the sends below would leave the
+        # claimed rows `sending` (in doubt) although none was handed to the mail server
+        secret = await self.store.email.secret("unsubscribe")
         batch = await self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
         if not batch:
             await self.store.email.finish_jobs()
             return False
-        secret = await self.store.email.secret("unsubscribe")
         done: list[tuple[OutboxEmail, str, str | None, int | None, Any]] = []
         handed: set[int] = set()  # ids given to the mail server (in doubt if we are cancelled then)
         untouched: list[int] = []  # ids never attempted: back to the queue

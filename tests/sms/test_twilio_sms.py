@@ -91,6 +91,8 @@ async def test_messages_in_doubt_are_looked_up_at_twilio_not_resent(
     a row that never reached Twilio is queued again and sent once."""
     port = free_port()
     sid, token = "AC" + "6" * 32, "sms-token"
+    # the restart is the same instance: on PostgreSQL it takes back at once the rows it held
+    settings.server.instance_id = "sb-1"
     async with FakeTwilioApi(sid, token) as fake:
         twilio_channel(settings, fake, port)
         first = await aiohttp_server(create_app(settings), port=port)
