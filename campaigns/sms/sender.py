@@ -26,8 +26,8 @@ class ChannelWorker:
     id) after; a crash in between leaves it `sending`, which the next start turns into `unknown`
     instead of sending it again. Several instances may share the store: each claims rows as
     `owner` under a lease it renews while it sends, and takes another's `sending` rows (as
-    `unknown`) only once their lease ran out. Rate: a token bucket in segments per second. Quiet hours are
-    checked again at send time in the recipient's zone; a held row keeps its place.
+    `unknown`) only once their lease ran out. Rate: a token bucket in segments per second. Quiet
+    hours are checked again at send time in the recipient's zone; a held row keeps its place.
     """
 
     def __init__(
@@ -82,9 +82,8 @@ class ChannelWorker:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
-        self.owner = (
-            owner or f"sms-{name}"
-        )  # the instance claiming: its rows are its own until the lease ends
+        # the instance claiming: the rows it claims are its own until their lease ends
+        self.owner = owner or f"sms-{name}"
         self.lease = lease
         # seconds (of the event loop, not the injected clock) between renewals of the lease
         self.renew_every = renew_every if renew_every is not None else lease.total_seconds() / 3
