@@ -200,6 +200,11 @@ class Database:
             self._pg = PgPool(self.path, pool_size)
 
     @property
+    def pg(self) -> PgPool | None:
+        """The PostgreSQL pool (None on SQLite), for the PostgreSQL-only parts (crm_link.cluster)."""
+        return self._pg
+
+    @property
     def description(self) -> str:
         """Where the data lives, with any password masked (for logs and messages)."""
         from crm_link.pg import describe_url

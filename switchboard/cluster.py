@@ -1,0 +1,186 @@
+"""Several instances behind a load balancer on one PostgreSQL store: each instance's hub messages
+reach the browser tabs connected to the others (LISTEN/NOTIFY, crm_link.cluster), and `/healthz`
+tells this instance's id and role. On SQLite (one instance) only the role is shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from crm_link.clock import Clock
+from crm_link.cluster import ClusterEvents, Listener, Notice
+from crm_link.errors import StoreUnavailable
+from crm_link.models import iso
+from switchboard.hub import Hub
+from switchboard.keys import CLOCK, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
+
+log = logging.getLogger("switchboard.cluster")
+
+BATCH = 500  # hub messages stored by one INSERT (and announced by one NOTIFY)
+QUEUE = 20_000  # messages waiting to be stored; past that they are dropped and counted
+KEEP = timedelta(minutes=10)  # how long rows stay for a listener that reconnects to catch up
+CATCH_UP = timedelta(seconds=60)  # a reconnected listener delivers what it missed this recently
+PRUNE_EVERY = 60.0
+
+
+@dataclass
+class Instance:
+    """This process among the instances: its id, and whether it holds the AMI connection."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    ami: str = "off"  # off (no [asterisk]) | holder | standby
+    ami_since: datetime | None = None
+    ami_taken: int = 0  # how many times this instance took the AMI connection
+    relay: ClusterRelay | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "host": self.host,
+            "role": "ami_holder"
+            if self.ami == "holder"
+            else "standby"
+            if self.ami == "standby"
+            else "no_ami",
+            "ami": {"state": self.ami, "since": iso(self.ami_since), "taken": self.ami_taken},
+        }
+        if self.relay is not None:
+            out["events"] = self.relay.stats()
+        return out
+
+
+class ClusterRelay:
+    """The hub's relay: messages made here are queued (as JSON, at once), stored in batches and
+    announced; other instances' notices are read by id and applied to this hub."""
+
+    def __init__(self, hub: Hub, events: ClusterEvents, origin: str, clock: Clock) -> None:
+        self.hub = hub
+        self.events = events
+        self.origin = origin
+        self.clock = clock
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=QUEUE)
+        self.last_id = -1  # the newest row applied here (-1: not yet listening)
+        self.sent = 0
+        self.dropped = 0
+        self.applied = 0
+        self.delivered = 0
+        self.listener: Listener | None = None
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sent": self.sent,
+            "applied": self.applied,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "queued": self._queue.qsize(),
+        }
+        if self.listener is not None:
+            out["listener"] = self.listener.state
+            out["listener_connects"] = self.listener.connects
+            if self.listener.error:
+                out["listener_error"] = self.listener.error
+        return out
+
+    def send(self, item: dict[str, Any]) -> None:
+        """Queue one hub message for the other instances (serialized now: the hub may change the dict)."""
+        try:
+            self._queue.put_nowait(json.dumps(item, separators=(",", ":"), default=str))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run_sender(self) -> None:
+        """Store and announce queued messages, a batch per INSERT, in order."""
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self.events.append(self.origin, batch)
+                self.sent += len(batch)
+            except StoreUnavailable as e:
+                # a pop is worth nothing minutes late: what the database could not take is dropped
+                self.dropped += len(batch)
+                log.warning("event=cluster_events_dropped count=%d error=%r", len(batch), str(e))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until every queued message is stored (at shutdown)."""
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            log.warning("event=cluster_events_unsent count=%d", self._queue.qsize())
+
+    async def on_notify(self, payload: str) -> None:
+        notice = Notice.parse(payload)
+        if notice is None or notice.origin == self.origin:
+            return
+        for row_id, body in await self.events.read(notice):
+            await self._apply(row_id, body)
+
+    async def on_connect(self) -> None:
+        """After (re)connecting: deliver what other instances sent while this one was not listening."""
+        if self.last_id < 0:
+            self.last_id = await self.events.last_id()
+            return
+        rows = await self.events.since(self.last_id, not_from=self.origin, newer_than=self.clock() - CATCH_UP)
+        for row_id, body in rows:
+            await self._apply(row_id, body)
+        if rows:
+            log.info("event=cluster_events_caught_up count=%d", len(rows))
+
+    async def _apply(self, row_id: int, body: str) -> None:
+        self.last_id = max(self.last_id, row_id)
+        try:
+            item = json.loads(body)
+        except ValueError:
+            log.warning("event=cluster_event_unreadable id=%d", row_id)
+            return
+        self.applied += 1
+        self.delivered += await self.hub.apply(item)
+
+    async def run_pruner(self) -> None:
+        while True:
+            await self.events.prune(KEEP)
+            await asyncio.sleep(PRUNE_EVERY)
+
+
+async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    """On PostgreSQL: relay this hub's messages to the other instances and theirs to it."""
+    store, supervisor, instance = app[STORE], app[SUPERVISOR], app[INSTANCE]
+    app[HEALTH_DETAILS]["instance"] = instance.as_dict
+    if store.db.pg is None:
+        yield
+        return
+    hub = app[HUB]
+    relay = ClusterRelay(hub, ClusterEvents(store.db), instance.id, app[CLOCK])
+    relay.listener = Listener(store.db.path, relay.on_notify, on_connect=relay.on_connect)
+    instance.relay = relay
+    supervisor.start("cluster-listen", relay.listener.run)
+    supervisor.start("cluster-send", relay.run_sender)
+    supervisor.start("cluster-prune", relay.run_pruner)
+    hub.relay = relay.send
+    try:
+        # pops raised before the listener is up could not be told apart from missed ones later
+        await relay.listener.wait_up(15)
+    except TimeoutError:
+        log.warning("event=cluster_listener_slow error=%r", relay.listener.error)
+    log.info("event=cluster_relay_started instance=%s", instance.id)
+    yield
+    hub.relay = None
+    await supervisor.stop("cluster-listen", "cluster-prune")
+    await relay.flush(2.0)
+    await supervisor.stop("cluster-send")
