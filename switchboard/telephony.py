@@ -186,7 +186,7 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             if store.db.pg is None:  # one instance: it holds the AMI connection
                 supervisor.start("ami-client", client.run)
                 supervisor.start("asterisk-events", source.run)
-                instance.ami, instance.ami_since = "holder", app[CLOCK]()
+                instance.ami, instance.ami_since, instance.ami_taken = "holder", app[CLOCK](), 1
                 app[HEALTH]["asterisk"] = lambda: client.state
             else:  # instances sharing the store: one of those with this PBX holds it at a time
                 holder = RoleLock(store.db.path, f"ami:{a.host}:{a.port}", retry=a.standby_retry_seconds)

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
 from cti.ami.server import AmiTestServer
@@ -120,3 +121,69 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
                 assert missed.status == "missed"
             rows = await store.db.fetchall("SELECT count(*) FROM touches WHERE kind = 'call'")
             assert rows[0][0] == 2  # one touch per call, across the take-over
+
+
+async def test_a_gateway_webhook_lands_on_any_instance_and_a_message_made_on_one_reaches_a_rep_on_another(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with KannelStandIn() as kannel, Store(store_url) as store:  # kannel: the channel's sendsms
+        rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
+        maria = await store.users.add("maria", role="manager", password=PASSWORD)
+        rep_token = await store.users.create_token(rep.id, "test")
+        maria_token = await store.users.create_token(maria.id, "test")
+        jane = await store.contacts.create(
+            validate_contact(
+                {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},
+                region="US",
+            )
+        )
+        channel = (
+            "[sms.channels.main]\n"
+            'type = "kannel"\n'
+            f'sendsms_url = "{kannel.sendsms_url}"\n'
+            'username = "tester"\npassword = "secret"\nsecret = "chan-secret"\nfrom = "12345"\n'
+        )
+        async with Instances(tmp_path, store_url, extra=channel) as cluster:
+            a, b = cluster.start("a"), cluster.start("b")
+            for name in ("a", "b"):
+                health = await cluster.wait_ready(name)
+                assert health["instance"]["role"] == "no_ami" and health["database"]["dialect"] == "postgres"
+            rep_h = {"Authorization": f"Bearer {rep_token}"}
+            async with cluster.http.ws_connect(f"{a.url}/ws/agent?token={rep_token}") as ws:
+                await _next(ws, "hello")
+                # Kannel's get-url goes to b; its retry of the same message lands on a: one touch
+                query = {
+                    "channel": "main",
+                    "secret": "chan-secret",
+                    "from": "+15551234567",
+                    "to": "12345",
+                    "text": "Is it ready?",
+                    "id": "in-1",
+                }
+                for inst in (b, a):
+                    async with cluster.http.get(f"{inst.url}/sms/kannel/incoming", params=query) as r:
+                        assert r.status == 200, await r.text()
+                    async with cluster.http.get(
+                        f"{a.url}/api/v1/contacts/{jane.id}/touches", headers=rep_h
+                    ) as r:
+                        assert r.status == 200
+                        items = (await r.json())["items"]
+                    assert [(t["kind"], t["direction"], t["summary"]) for t in items] == [
+                        ("sms", "inbound", "Is it ready?")
+                    ]
+                # a manager on b gives the rep a follow-up: the rep's tab on a is told at once
+                async with cluster.http.post(
+                    f"{b.url}/api/v1/followups",
+                    headers={"Authorization": f"Bearer {maria_token}"},
+                    json={
+                        "contact_id": jane.id,
+                        "due_at": "2099-01-05T15:00:00Z",
+                        "reason": "Call Jane back about the car",
+                        "assignee": "jsmith",
+                    },
+                ) as r:
+                    assert r.status == 201, await r.text()
+                    made = await r.json()
+                told = await _next(ws, "followup.assigned")
+                assert told["followup"]["id"] == made["id"] and told["by"] == "maria"
+                assert (await _next(ws, "day_changed"))["reason"] == "followup.assigned"
