@@ -6,12 +6,13 @@ tells this instance's id and role. On SQLite (one instance) only the role is sho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,8 +21,10 @@ from aiohttp import web
 
 from crm_link.clock import Clock
 from crm_link.cluster import ClusterEvents, Listener, Notice
-from crm_link.errors import StoreUnavailable
-from crm_link.models import iso
+from crm_link.errors import NotFound, StoreUnavailable
+from crm_link.models import User, iso
+from crm_link.store import Store
+from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.keys import CLOCK, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
 
@@ -32,6 +35,8 @@ QUEUE = 20_000  # messages waiting to be stored; past that they are dropped and 
 KEEP = timedelta(minutes=10)  # how long rows stay for a listener that reconnects to catch up
 CATCH_UP = timedelta(seconds=60)  # a reconnected listener delivers what it missed this recently
 PRUNE_EVERY = 60.0
+PRESENCE_EVERY = 15.0  # each instance says which agents have a tab open on it this often
+PRESENCE_LOST = 3  # an instance not heard from for this many periods has no tabs any more
 
 
 @dataclass
@@ -77,6 +82,8 @@ class ClusterRelay:
         self.applied = 0
         self.delivered = 0
         self.listener: Listener | None = None
+        # kinds of items handled elsewhere than by the hub (the agent board's), by kind
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -150,6 +157,13 @@ class ClusterRelay:
             log.warning("event=cluster_event_unreadable id=%d", row_id)
             return
         self.applied += 1
+        handler = self.handlers.get(str(item.get("k")))
+        if handler is not None:
+            try:
+                await handler(item)
+            except Exception:
+                log.exception("event=cluster_event_failed id=%d kind=%s", row_id, item.get("k"))
+            return
         self.delivered += await self.hub.apply(item)
 
     async def run_pruner(self) -> None:
@@ -184,3 +198,70 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     await supervisor.stop("cluster-listen", "cluster-prune")
     await relay.flush(2.0)
     await supervisor.stop("cluster-send")
+
+
+class BoardSync:
+    """Every instance's agent board fed the same inputs: each board relays what it takes (call
+    events, tabs opened and closed, states set) and applies the others'; each instance also says
+    every PRESENCE_EVERY seconds which agents have a tab open on it, so one that dies stops counting
+    (its agents go offline after PRESENCE_LOST periods unless a tab is open elsewhere)."""
+
+    KINDS = ("board_call", "board_presence", "board_state", "board_here", "board_hello")
+
+    def __init__(
+        self, board: AgentBoard, relay: ClusterRelay, store: Store, hub: Hub, instance: str, clock: Clock
+    ) -> None:
+        self.board, self.relay, self.store, self.hub = board, relay, store, hub
+        self.instance = instance
+        self.clock = clock
+        self.heard: dict[str, datetime] = {}  # other instances -> when they last said who is on them
+        self._say_now = asyncio.Event()
+        board.relay = lambda item: relay.send(item | {"i": instance})
+        for kind in self.KINDS:
+            relay.handlers[kind] = self.on_item
+
+    async def _user(self, user_id: Any) -> User | None:
+        if user_id is None:
+            return None
+        try:
+            return await self.store.users.get(int(user_id))
+        except NotFound:
+            return None
+
+    async def on_item(self, item: dict[str, Any]) -> None:
+        kind, where = item["k"], str(item.get("i") or "?")
+        self.heard[where] = self.clock()
+        if kind == "board_hello":  # an instance started: tell it who is on this one now
+            self._say_now.set()
+        elif kind == "board_here":
+            ids = {int(u) for u in item.get("u", [])}
+            users = [u for uid in ids - set(self.board.agents) if (u := await self._user(uid)) is not None]
+            await self.board.present_at(where, ids, users)
+        else:
+            await self.board.apply(item, await self._user(item.get("u")))
+
+    async def run(self) -> None:
+        """Say who is on this instance now and then; forget the instances gone silent."""
+        self.relay.send({"k": "board_hello", "i": self.instance})
+        period = timedelta(seconds=PRESENCE_EVERY)
+        while True:
+            self.relay.send({"k": "board_here", "i": self.instance, "u": self.hub.online_user_ids()})
+            now = self.clock()
+            for where, at in list(self.heard.items()):
+                if now - at > PRESENCE_LOST * period:
+                    del self.heard[where]
+                    changed = await self.board.present_at(where, ())
+                    log.warning("event=instance_silent instance=%s agents_offline=%d", where, changed)
+            self._say_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._say_now.wait(), PRESENCE_EVERY)
+
+
+def sync_board(app: web.Application, board: AgentBoard) -> BoardSync | None:
+    """On PostgreSQL: keep this instance's board in step with the others' (worker `cluster-board`)."""
+    instance = app[INSTANCE]
+    if instance.relay is None:
+        return None
+    sync = BoardSync(board, instance.relay, app[STORE], app[HUB], instance.id, app[CLOCK])
+    app[SUPERVISOR].start("cluster-board", sync.run)
+    return sync

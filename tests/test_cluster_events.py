@@ -39,6 +39,26 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float =
                 return data
 
 
+async def _agent_state(
+    board: aiohttp.ClientWebSocketResponse, user: str, wanted: set[str] | None = None
+) -> str:
+    """The user's state on a manager's board socket: from the snapshot or the next agent update
+    (the first one in `wanted`, when given)."""
+    async with asyncio.timeout(15):
+        while True:
+            data = json.loads((await board.receive()).data)
+            rows = (
+                data["items"]
+                if data["type"] == "board"
+                else [data["agent"]]
+                if data["type"] == "agent"
+                else []
+            )
+            for row in rows:
+                if row["user"] == user and (wanted is None or row["state"] in wanted):
+                    return str(row["state"])
+
+
 async def _one_session(pbx: AmiTestServer) -> None:
     async with asyncio.timeout(15):
         while len([s for s in pbx.sessions if s.logged_in]) != 1:
@@ -60,6 +80,8 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
     async with Store(store_url) as store:
         rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
         token = await store.users.create_token(rep.id, "test")
+        maria = await store.users.add("maria", role="manager", password=PASSWORD)
+        maria_token = await store.users.create_token(maria.id, "test")
         jane = await store.contacts.create(
             validate_contact(
                 {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},
@@ -83,9 +105,14 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
             await _one_session(pbx)
             assert pbx.logins == 1
 
-            c = cluster.running["c"]
-            async with cluster.http.ws_connect(f"{c.url}/ws/agent?token={token}") as ws:
+            b, c = cluster.running["b"], cluster.running["c"]
+            async with (
+                cluster.http.ws_connect(f"{c.url}/ws/agent?token={token}") as ws,
+                cluster.http.ws_connect(f"{b.url}/ws/agent?board=1&token={maria_token}") as board,
+            ):
                 assert (await _next(ws, "hello"))["user"] == "jsmith"
+                # the manager on b sees the rep whose tab is on c, and follows the call raised on a
+                assert await _agent_state(board, "jsmith", {"ready"}) == "ready"
                 call = asyncio.create_task(
                     pbx.inbound_call(
                         "+15551234567", agents=[AGENT], answer=AGENT, ring_seconds=2, talk_seconds=3
@@ -98,6 +125,9 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
                 assert answered["call"]["state"] == "answered"
                 linkedid = await call
                 assert (await _next(ws, "call_update"))["call"]["state"] == "ended"
+                assert await _agent_state(board, "jsmith", {"ringing", "talking"}) == "ringing"
+                assert await _agent_state(board, "jsmith", {"talking"}) == "talking"
+                assert await _agent_state(board, "jsmith", {"wrap_up"}) == "wrap_up"
                 touch = await _call_touch(store, linkedid)
                 assert touch.contact_id == jane.id and touch.status == "answered"
 
