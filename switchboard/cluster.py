@@ -26,7 +26,7 @@ from crm_link.models import User, iso
 from crm_link.store import Store
 from reports.board import AgentBoard
 from switchboard.hub import Hub
-from switchboard.keys import CLOCK, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, HEALTH, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
 
 log = logging.getLogger("switchboard.cluster")
 
@@ -183,6 +183,9 @@ async def cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     relay = ClusterRelay(hub, ClusterEvents(store.db), instance.id, app[CLOCK])
     relay.listener = Listener(store.db.path, relay.on_notify, on_connect=relay.on_connect)
     instance.relay = relay
+    listener = relay.listener
+    # this instance's tabs miss other instances' messages while it is not listening
+    app[HEALTH]["cluster_events"] = lambda: listener.state
     supervisor.start("cluster-listen", relay.listener.run)
     supervisor.start("cluster-send", relay.run_sender)
     supervisor.start("cluster-prune", relay.run_pruner)
