@@ -210,6 +210,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
 
             async def online() -> list[str]:
                 ids = set(hub.online_user_ids())
+                if (board := app.get(BOARD)) is not None:  # also tabs on the other instances
+                    ids.update(a.user_id for a in board.agents.values() if a.online)
                 return [
                     u.username
                     for u in await store.users.list()
