@@ -24,6 +24,8 @@ from crm_link.cluster import ClusterEvents, Listener, Notice
 from crm_link.errors import NotFound, StoreUnavailable
 from crm_link.models import User, iso
 from crm_link.store import Store
+from cti.ami.client import AmiError
+from cti.asterisk import AsteriskSource
 from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.keys import CLOCK, HEALTH, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
@@ -268,3 +270,51 @@ def sync_board(app: web.Application, board: AgentBoard) -> BoardSync | None:
     sync = BoardSync(board, instance.relay, app[STORE], app[HUB], instance.id, app[CLOCK])
     app[SUPERVISOR].start("cluster-board", sync.run)
     return sync
+
+
+FORWARD_WAIT = 5.0  # how long a standby waits for the AMI holder to take a click-to-call
+
+
+class OriginateForwarding:
+    """Click-to-call from any instance: a standby hands the call to the AMI holder through the relay
+    and answers with its id once the holder has started it (AmiError when nobody takes it)."""
+
+    def __init__(self, source: AsteriskSource, relay: ClusterRelay, instance: Instance) -> None:
+        self.source, self.relay, self.instance = source, relay, instance
+        self._waiting: dict[str, asyncio.Future[str]] = {}
+        relay.handlers["originate"] = self.on_request
+        relay.handlers["originate_ack"] = self.on_ack
+        source.forward = self.forward
+
+    async def forward(self, call: dict[str, Any]) -> str:
+        request = uuid.uuid4().hex
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = fut
+        self.relay.send({"k": "originate", "r": request, "from": self.instance.id, "call": call})
+        try:
+            return await asyncio.wait_for(fut, FORWARD_WAIT)
+        except TimeoutError:
+            raise AmiError(
+                f"the PBX is not connected here and no instance holding it answered in {FORWARD_WAIT:g} s"
+            ) from None
+        finally:
+            self._waiting.pop(request, None)
+
+    async def on_request(self, item: dict[str, Any]) -> None:
+        if self.instance.ami != "holder" or self.source.client.state != "up":
+            return  # the holder answers; a standby (or a holder between sessions) stays quiet
+        answer: dict[str, Any] = {"k": "originate_ack", "r": item["r"], "to": item["from"]}
+        try:
+            answer["id"] = await self.source.click_to_call(**item["call"])
+        except (AmiError, TypeError) as e:
+            answer["error"] = str(e)
+        self.relay.send(answer)
+
+    async def on_ack(self, item: dict[str, Any]) -> None:
+        fut = self._waiting.get(str(item.get("r")))
+        if item.get("to") != self.instance.id or fut is None or fut.done():
+            return
+        if "error" in item:
+            fut.set_exception(AmiError(str(item["error"])))
+        else:
+            fut.set_result(str(item["id"]))

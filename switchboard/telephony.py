@@ -23,7 +23,7 @@ from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from recordings.service import DownloadRefused
-from switchboard.cluster import Instance
+from switchboard.cluster import Instance, OriginateForwarding
 from switchboard.keys import (
     ASTERISK,
     ASTERISK_CALLS,
@@ -191,6 +191,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
             else:  # instances sharing the store: one of those with this PBX holds it at a time
                 holder = RoleLock(store.db.path, f"ami:{a.host}:{a.port}", retry=a.standby_retry_seconds)
                 instance.ami = "standby"
+                if instance.relay is not None:  # click-to-call on a standby goes to the holder
+                    OriginateForwarding(source, instance.relay, instance)
                 supervisor.start("ami-holder", partial(_hold_ami, holder, source, instance, app[CLOCK]))
                 app[HEALTH]["asterisk"] = lambda: client.state if holder.role == "holder" else "standby"
             app[ASTERISK] = source

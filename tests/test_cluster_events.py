@@ -59,6 +59,15 @@ async def _agent_state(
                     return str(row["state"])
 
 
+async def _update(ws: aiohttp.ClientWebSocketResponse, call_id: str, state: str) -> None:
+    """Until this call's update to this state arrives (earlier messages skipped)."""
+    async with asyncio.timeout(15):
+        while True:
+            update = await _next(ws, "call_update")
+            if update["call"]["id"] == call_id and update["call"]["state"] == state:
+                return
+
+
 async def _one_session(pbx: AmiTestServer) -> None:
     async with asyncio.timeout(15):
         while len([s for s in pbx.sessions if s.logged_in]) != 1:
@@ -131,6 +140,20 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
                 touch = await _call_touch(store, linkedid)
                 assert touch.contact_id == jane.id and touch.status == "answered"
 
+                # click-to-call on c (standby): the holder places it, under the id c answered with
+                async with cluster.http.post(
+                    f"{c.url}/api/v1/calls",
+                    json={"contact_id": jane.id},
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
+                    assert r.status == 202, await r.text()
+                    placed = await r.json()
+                originate = next(x for x in pbx.actions if x.name == "Originate")
+                assert originate.get("ChannelId") == placed["id"] and originate.get("Channel") == "PJSIP/1001"
+                outbound = await _call_touch(store, placed["id"])
+                assert outbound.direction == "outbound" and outbound.contact_id == jane.id
+                await _update(ws, placed["id"], "ended")  # its pop and updates reached the rep on c too
+
                 # the holder dies: another instance takes the PBX over within seconds, pops go on
                 cluster.kill("a")
                 holder = await cluster.wait_holder(["b", "c"], timeout=20)
@@ -143,14 +166,14 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
                     pbx.inbound_call("+15551234567", agents=[AGENT], ring_seconds=2)  # nobody answers
                 )
                 pop = await _next(ws, "screen_pop")
-                assert pop["contact"]["id"] == jane.id and pop["call"]["id"] != linkedid
+                assert pop["contact"]["id"] == jane.id and pop["call"]["id"] not in (linkedid, placed["id"])
                 missed_id = await call
                 ended = await _next(ws, "call_update")
                 assert ended["call"]["id"] == missed_id and ended["call"]["state"] in ("missed", "ended")
                 missed = await _call_touch(store, missed_id)
                 assert missed.status == "missed"
             rows = await store.db.fetchall("SELECT count(*) FROM touches WHERE kind = 'call'")
-            assert rows[0][0] == 2  # one touch per call, across the take-over
+            assert rows[0][0] == 3  # one touch per call, across the take-over
 
 
 async def test_a_gateway_webhook_lands_on_any_instance_and_a_message_made_on_one_reaches_a_rep_on_another(
