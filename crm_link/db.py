@@ -211,6 +211,11 @@ class Database:
         return skip_locked(self.dialect, of)
 
     @property
+    def pg(self) -> PgPool | None:
+        """The PostgreSQL pool (None on SQLite), for the PostgreSQL-only parts (crm_link.cluster)."""
+        return self._pg
+
+    @property
     def description(self) -> str:
         """Where the data lives, with any password masked (for logs and messages)."""
         from crm_link.pg import describe_url

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crm_link.clock import Clock, system_clock
@@ -46,6 +47,10 @@ class AsteriskSource:
         self._task: asyncio.Task[None] | None = None
         self._originations: set[asyncio.Task[Any]] = set()
         self.lanes = CallLanes("asterisk")
+        # where a click-to-call goes while this source is not connected (several instances share
+        # one PBX and another holds the connection): given the call's arguments, it returns the id
+        # or raises AmiError
+        self.forward: Callable[[dict[str, Any]], Awaitable[str]] | None = None
 
     async def start(self, *, run: bool = True) -> None:
         """Load the directory; unless `run` is False (the caller runs `client.run()` and `run()`
@@ -143,15 +148,29 @@ class AsteriskSource:
         caller_id: str | None,
         variables: dict[str, str],
         timeout_s: int,
+        action_id: str | None = None,
     ) -> str:
         """Originate the agent's leg, which then dials the customer; returns the call's id at once.
 
         The id is given to Asterisk as the agent leg's ChannelId, so it is the call's Linkedid: the
         same id names the pop, the touch and `/api/v1/calls/{id}/disposition`. The OriginateResponse
         is awaited by an owned task that logs a failure (agent did not answer, interface
-        unreachable); the call itself is followed through the event stream.
+        unreachable); the call itself is followed through the event stream. While not connected, the
+        call goes to `forward` when set; `action_id` is then the id it was forwarded with.
         """
-        action_id = f"c2c-{uuid.uuid4().hex}"
+        if self.client.state != "up" and self.forward is not None and action_id is None:
+            return await self.forward(
+                {
+                    "interface": interface,
+                    "number": number,
+                    "context": context,
+                    "caller_id": caller_id,
+                    "variables": variables,
+                    "timeout_s": timeout_s,
+                    "action_id": f"c2c-{uuid.uuid4().hex}",
+                }
+            )
+        action_id = action_id or f"c2c-{uuid.uuid4().hex}"
 
         async def run() -> None:
             try:

@@ -7,7 +7,7 @@ the rep says ready or the wrap-up time runs out), paused (the rep said so).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ class Agent:
     queue: str | None = None
     paused: bool = False
     online: bool = False
+    where: set[str] = field(default_factory=set)  # the instances it has a tab open on ("" = this one)
     wrap_until: datetime | None = None
     counts: dict[str, float] = field(default_factory=lambda: {"answered": 0, "outbound": 0, "talk_s": 0})
 
@@ -59,10 +60,18 @@ class _Call:
 
 # (message, the agent's user id or None for queue counts)
 Publish = Callable[[dict[str, Any], int | None], Awaitable[Any]]
+# an input this board took (a call event, a tab opened or closed, a state set), for the other
+# instances' boards: {"k": "board_call" | "board_presence" | "board_state", ...} (see `apply`)
+Relay = Callable[[dict[str, Any]], None]
 
 
 class AgentBoard:
-    """Agents' live states; every change is published as `{"type": "agent", "agent": {...}}`."""
+    """Agents' live states; every change is published as `{"type": "agent", "agent": {...}}`.
+
+    With several instances, each keeps a board of its own fed the same inputs: what this one takes
+    (call events, presence, states set) goes to `relay`, and the others' come in through `apply`
+    and `present_at`, so every instance's board shows every agent the same way.
+    """
 
     def __init__(
         self, clock: Callable[[], datetime], publish: Publish, *, time_zone: str, wrap_up_s: float = 60.0
@@ -75,6 +84,7 @@ class AgentBoard:
         self.calls: dict[str, _Call] = {}
         self.day: date | None = None
         self.updates = 0
+        self.relay: Relay | None = None
 
     # agents and presence --------------------------------------------------------------------
 
@@ -103,16 +113,38 @@ class AgentBoard:
             for a in self.agents.values():
                 a.counts = {"answered": 0, "outbound": 0, "talk_s": 0}
 
-    async def presence(self, user: User, online: bool) -> None:
-        """A user's first tab opened (online) or last tab closed."""
+    async def presence(self, user: User, online: bool, where: str = "") -> None:
+        """A user's first tab opened (online) or last tab closed, on this instance or `where`."""
+        if self.relay is not None and where == "":
+            self.relay({"k": "board_presence", "u": user.id, "on": online})
+        a = self._agent(user)
+        if a is None:
+            return
+        (a.where.add if online else a.where.discard)(where)
+        a.online = bool(a.where)
+        await self._settle(a)
+
+    async def present_at(self, where: str, user_ids: Collection[int], users: Iterable[User] = ()) -> int:
+        """Exactly these users have a tab open on instance `where` (its periodic word; empty when it
+        is gone): returns how many agents changed."""
+        for u in users:
+            self._agent(u)
+        changed = 0
+        for a in self.agents.values():
+            there = a.user_id in user_ids
+            if there == (where in a.where):
+                continue
+            (a.where.add if there else a.where.discard)(where)
+            a.online = bool(a.where)
+            changed += await self._settle(a)
+        return changed
+
+    def _agent(self, user: User) -> Agent | None:
         a = self.agents.get(user.id)
         if a is None:
             self.load([user])
             a = self.agents.get(user.id)
-            if a is None:
-                return
-        a.online = online
-        await self._settle(a)
+        return a
 
     async def set_state(self, user: User, state: str) -> dict[str, Any]:
         """A rep sets themselves ready or paused (ready also ends their wrap-up)."""
@@ -121,6 +153,11 @@ class AgentBoard:
         a = self.agents.get(user.id)
         if a is None:
             raise ValidationError("state", "only agents (reps, managers, users with an extension) have one")
+        if self.relay is not None:
+            self.relay({"k": "board_state", "u": user.id, "s": state})
+        return await self._set_state(a, state)
+
+    async def _set_state(self, a: Agent, state: str) -> dict[str, Any]:
         a.paused = state == "paused"
         a.wrap_until = None
         await self._settle(a)
@@ -130,8 +167,43 @@ class AgentBoard:
 
     async def call_event(self, event: CallEvent, user: User | None) -> None:
         """Fold one call event in (the CallService's observer)."""
+        item: dict[str, Any]
         if isinstance(event, CallRinging):
-            call = self.calls.setdefault(event.call_id, _Call(event.queue, event.direction))
+            item = {"t": "ringing", "c": event.call_id, "q": event.queue, "d": event.direction}
+        elif isinstance(event, CallAnswered):
+            item = {"t": "answered", "c": event.call_id}
+        elif isinstance(event, CallEnded):
+            item = {
+                "t": "ended",
+                "c": event.call_id,
+                "d": event.direction,
+                "a": event.answered,
+                "talk": event.talk_s,
+            }
+        else:
+            return
+        if self.relay is not None:
+            self.relay({"k": "board_call", "u": user.id if user else None} | item)
+        await self._call(item, user)
+
+    async def apply(self, item: dict[str, Any], user: User | None) -> None:
+        """Take in an input another instance's board relayed (`user`: the one its "u" names)."""
+        kind = item.get("k")
+        if kind == "board_call":
+            await self._call(item, user)
+        elif user is None:
+            return
+        elif kind == "board_presence":
+            await self.presence(user, bool(item["on"]), where=str(item.get("i") or "?"))
+        elif kind == "board_state" and item.get("s") in SETTABLE:
+            a = self._agent(user)
+            if a is not None:
+                await self._set_state(a, str(item["s"]))
+
+    async def _call(self, item: dict[str, Any], user: User | None) -> None:
+        step, call_id = item["t"], str(item["c"])
+        if step == "ringing":
+            call = self.calls.setdefault(call_id, _Call(item.get("q"), str(item["d"])))
             if user is not None and user.id in self.agents:
                 call.ringing.add(user.id)
                 await self._settle(self.agents[user.id])
@@ -141,8 +213,8 @@ class AgentBoard:
                     call.ringing.add(user.id)
                     await self._settle(self.agents[user.id])
             await self._publish_queues()
-        elif isinstance(event, CallAnswered):
-            answered = self.calls.get(event.call_id)
+        elif step == "answered":
+            answered = self.calls.get(call_id)
             if answered is None:
                 return
             answered.answered_by = user.id if user is not None else None
@@ -150,21 +222,22 @@ class AgentBoard:
                 if uid in self.agents:
                     await self._settle(self.agents[uid])
             await self._publish_queues()
-        elif isinstance(event, CallEnded):
-            ended = self.calls.pop(event.call_id, None)
+        elif step == "ended":
+            direction, was_answered, talk_s = str(item["d"]), bool(item["a"]), item.get("talk")
+            ended = self.calls.pop(call_id, None)
             involved = set(ended.ringing) if ended else set()
             who = ended.answered_by if ended and ended.answered_by else (user.id if user else None)
             if who is not None:
                 involved.add(who)
             self._roll_day()
-            if who is not None and who in self.agents and event.direction != "internal":
+            if who is not None and who in self.agents and direction != "internal":
                 a = self.agents[who]
-                if event.answered and event.direction == "inbound":
+                if was_answered and direction == "inbound":
                     a.counts["answered"] += 1
-                if event.direction == "outbound":
+                if direction == "outbound":
                     a.counts["outbound"] += 1
-                a.counts["talk_s"] += event.talk_s or 0
-                if event.answered:
+                a.counts["talk_s"] += talk_s or 0
+                if was_answered:
                     a.wrap_until = self._clock() + self.wrap_up
             for uid in involved:
                 if uid in self.agents:

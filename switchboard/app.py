@@ -10,12 +10,14 @@ from aiohttp import web
 
 from crm_link.clock import Clock, system_clock
 from crm_link.store import Store
+from switchboard.cluster import Instance, cluster_ctx
 from switchboard.hub import Hub
 from switchboard.keys import (
     CLOCK,
     HEALTH,
     HEALTH_DETAILS,
     HUB,
+    INSTANCE,
     INSTANCE_ID,
     LIMITER,
     MY_DAY_EXTRAS,
@@ -84,6 +86,7 @@ def create_app(
     app[CLOCK] = clock
     app[INSTANCE_ID] = settings.server.instance_id or default_instance_id()
     app[HUB] = Hub()
+    app[INSTANCE] = Instance(id=app[INSTANCE_ID])
     app[HEALTH] = {}
     app[HEALTH_DETAILS] = {}
     app[MY_DAY_EXTRAS] = []
@@ -94,6 +97,7 @@ def create_app(
     from switchboard.webhooks.ctx import crm_ctx
 
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(cluster_ctx)
     app.cleanup_ctx.append(followups_ctx.followups_ctx)
     for ctx in contexts:
         app.cleanup_ctx.append(ctx)
@@ -161,11 +165,15 @@ async def favicon(request: web.Request) -> web.Response:
     )
 
 
+# connector states that serve: "standby" is the AMI connection held by another instance
+SERVING = ("up", "disabled", "standby")
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Readiness for a load balancer (no auth): 200 when every configured connector is up, else 503
     naming the ones that are not (`/healthz` stays 200 with `"status": "degraded"` meanwhile)."""
     states = {name: fn() for name, fn in request.app[HEALTH].items()}
-    down = sorted(name for name, s in states.items() if s not in ("up", "disabled"))
+    down = sorted(name for name, s in states.items() if s not in SERVING)
     return web.json_response(
         {"status": "ready" if not down else "not_ready", "down": down, "connectors": states},
         status=200 if not down else 503,
@@ -176,12 +184,11 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness plus each connector's and background worker's state (no auth)."""
     states = {name: fn() for name, fn in request.app[HEALTH].items()}
     supervisor = request.app[SUPERVISOR]
-    ok = all(s in ("up", "disabled") for s in states.values()) and supervisor.healthy()
+    ok = all(s in SERVING for s in states.values()) and supervisor.healthy()
     details = {name: fn() for name, fn in request.app[HEALTH_DETAILS].items()}
     return web.json_response(
         {
             "status": "ok" if ok else "degraded",
-            "instance": request.app[INSTANCE_ID],
             "connectors": states,
             "workers": supervisor.states(),
         }

@@ -29,10 +29,13 @@ if TYPE_CHECKING:
     from cti.service import CallService
     from cti.twilio_web import TwilioVoiceWebhooks
     from recordings.service import RecordingService
+    from switchboard.cluster import Instance
     from switchboard.web.sms import SmsRuntime
     from templates.email_service import EmailService
 
 SETTINGS = web.AppKey("settings", Settings)
+# this process among the instances sharing the store: its id, its AMI role, the event relay
+INSTANCE: web.AppKey[Instance] = web.AppKey("instance")
 # the one clock every handler, worker and the store read "now" from (tests pass their own)
 CLOCK = web.AppKey[Clock]("clock")
 STORE = web.AppKey("store", Store)

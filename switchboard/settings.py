@@ -122,6 +122,9 @@ class AsteriskSettings:
     agent_dial: str = "PJSIP/{extension}"
     # the secret the dialplan's owner-first lookup (GET /asterisk/owner) sends; empty = the lookup is off
     route_secret: Secret = field(default_factory=lambda: Secret(""))
+    # several instances on one PostgreSQL store: one holds the AMI connection; the others try to take
+    # it over this often (so within about this long after the holder dies)
+    standby_retry_seconds: float = 2.0
 
 
 @dataclass(slots=True)
@@ -402,6 +405,10 @@ def _validate(s: Settings) -> None:
         and s.store.url != ":memory:"
     ):
         raise SettingsError("store.url", "must be sqlite:///PATH or postgresql://USER@HOST/DB")
+    if not (0.1 <= s.asterisk.standby_retry_seconds <= 60):
+        raise SettingsError(
+            "asterisk.standby_retry_seconds", f"must be 0.1-60, got {s.asterisk.standby_retry_seconds}"
+        )
     if not (1 <= s.store.pool_size <= 1000):
         raise SettingsError("store.pool_size", f"must be 1-1000, got {s.store.pool_size}")
     region = s.store.default_region.upper()

@@ -14,6 +14,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from crm_link.clock import Clock
+from crm_link.cluster import RoleLock
 from cti.ami.client import AmiClient
 from cti.asterisk import AsteriskSource
 from cti.directory import InterfaceDirectory
@@ -21,6 +23,7 @@ from cti.service import CallService
 from cti.twilio_rest import close_client, twilio_api_url, twilio_client
 from cti.twilio_web import TwilioVoiceWebhooks
 from recordings.service import DownloadRefused
+from switchboard.cluster import Instance, OriginateForwarding
 from switchboard.keys import (
     ASTERISK,
     ASTERISK_CALLS,
@@ -29,6 +32,7 @@ from switchboard.keys import (
     FOLLOWUPS,
     HEALTH,
     HUB,
+    INSTANCE,
     RECORDINGS,
     SETTINGS,
     STORE,
@@ -114,6 +118,30 @@ async def _close_stale_twilio_calls(service: CallService, clock: Callable[[], da
         await asyncio.sleep(STALE_CALLS_EVERY)
 
 
+async def _hold_ami(holder: RoleLock, source: AsteriskSource, instance: Instance, clock: Clock) -> None:
+    """Hold the AMI connection while this instance holds the PBX's lock; standby otherwise."""
+
+    async def held() -> None:
+        instance.ami, instance.ami_since = "holder", clock()
+        instance.ami_taken += 1
+        log.info("event=ami_holder instance=%s", instance.id)
+        tasks = [
+            asyncio.create_task(source.client.run(), name="ami-client"),
+            asyncio.create_task(source.run(), name="asterisk-events"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            source.client.state = "down"  # the session ended with the task (the lock is gone)
+            instance.ami, instance.ami_since = "standby", clock()
+            log.warning("event=ami_standby instance=%s", instance.id)
+
+    await holder.run(held, clock)
+
+
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
     """Start the call services of the enabled sources; stop them in reverse (also what had
     started when a later step fails)."""
@@ -154,11 +182,21 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 client, service, directory, clock=app[CLOCK], region=settings.store.default_region
             )
             await source.start(run=False)
-            supervisor.start("ami-client", client.run)
-            supervisor.start("asterisk-events", source.run)
+            instance = app[INSTANCE]
+            if store.db.pg is None:  # one instance: it holds the AMI connection
+                supervisor.start("ami-client", client.run)
+                supervisor.start("asterisk-events", source.run)
+                instance.ami, instance.ami_since, instance.ami_taken = "holder", app[CLOCK](), 1
+                app[HEALTH]["asterisk"] = lambda: client.state
+            else:  # instances sharing the store: one of those with this PBX holds it at a time
+                holder = RoleLock(store.db.path, f"ami:{a.host}:{a.port}", retry=a.standby_retry_seconds)
+                instance.ami = "standby"
+                if instance.relay is not None:  # click-to-call on a standby goes to the holder
+                    OriginateForwarding(source, instance.relay, instance)
+                supervisor.start("ami-holder", partial(_hold_ami, holder, source, instance, app[CLOCK]))
+                app[HEALTH]["asterisk"] = lambda: client.state if holder.role == "holder" else "standby"
             app[ASTERISK] = source
             app[ASTERISK_CALLS] = service
-            app[HEALTH]["asterisk"] = lambda: client.state
         if settings.twilio.enabled:
             service = CallService(
                 store,
@@ -174,6 +212,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
 
             async def online() -> list[str]:
                 ids = set(hub.online_user_ids())
+                if (board := app.get(BOARD)) is not None:  # also tabs on the other instances
+                    ids.update(a.user_id for a in board.agents.values() if a.online)
                 return [
                     u.username
                     for u in await store.users.list()
@@ -203,6 +243,8 @@ async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:
                 supervisor.start("twilio-recordings", partial(_download_loop, app, wake_downloads))
         yield
     finally:
+        # first: the AMI lock is let go at once, so another instance takes over while this one stops
+        await supervisor.stop("ami-holder")
         await supervisor.stop("twilio-recordings", "twilio-stale-calls", "asterisk-events")
         if (rest := app.get(TWILIO_CLIENT)) is not None:
             await close_client(rest)

@@ -78,10 +78,9 @@ class Instance:
                 try:
                     async with http.get(f"{self.url}/healthz") as resp:
                         body = await resp.json()
-                        if (
-                            body.get("instance") == self.name
-                            and body["workers"].get("sms:main", {}).get("state") == "running"
-                        ):
+                        if (body.get("instance") or {}).get("id") == self.name and body["workers"].get(
+                            "sms:main", {}
+                        ).get("state") == "running":
                             return
                 except aiohttp.ClientError:
                     pass

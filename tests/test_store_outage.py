@@ -129,9 +129,14 @@ async def test_a_lost_database_answers_503_and_the_instance_recovers_losing_noth
         done.set()
         await task
 
+    async def listening() -> bool:  # the instance's LISTEN connection came back too
+        health = await (await client.get("/healthz")).json()
+        return bool(health["connectors"]["cluster_events"] == "up")
+
+    await _until("the event listener reconnects", listening)
     health = await (await client.get("/healthz")).json()
     assert health["connectors"]["store"] == "up" and health["database"]["state"] == "up"
-    assert "error" not in health["database"]
+    assert "error" not in health["database"] and health["instance"]["events"]["listener_connects"] == 2
     stored = await asyncio.to_thread(_contact_ids, url)
     lost = [i for i in acknowledged if i not in stored]
     assert not lost, f"acknowledged (201) but not in the store: {lost}"

@@ -25,6 +25,7 @@ from reports.messaging import COLUMNS as MSG_COLUMNS
 from reports.messaging import DEFINITIONS as MSG_DEFINITIONS
 from reports.messaging import messaging_report
 from reports.periods import Period, parse_period
+from switchboard.cluster import sync_board
 from switchboard.keys import BOARD, CLOCK, HUB, SETTINGS, STORE, SUPERVISOR
 from switchboard.web.auth import require
 from switchboard.web.errors import json_body
@@ -245,8 +246,9 @@ async def board_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[BOARD] = board
     app[SUPERVISOR].start("agent-board-wrap-up", partial(_wrap_up_ticker, board))
+    sync_board(app, board)  # several instances on PostgreSQL: every board takes every input
     yield
-    await app[SUPERVISOR].stop("agent-board-wrap-up")
+    await app[SUPERVISOR].stop("agent-board-wrap-up", "cluster-board")
 
 
 def setup(app: web.Application) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from switchboard.keys import CLOCK, HEALTH_DETAILS, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, HEALTH_DETAILS, INSTANCE_ID, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import SettingsError
 from switchboard.webhooks.mapping import MappingError
 from switchboard.webhooks.worker import DeliveryWorker
@@ -22,6 +22,7 @@ async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
             app[STORE],
             settings.crm,
             clock=app[CLOCK],
+            instance=app[INSTANCE_ID],
             public_url=settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}",
         )
     except MappingError as exc:

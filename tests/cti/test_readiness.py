@@ -17,6 +17,10 @@ async def test_readyz_is_503_while_the_pbx_is_down_and_healthz_says_degraded(
     client = await aiohttp_client(server)
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
+    health = await (await client.get("/healthz")).json()
+    # one instance (SQLite), or the only one on this PostgreSQL database: it holds the AMI connection
+    assert health["instance"]["role"] == "ami_holder" and health["instance"]["ami"]["taken"] == 1
+    assert health["database"]["state"] == "up"
     await pbx.close()  # the PBX goes away and stays away
     ami = server.app[ASTERISK].client
     async with asyncio.timeout(10):
