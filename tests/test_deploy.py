@@ -185,12 +185,18 @@ def _by_hand(line: str, instance: str) -> list[str]:
     ]
 
 
-def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg_databases: Any, tmp_path: Path) -> None:
+@pytest.fixture
+def pg(request: pytest.FixtureRequest) -> Any:
+    """The session's throwaway cluster; skipped where no PostgreSQL server is installed."""
     try:
         pg_cluster.bin_dir()
     except pg_cluster.ClusterError as e:
         pytest.skip(f"needs a PostgreSQL server: {e}")
-    url = pg_databases.create(empty=True)  # a database nothing has migrated yet
+    return request.getfixturevalue("pg_databases")
+
+
+def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg: Any, tmp_path: Path) -> None:
+    url = pg.create(empty=True)  # a database nothing has migrated yet
     unit = _unit(SYSTEMD / "switchboard@.service")["Service"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env["PYTHONPATH"] = str(REPO)
@@ -245,4 +251,4 @@ def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg_databases: 
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        pg_databases.drop(url)
+        pg.drop(url)

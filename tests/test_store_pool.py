@@ -14,16 +14,13 @@ from tests import pg_cluster
 
 
 @pytest.fixture
-def pg(pg_databases: Any) -> Any:
-    return pg_databases
-
-
-@pytest.fixture(autouse=True)
-def _needs_postgres() -> None:
+def pg(request: pytest.FixtureRequest) -> Any:
+    """The session's throwaway cluster; skipped where no PostgreSQL server is installed."""
     try:
         pg_cluster.bin_dir()
     except pg_cluster.ClusterError as e:
         pytest.skip(f"needs a PostgreSQL server: {e}")
+    return request.getfixturevalue("pg_databases")
 
 
 async def _backends(admin_url: str, db: str) -> int:
