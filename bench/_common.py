@@ -59,3 +59,84 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class BenchStore:
+    """Where a benchmark's store lives: a SQLite file under CACHE, or a database on a throwaway
+    PostgreSQL cluster (tests/pg_cluster.py: initdb + pg_ctl in a temp dir, loopback) started on entry
+    and removed on exit. `url(name)` is what `Store(...)` takes.
+
+    The tests' cluster runs with fsync, synchronous_commit and full_page_writes off; a benchmark's runs
+    with PostgreSQL's defaults (every commit flushed to disk), as a production server would, unless
+    `durable` is False."""
+
+    def __init__(self, kind: str, *, durable: bool = True) -> None:
+        if kind not in ("sqlite", "postgres"):
+            raise ValueError(f"--store: sqlite or postgres, got {kind!r}")
+        self.kind = kind
+        self.durable = durable
+        self._dir: Path | None = None
+        self._admin = ""
+
+    def __enter__(self) -> BenchStore:
+        if self.kind == "postgres":
+            import tempfile
+
+            from tests.pg_cluster import restart, start, stop
+
+            self._dir = Path(tempfile.mkdtemp(prefix="switchboard-bench-pg-"))
+            self._admin = start(self._dir)
+            if self.durable:  # command-line settings beat ALTER SYSTEM: restart with the defaults
+                stop(self._dir)
+                opts = self._dir / "opts"
+                kept = [o for o in opts.read_text().split(" -c ") if o.split("=")[0] not in _UNSAFE]
+                opts.write_text(" -c ".join(kept))
+                restart(self._dir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._dir is not None:
+            import shutil
+
+            from tests.pg_cluster import stop
+
+            stop(self._dir)
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def fresh(self, name: str) -> str:
+        """An empty store called `name` (its SQLite file and WAL removed, or a new database)."""
+        if self.kind == "sqlite":
+            path = CACHE / f"{name}.db"
+            for p in CACHE.glob(f"{name}.db*"):
+                p.unlink()
+            return str(path)
+        import psycopg
+
+        name = name.replace("-", "_")
+        with psycopg.connect(self._admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+            conn.execute(f"CREATE DATABASE {name}".encode())
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        if self.kind == "sqlite":
+            return str(CACHE / f"{name}.db")
+        return self._admin.rsplit("/", 1)[0] + "/" + name.replace("-", "_")
+
+    def exists(self, name: str) -> bool:
+        """Whether a store built earlier can be reused (SQLite files are cached across runs)."""
+        return self.kind == "sqlite" and (CACHE / f"{name}.db").exists()
+
+    def describe(self) -> str:
+        if self.kind == "sqlite":
+            return "store=sqlite journal=wal synchronous=normal"
+        import psycopg
+
+        with psycopg.connect(self._admin) as conn:
+            got = [conn.execute(f"SHOW {name}".encode()).fetchone() for name in ("server_version", *_UNSAFE)]
+        values = " ".join(f"{k}={r[0] if r else '?'}" for k, r in zip(("server", *_UNSAFE), got, strict=True))
+        return f"store=postgres {values}"
+
+
+_UNSAFE = ("fsync", "synchronous_commit", "full_page_writes")

@@ -3,6 +3,7 @@ the durable outbox allows, rate accuracy at a configured 50/s, memory; PDU encod
 
 python bench/sms_blast.py [--recipients 100000] [--rate-seconds 10]
 python bench/sms_blast.py --kannel [--recipients 3000] [--in-flight 16] [--repeat 3]
+python bench/sms_blast.py --store postgres [--recipients 100000]   # the same on a throwaway PostgreSQL
 
 The gateway is the loopback stand-in of Kannel's sendsms interface, run in its own process (the
 other core), reached over HTTP by the real KannelChannel; every message is committed `sending`
@@ -31,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-from _common import CACHE, ROOT, free_port, report
+from _common import CACHE, ROOT, BenchStore, free_port, report
 from _kannel import real_kannel
 from aiohttp import web
 
@@ -172,16 +173,22 @@ def pdu_throughput(lines: list[str]) -> None:
         )
 
 
-async def main(n: int, rate_seconds: int, materialize_only: bool = False) -> list[str]:
+async def main(
+    n: int, rate_seconds: int, materialize_only: bool = False, store_kind: str = "sqlite"
+) -> list[str]:
+    with BenchStore(store_kind) as where:
+        lines = [where.describe(), f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
+        lines += await _main(where, n, rate_seconds, materialize_only)
+        lines.append(f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return lines
+
+
+async def _main(where: BenchStore, n: int, rate_seconds: int, materialize_only: bool) -> list[str]:
     lines: list[str] = []
     if not materialize_only:
         pdu_throughput(lines)
-    path = CACHE / "sms_blast.db"
     CACHE.mkdir(exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        p = path.with_name(path.name + suffix)
-        if p.exists():
-            p.unlink()
+    path = where.fresh("sms_blast")
     proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measured part)
         [sys.executable, "-c", STANDIN.format(root=str(ROOT))], stdout=subprocess.PIPE, text=True
     )
@@ -197,7 +204,7 @@ async def main(n: int, rate_seconds: int, materialize_only: bool = False) -> lis
 
     threading.Thread(target=pump, daemon=True).start()
     try:
-        async with Store(str(path)) as store:
+        async with Store(path) as store:
             t_contacts = time.perf_counter()
             batch = []
             rate_n = rate_seconds * 50 + 200
@@ -441,8 +448,9 @@ if __name__ == "__main__":
     ap.add_argument("--in-flight", type=int, default=16, help="--kannel: sendsms requests in flight")
     ap.add_argument("--repeat", type=int, default=3, help="--kannel: interleaved raw/blast pairs")
     ap.add_argument("--materialize-only", action="store_true", help="create the blast, do not send it")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     args = ap.parse_args()
     if args.kannel:
         report(asyncio.run(kannel_main(args.recipients, args.in_flight, args.repeat)))
     else:
-        report(asyncio.run(main(args.recipients, args.rate_seconds, args.materialize_only)))
+        report(asyncio.run(main(args.recipients, args.rate_seconds, args.materialize_only, args.store)))

@@ -29,17 +29,21 @@ if TYPE_CHECKING:
 class Row:
     """One result row: `row[0]`, `row["name"]`, `row.keys()`, `dict(row)`, like sqlite3.Row."""
 
-    __slots__ = ("_names", "_values")
+    __slots__ = ("_index", "_names", "_values")
 
-    def __init__(self, names: tuple[str, ...], values: Sequence[Any]) -> None:
+    def __init__(
+        self, names: tuple[str, ...], values: Sequence[Any], index: dict[str, int] | None = None
+    ) -> None:
         self._names = names
+        # name -> position, built once per statement and shared by its rows (the first of a repeated name)
+        self._index = _name_index(names) if index is None else index
         self._values = tuple(values)
 
     def __getitem__(self, key: int | str | slice) -> Any:
         if isinstance(key, str):
             try:
-                return self._values[self._names.index(key)]
-            except ValueError:
+                return self._values[self._index[key]]
+            except KeyError:
                 raise IndexError(f"no such column: {key}") from None
         return self._values[key]
 
@@ -62,6 +66,13 @@ class Row:
 
     def __repr__(self) -> str:
         return f"Row({dict(zip(self._names, self._values, strict=True))!r})"
+
+
+def _name_index(names: tuple[str, ...]) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        index.setdefault(name, i)
+    return index
 
 
 class PgCursor:
@@ -123,11 +134,13 @@ class _Executing:
 
 
 def _row_factory(cursor: Any) -> Any:
+    # psycopg builds `description` anew on each access (a Column per column): read it once
     desc = cursor.description
     names = tuple(d.name for d in desc) if desc else ()
+    index = _name_index(names)
 
     def make(values: Sequence[Any]) -> Row:
-        return Row(names, values)
+        return Row(names, values, index)
 
     return make
 
@@ -151,10 +164,11 @@ class PgConnection:
     async def _run(self, sql: str, params: Any) -> PgCursor:
         async with self.raw.cursor(row_factory=_row_factory) as cur:
             await cur.execute(to_postgres(sql), tuple(params or ()))
-            rows = await cur.fetchall() if cur.description is not None else []
+            desc = cur.description  # built anew on each access
+            rows = await cur.fetchall() if desc is not None else []
             if cur.rowcount > 0 and _is_write(sql):
                 self.total_changes += cur.rowcount
-            return PgCursor(rows, cur.rowcount, cur.description)
+            return PgCursor(rows, cur.rowcount, desc)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> PgCursor:
         batch = [tuple(r) for r in rows]
