@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +11,8 @@ from campaigns.sms.blasts import BlastService, BlastSpec
 from crm_link.contacts import validate_contact
 from crm_link.errors import ValidationError
 from crm_link.store import Store
+from switchboard.app import open_store
+from switchboard.settings import Settings
 from tests.sms.helpers import T0, VirtualClock
 from tests.sms.test_blasts import _analyze, _render
 
@@ -58,9 +59,11 @@ async def _outbox(store: Store, blast_id: int) -> list[Any]:
     )
 
 
-async def test_a_blast_of_many_pages_has_one_row_per_number_its_skips_and_its_texts(tmp_path: Path) -> None:
+async def test_a_blast_of_many_pages_has_one_row_per_number_its_skips_and_its_texts(
+    settings: Settings,
+) -> None:
     clock = VirtualClock(T0)
-    async with Store(str(tmp_path / "s.db"), clock=clock.now) as store:
+    async with open_store(settings, clock.now) as store:
         ids = await _audience(store, _people(23))
         blast = await _service(store, clock).create(
             BlastSpec(
@@ -83,10 +86,10 @@ async def test_a_blast_of_many_pages_has_one_row_per_number_its_skips_and_its_te
 
 
 async def test_a_missing_merge_code_on_the_last_page_refuses_the_blast_with_nothing_stored(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     clock = VirtualClock(T0)
-    async with Store(str(tmp_path / "s.db"), clock=clock.now) as store:
+    async with open_store(settings, clock.now) as store:
         people = _people(23)
         for i in (20, 22):
             people[i]["first_name"] = ""
@@ -112,10 +115,10 @@ async def test_a_missing_merge_code_on_the_last_page_refuses_the_blast_with_noth
 
 
 async def test_a_creator_that_dies_between_pages_leaves_nothing_due_and_another_writes_the_run_once(
-    tmp_path: Path,
+    settings: Settings,
 ) -> None:
     clock = VirtualClock(T0)
-    async with Store(str(tmp_path / "s.db"), clock=clock.now) as store:
+    async with open_store(settings, clock.now) as store:
         await _audience(store, _people(23))
         service = _service(store, clock)
         write_page = store.sms.materialize_page
@@ -151,9 +154,9 @@ async def test_a_creator_that_dies_between_pages_leaves_nothing_due_and_another_
         assert (stored["runs"], stored["materialized_runs"]) == (1, 1)
 
 
-async def test_a_blast_cancelled_while_its_pages_are_written_writes_no_more(tmp_path: Path) -> None:
+async def test_a_blast_cancelled_while_its_pages_are_written_writes_no_more(settings: Settings) -> None:
     clock = VirtualClock(T0)
-    async with Store(str(tmp_path / "s.db"), clock=clock.now) as store:
+    async with open_store(settings, clock.now) as store:
         await _audience(store, _people(23))
         service = _service(store, clock)
         write_page = store.sms.materialize_page
