@@ -218,8 +218,9 @@ async def merge_run(
         public_url="https://crm.example",
         dealer={"name": "Switchboard Motors", "phone": "555-0100", "website": "motors.example"},
         window=window,
-        **({"lanes": lanes} if lanes is not None else {}),
     )
+    if lanes is not None:
+        svc.lanes = lanes
     job = await svc.send(tpl["id"], contacts, user)  # queueing is not part of the sending rate
     before = sink.count()
     t = time.perf_counter()
