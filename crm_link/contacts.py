@@ -440,11 +440,20 @@ class Contacts:
         )
         return await self._hydrate(rows)
 
-    async def ids_with_tag(self, tag: str) -> list[int]:
-        """Ids of every contact carrying a tag (case-insensitive)."""
-        rows = await self._db.fetchall(
-            "SELECT contact_id FROM contact_tags WHERE tag = ? ORDER BY contact_id", (tag,)
-        )
+    async def ids_with_tag(self, tag: str, *, after: int = 0, limit: int | None = None) -> list[int]:
+        """Ids of every contact carrying a tag (case-insensitive), ascending; with `limit`, one page
+        of them after the id `after` (the key's order: a page is one index range)."""
+        if limit is None:
+            rows = await self._db.fetchall(
+                "SELECT contact_id FROM contact_tags WHERE tag = ? AND contact_id > ? ORDER BY contact_id",
+                (tag, after),
+            )
+        else:
+            rows = await self._db.fetchall(
+                "SELECT contact_id FROM contact_tags WHERE tag = ? AND contact_id > ?"
+                " ORDER BY contact_id LIMIT ?",
+                (tag, after, limit),
+            )
         return [r[0] for r in rows]
 
     async def ids_by_phone(self, e164: str) -> list[int]:

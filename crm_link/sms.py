@@ -260,55 +260,107 @@ class SmsStore:
         """
         now = to_db_time(self._db.now())
         async with self._db.transaction() as tx:
-            async with tx.execute(
-                "SELECT state, runs, materialized_runs FROM sms_blasts WHERE id = ?", (blast_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            if row is None:
-                raise NotFound("blast", blast_id)
-            if not row["materialized_runs"] < run <= row["runs"]:
+            if not await self._run_open(tx, blast_id, run):
                 return 0, 0
-            if row["state"] in ("cancelled", "done"):
-                await tx.execute(
-                    "UPDATE sms_blasts SET materialized_runs = ?, claim_expires_at = NULL WHERE id = ?",
-                    (run, blast_id),
-                )
-                return 0, 0
-            await tx.executemany(
-                "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
-                " channel, state, reason, not_before, created_at, updated_at, final_at, survey_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (  # a generator, read on the database's thread: no second copy of a 100k-row blast
-                    (
-                        blast_id,
-                        run,
-                        r.contact_id,
-                        r.user_id,
-                        r.to_e164,
-                        r.time_zone,
-                        r.text,
-                        r.encoding,
-                        r.segments,
-                        r.channel,
-                        r.state,
-                        r.reason,
-                        to_db_time(r.not_before),
-                        now,
-                        now,
-                        now if r.state == "skipped" else None,
-                        r.survey_id,
-                    )
-                    for r in rows
-                ),
-            )
-            await tx.execute(
-                "UPDATE sms_blasts SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END,"
-                " materialized_runs = ?, claim_expires_at = NULL, started_at = COALESCE(started_at, ?)"
-                " WHERE id = ?",
-                (run, now, blast_id),
-            )
+            await self._insert_rows(tx, blast_id, run, rows, now)
+            await self._mark_materialized(tx, blast_id, run, now)
         queued = sum(r.state == "queued" for r in rows)
         return queued, len(rows) - queued
+
+    async def materialize_page(
+        self, blast_id: int, run: int, rows: Sequence[OutboxRow], *, lease: timedelta | None = None
+    ) -> bool:
+        """Write one page of a claimed run's outbox rows (a run too big for one transaction), and
+        renew the claim's lease by `lease`. The run stays unmaterialized — a one-off blast's rows
+        wait, not due to any channel, until `finish_run` — so a claimant that dies part-way leaves the
+        run to be taken over when its lease ends; the rewrite skips the numbers already written
+        (one row per number in a run). False, writing nothing, when the run is no longer open
+        (materialized by another claimant, or the blast cancelled: then marked as materialized)."""
+        now = to_db_time(self._db.now())
+        async with self._db.transaction() as tx:
+            if not await self._run_open(tx, blast_id, run):
+                return False
+            await self._insert_rows(tx, blast_id, run, rows, now)
+            if lease is not None:
+                await tx.execute(
+                    "UPDATE sms_blasts SET claim_expires_at = ? WHERE id = ? AND materialized_runs < ?",
+                    (to_db_time(self._db.now() + lease), blast_id, run),
+                )
+        return True
+
+    async def finish_run(self, blast_id: int, run: int) -> tuple[int, int] | None:
+        """Mark a run written page by page as materialized and the blast running; the run's rows
+        (not skipped, skipped), or None when the run was no longer open (see `materialize_page`)."""
+        now = to_db_time(self._db.now())
+        async with self._db.transaction() as tx:
+            if not await self._run_open(tx, blast_id, run):
+                return None
+            await self._mark_materialized(tx, blast_id, run, now)
+        rows = await self._db.fetchall(
+            "SELECT state = 'skipped' AS skipped, count(*) AS n FROM sms_outbox WHERE blast_id = ? AND run = ?"
+            " GROUP BY state = 'skipped'",
+            (blast_id, run),
+        )
+        counts = {bool(r["skipped"]): int(r["n"]) for r in rows}
+        return counts.get(False, 0), counts.get(True, 0)
+
+    async def _run_open(self, tx: Any, blast_id: int, run: int) -> bool:
+        """Whether run `run` is claimed and not yet materialized; a cancelled or finished blast's run
+        is marked materialized (nothing to write) and is not open."""
+        async with tx.execute(
+            "SELECT state, runs, materialized_runs FROM sms_blasts WHERE id = ?", (blast_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("blast", blast_id)
+        if not row["materialized_runs"] < run <= row["runs"]:
+            return False
+        if row["state"] in ("cancelled", "done"):
+            await tx.execute(
+                "UPDATE sms_blasts SET materialized_runs = ?, claim_expires_at = NULL WHERE id = ?",
+                (run, blast_id),
+            )
+            return False
+        return True
+
+    async def _insert_rows(
+        self, tx: Any, blast_id: int, run: int, rows: Sequence[OutboxRow], now: str
+    ) -> None:
+        await tx.executemany(
+            "INSERT INTO sms_outbox (blast_id, run, contact_id, user_id, to_e164, time_zone, text, encoding, segments,"
+            " channel, state, reason, not_before, created_at, updated_at, final_at, survey_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (  # a generator, read on the database's thread: no second copy of the rows
+                (
+                    blast_id,
+                    run,
+                    r.contact_id,
+                    r.user_id,
+                    r.to_e164,
+                    r.time_zone,
+                    r.text,
+                    r.encoding,
+                    r.segments,
+                    r.channel,
+                    r.state,
+                    r.reason,
+                    to_db_time(r.not_before),
+                    now,
+                    now,
+                    now if r.state == "skipped" else None,
+                    r.survey_id,
+                )
+                for r in rows
+            ),
+        )
+
+    async def _mark_materialized(self, tx: Any, blast_id: int, run: int, now: str) -> None:
+        await tx.execute(
+            "UPDATE sms_blasts SET state = CASE WHEN state = 'paused' THEN 'paused' ELSE 'running' END,"
+            " materialized_runs = ?, claim_expires_at = NULL, started_at = COALESCE(started_at, ?)"
+            " WHERE id = ?",
+            (run, now, blast_id),
+        )
 
     async def set_blast_state(self, blast_id: int, state: str, *, reason: str | None = None) -> None:
         if state not in BLAST_STATES:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from array import array
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,17 +64,16 @@ def pick_number(contact: Contact) -> tuple[str | None, str | None]:
     return mobile[0].e164, None
 
 
-# a recipient's text as validation rendered it: (text, encoding, segments); kept that small because
-# a 100k-recipient blast holds one per recipient until it is queued
-Rendered = tuple[str, str, int]
+# contacts read, rendered and queued at a time: a blast's memory is one page of contacts and texts,
+# however large its audience
+PAGE = 5_000
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A blast's recipients as validation found them, with the texts it rendered (by contact id)."""
+    """A blast's audience as validation found it: its contact ids, in order (8 bytes each)."""
 
-    contacts: list[Contact]
-    rendered: dict[int, Rendered]
+    ids: array[int]
 
 
 class BlastService:
@@ -93,6 +93,7 @@ class BlastService:
         claim_lease: timedelta = timedelta(minutes=10),
         check_codes: Callable[[str], None] | None = None,
         require_consent: bool = False,
+        page_size: int = PAGE,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -105,6 +106,7 @@ class BlastService:
         self.claim_lease = claim_lease
         self.check_codes = check_codes  # raises a ValidationError naming a misspelt merge code
         self.require_consent = require_consent  # skip customers whose consent to texts is not recorded
+        self.page_size = page_size
 
     async def audience_ids(self, audience: dict[str, Any]) -> list[int]:
         """Contact ids of an audience: {contact_ids}, {tag}, {segment} or {numbers} (from a CSV)."""
@@ -116,7 +118,11 @@ class BlastService:
                 isinstance(i, int) and not isinstance(i, bool) for i in value
             ):
                 raise ValidationError("audience.contact_ids", "must be a list of contact ids")
-            found = {c.id for c in await self.store.contacts.get_many(value)}
+            found: set[int] = set()
+            for start in range(0, len(value), self.page_size):
+                found.update(
+                    c.id for c in await self.store.contacts.get_many(value[start : start + self.page_size])
+                )
             missing = [i for i in value if i not in found]
             if missing:
                 raise ValidationError("audience.contact_ids", f"no such contacts: {missing[:10]}")
@@ -132,6 +138,21 @@ class BlastService:
         if kind == "csv":
             return await self._csv_ids(value)
         raise ValidationError("audience", f"unknown audience kind {kind!r}")
+
+    async def _audience_pages(self, audience: dict[str, Any]) -> AsyncIterator[Sequence[int]]:
+        """An audience's contact ids a page at a time, in id order for a tag (read a page at a time
+        from the tag's index), in the given order otherwise."""
+        if isinstance(audience, dict) and len(audience) == 1 and isinstance(audience.get("tag"), str):
+            tag = audience["tag"].strip()
+            if tag:
+                after = 0
+                while page := await self.store.contacts.ids_with_tag(tag, after=after, limit=self.page_size):
+                    yield page
+                    after = page[-1]
+                return
+        ids = await self.audience_ids(audience)
+        for start in range(0, len(ids), self.page_size):
+            yield ids[start : start + self.page_size]
 
     async def _csv_ids(self, text: Any) -> list[int]:
         """Contacts of a CSV's phone column; every number must belong to a contact."""
@@ -186,49 +207,52 @@ class BlastService:
             raise ValidationError("cron", f"{spec.cron!r} is not a cron expression (e.g. '0 9 * * *')")
         if spec.rate_per_second is not None and spec.rate_per_second <= 0:
             raise ValidationError("rate_per_second", "must be greater than 0")
-        ids = await self.audience_ids(spec.audience)
+        ids: array[int] = array("q")
+        missing: dict[str, tuple[int, list[str]]] = {}  # problem -> (recipients, the first few names)
+        async for page in self._audience_pages(spec.audience):
+            contacts = await self.store.contacts.get_many(page)
+            # the text is the sender's own template: render it off the event loop
+            await asyncio.to_thread(self._check_page, spec.text, contacts, missing)
+            ids.extend(c.id for c in contacts)
         if not ids and spec.cron is None:
             raise ValidationError("audience", "has no contacts")
-        contacts = await self.store.contacts.get_many(ids)
-        # the text is the sender's own template: render it off the event loop
-        rendered, missing = await asyncio.to_thread(self._render_all, spec.text, contacts)
         if missing:
             detail = "; ".join(
-                f"{problem} (e.g. {', '.join(names[:3])}; {len(names)} recipients)"
-                for problem, names in list(missing.items())[:5]
+                f"{problem} (e.g. {', '.join(names)}; {count} recipients)"
+                for problem, (count, names) in list(missing.items())[:5]
             )
             raise ValidationError("text", detail, code="missing_merge_code")
-        return Prepared(contacts, rendered)
+        return Prepared(ids)
 
-    def _render_all(
-        self, text: str, contacts: list[Contact]
-    ) -> tuple[dict[int, Rendered], dict[str, list[str]]]:
-        """Each contact's text and its analysis, and the contacts each problem was found for; a
-        ValidationError (a template too costly to render, a text too long) stops at once."""
-        missing: dict[str, list[str]] = {}
-        rendered: dict[int, Rendered] = {}
+    def _check_page(
+        self, text: str, contacts: list[Contact], missing: dict[str, tuple[int, list[str]]]
+    ) -> None:
+        """Render the text for each contact and keep nothing but the problems: each missing merge
+        code with its count and first three recipients; a ValidationError (a template too costly to
+        render, a text too long) stops at once."""
         for c in contacts:
             try:
                 out = self.render(text, c)
             except ValidationError:
                 raise
             except ValueError as exc:
-                missing.setdefault(str(exc), []).append(c.name or str(c.id))
+                count, names = missing.get(str(exc), (0, []))
+                missing[str(exc)] = (count + 1, names if len(names) >= 3 else [*names, c.name or str(c.id)])
                 continue
             try:
-                rendered[c.id] = self._render_one(text, c, out)
+                self.analyze(out)
             except ValueError as exc:
                 raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
-        return rendered, missing
 
     def next_run(self, spec_cron: str, time_zone: str, after: datetime) -> datetime:
         local = after.astimezone(ZoneInfo(time_zone))
         return croniter(spec_cron, local).get_next(datetime).astimezone(UTC)
 
     async def create(self, spec: BlastSpec, *, created_by: int | None) -> dict[str, Any]:
-        """Validate and store a blast; one with no send_at and no cron is queued at once (with the
-        recipients and texts validation already rendered): it is stored with its one run already
-        claimed, so no scheduler can run it a second time."""
+        """Validate and store a blast; one with no send_at and no cron is queued at once (to the
+        recipients validation found): it is stored with its one run already claimed, so no scheduler
+        can run it a second time, and its rows are written a page at a time, due to no channel
+        before the last page is written."""
         prepared = await self.validate(spec)
         now = self.clock()
         send_now = spec.send_at is None and spec.cron is None
@@ -251,22 +275,22 @@ class BlastService:
             claim_lease=self.claim_lease if send_now else None,
         )
         if send_now:
-            await self._materialize_run(blast_id, 1, prepared)
+            await self._materialize_run(blast_id, 1, prepared.ids)
         return await self.store.sms.blast(blast_id)
 
-    async def materialize(
+    def rows_for(
         self,
         blast: dict[str, Any],
         contacts: list[Contact],
         at: datetime,
-        rendered: dict[int, Rendered] | None = None,
         *,
         render_texts: bool = True,
+        seen: set[str] | None = None,
     ) -> Materialized:
-        """One outbox row per recipient: rendered (unless `rendered` has it), deduplicated by number,
-        skipped with a reason. Texts taken from `rendered` are removed from it as they are queued."""
+        """One outbox row per recipient of a page: rendered, deduplicated by number (within the page,
+        and against `seen` when given), skipped with a reason."""
         out = Materialized()
-        seen: set[str] = set()
+        seen = set() if seen is None else seen
         for c in contacts:
             number, why = pick_number(c)
             if number is not None and number in seen:
@@ -283,8 +307,7 @@ class BlastService:
                 state, reason = "skipped", NO_CONSENT
             elif render_texts:
                 try:
-                    done = rendered.pop(c.id, None) if rendered else None
-                    text, encoding, segments = done or self._render_one(blast["text"], c)
+                    text, encoding, segments = self._render_one(blast["text"], c)
                 except ValueError as exc:
                     state, reason = "skipped", str(exc)
             if number in seen:
@@ -314,56 +337,79 @@ class BlastService:
 
     async def dry_run(self, audience: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
         """Who a blast to `audience` sent at `at` (default now) would reach, who it would skip and
-        why, and how many quiet hours would hold and until when: nothing is stored."""
+        why, and how many quiet hours would hold and until when: nothing is stored. Read a page at a
+        time; the numbers already counted are kept to find duplicates."""
         at = at or self.clock()
-        ids = await self.audience_ids(audience)
-        contacts = await self.store.contacts.get_many(ids)
-        made = await self.materialize(
-            {"text": "", "channel": "", "created_by": None}, contacts, at, render_texts=False
-        )
         reasons: dict[str, int] = {}
-        for r in made.rows:
-            if r.state == "skipped":
-                reasons[r.reason or "skipped"] = reasons.get(r.reason or "skipped", 0) + 1
-        if made.duplicates:
-            reasons[DUPLICATE] = made.duplicates
-        held = [r.not_before for r in made.rows if r.state == "queued" and r.not_before > at]
-        sendable = sum(1 for r in made.rows if r.state == "queued")
+        seen: set[str] = set()
+        total = sendable = held = duplicates = 0
+        held_until: datetime | None = None
+        async for page in self._audience_pages(audience):
+            total += len(page)
+            contacts = await self.store.contacts.get_many(page)
+            made = self.rows_for(
+                {"text": "", "channel": "", "created_by": None}, contacts, at, render_texts=False, seen=seen
+            )
+            duplicates += made.duplicates
+            for r in made.rows:
+                if r.state == "skipped":
+                    reasons[r.reason or "skipped"] = reasons.get(r.reason or "skipped", 0) + 1
+                elif r.state == "queued":
+                    sendable += 1
+                    if r.not_before > at:
+                        held += 1
+                        held_until = r.not_before if held_until is None else min(held_until, r.not_before)
+        if duplicates:
+            reasons[DUPLICATE] = duplicates
         return {
-            "audience": len(ids),
+            "audience": total,
             "recipients": sendable,
             "skipped": [{"reason": k, "count": v} for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])],
-            "held": len(held),
-            "held_until": min(held).astimezone(UTC).isoformat() if held else None,
+            "held": held,
+            "held_until": held_until.astimezone(UTC).isoformat() if held_until else None,
             "send_at": at.astimezone(UTC).isoformat(),
         }
 
-    def _render_one(self, text: str, contact: Contact, out: str | None = None) -> Rendered:
-        out = self.render(text, contact) if out is None else out
+    def _render_one(self, text: str, contact: Contact) -> tuple[str, str, int]:
+        out = self.render(text, contact)
         info = self.analyze(out)
         return out, info["encoding"], info["segments"]
 
     async def _materialize_run(
-        self, blast_id: int, run: int, prepared: Prepared | None = None
+        self, blast_id: int, run: int, ids: Sequence[int] | None = None
     ) -> tuple[int, int]:
-        """Write run `run` (claimed by the caller) of a blast: its audience as of now, or the one
-        validation just prepared (whose contacts and texts it uses up)."""
+        """Write run `run` (claimed by the caller) of a blast, a page at a time: to its audience as
+        of now, or to the contact ids validation just found. Each page is read, rendered off the
+        event loop and written in its own transaction (renewing the claim); a number already in
+        the run (an earlier page, or an earlier claimant's pages) is a duplicate and not written
+        again. Returns (queued, skipped) of the run; (0, 0) when the run was not this caller's to
+        write any more (cancelled, or finished by a claimant that took it over)."""
         blast = await self.store.sms.blast(blast_id)
         now = self.clock()
-        if prepared is None:
-            ids = await self.audience_ids(blast["audience"])
-            prepared = Prepared(await self.store.contacts.get_many(ids), {})
-        made = await self.materialize(blast, prepared.contacts, now, prepared.rendered)
-        # the rows hold what is queued: let the contacts go before the insert (a 100k blast's peak)
-        prepared.contacts.clear()
-        queued, skipped = await self.store.sms.materialize(blast_id, run, made.rows)
+        if ids is None:
+            pages: AsyncIterator[Sequence[int]] = self._audience_pages(blast["audience"])
+        else:
+            pages = _chunks(ids, self.page_size)
+        considered = 0
+        async for page in pages:
+            contacts = await self.store.contacts.get_many(page)
+            made = await asyncio.to_thread(self.rows_for, blast, contacts, now)
+            considered += len(contacts)
+            del contacts
+            if not await self.store.sms.materialize_page(blast_id, run, made.rows, lease=self.claim_lease):
+                log.info("event=blast_run_stopped blast=%d run=%d reason=not_open", blast_id, run)
+                return 0, 0
+        done = await self.store.sms.finish_run(blast_id, run)
+        if done is None:
+            return 0, 0
+        queued, skipped = done
         log.info(
             "event=blast_run blast=%d run=%d queued=%d skipped=%d duplicates=%d",
             blast_id,
             run,
             queued,
             skipped,
-            made.duplicates,
+            considered - queued - skipped,
         )
         return queued, skipped
 
@@ -387,3 +433,8 @@ class BlastService:
                 log.warning("event=blast_run_failed blast=%d reason=%s", blast["id"], exc)
                 await self.store.sms.set_blast_state(blast["id"], "paused", reason=str(exc))
         return started
+
+
+async def _chunks(ids: Sequence[int], size: int) -> AsyncIterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

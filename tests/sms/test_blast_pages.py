@@ -1,0 +1,179 @@
+"""A blast bigger than a page: validated, rendered and written a page at a time, still one blast."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from campaigns.sms.blasts import BlastService, BlastSpec
+from crm_link.contacts import validate_contact
+from crm_link.errors import ValidationError
+from crm_link.store import Store
+from switchboard.app import open_store
+from switchboard.settings import Settings
+from tests.sms.helpers import T0, VirtualClock
+from tests.sms.test_blasts import _analyze, _render
+
+PAGE = 5
+
+
+async def _audience(store: Store, people: list[dict[str, Any]]) -> list[int]:
+    ids = []
+    async with store.db.transaction() as tx:
+        for p in people:
+            data = {"time_zone": "America/Chicago", "tags": ["service"]} | p
+            ids.append(await store.contacts.insert_in(tx, validate_contact(data, region="US")))
+    return ids
+
+
+def _service(store: Store, clock: VirtualClock) -> BlastService:
+    return BlastService(
+        store,
+        channels=lambda: ["main"],
+        render=_render,
+        analyze=_analyze,
+        quiet_start="21:00",
+        quiet_end="08:00",
+        clock=clock.now,
+        claim_lease=timedelta(minutes=5),
+        page_size=PAGE,
+    )
+
+
+def _people(n: int) -> list[dict[str, Any]]:
+    people: list[dict[str, Any]] = [{"first_name": f"P{i}", "phones": [f"+1212555{i:04d}"]} for i in range(n)]
+    people[3]["sms_opt_out"] = True  # page 1
+    people[6]["phones"] = []  # page 2
+    people[13]["phones"] = ["+12125550002"]  # page 3: the number of P2 (page 1)
+    people[21]["phones"] = ["+12125550013"]  # page 5: the number P13 would have had, now free
+    people[22]["phones"] = ["+12125550013"]  # page 5: P21's number, in the same page
+    return people
+
+
+async def _outbox(store: Store, blast_id: int) -> list[Any]:
+    return await store.db.fetchall(
+        "SELECT contact_id, to_e164, state, reason, text FROM sms_outbox WHERE blast_id = ? ORDER BY id",
+        (blast_id,),
+    )
+
+
+async def test_a_blast_of_many_pages_has_one_row_per_number_its_skips_and_its_texts(
+    settings: Settings,
+) -> None:
+    clock = VirtualClock(T0)
+    async with open_store(settings, clock.now) as store:
+        ids = await _audience(store, _people(23))
+        blast = await _service(store, clock).create(
+            BlastSpec(
+                name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
+            ),
+            created_by=None,
+        )
+        rows = await _outbox(store, blast["id"])
+        by_contact = {r["contact_id"]: r for r in rows}
+        assert len(rows) == 21 and len({r["to_e164"] for r in rows}) == 21  # 23 less two duplicates
+        assert ids[13] not in by_contact and ids[22] not in by_contact  # the first with a number wins
+        assert by_contact[ids[2]]["to_e164"] == "+12125550002" and by_contact[ids[2]]["text"] == "Hi P2"
+        assert (by_contact[ids[3]]["state"], by_contact[ids[3]]["reason"]) == ("skipped", "opted out of SMS")
+        assert (by_contact[ids[6]]["state"], by_contact[ids[6]]["reason"]) == ("skipped", "no phone number")
+        assert by_contact[ids[21]]["to_e164"] == "+12125550013" and by_contact[ids[20]]["text"] == "Hi P20"
+        assert sum(r["state"] == "queued" for r in rows) == 19
+        stored = await store.sms.blast(blast["id"])
+        assert (stored["state"], stored["runs"], stored["materialized_runs"]) == ("running", 1, 1)
+        assert len(await store.sms.claim("main", clock.now(), 100)) == 19
+
+
+async def test_a_missing_merge_code_on_the_last_page_refuses_the_blast_with_nothing_stored(
+    settings: Settings,
+) -> None:
+    clock = VirtualClock(T0)
+    async with open_store(settings, clock.now) as store:
+        people = _people(23)
+        for i in (20, 22):
+            people[i]["first_name"] = ""
+            people[i]["last_name"] = f"Nofirst{i}"
+        await _audience(store, people)
+        with pytest.raises(ValidationError) as exc:
+            await _service(store, clock).create(
+                BlastSpec(
+                    name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
+                ),
+                created_by=None,
+            )
+        assert exc.value.code == "missing_merge_code" and exc.value.field == "text"
+        assert "Nofirst20, Nofirst22; 2 recipients" in exc.value.reason
+        with pytest.raises(ValidationError) as exc:
+            await _service(store, clock).create(
+                BlastSpec(name="b", text="Hi" + "!" * 1600, channel="main", audience={"tag": "service"}),
+                created_by=None,
+            )
+        assert exc.value.field == "text" and "too long" in exc.value.reason
+        assert await store.sms.blasts() == []
+        assert await store.db.fetchall("SELECT id FROM sms_outbox") == []
+
+
+async def test_a_creator_that_dies_between_pages_leaves_nothing_due_and_another_writes_the_run_once(
+    settings: Settings,
+) -> None:
+    clock = VirtualClock(T0)
+    async with open_store(settings, clock.now) as store:
+        await _audience(store, _people(23))
+        service = _service(store, clock)
+        write_page = store.sms.materialize_page
+        pages = 0
+
+        async def dies_after_two(*args: Any, **kwargs: Any) -> bool:
+            nonlocal pages
+            pages += 1
+            if pages > 2:
+                raise RuntimeError("the process died here")
+            return await write_page(*args, **kwargs)
+
+        store.sms.materialize_page = dies_after_two  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await service.create(
+                BlastSpec(
+                    name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
+                ),
+                created_by=None,
+            )
+        store.sms.materialize_page = write_page  # type: ignore[method-assign]
+        (blast,) = await store.sms.blasts()
+        assert len(await _outbox(store, blast["id"])) == 10  # two pages written ...
+        assert await store.sms.claim("main", clock.now(), 100) == []  # ... and none of them due
+        assert await service.run_due() == []  # the claim holds until its lease ends
+        clock.advance(5 * 60 + 1)
+        assert await service.run_due() == [blast["id"]]
+        assert await service.run_due() == []
+        rows = await _outbox(store, blast["id"])
+        assert len(rows) == 21 and len({r["to_e164"] for r in rows}) == 21
+        assert len(await store.sms.claim("main", clock.now(), 100)) == 19
+        stored = await store.sms.blast(blast["id"])
+        assert (stored["runs"], stored["materialized_runs"]) == (1, 1)
+
+
+async def test_a_blast_cancelled_while_its_pages_are_written_writes_no_more(settings: Settings) -> None:
+    clock = VirtualClock(T0)
+    async with open_store(settings, clock.now) as store:
+        await _audience(store, _people(23))
+        service = _service(store, clock)
+        write_page = store.sms.materialize_page
+        pages = 0
+
+        async def cancel_after_two(blast_id: int, *args: Any, **kwargs: Any) -> bool:
+            nonlocal pages
+            pages += 1
+            if pages == 3:
+                await store.sms.set_blast_state(blast_id, "cancelled")
+            return await write_page(blast_id, *args, **kwargs)
+
+        store.sms.materialize_page = cancel_after_two  # type: ignore[method-assign]
+        made = await service.create(
+            BlastSpec(name="b", text="Hi", channel="main", audience={"tag": "service"}), created_by=None
+        )
+        rows = await _outbox(store, made["id"])
+        assert len(rows) == 10 and all(r["state"] == "skipped" for r in rows)
+        assert (made["state"], made["materialized_runs"]) == ("cancelled", 1)
+        assert await store.sms.claim("main", clock.now(), 100) == []
