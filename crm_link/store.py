@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from crm_link.call_lists import CallLists
 from crm_link.clock import Clock, system_clock
 from crm_link.contact_sync import ContactSync
@@ -11,14 +13,14 @@ from crm_link.db import Database, to_db_time
 from crm_link.email import EmailStore
 from crm_link.errors import Conflict, NotFound
 from crm_link.followups import FollowupStore
-from crm_link.models import Contact
+from crm_link.models import Contact, FollowUp, Touch
 from crm_link.recordings import Recordings
 from crm_link.reports import ReportStore
 from crm_link.segments import Segments
 from crm_link.sms import SmsStore
 from crm_link.sms_templates import SmsTemplates
 from crm_link.surveys import SurveyStore
-from crm_link.touches import Audit, Touches
+from crm_link.touches import Audit, Touches, TouchInput
 from crm_link.transcripts import Transcripts
 from crm_link.users import Users
 
@@ -78,6 +80,46 @@ class Store:
             )
             await self.recordings.attach_contact_in(tx, call_key, contact_id)
         return await self.contacts.get(contact_id)
+
+    async def record_call_with_prospect(
+        self, item: TouchInput, fields: ContactFields, *, followup_kind: str, followup_note: str
+    ) -> tuple[Touch, FollowUp | None]:
+        """A call from a number no contact has, recorded together with a new contact for it.
+
+        One transaction: the contact (its phones and tags), the call's touch and recordings made
+        theirs, a follow-up on the unowned pool and the audit line commit together or not at all.
+        So no reader, no crash and no CRM subscriber ever sees the call without its contact, and the
+        outbox holds exactly one contact event and then one call event, both in the contact's order.
+        When the call already has a contact (one made from its pop while it rang), the touch is
+        recorded for that contact and nothing is made: (touch, None)."""
+        item.check()
+        async with self.db.transaction() as tx:
+            async with tx.execute(
+                "SELECT contact_id FROM touches WHERE source_key = ?", (item.source_key,)
+            ) as cur:
+                row = await cur.fetchone()
+            if item.contact_id is not None or (row is not None and row[0] is not None):
+                return await self.touches.record_in(tx, item), None
+            contact_id = await self.contacts.insert_in(tx, fields)
+            touch = await self.touches.record_in(tx, dataclasses.replace(item, contact_id=contact_id))
+            await self.recordings.attach_contact_in(tx, item.source_key, contact_id)
+            await self.audit.write_in(
+                tx,
+                f"contact.prospect_from_{followup_kind}",
+                user_id=None,
+                object_type="contact",
+                object_id=contact_id,
+                touch=touch.id,
+            )
+            followup_id = await self.touches.add_followup_in(
+                tx,
+                contact_id,
+                item.ended_at or item.started_at,
+                kind=followup_kind,
+                note=followup_note,
+                created_by_touch_id=touch.id,
+            )
+        return touch, await self.touches.followup_made(followup_id)
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

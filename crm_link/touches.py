@@ -402,30 +402,60 @@ class Touches:
     ) -> FollowUp | None:
         """A follow-up (assigned to the contact's owner unless said, else to `pool`, else to the
         unowned pool); None if this touch already made one of this kind."""
+        async with self._db.transaction() as tx:
+            made = await self.add_followup_in(
+                tx,
+                contact_id,
+                due_at,
+                kind=kind,
+                note=note,
+                assignee_id=assignee_id,
+                created_by_touch_id=created_by_touch_id,
+                pool=pool,
+            )
+        return await self.followup_made(made)
+
+    async def add_followup_in(
+        self,
+        tx: Any,
+        contact_id: int,
+        due_at: datetime,
+        *,
+        kind: str = "followup",
+        note: str = "",
+        assignee_id: int | None = None,
+        created_by_touch_id: int | None = None,
+        pool: str | None = None,
+    ) -> int | None:
+        """`add_followup` inside an open transaction: the new follow-up's id, None if this touch
+        already made one of this kind. Hand the id to `followup_made` once committed."""
         if due_at.tzinfo is None:
             raise ValidationError("due_at", "must carry a time zone")
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "INSERT INTO followups (contact_id, assignee_id, pool, kind, due_at, note, created_by_touch_id,"
-                " created_at) SELECT id, COALESCE(?, owner_id), CASE WHEN COALESCE(?, owner_id) IS NULL THEN COALESCE(?, ?) END,"
-                " ?, ?, ?, ?, ? FROM contacts WHERE id = ? ON CONFLICT DO NOTHING RETURNING id",
-                (
-                    assignee_id,
-                    assignee_id,
-                    pool,
-                    self.unowned_pool,
-                    kind,
-                    to_db_time(due_at),
-                    note,
-                    created_by_touch_id,
-                    to_db_time(self._db.now()),
-                    contact_id,
-                ),
-            ) as cur:
-                row = await cur.fetchone()
-        if row is None:
+        async with tx.execute(
+            "INSERT INTO followups (contact_id, assignee_id, pool, kind, due_at, note, created_by_touch_id,"
+            " created_at) SELECT id, COALESCE(?, owner_id), CASE WHEN COALESCE(?, owner_id) IS NULL THEN COALESCE(?, ?) END,"
+            " ?, ?, ?, ?, ? FROM contacts WHERE id = ? ON CONFLICT DO NOTHING RETURNING id",
+            (
+                assignee_id,
+                assignee_id,
+                pool,
+                self.unowned_pool,
+                kind,
+                to_db_time(due_at),
+                note,
+                created_by_touch_id,
+                to_db_time(self._db.now()),
+                contact_id,
+            ),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
+    async def followup_made(self, followup_id: int | None) -> FollowUp | None:
+        """A committed follow-up from `add_followup_in`, told to `on_followup` (None stays None)."""
+        if followup_id is None:
             return None
-        made = await self.followup(int(row[0]))
+        made = await self.followup(followup_id)
         if self.on_followup is not None:
             await self.on_followup(made)
         return made
@@ -478,17 +508,32 @@ class Audit:
         **detail: Any,
     ) -> None:
         async with self._db.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO audit_log (at, user_id, action, object_type, object_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    to_db_time(self._db.now()),
-                    user_id,
-                    action,
-                    object_type,
-                    str(object_id),
-                    json.dumps(detail, default=str),
-                ),
+            await self.write_in(
+                tx, action, user_id=user_id, object_type=object_type, object_id=object_id, **detail
             )
+
+    async def write_in(
+        self,
+        tx: Any,
+        action: str,
+        *,
+        user_id: int | None,
+        object_type: str = "",
+        object_id: object = "",
+        **detail: Any,
+    ) -> None:
+        """`write` inside an open transaction (the audit line commits with the change it records)."""
+        await tx.execute(
+            "INSERT INTO audit_log (at, user_id, action, object_type, object_id, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                to_db_time(self._db.now()),
+                user_id,
+                action,
+                object_type,
+                str(object_id),
+                json.dumps(detail, default=str),
+            ),
+        )
 
     async def recent(self, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT a.*, u.username FROM audit_log a LEFT JOIN users u ON u.id = a.user_id"

@@ -127,7 +127,7 @@ class CallService:
         missed_followup_after: timedelta = timedelta(minutes=0),
         on_ended: Callable[[CallEnded, int | None], Awaitable[None]] | None = None,
         observers: Collection[CallObserver] = (),
-        unknown_caller: Callable[[Touch], Awaitable[object]] | None = None,
+        unknown_caller: Callable[[TouchInput], Awaitable[Touch]] | None = None,
         lines: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
@@ -139,8 +139,9 @@ class CallService:
         self.missed_followup_after = missed_followup_after
         self.on_ended = on_ended
         self.observers = list(observers)
-        # told of each missed inbound call from a number no contact has (the follow-up loop makes a
-        # prospect and puts the call back on the unowned pool's day)
+        # records each missed inbound call from a number no contact has, in place of
+        # `touches.record` (the follow-up loop makes a prospect for the number in the same
+        # transaction and puts the call on the unowned pool's day)
         self.unknown_caller = unknown_caller
         self.calls: dict[str, LiveCall] = {}
         self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
@@ -417,26 +418,28 @@ class CallService:
             "closed_reason": ev.closed_reason,
             "abandoned": True if ev.abandoned else None,
         }
-        touch = await self.store.touches.record(
-            TouchInput(
-                source_key=self.source_key(ev.call_id),
-                kind="call",
-                direction=ev.direction,
-                started_at=ev.started_at,
-                contact_id=contact.id if contact else None,
-                user_id=user.id if user else None,
-                channel=self.source,
-                status=call_status(ev),
-                number=call.customer_number,
-                ended_at=ev.ended_at,
-                duration_s=round(ev.duration_s, 3),
-                summary=""
-                if keep_summary
-                else self._summary(ev, user, call.transferred_to),  # a rep's note wins
-                payload={k: v for k, v in payload.items() if v is not None},
-                call=call_figures(ev),
-            )
+        item = TouchInput(
+            source_key=self.source_key(ev.call_id),
+            kind="call",
+            direction=ev.direction,
+            started_at=ev.started_at,
+            contact_id=contact.id if contact else None,
+            user_id=user.id if user else None,
+            channel=self.source,
+            status=call_status(ev),
+            number=call.customer_number,
+            ended_at=ev.ended_at,
+            duration_s=round(ev.duration_s, 3),
+            summary="" if keep_summary else self._summary(ev, user, call.transferred_to),  # a rep's note wins
+            payload={k: v for k, v in payload.items() if v is not None},
+            call=call_figures(ev),
         )
+        if not ev.answered and ev.direction == "inbound" and not matches and self.unknown_caller is not None:
+            # a prospect for the number comes in the touch's own transaction: nobody ever reads
+            # (nor is sent) this missed call without its contact
+            touch = await self.unknown_caller(item)
+        else:
+            touch = await self.store.touches.record(item)
         self.touches_written += 1
         if not ev.answered and ev.direction == "inbound" and contact is not None:
             await self.store.touches.add_followup(
@@ -447,10 +450,6 @@ class CallService:
                 + (f" (queue {ev.queue})" if ev.queue else ""),
                 created_by_touch_id=touch.id,
             )
-        elif (
-            not ev.answered and ev.direction == "inbound" and not matches and self.unknown_caller is not None
-        ):
-            await self.unknown_caller(touch)
         return touch
 
     @staticmethod

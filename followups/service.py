@@ -12,12 +12,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from crm_link.clock import Clock
-from crm_link.contacts import validate_contact
+from crm_link.contacts import ContactFields, validate_contact
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.followups import CadenceRow, NewFollowup, end_of_day
 from crm_link.models import Contact, FollowUp, Touch, User
 from crm_link.segments import compile_filter
 from crm_link.store import Store
+from crm_link.touches import TouchInput
 from followups.rules import (
     BUILTIN_DATE_FIELDS,
     Offset,
@@ -550,26 +551,44 @@ class FollowupService:
             return True
         return await self.sms_reply(contact, touch, text) is not None
 
-    async def unknown_call(self, touch: Touch) -> FollowUp | None:
-        """A missed call from a number no contact has (the call service's hook)."""
-        return await self.unknown_sender(touch, kind="missed_call", note=f"Missed call from {touch.number}")
+    async def unknown_call(self, item: TouchInput) -> Touch:
+        """A missed call from a number no contact has (the call service's hook): the call's touch
+        is recorded together with a prospect for the number (the touch theirs) and a follow-up on
+        the unowned pool, in one transaction. Without a usable number the touch is recorded alone."""
+        fields = self._prospect_fields(item.number)
+        if fields is None:
+            return await self.store.touches.record(item)
+        touch, _ = await self.store.record_call_with_prospect(
+            item, fields, followup_kind="missed_call", followup_note=f"Missed call from {item.number}"
+        )
+        return touch
 
-    async def unknown_sender(self, touch: Touch, *, kind: str, note: str) -> FollowUp | None:
-        """A missed call or a text from a number no contact has: a prospect is made for the number
-        (the touch becomes theirs) and the follow-up goes to the unowned pool, so it is on the day of
-        everyone in it. None when there is no usable number or the touch already has a contact."""
-        if not touch.number:
+    def _prospect_fields(self, number: str | None) -> ContactFields | None:
+        """A prospect for a number no contact has, None when the number is not a usable one."""
+        if not number:
             return None
         try:
-            fields = validate_contact(
+            return validate_contact(
                 {
                     "first_name": "Unknown",
-                    "last_name": touch.number,
-                    "phones": [touch.number],
+                    "last_name": number,
+                    "phones": [number],
                     "tags": ["prospect", UNKNOWN_NUMBER_TAG],
                 },
                 region=self.store.region,
             )
+        except ValidationError as exc:
+            log.info("event=unknown_number_unusable number=%r reason=%r", number, str(exc))
+            return None
+
+    async def unknown_sender(self, touch: Touch, *, kind: str, note: str) -> FollowUp | None:
+        """A text from a number no contact has: a prospect is made for the number (the touch
+        becomes theirs) and the follow-up goes to the unowned pool, so it is on the day of everyone
+        in it. None when there is no usable number or the touch already has a contact."""
+        fields = self._prospect_fields(touch.number)
+        if fields is None:
+            return None
+        try:
             contact = await self.store.create_contact_for_call(fields, touch.source_key, kind=touch.kind)
         except (ValidationError, Conflict, NotFound) as exc:
             log.info("event=unknown_sender_skipped touch=%d reason=%r", touch.id, str(exc))

@@ -14,6 +14,7 @@ from typing import Any
 from crm_link.clock import system_clock
 from crm_link.email import EmailRow, OutboxEmail
 from crm_link.errors import ValidationError
+from crm_link.lanes import run_lanes
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from templates.context import merge_context, unknown_codes, unknown_codes_message
@@ -350,17 +351,9 @@ class EmailService:
         n = await self.store.email.recover_after_crash(owner=self.owner)
         if n:
             log.warning("event=email_unknown_after_restart rows=%d", n)
-        lanes = [asyncio.create_task(self._lane(idle_poll), name=f"email-lane{i}") for i in range(self.lanes)]
-        lanes.append(asyncio.create_task(self._keeper(), name="email-leases"))
-        try:
-            await asyncio.gather(*lanes)
-        finally:
-            # a cancelled gather has cancelled the lanes once; cancelling again would cut short
-            # their own cleanup (giving back unsent rows, recording what the server accepted)
-            for lane in lanes:
-                if not lane.done() and not lane.cancelling():
-                    lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+        await run_lanes(
+            self.lanes, lambda: self._lane(idle_poll), name="email", beside={"leases": self._keeper}
+        )
 
     async def _lane(self, idle_poll: float) -> None:
         while not self._stopping:

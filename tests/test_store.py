@@ -281,3 +281,19 @@ async def test_a_row_just_committed_is_read_back_while_other_reads_run(store: St
         await asyncio.gather(*pollers)
     assert polls > 300  # the reads really ran alongside
     assert missing == []
+
+
+def test_store_times_read_back_as_written() -> None:
+    from datetime import timezone
+
+    from crm_link.db import from_db_time, to_db_time
+
+    for t in (
+        datetime(2026, 12, 2, 22, 13, 0, 123456, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 3, 29, 1, 30, 5, 7, tzinfo=timezone(timedelta(hours=-5))),
+    ):
+        back = from_db_time(to_db_time(t))
+        assert back == t and back is not None and back.utcoffset() == timedelta(0)
+    assert from_db_time("2026-12-02T22:13:00.5Z") == datetime(2026, 12, 2, 22, 13, 0, 500000, tzinfo=UTC)
+    assert from_db_time(None) is None

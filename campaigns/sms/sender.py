@@ -11,6 +11,7 @@ from campaigns.ratelimit import TokenBucket
 from campaigns.sms.channel import ChannelError, OutboundSms, SmsChannel
 from campaigns.sms.quiet import QUIET_HOURS, quiet_until
 from crm_link.clock import system_clock
+from crm_link.lanes import run_lanes
 from crm_link.sms import OutboxMessage
 from crm_link.store import Store
 
@@ -177,19 +178,7 @@ class ChannelWorker:
         the other two wait on the store (measured against Kannel, bench/sms_blast.py --kannel); at
         most lanes × window rows are `sending` at once, which bounds what a crash leaves in doubt."""
         await self.recover()
-        lanes = [
-            asyncio.create_task(self._lane(), name=f"sms-{self.name}-lane{i}") for i in range(self.lanes)
-        ]
-        lanes.append(asyncio.create_task(self._keeper(), name=f"sms-{self.name}-leases"))
-        try:
-            await asyncio.gather(*lanes)
-        finally:
-            # a cancelled gather has cancelled the lanes once; a second cancel would cut short
-            # their own cleanup
-            for lane in lanes:
-                if not lane.done() and not lane.cancelling():
-                    lane.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+        await run_lanes(self.lanes, self._lane, name=f"sms-{self.name}", beside={"leases": self._keeper})
 
     async def _lane(self) -> None:
         while not self._stopping:

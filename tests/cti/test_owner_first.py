@@ -13,9 +13,11 @@ from crm_link.contacts import validate_contact
 from cti.ami.server import AmiTestServer
 from cti.owner_first import owner_dial
 from switchboard.keys import ASTERISK, STORE
+from switchboard.sim.crm_standin import CrmStandIn
 from tests.conftest import make_api
 from tests.cti.conftest import start_pbx_app
 from tests.cti.test_twilio_voice import incoming, post_signed
+from tests.webhooks.conftest import SECRET, all_delivered, assert_in_order_per_contact, hook, until
 
 OWNER, OTHER = "Local/agent2@agents/n", "Local/agent1@agents/n"
 
@@ -108,6 +110,17 @@ async def test_asterisk_rings_and_pops_the_owner_first_then_the_queue(
 async def test_asterisk_missed_call_from_an_unknown_number_is_on_the_managers_pool(
     aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer
 ) -> None:
+    crm = await CrmStandIn(secret=SECRET).start()
+    try:
+        await _missed_unknown_caller(aiohttp_server, aiohttp_client, settings, pbx, crm)
+    finally:
+        await crm.stop()
+
+
+async def _missed_unknown_caller(
+    aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer, crm: CrmStandIn
+) -> None:
+    hook(settings, crm)  # every event to a CRM receiver on loopback
     server = await start_pbx_app(aiohttp_server, settings, pbx, {OTHER: "jsmith"})
     client = await aiohttp_client(server)
     store = server.app[STORE]
@@ -115,24 +128,103 @@ async def test_asterisk_missed_call_from_an_unknown_number_is_on_the_managers_po
     boss = await make_api(client, "maria", "manager")
     await server.app[ASTERISK].directory.reload()
     linkedid = await pbx.inbound_call("+13125550177", agents=[OTHER], answer=None, ring_seconds=1)
+    # the first read that sees the call ended sees its prospect too (one transaction made both)
     touch = await _touch(store, f"asterisk:{linkedid}")
-    assert touch.status == "missed"
+    assert touch.status == "missed" and touch.contact_id is not None
     async with asyncio.timeout(10):
         while not (missed := (await (await boss.get("/api/v1/me/day")).json())["missed_calls"]):
             await asyncio.sleep(0.02)
     (f,) = missed
-    # the call is written at its end; the prospect it makes is attached just after (read it again)
-    touch = await store.touches.by_source_key(f"asterisk:{linkedid}")
-    assert touch is not None and touch.contact_id is not None
     assert (f["assignee"], f["pool"], f["contact_id"]) == (None, "managers", touch.contact_id)
     prospect = await store.contacts.get(f["contact_id"])
     assert prospect.owner_id is None and [p.e164 for p in prospect.phones] == ["+13125550177"]
     assert (await (await rep.get("/api/v1/me/day")).json())["missed_calls"] == []
+    # the outbox never held the call without its contact: one contact event (with the number), then
+    # one call event, then the follow-up, all in the prospect's order; nothing keyed by the touch
+    events = await store.crm_events.events_since(0, limit=1000)
+    assert [(e.type, e.order_key) for e in events if e.contact_id is None] == []
+    mine = [e for e in events if e.contact_id == prospect.id]
+    assert [e.type for e in mine] == ["contact.created", "call.missed", "followup.created"]
+    assert [p["number"] for p in mine[0].data["phones"]] == ["+13125550177"]
+    assert mine[1].data["touch_id"] == touch.id and mine[1].data["contact_id"] == prospect.id
+    # and so the CRM receives the missed call with its contact, after the contact
+    await until(lambda: all_delivered(store, crm))
+    got = [e for e in crm.of_type("") if e.get("contact_id") == prospect.id]
+    assert [e["type"] for e in got] == ["contact.created", "call.missed", "followup.created"]
+    assert [e["id"] for e in got] == [e.uid for e in mine]
+    assert_in_order_per_contact(crm)
     # the number is known now: calling again makes no second prospect
     again = await pbx.inbound_call("+13125550177", agents=[OTHER], answer=None, ring_seconds=1)
     second = await _touch(store, f"asterisk:{again}")
     assert second.contact_id == prospect.id
     assert len(await store.contacts.find_by_phone("+13125550177")) == 1
+
+
+async def test_a_missed_call_and_its_prospect_commit_together_or_not_at_all(
+    store: Any, monkeypatch: Any
+) -> None:
+    """A failure after the prospect's row is written (the recordings step here; a crash is the same
+    to the database) leaves neither the prospect nor the call's end: the store never holds the ended
+    call without its contact, nor a prospect without its call."""
+    from datetime import UTC, datetime
+
+    from crm_link.touches import TouchInput
+    from followups.service import UNKNOWN_NUMBER_TAG
+
+    started = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    ringing = TouchInput(
+        "asterisk:9.1", "call", "inbound", started, channel="asterisk", number="+13125550188"
+    )
+    await store.touches.record(ringing)
+    fields = validate_contact(
+        {"first_name": "Unknown", "last_name": "x", "phones": ["+13125550188"], "tags": [UNKNOWN_NUMBER_TAG]},
+        region="US",
+    )
+    ended = TouchInput(
+        "asterisk:9.1",
+        "call",
+        "inbound",
+        started,
+        channel="asterisk",
+        status="missed",
+        number="+13125550188",
+        ended_at=started.replace(minute=1),
+    )
+    before = await store.crm_events.events_since(0)
+
+    async def broken(*args: Any) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(store.recordings, "attach_contact_in", broken)
+    try:
+        await store.record_call_with_prospect(ended, fields, followup_kind="missed_call", followup_note="n")
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the broken step did not fail the transaction")
+    touch = await store.touches.by_source_key("asterisk:9.1")
+    assert (touch.contact_id, touch.ended_at) == (None, None)  # still ringing, nobody's
+    assert await store.contacts.find_by_phone("+13125550188") == []
+    assert await store.crm_events.events_since(0) == before
+    monkeypatch.undo()
+    touch, made = await store.record_call_with_prospect(
+        ended, fields, followup_kind="missed_call", followup_note="n"
+    )
+    (prospect,) = await store.contacts.find_by_phone("+13125550188")
+    assert touch.contact_id == prospect.id and touch.ended_at is not None
+    assert made is not None and (made.contact_id, made.created_by_touch_id) == (prospect.id, touch.id)
+    after = await store.crm_events.events_since(before[-1].id if before else 0)
+    assert [(e.type, e.order_key) for e in after] == [
+        ("contact.created", f"c:{prospect.id}"),
+        ("call.missed", f"c:{prospect.id}"),
+        ("followup.created", f"c:{prospect.id}"),
+    ]
+    # recorded again (a replayed end): the same touch, no second prospect, no second follow-up
+    again, none = await store.record_call_with_prospect(
+        ended, fields, followup_kind="missed_call", followup_note="n"
+    )
+    assert (again.id, again.contact_id, none) == (touch.id, prospect.id, None)
+    assert len(await store.contacts.find_by_phone("+13125550188")) == 1
 
 
 async def test_twilio_dials_the_owner_alone_then_everyone_else_online(

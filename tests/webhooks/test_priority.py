@@ -4,10 +4,13 @@ which start only when no request, call or touch write is waiting for the writer 
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
 from typing import Any
 
-from crm_link.contacts import ContactFields
+from crm_link.contacts import ContactFields, validate_contact
 from crm_link.db import WriteLock
+from crm_link.store import Store
 from switchboard.app import create_app
 from switchboard.keys import STORE
 from switchboard.sim.crm_standin import CrmStandIn
@@ -88,3 +91,33 @@ async def test_requests_writes_wait_behind_no_delivery_transaction_while_a_backl
     health = await (await client.get("/healthz")).json()
     assert 1 <= health["crm"]["subscribers"]["dms"]["in_flight_limit"] <= 16
     assert client.server.app[CRM_WORKER].max_lag_s >= 0
+
+
+async def test_a_pop_read_never_waits_behind_the_outbox_backlog_reads(tmp_path: Path) -> None:
+    """The delivery worker's backlog counts and probes read on the store's background reader: while
+    that reader's thread is held by a long read, a screen-pop's read (the main reader) still answers,
+    and the counts answer once the long read ends."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> int:
+        entered.set()
+        release.wait(10)
+        return 0
+
+    async with Store(str(tmp_path / "store.db")) as store:
+        await store.contacts.create(
+            validate_contact({"first_name": "Jane", "phones": ["+15551234567"]}, region="US")
+        )
+        bg = await store.db._background_reader()
+        await bg.create_function("hold", 0, hold)
+        slow = asyncio.create_task(store.db.fetchone("SELECT hold()", background=True))
+        await asyncio.to_thread(entered.wait, 10)
+        counts = asyncio.create_task(store.crm_events.counts(background=True))
+        try:
+            async with asyncio.timeout(5):
+                assert [c.first_name for c in await store.contacts.find_by_phone("+15551234567")] == ["Jane"]
+            assert not slow.done() and not counts.done()  # still behind the long read
+        finally:
+            release.set()
+        await slow
+        assert (await counts)["unfanned"] == 1  # the contact's event

@@ -1,0 +1,35 @@
+"""Worker lanes: several copies of one loop running side by side, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+
+async def run_lanes(
+    count: int,
+    lane: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    name: str,
+    beside: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
+) -> None:
+    """Run `count` tasks of `lane()` (named `<name>-lane<i>`), and one task of each of `beside`
+    (named `<name>-<key>`, e.g. the keeper renewing the lanes' leases), until all have returned.
+
+    When this is cancelled, each lane is cancelled once and awaited: a lane that is already
+    cleaning up (giving back the rows it claimed, recording what a server accepted) is not
+    cancelled a second time, which would cut that cleanup short. A lane that fails ends the run
+    with its error once the others have stopped."""
+    lanes: list[asyncio.Task[None]] = [
+        asyncio.create_task(lane(), name=f"{name}-lane{i}") for i in range(max(1, count))
+    ]
+    lanes += [asyncio.create_task(fn(), name=f"{name}-{key}") for key, fn in (beside or {}).items()]
+    try:
+        await asyncio.gather(*lanes)
+    finally:
+        # a cancelled (or failed) gather leaves the lanes cancelled once at most; never twice
+        for task in lanes:
+            if not task.done() and not task.cancelling():
+                task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
