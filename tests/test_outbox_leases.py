@@ -269,3 +269,63 @@ async def test_a_live_sender_renews_its_lease_and_a_dead_ones_rows_go_in_doubt(
     assert await other.keep_leases() == 5
     states = {(await b.sms.message(i)).state for i in range(1, 6)}
     assert states == {"unknown"}
+
+
+async def test_an_agent_claiming_on_two_instances_at_once_holds_one_entry(
+    pair: tuple[Store, Store], clock: ManualClock
+) -> None:
+    a, b = pair
+    await a.contacts.bulk_insert(
+        [
+            validate_contact({"first_name": f"C{i}", "phones": [f"+1212555{i:04d}"]}, region="US")
+            for i in range(4)
+        ]
+    )
+    ids = [c.id for c in await a.contacts.get_many([1, 2, 3, 4])]
+    cl, _ = await a.call_lists.create(ListSpec(name="l", mode="preview"), contact_ids=ids, now=T0)
+    zones = await a.call_lists.zones(cl.id)
+    agent = "agent:7"
+    if a.db.shared:
+        # A leases entry 1 to the agent (not yet committed) while B claims for the same agent: B
+        # passes over entry 1, leases the next one, waits on the agents' lease index for A's commit,
+        # and then returns the entry A leased instead of a second one
+        async with a.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ? WHERE id = 1",
+                (agent, to_db_time(T0 + LEASE)),
+            )
+            claim = asyncio.create_task(
+                b.call_lists.claim(
+                    cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, agent_id=7, sole=True
+                )
+            )
+            async with asyncio.timeout(10):
+                while not await a.db.fetchall(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ):
+                    await asyncio.sleep(0.01)
+            assert not claim.done()
+        async with asyncio.timeout(10):
+            entry = await claim
+    else:
+        first = await a.call_lists.claim(cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, sole=True)
+        assert first is not None and first.id == 1
+        entry = await b.call_lists.claim(cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, sole=True)
+    assert entry is not None and entry.id == 1 and entry.lease_owner == agent
+    held = await a.db.fetchall(
+        "SELECT id FROM call_list_entries WHERE state = 'in_progress' AND lease_owner = ?", (agent,)
+    )
+    assert [r[0] for r in held] == [1]
+    # a dialer's claim (not an agent's) may hold many
+    for _ in range(3):
+        assert await b.call_lists.claim(cl.id, zones=zones, now=T0, owner="dialer-b", lease=LEASE) is not None
+    # and the index refuses a second lease for the agent whatever writes it
+    with pytest.raises(Exception) as refused:
+        await a.db.write_returning(
+            "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ? WHERE id = 2 RETURNING id",
+            (agent,),
+        )
+    from crm_link.db import is_unique_violation
+
+    assert is_unique_violation(refused.value)
