@@ -7,9 +7,11 @@ database standing for two instances (each with its own connections and its own w
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -329,3 +331,56 @@ async def test_an_agent_claiming_on_two_instances_at_once_holds_one_entry(
     from crm_link.db import is_unique_violation
 
     assert is_unique_violation(refused.value)
+
+
+class _HeldGateway(RecordingChannel):
+    """Takes every request, answers only once `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("main", VirtualClock(T0))
+        self.answer = asyncio.Event()
+        self.waiting = 0
+
+    async def send(self, message: Any) -> Any:
+        self.waiting += 1
+        await self.answer.wait()
+        return await super().send(message)
+
+
+async def test_sms_results_after_a_lapsed_lease_are_not_recorded_but_counted(
+    pair: tuple[Store, Store], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    await _queue_sms(a, 5)
+    gateway = _HeldGateway()
+    # A renews no lease here: it stands for an instance out of reach of the database
+    worker = ChannelWorker(
+        a, gateway, name="main", rate_per_second=1000, quiet_start="00:00", quiet_end="00:00",
+        clock=clock, owner="a", lease=LEASE, lanes=1,
+    )  # fmt: skip
+    step = asyncio.create_task(worker.step())
+    async with asyncio.timeout(10):
+        while gateway.waiting < 5:
+            await asyncio.sleep(0.01)
+    clock.advance(LEASE + timedelta(seconds=1))
+    other = ChannelWorker(
+        b, RecordingChannel("main", VirtualClock(T0)), name="main", rate_per_second=1000,
+        quiet_start="00:00", quiet_end="00:00", clock=clock, owner="b", lease=LEASE,
+    )  # fmt: skip
+    assert await other.keep_leases() == 5
+    with caplog.at_level(logging.WARNING):
+        gateway.answer.set()  # the gateway took all five; A learns it too late
+        async with asyncio.timeout(10):
+            assert await step
+    assert len(gateway.sent) == 5 and worker.lapsed == 5 and worker.sent == 5
+    assert {(await b.sms.message(i)).state for i in range(1, 6)} == {"unknown"}
+    touches = await b.db.fetchall("SELECT status FROM touches WHERE kind = 'sms' ORDER BY id")
+    assert [r[0] for r in touches] == ["unknown"] * 5  # as B left them: in doubt
+    assert any(
+        "event=sms_result_after_lease channel=main owner=a rows=5" in r.getMessage() for r in caplog.records
+    )
+    # an outcome of a row this instance still holds is recorded as before
+    await _queue_sms(a, 1)
+    gateway.answer.set()
+    assert await worker.step()
+    assert (await a.sms.message(6)).state == "sent" and worker.lapsed == 5
