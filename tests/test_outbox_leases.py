@@ -384,3 +384,49 @@ async def test_sms_results_after_a_lapsed_lease_are_not_recorded_but_counted(
     gateway.answer.set()
     assert await worker.step()
     assert (await a.sms.message(6)).state == "sent" and worker.lapsed == 5
+
+
+async def test_migration_0083_leaves_each_agent_one_entry(store_url: str, clock: ManualClock) -> None:
+    where = StoreSettings(url=store_url).sqlite_path
+    async with Store(where, clock=clock) as store:
+        await store.contacts.bulk_insert(
+            [
+                validate_contact({"first_name": f"C{i}", "phones": [f"+1212555{i:04d}"]}, region="US")
+                for i in range(5)
+            ]
+        )
+        ids = [c.id for c in await store.contacts.get_many([1, 2, 3, 4, 5])]
+        cl, _ = await store.call_lists.create(ListSpec(name="l"), contact_ids=ids, now=T0)
+        # as a store before 0083 could be: agent 7 holds three entries (the second being dialed),
+        # agent 8 two, both being dialed
+        async with store.db.transaction() as tx:
+            await tx.execute("DROP INDEX call_list_entries_agent_lease")
+            await tx.execute("DELETE FROM schema_migrations WHERE version = 83")
+            for entry_id, owner in (
+                (1, "agent:7"),
+                (2, "agent:7"),
+                (3, "agent:7"),
+                (4, "agent:8"),
+                (5, "agent:8"),
+            ):
+                await tx.execute(
+                    "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?"
+                    " WHERE id = ?",
+                    (owner, to_db_time(T0 + LEASE), entry_id),
+                )
+            for entry_id in (2, 4, 5):
+                await tx.execute(
+                    "INSERT INTO call_attempts (entry_id, list_id, number, state, started_at)"
+                    " VALUES (?, ?, '+12125550000', 'dialing', ?)",
+                    (entry_id, cl.id, to_db_time(T0)),
+                )
+    async with Store(where, clock=clock) as store:
+        assert 83 in store.db.applied
+        rows = await store.db.fetchall("SELECT id, state, lease_owner FROM call_list_entries ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            (1, "pending", None),
+            (2, "in_progress", "agent:7"),
+            (3, "pending", None),
+            (4, "in_progress", "agent:8"),
+            (5, "in_progress", "agent:8#5"),
+        ]
