@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_link.db import Database, from_db_time, one_row, to_db_time
+from crm_link.db import Database, from_db_time, is_unique_violation, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import iso
 from crm_link.phones import zone_for_number
@@ -451,11 +451,41 @@ class CallLists:
         lease: timedelta,
         agent_id: int | None = None,
         others_due_by: datetime | None = None,
+        sole: bool = False,
     ) -> Entry | None:
         """Lease the next due entry of a list whose zone is open: the agent's callbacks first, then
         their own customers (contacts.owner_id = agent_id), then by priority and due time. With
         `others_due_by`, another user's customer is taken only if it was due by then (its owner's
-        head start). None when nothing is due."""
+        head start). None when nothing is due.
+
+        `sole`: the owner (an agent, `agent:<id>`) holds one entry at most, on every instance
+        sharing the store: when it holds one already, that entry is returned (it may be of another
+        list) and nothing more is leased. Two claims racing for one agent are settled by the unique
+        index on agents' leases: the loser's UPDATE fails and it returns the winner's entry."""
+        if sole:
+            try:
+                entry = await self._claim(list_id, zones, now, owner, lease, agent_id, others_due_by, True)
+            except Exception as exc:
+                if not is_unique_violation(exc):
+                    raise
+                entry = None
+            if entry is None:
+                held = await self.held_by(owner)
+                return held[0] if held else None
+            return entry
+        return await self._claim(list_id, zones, now, owner, lease, agent_id, others_due_by, False)
+
+    async def _claim(
+        self,
+        list_id: int,
+        zones: Sequence[str],
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        agent_id: int | None,
+        others_due_by: datetime | None,
+        sole: bool,
+    ) -> Entry | None:
         if not zones:
             return None
         stamp = to_db_time(now)
@@ -498,10 +528,17 @@ class CallLists:
             params += [list_id, zone, stamp, agent_id]
             if others_due_by is not None:
                 params += [to_db_time(others_due_by), agent_id if agent_id is not None else -1]
+        held = ""
+        if sole:  # an entry the owner holds already (committed) stops the claim here
+            held = (
+                "AND NOT EXISTS (SELECT 1 FROM call_list_entries h WHERE h.lease_owner = ? "
+                "AND h.state = 'in_progress') "
+            )
+            params.append(owner)
         rows = await self.db.write_returning(
             "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?, updated_at = ? "
             "WHERE state = 'pending' AND id = (SELECT id FROM (" + " UNION ALL ".join(branches) + ") "
-            "ORDER BY rank, priority DESC, next_at, id LIMIT 1) RETURNING *",
+            "ORDER BY rank, priority DESC, next_at, id LIMIT 1) " + held + "RETURNING *",
             params,
         )
         return _entry(rows[0]) if rows else None

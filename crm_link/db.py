@@ -59,6 +59,14 @@ class Migration:
     sql: str
 
 
+def is_unique_violation(exc: BaseException) -> bool:
+    """A write refused by a unique index, on either store (sqlite3's IntegrityError, or
+    PostgreSQL's SQLSTATE 23505 as psycopg raises it)."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(exc)
+    return getattr(exc, "sqlstate", None) == "23505"
+
+
 def is_postgres_url(url: str) -> bool:
     """Whether a store URL names a PostgreSQL database."""
     return url.startswith(("postgresql://", "postgres://"))

@@ -374,18 +374,41 @@ class EmailStore:
         return await self.settle_many([(email, state, reason, code, next_followup)])
 
     async def settle_many(
-        self, outcomes: Sequence[tuple[OutboxEmail, str, str | None, int | None, Any]]
+        self,
+        outcomes: Sequence[tuple[OutboxEmail, str, str | None, int | None, Any]],
+        *,
+        owner: str | None = None,
+        lapsed: list[int] | None = None,
     ) -> list[int]:
         """Record several outcomes in one transaction, with a touch for each sent email. The ids of
-        the follow-ups whose email failed for good and that are now calls to make."""
+        the follow-ups whose email failed for good and that are now calls to make.
+
+        With `owner` (the instance that claimed them): the outcome of an email it no longer holds
+        (its lease lapsed and another instance took it as in doubt, or queued it again) is not
+        recorded, neither on the row nor as a touch; its id is appended to `lapsed`."""
         now = self._db.now()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
+            if owner is not None and outcomes:
+                held: set[int] = set()
+                ids = [email.id for email, *_ in outcomes]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    async with tx.execute(
+                        f"SELECT id FROM email_outbox WHERE id IN ({','.join('?' * len(chunk))})"
+                        " AND state = 'sending' AND owner = ?",
+                        (*chunk, owner),
+                    ) as cur:
+                        held.update(r[0] for r in await cur.fetchall())
+                if lapsed is not None:
+                    lapsed.extend(i for i in ids if i not in held)
+                outcomes = [o for o in outcomes if o[0].id in held]
             await tx.executemany(
                 "UPDATE email_outbox SET state = ?, reason = ?, code = ?, updated_at = ?,"
-                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state = 'sending'",
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state = 'sending'"
+                " AND (? IS NULL OR owner = ?)",
                 [
-                    (state, reason, code, ts, state, ts, email.id)
+                    (state, reason, code, ts, state, ts, email.id, owner, owner)
                     for email, state, reason, code, _ in outcomes
                 ],
             )

@@ -546,19 +546,41 @@ class SmsStore:
             )
 
     async def settle(
-        self, outcomes: Sequence[tuple[OutboxMessage, str, str | None, str | None, str | None]]
-    ) -> None:
-        """Record send outcomes (message, state sent|failed|unknown, provider id, reason, code) and touches."""
+        self,
+        outcomes: Sequence[tuple[OutboxMessage, str, str | None, str | None, str | None]],
+        *,
+        owner: str | None = None,
+    ) -> list[int]:
+        """Record send outcomes (message, state sent|failed|unknown, provider id, reason, code) and touches.
+
+        With `owner` (the instance that claimed them): the outcome of a row it no longer holds (its
+        lease lapsed and another instance took the row as in doubt, or queued it again) is not
+        recorded, neither on the row nor as a touch; their ids are returned."""
         now = self._db.now()
         ts = to_db_time(now)
+        lapsed: list[int] = []
         async with self._db.transaction() as tx:
+            if owner is not None and outcomes:
+                held: set[int] = set()
+                ids = [msg.id for msg, *_ in outcomes]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    async with tx.execute(
+                        f"SELECT id FROM sms_outbox WHERE id IN ({','.join('?' * len(chunk))}) AND"
+                        " ((state = 'sending' AND owner = ?) OR state IN ('sent', 'delivered', 'failed'))",
+                        (*chunk, owner),
+                    ) as cur:
+                        held.update(r[0] for r in await cur.fetchall())
+                lapsed = [i for i in ids if i not in held]
+                outcomes = [o for o in outcomes if o[0].id in held]
             # one statement for the window's rows, one batch for their touches
             await tx.executemany(
                 "UPDATE sms_outbox SET state = ?, provider_id = COALESCE(?, provider_id), reason = ?,"
                 " error_code = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END,"
-                " final_at = CASE WHEN ? IN ('failed') THEN ? ELSE final_at END WHERE id = ? AND state = 'sending'",
+                " final_at = CASE WHEN ? IN ('failed') THEN ? ELSE final_at END WHERE id = ? AND state = 'sending'"
+                " AND (? IS NULL OR owner = ?)",
                 [
-                    (state, provider_id, reason, code, ts, state, ts, state, ts, msg.id)
+                    (state, provider_id, reason, code, ts, state, ts, state, ts, msg.id, owner, owner)
                     for msg, state, provider_id, reason, code in outcomes
                 ],
             )
@@ -614,6 +636,7 @@ class SmsStore:
                     if state == "sent" and msg.followup_id is not None
                 ],
             )
+        return lapsed
 
     async def apply_report(
         self,

@@ -61,6 +61,7 @@ class EmailService:
         self.lanes = max(1, lanes)
         self.owner = owner or "email"  # the instance claiming: its rows are its own until the lease ends
         self.lease = lease
+        self.lapsed = 0  # outcomes not recorded: the emails' lease had lapsed and another instance took them
         # seconds (of the event loop, not the injected clock) between renewals of the lease
         self.renew_every = renew_every if renew_every is not None else lease.total_seconds() / 3
         self._stopped = asyncio.Event()
@@ -333,7 +334,18 @@ class EmailService:
         finally:
             # what the server accepted is recorded even when the loop is being cancelled
             if done:
-                to_call = await asyncio.shield(self.store.email.settle_many(done))
+                lapsed: list[int] = []
+                to_call = await asyncio.shield(
+                    self.store.email.settle_many(done, owner=self.owner, lapsed=lapsed)
+                )
+                if lapsed:
+                    # this instance could not renew its lease in time (the database was out of
+                    # reach) and another one took these emails as in doubt: not recorded
+                    self.lapsed += len(lapsed)
+                    log.warning(
+                        "event=email_result_after_lease owner=%s rows=%d ids=%s",
+                        self.owner, len(lapsed), ",".join(map(str, lapsed[:50])),
+                    )  # fmt: skip
                 if to_call and self.on_followups_to_call is not None:
                     try:
                         await self.on_followups_to_call(to_call)

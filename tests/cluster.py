@@ -67,8 +67,8 @@ class Instance:
             self.stderr.append(line.decode(errors="replace").rstrip())
             del self.stderr[:-200]
 
-    async def ready(self, timeout: float = 60) -> None:
-        """Wait until its /healthz answers with the channel worker running."""
+    async def ready(self, timeout: float = 60, worker: str = "sms:main") -> None:
+        """Wait until its /healthz answers with `worker` (the SMS channel's, by default) running."""
         async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
             while True:
                 if self.proc.returncode is not None:
@@ -79,7 +79,7 @@ class Instance:
                     async with http.get(f"{self.url}/healthz") as resp:
                         body = await resp.json()
                         if (body.get("instance") or {}).get("id") == self.name and body["workers"].get(
-                            "sms:main", {}
+                            worker, {}
                         ).get("state") == "running":
                             return
                 except aiohttp.ClientError:

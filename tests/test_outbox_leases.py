@@ -7,9 +7,11 @@ database standing for two instances (each with its own connections and its own w
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,3 +271,162 @@ async def test_a_live_sender_renews_its_lease_and_a_dead_ones_rows_go_in_doubt(
     assert await other.keep_leases() == 5
     states = {(await b.sms.message(i)).state for i in range(1, 6)}
     assert states == {"unknown"}
+
+
+async def test_an_agent_claiming_on_two_instances_at_once_holds_one_entry(
+    pair: tuple[Store, Store], clock: ManualClock
+) -> None:
+    a, b = pair
+    await a.contacts.bulk_insert(
+        [
+            validate_contact({"first_name": f"C{i}", "phones": [f"+1212555{i:04d}"]}, region="US")
+            for i in range(4)
+        ]
+    )
+    ids = [c.id for c in await a.contacts.get_many([1, 2, 3, 4])]
+    cl, _ = await a.call_lists.create(ListSpec(name="l", mode="preview"), contact_ids=ids, now=T0)
+    zones = await a.call_lists.zones(cl.id)
+    agent = "agent:7"
+    if a.db.shared:
+        # A leases entry 1 to the agent (not yet committed) while B claims for the same agent: B
+        # passes over entry 1, leases the next one, waits on the agents' lease index for A's commit,
+        # and then returns the entry A leased instead of a second one
+        async with a.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ? WHERE id = 1",
+                (agent, to_db_time(T0 + LEASE)),
+            )
+            claim = asyncio.create_task(
+                b.call_lists.claim(
+                    cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, agent_id=7, sole=True
+                )
+            )
+            async with asyncio.timeout(10):
+                while not await a.db.fetchall(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ):
+                    await asyncio.sleep(0.01)
+            assert not claim.done()
+        async with asyncio.timeout(10):
+            entry = await claim
+    else:
+        first = await a.call_lists.claim(cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, sole=True)
+        assert first is not None and first.id == 1
+        entry = await b.call_lists.claim(cl.id, zones=zones, now=T0, owner=agent, lease=LEASE, sole=True)
+    assert entry is not None and entry.id == 1 and entry.lease_owner == agent
+    held = await a.db.fetchall(
+        "SELECT id FROM call_list_entries WHERE state = 'in_progress' AND lease_owner = ?", (agent,)
+    )
+    assert [r[0] for r in held] == [1]
+    # a dialer's claim (not an agent's) may hold many
+    for _ in range(3):
+        assert await b.call_lists.claim(cl.id, zones=zones, now=T0, owner="dialer-b", lease=LEASE) is not None
+    # and the index refuses a second lease for the agent whatever writes it
+    with pytest.raises(Exception) as refused:
+        await a.db.write_returning(
+            "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ? WHERE id = 2 RETURNING id",
+            (agent,),
+        )
+    from crm_link.db import is_unique_violation
+
+    assert is_unique_violation(refused.value)
+
+
+class _HeldGateway(RecordingChannel):
+    """Takes every request, answers only once `answer` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("main", VirtualClock(T0))
+        self.answer = asyncio.Event()
+        self.waiting = 0
+
+    async def send(self, message: Any) -> Any:
+        self.waiting += 1
+        await self.answer.wait()
+        return await super().send(message)
+
+
+async def test_sms_results_after_a_lapsed_lease_are_not_recorded_but_counted(
+    pair: tuple[Store, Store], clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = pair
+    await _queue_sms(a, 5)
+    gateway = _HeldGateway()
+    # A renews no lease here: it stands for an instance out of reach of the database
+    worker = ChannelWorker(
+        a, gateway, name="main", rate_per_second=1000, quiet_start="00:00", quiet_end="00:00",
+        clock=clock, owner="a", lease=LEASE, lanes=1,
+    )  # fmt: skip
+    step = asyncio.create_task(worker.step())
+    async with asyncio.timeout(10):
+        while gateway.waiting < 5:
+            await asyncio.sleep(0.01)
+    clock.advance(LEASE + timedelta(seconds=1))
+    other = ChannelWorker(
+        b, RecordingChannel("main", VirtualClock(T0)), name="main", rate_per_second=1000,
+        quiet_start="00:00", quiet_end="00:00", clock=clock, owner="b", lease=LEASE,
+    )  # fmt: skip
+    assert await other.keep_leases() == 5
+    with caplog.at_level(logging.WARNING):
+        gateway.answer.set()  # the gateway took all five; A learns it too late
+        async with asyncio.timeout(10):
+            assert await step
+    assert len(gateway.sent) == 5 and worker.lapsed == 5 and worker.sent == 5
+    assert {(await b.sms.message(i)).state for i in range(1, 6)} == {"unknown"}
+    touches = await b.db.fetchall("SELECT status FROM touches WHERE kind = 'sms' ORDER BY id")
+    assert [r[0] for r in touches] == ["unknown"] * 5  # as B left them: in doubt
+    assert any(
+        "event=sms_result_after_lease channel=main owner=a rows=5" in r.getMessage() for r in caplog.records
+    )
+    # an outcome of a row this instance still holds is recorded as before
+    await _queue_sms(a, 1)
+    gateway.answer.set()
+    assert await worker.step()
+    assert (await a.sms.message(6)).state == "sent" and worker.lapsed == 5
+
+
+async def test_migration_0083_leaves_each_agent_one_entry(store_url: str, clock: ManualClock) -> None:
+    where = StoreSettings(url=store_url).sqlite_path
+    async with Store(where, clock=clock) as store:
+        await store.contacts.bulk_insert(
+            [
+                validate_contact({"first_name": f"C{i}", "phones": [f"+1212555{i:04d}"]}, region="US")
+                for i in range(5)
+            ]
+        )
+        ids = [c.id for c in await store.contacts.get_many([1, 2, 3, 4, 5])]
+        cl, _ = await store.call_lists.create(ListSpec(name="l"), contact_ids=ids, now=T0)
+        # as a store before 0083 could be: agent 7 holds three entries (the second being dialed),
+        # agent 8 two, both being dialed
+        async with store.db.transaction() as tx:
+            await tx.execute("DROP INDEX call_list_entries_agent_lease")
+            await tx.execute("DELETE FROM schema_migrations WHERE version = 83")
+            for entry_id, owner in (
+                (1, "agent:7"),
+                (2, "agent:7"),
+                (3, "agent:7"),
+                (4, "agent:8"),
+                (5, "agent:8"),
+            ):
+                await tx.execute(
+                    "UPDATE call_list_entries SET state = 'in_progress', lease_owner = ?, lease_until = ?"
+                    " WHERE id = ?",
+                    (owner, to_db_time(T0 + LEASE), entry_id),
+                )
+            for entry_id in (2, 4, 5):
+                await tx.execute(
+                    "INSERT INTO call_attempts (entry_id, list_id, number, state, started_at)"
+                    " VALUES (?, ?, '+12125550000', 'dialing', ?)",
+                    (entry_id, cl.id, to_db_time(T0)),
+                )
+    async with Store(where, clock=clock) as store:
+        assert 83 in store.db.applied
+        rows = await store.db.fetchall("SELECT id, state, lease_owner FROM call_list_entries ORDER BY id")
+        assert [tuple(r) for r in rows] == [
+            (1, "pending", None),
+            (2, "in_progress", "agent:7"),
+            (3, "pending", None),
+            (4, "in_progress", "agent:8"),
+            (5, "in_progress", "agent:8#5"),
+        ]

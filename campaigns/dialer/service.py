@@ -392,11 +392,17 @@ class Dialer:
 
     async def next_call(self, user: User, list_id: int | None = None) -> dict[str, Any] | None:
         """Preview: the entry this agent holds, else the next due one of a running preview list they
-        may work, leased to them, with its screen-pop. None when nothing is due."""
+        may work, leased to them, with its screen-pop. None when nothing is due.
+
+        An agent holds one entry at a time on every instance sharing the store. Asking for another
+        list gives back the entry they hold there unless it is being dialed."""
         owner = f"agent:{user.id}"
         now = self.clock()
         held = await self.store.call_lists.held_by(owner)
-        entry = next((e for e in held if list_id in (None, e.list_id)), None)
+        entry = held[0] if held else None
+        if entry is not None and list_id not in (None, entry.list_id):
+            await self._give_back(entry, owner, now)
+            entry = None
         if entry is None:
             lists = [
                 cl
@@ -416,12 +422,16 @@ class Dialer:
                     owner=owner,
                     lease=self.preview_lease,
                     agent_id=user.id,
+                    sole=True,
                 )
                 if entry is not None:
                     break
                 await self.store.call_lists.finish_if_empty(cl.id, now)
         if entry is None:
             return None
+        if list_id not in (None, entry.list_id):
+            # a request for this agent on another instance leased them an entry of another list
+            raise Conflict("list_id", f"you hold entry {entry.id} of another list: dial or skip it first")
         cl = await self.store.call_lists.get(entry.list_id)
         matches = []
         if entry.contact_id is not None:
@@ -446,6 +456,15 @@ class Dialer:
             else None,
             "pop": pop,
         }
+
+    async def _give_back(self, entry: Entry, owner: str, now: datetime) -> None:
+        """The agent moves to another list: the entry they hold goes back to the queue in its place,
+        refused while it is being dialed."""
+        if any(a.state == "dialing" for a in await self.store.call_lists.attempts_of(entry_id=entry.id)):
+            raise Conflict(
+                "list_id", f"you are on a call for entry {entry.id} of another list: finish it first"
+            )
+        await self.store.call_lists.release(entry.id, owner, now, next_at=entry.next_at)
 
     async def dial_entry(self, user: User, entry_id: int) -> Attempt:
         """Preview: the agent dials the entry they hold (calling hours are checked again now)."""

@@ -90,6 +90,7 @@ class ChannelWorker:
         self.renew_every = renew_every if renew_every is not None else lease.total_seconds() / 3
         self.sent = 0
         self.failed = 0
+        self.lapsed = 0  # outcomes not recorded: the rows' lease had lapsed and another instance took them
 
     def wake(self) -> None:
         """New work was queued: look now instead of at the next poll."""
@@ -213,7 +214,15 @@ class ChannelWorker:
         for bid in {m.blast_id for m in batch if m.blast_id is not None} - rates.keys():
             rates[bid] = (await self.store.sms.blast(bid))["rate_per_second"]
         outcomes = await asyncio.gather(*(self._send_one(m, rates) for m in batch))
-        await self.store.sms.settle([o for o in outcomes if o is not None])
+        lapsed = await self.store.sms.settle([o for o in outcomes if o is not None], owner=self.owner)
+        if lapsed:
+            # this instance could not renew its lease in time (the database was out of reach) and
+            # another one took these rows as in doubt: what the gateway answered is not recorded
+            self.lapsed += len(lapsed)
+            log.warning(
+                "event=sms_result_after_lease channel=%s owner=%s rows=%d ids=%s",
+                self.name, self.owner, len(lapsed), ",".join(map(str, lapsed[:50])),
+            )  # fmt: skip
         await self._pause_failing_blasts(batch, outcomes)
         return True
 

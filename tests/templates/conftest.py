@@ -39,7 +39,8 @@ class Inbox:
             return self.fail_with.pop(0)
         if self.block_after is not None and len(self.messages) >= self.block_after:
             self.loop.call_soon_threadsafe(self.blocked.set)  # wakes the tests' loop now
-            await asyncio.Event().wait()
+            while self.block_after is not None:  # held until the test sets block_after to None
+                await asyncio.sleep(0.01)
         self.messages.append(email.message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 
