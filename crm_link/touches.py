@@ -196,6 +196,23 @@ class Touches:
         async with self._db.transaction() as tx:
             return await self.record_many_in(tx, items)
 
+    async def record_with_followup(
+        self, item: TouchInput, due_at: datetime, *, kind: str, note: str
+    ) -> tuple[Touch, FollowUp | None]:
+        """Record a touch of a known contact together with the follow-up it asks for (a missed
+        call's call-back on the owner's day): one transaction, so no reader, crash or CRM subscriber
+        sees the missed call without its follow-up. Recording the same touch again makes no second
+        follow-up (None)."""
+        item.check()
+        if item.contact_id is None:
+            raise ValidationError("contact_id", "a follow-up needs the touch's contact")
+        async with self._db.transaction() as tx:
+            touch = await self.record_in(tx, item)
+            followup_id = await self.add_followup_in(
+                tx, item.contact_id, due_at, kind=kind, note=note, created_by_touch_id=touch.id
+            )
+        return touch, await self.followup_made(followup_id)
+
     async def record_in(self, tx: Any, item: TouchInput) -> Touch:
         """Record one touch inside an open transaction."""
         (touch,) = await self.record_many_in(tx, [item])

@@ -438,18 +438,18 @@ class CallService:
             # a prospect for the number comes in the touch's own transaction: nobody ever reads
             # (nor is sent) this missed call without its contact
             touch = await self.unknown_caller(item)
-        else:
-            touch = await self.store.touches.record(item)
-        self.touches_written += 1
-        if not ev.answered and ev.direction == "inbound" and contact is not None:
-            await self.store.touches.add_followup(
-                contact.id,
+        elif not ev.answered and ev.direction == "inbound" and contact is not None:
+            # the call-back lands on the owner's day in the missed call's own transaction
+            touch, _ = await self.store.touches.record_with_followup(
+                item,
                 ev.ended_at + self.missed_followup_after,
                 kind="missed_call",
                 note=f"Missed call from {call.customer_number}"
                 + (f" (queue {ev.queue})" if ev.queue else ""),
-                created_by_touch_id=touch.id,
             )
+        else:
+            touch = await self.store.touches.record(item)
+        self.touches_written += 1
         return touch
 
     @staticmethod

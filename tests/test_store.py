@@ -297,3 +297,39 @@ def test_store_times_read_back_as_written() -> None:
         assert back == t and back is not None and back.utcoffset() == timedelta(0)
     assert from_db_time("2026-12-02T22:13:00.5Z") == datetime(2026, 12, 2, 22, 13, 0, 500000, tzinfo=UTC)
     assert from_db_time(None) is None
+
+
+async def test_a_missed_call_and_its_call_back_commit_together(store: Store) -> None:
+    """A known customer's missed call ends with its call-back on the owner's day in one
+    transaction: nobody reads the ended call without it; a failure leaves the call as it was;
+    the end recorded again makes no second call-back."""
+    owner = await store.users.add("jsmith", role="rep", password="password-1")
+    c = await _contact(store, owner="jsmith")
+    rang = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    ringing = TouchInput(
+        source_key="asterisk:m1", kind="call", direction="inbound", started_at=rang, contact_id=c.id,
+        status="ringing", number="+15551234567",
+    )  # fmt: skip
+    await store.touches.record(ringing)
+    ended = TouchInput(
+        source_key="asterisk:m1", kind="call", direction="inbound", started_at=rang, contact_id=c.id,
+        status="missed", number="+15551234567", ended_at=rang + timedelta(seconds=30),
+    )  # fmt: skip
+    with pytest.raises(ValidationError):  # the call-back cannot be written: neither is the end
+        await store.touches.record_with_followup(
+            ended, datetime(2026, 3, 2, 15, 1), kind="missed_call", note="Missed call"
+        )
+    (row,) = await store.db.fetchall("SELECT status, ended_at FROM touches WHERE source_key = 'asterisk:m1'")
+    assert (row[0], row[1]) == ("ringing", None)
+    assert await store.touches.open_followups(c.id) == []
+
+    touch, made = await store.touches.record_with_followup(
+        ended, rang + timedelta(seconds=30), kind="missed_call", note="Missed call"
+    )
+    assert touch.status == "missed" and made is not None
+    assert (made.kind, made.assignee_id, made.created_by_touch_id) == ("missed_call", owner.id, touch.id)
+    again, none = await store.touches.record_with_followup(
+        ended, rang + timedelta(minutes=5), kind="missed_call", note="Missed call"
+    )
+    assert again.id == touch.id and none is None
+    assert [f.kind for f in await store.touches.open_followups(c.id)] == ["missed_call"]
