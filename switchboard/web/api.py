@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_link.contacts import ContactFields, validate_contact
-from crm_link.errors import ValidationError
+from crm_link.errors import Conflict, ValidationError
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from crm_link.touches import NextFollowup, TouchInput
@@ -150,8 +150,18 @@ async def prospect_for_call(request: web.Request, user: User, fields: ContactFie
     made = await _unknown_number_prospect(request, call_id)
     if made is not None:
         return await fill_in_prospect(request, user, made, fields)
-    call_key = await call_to_attach(request, user, call_id)
-    return await store_of(request).create_contact_for_call(fields, call_key)
+    try:
+        call_key = await call_to_attach(request, user, call_id)
+        return await store_of(request).create_contact_for_call(fields, call_key)
+    except (ApiError, Conflict) as exc:
+        # the call ended missed between the two reads: the follow-up loop's prospect, committed
+        # with the call's end, is the one to fill in (else the call really is someone else's)
+        if isinstance(exc, ApiError) and exc.status != 409:
+            raise
+        made = await _unknown_number_prospect(request, call_id)
+        if made is None:
+            raise
+        return await fill_in_prospect(request, user, made, fields)
 
 
 async def _unknown_number_prospect(request: web.Request, call_id: Any) -> Contact | None:
