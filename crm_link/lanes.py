@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 
@@ -33,3 +34,28 @@ async def run_lanes(
             if not task.done() and not task.cancelling():
                 task.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
+
+
+async def every(
+    seconds: float,
+    work: Callable[[], Awaitable[object]],
+    *,
+    stopped: asyncio.Event,
+    log: logging.Logger,
+    event: str,
+) -> None:
+    """Run `work()` every `seconds` until `stopped` is set (checked before each run, and a stop
+    ends the wait at once); a failing run is logged as `event` and the next one comes as usual."""
+    while not stopped.is_set():
+        try:
+            await asyncio.wait_for(stopped.wait(), seconds)
+        except TimeoutError:
+            pass
+        if stopped.is_set():
+            return
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=%s", event)

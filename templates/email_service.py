@@ -14,7 +14,7 @@ from typing import Any
 from crm_link.clock import system_clock
 from crm_link.email import EmailRow, OutboxEmail
 from crm_link.errors import ValidationError
-from crm_link.lanes import run_lanes
+from crm_link.lanes import every, run_lanes
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from templates.context import merge_context, unknown_codes, unknown_codes_message
@@ -393,19 +393,9 @@ class EmailService:
         return n
 
     async def _keeper(self) -> None:
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.renew_every)
-            except TimeoutError:
-                pass
-            if self._stopping:
-                return
-            try:
-                await self.keep_leases()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event=email_lease_error")
+        await every(
+            self.renew_every, self.keep_leases, stopped=self._stopped, log=log, event="email_lease_error"
+        )
 
     def wake(self) -> None:
         """New work was queued: look at the outbox now rather than at the next poll."""

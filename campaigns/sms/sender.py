@@ -11,7 +11,7 @@ from campaigns.ratelimit import TokenBucket
 from campaigns.sms.channel import ChannelError, OutboundSms, SmsChannel
 from campaigns.sms.quiet import QUIET_HOURS, quiet_until
 from crm_link.clock import system_clock
-from crm_link.lanes import run_lanes
+from crm_link.lanes import every, run_lanes
 from crm_link.sms import OutboxMessage
 from crm_link.store import Store
 
@@ -118,19 +118,10 @@ class ChannelWorker:
         return n
 
     async def _keeper(self) -> None:
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.renew_every)
-            except TimeoutError:
-                pass
-            if self._stopping:
-                return
-            try:
-                await self.keep_leases()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("event=sms_lease_error channel=%s", self.name)
+        await every(
+            self.renew_every, self.keep_leases, stopped=self._stopped, log=log,
+            event=f"sms_lease_error channel={self.name}",
+        )  # fmt: skip
 
     async def reconcile(self) -> dict[str, int]:
         """Settle this channel's `unknown` rows as far as the provider or the policy allows."""
