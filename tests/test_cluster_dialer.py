@@ -64,11 +64,11 @@ async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_
             Instances(tmp_path, store_url, pbx_port=pbx.port, extra=EXTRA) as cluster,
         ):
             pbx.talk_seconds = 100.0  # a call lasts about a second: the kill comes mid-list
-            cluster.start("a")
+            await cluster.start("a")
             await cluster.wait_ready("a")
             assert await cluster.wait_holder(["a"]) == "a"
-            cluster.start("b")
-            cluster.start("c")
+            await cluster.start("b")
+            await cluster.start("c")
             for name in ("b", "c"):
                 await cluster.wait_ready(name)
             b = cluster.running["b"]
@@ -105,11 +105,11 @@ async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_
             await _until(lambda: dialed(3))
             # every Originate so far came through the holder's session: the standbys have none
             assert pbx.logins == 1
-            cluster.kill("a")
+            await cluster.kill("a")
             before = len(_originated(pbx))
             holder = await cluster.wait_holder(["b", "c"], timeout=30)
             health = await cluster.health(holder)
-            assert health is not None and health["dialer"]["ready_agents"] == 1, health["dialer"]
+            assert health is not None and health["dialer"]["ready_agents"] == 1, health
 
             async def list_done() -> bool:
                 rows = await store.db.fetchall(
