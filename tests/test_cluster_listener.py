@@ -171,3 +171,48 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value, separators=(",", ":"))
+
+
+@needs_pg
+async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session_ended(
+    store_url: str,
+) -> None:
+    """The former holder's session is cut (as a database restart does); it notices at its next check,
+    up to a second later, while the other instance can take the lock at once: the grace keeps the
+    two from working at the same time."""
+    import psycopg
+
+    clock = ManualClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    a = RoleLock(store_url, "ami:test", retry=5.0, check_every=1.0)  # a does not come back first
+    b = RoleLock(store_url, "ami:test", retry=0.1, check_every=1.0)
+    assert b.grace > b.check_every + b.check_timeout
+    events: list[str] = []
+
+    def work(name: str) -> Any:
+        async def held() -> None:
+            events.append(f"{name} starts")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                events.append(f"{name} stops")
+
+        return held
+
+    ta = asyncio.create_task(a.run(work("a"), clock))
+    await a.wait_held(10)
+    tb = asyncio.create_task(b.run(work("b"), clock))
+    try:
+        await _until(lambda: events == ["a starts"])
+        async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+        await b.wait_held(20)
+        await _until(lambda: "b starts" in events)
+        assert events == ["a starts", "a stops", "b starts"], events
+        assert a.role == "standby" and b.acquired == 1
+    finally:
+        for t in (ta, tb):
+            t.cancel()
+        await asyncio.gather(ta, tb, return_exceptions=True)
