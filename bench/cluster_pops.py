@@ -108,11 +108,11 @@ async def run(args: argparse.Namespace, pg_base: Path, base: Path) -> None:
             standby_retry_seconds=args.retry,
         ) as cluster,
     ):
-        cluster.start("a")
+        await cluster.start("a")
         await cluster.wait_ready("a")
         await cluster.wait_holder(["a"])
-        cluster.start("b")
-        cluster.start("c")
+        await cluster.start("b")
+        await cluster.start("c")
         await cluster.wait_ready("b")
         await cluster.wait_ready("c")
         a, c = cluster.running["a"], cluster.running["c"]
@@ -167,7 +167,7 @@ async def run(args: argparse.Namespace, pg_base: Path, base: Path) -> None:
             reader = asyncio.create_task(listen(ws, got))
             logins = pbx.logins
             t0 = time.perf_counter()
-            cluster.kill(holder)
+            await cluster.kill(holder)
             await until(lambda n=logins: pbx.logins > n, 60)
             moved.append(time.perf_counter() - t0)
             call_id = await pbx.inbound_call(numbers[0], agents=["Local/agent0@agents/n"], ring_seconds=1)
@@ -178,7 +178,7 @@ async def run(args: argparse.Namespace, pg_base: Path, base: Path) -> None:
             names.remove(holder)
             spare += 1
             fresh = f"r{spare}"
-            cluster.start(fresh)
+            await cluster.start(fresh)
             await cluster.wait_ready(fresh)
             names.append(fresh)
         elapsed = time.perf_counter() - started

@@ -214,14 +214,29 @@ class RoleLock:
     runs `while_held()` until that ends or the lock's session is lost (the lock is then free for
     another instance, so `while_held` is cancelled at once), then lets the lock go and tries again.
     A holder that dies ends its session, and the lock is free as soon as the server notices.
+
+    Never two holders at work: a holder checks its session every `check_every` seconds (a check
+    that fails or takes over `check_timeout` ends its work), so within `check_every + check_timeout`
+    of its session's end it has stopped. The lock is granted to another instance only once that
+    session has ended (a database restart, a cut connection), and the new holder waits `grace`
+    seconds, longer than that, still checking its own session, before it starts its work. What
+    this cannot cover is a holder whose event loop stalls for longer than the margin, or a process
+    frozen whole (stopped, its VM paused).
     """
 
-    def __init__(self, url: str, name: str, *, retry: float = 2.0, check_every: float = 1.0) -> None:
+    MARGIN = 0.5  # of the grace over the longest a former holder may take to notice its loss
+
+    def __init__(
+        self, url: str, name: str, *, retry: float = 2.0, check_every: float = 0.5, grace: float | None = None
+    ) -> None:
         self.url = url
         self.name = name
         self.retry = retry
         self.check_every = check_every
-        self.role = "standby"  # standby | holder
+        self.check_timeout = max(1.0, 2 * check_every)
+        # every instance runs the same code, so a former holder noticed its loss within this
+        self.grace = check_every + self.check_timeout + self.MARGIN if grace is None else grace
+        self.role = "standby"  # standby | taking (the lock is held, the grace runs) | holder
         self.acquired = 0  # how many times this instance took the role
         self.since: datetime | None = None
         self.error: str | None = None
@@ -245,18 +260,15 @@ class RoleLock:
                 continue
             try:
                 if await self._try(conn):
-                    self.role, self.since, self.error = "holder", clock(), None
-                    self.acquired += 1
-                    self._held.set()
-                    log.info("event=role_taken role=%s", self.name)
-                    await self._hold(conn, while_held)
+                    self.role, self.error = "taking", None
+                    await self._hold(conn, while_held, clock)
                 else:
                     self.error = None
             except (psycopg.Error, OSError, TimeoutError) as e:
                 self.error = " ".join(str(e).split()) or type(e).__name__
                 log.warning("event=role_session_lost role=%s error=%r", self.name, self.error)
             finally:
-                if self.role == "holder":
+                if self.role != "standby":
                     log.warning("event=role_released role=%s", self.name)
                 self.role = "standby"
                 self._held.clear()
@@ -272,16 +284,28 @@ class RoleLock:
         return bool(row and row[0])
 
     async def _hold(
-        self, conn: psycopg.AsyncConnection[Any], while_held: Callable[[], Coroutine[Any, Any, None]]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        while_held: Callable[[], Coroutine[Any, Any, None]],
+        clock: Callable[[], datetime],
     ) -> None:
-        work = asyncio.create_task(while_held(), name=f"role-{self.name}")
         watch = asyncio.create_task(self._watch(conn), name=f"role-watch-{self.name}")
+        tasks = [watch]
         try:
-            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            # the former holder, if its session ended only now, has stopped by the end of the grace
+            await asyncio.wait({watch}, timeout=self.grace)
+            if not watch.done():
+                self.role, self.since = "holder", clock()
+                self.acquired += 1
+                self._held.set()
+                log.info("event=role_taken role=%s", self.name)
+                work = asyncio.create_task(while_held(), name=f"role-{self.name}")
+                tasks.append(work)
+                await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (work, watch):
+            for t in tasks:
                 t.cancel()
-            results = await asyncio.gather(work, watch, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:  # the lost session (watch), or what ended the work
             if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
                 raise r
@@ -290,4 +314,4 @@ class RoleLock:
         """Return only by raising: the session that holds the lock is gone (or stopped answering)."""
         while True:
             await asyncio.sleep(self.check_every)
-            await asyncio.wait_for(conn.execute("SELECT 1"), max(2.0, 3 * self.check_every))
+            await asyncio.wait_for(conn.execute("SELECT 1"), self.check_timeout)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,9 @@ from cti.asterisk import AsteriskSource
 from reports.board import AgentBoard
 from switchboard.hub import Hub
 from switchboard.keys import CLOCK, HEALTH, HEALTH_DETAILS, HUB, INSTANCE, STORE, SUPERVISOR
+
+if TYPE_CHECKING:
+    from campaigns.dialer.service import Dialer
 
 log = logging.getLogger("switchboard.cluster")
 
@@ -318,3 +321,36 @@ class OriginateForwarding:
             fut.set_exception(AmiError(str(item["error"])))
         else:
             fut.set_result(str(item["id"]))
+
+
+class DialerSync:
+    """Agents ready for a progressive list, known to every instance: an agent joins on whichever
+    instance their browser reaches, and the instance holding the AMI connection dials for them (a
+    standby's dialer idles). Each change is relayed; an instance that starts asks the others for
+    theirs, so whichever instance takes the AMI connection over goes on with the same agents."""
+
+    def __init__(self, dialer: Dialer, relay: ClusterRelay, instance: str) -> None:
+        self.dialer, self.relay, self.instance = dialer, relay, instance
+        dialer.on_ready = self.changed
+        relay.handlers["dialer_ready"] = self.on_ready
+        relay.handlers["dialer_hello"] = self.on_hello
+
+    def changed(self, agent_id: int, list_id: int | None) -> None:
+        self.relay.send({"k": "dialer_ready", "i": self.instance, "m": {str(agent_id): list_id}})
+
+    def hello(self) -> None:
+        self.relay.send({"k": "dialer_hello", "i": self.instance})
+
+    async def on_ready(self, item: dict[str, Any]) -> None:
+        for agent, list_id in dict(item.get("m") or {}).items():
+            self.dialer.apply_ready(int(agent), None if list_id is None else int(list_id))
+
+    async def on_hello(self, item: dict[str, Any]) -> None:
+        if self.dialer.ready:  # what this instance knows, for the one that just started
+            self.relay.send(
+                {
+                    "k": "dialer_ready",
+                    "i": self.instance,
+                    "m": {str(a): lid for a, lid in self.dialer.ready.items()},
+                }
+            )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -13,13 +14,16 @@ from campaigns.dialer.backends import DialBackend
 from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
 from cti.screenpop import build_pop
+from switchboard.cluster import DialerSync
 from switchboard.dialing import AmiDialBackend, TwilioDialBackend
 from switchboard.keys import (
     ASTERISK,
     CALL_SERVICES,
     CLOCK,
     DIALER,
+    HEALTH_DETAILS,
     HUB,
+    INSTANCE,
     MY_DAY_EXTRAS,
     SETTINGS,
     STORE,
@@ -41,9 +45,27 @@ def backend_of(app: web.Application) -> DialBackend | None:
     return None
 
 
+def _holder_dials(app: web.Application) -> Callable[[], str | None] | None:
+    """Instances sharing the store with one AMI connection: only its holder dials progressive lists
+    (a call's events reach that instance alone); the others' dialers idle, saying why."""
+    source, instance = app.get(ASTERISK), app[INSTANCE]
+    if source is None or app[STORE].db.pg is None or instance.relay is None:
+        return None
+
+    def reason() -> str | None:
+        if instance.ami != "holder":
+            return "standby: the instance holding the AMI connection dials progressive lists"
+        if source.client.state != "up":
+            return f"the PBX connection is {source.client.state}"
+        return None
+
+    return reason
+
+
 async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     d = settings.dialer
+    instance = app[INSTANCE]
     dialer = Dialer(
         store,
         app[HUB],
@@ -63,7 +85,13 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         busy_agents=lambda: _agents_on_calls(app),
         owner_wait=timedelta(minutes=d.owner_wait_minutes),
         pop_builder=build_pop,
+        owner=f"dialer-{instance.id}-{secrets.token_hex(3)}",
+        may_dial=_holder_dials(app),
     )
+    if dialer.may_dial is not None and instance.relay is not None:
+        sync = DialerSync(dialer, instance.relay, instance.id)
+        sync.hello()
+    app[HEALTH_DETAILS]["dialer"] = lambda: _health(dialer)
     for key in CALL_SERVICES.values():
         service = app.get(key)
         if service is not None:
@@ -80,6 +108,18 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[SUPERVISOR].stop("dialer")
         await dialer.close()
+
+
+def _health(dialer: Dialer) -> dict[str, Any]:
+    reason = dialer.idle_reason()
+    out: dict[str, Any] = {
+        "progressive": "idle" if reason else "dialing",
+        "ready_agents": len(dialer.ready),
+        "in_flight": len(dialer.in_flight),
+    }
+    if reason:
+        out["reason"] = reason
+    return out
 
 
 def _agents_on_calls(app: web.Application) -> set[int]:

@@ -1,19 +1,15 @@
 """Several `switchboard serve` processes on loopback sharing one PostgreSQL store, sending SMS through
-one Kannel stand-in: what the cluster tests and bench/cluster_blast.py start.
+one Kannel stand-in: what the blast tests and bench/cluster_blast.py start (the processes through
+tests/instances.py, the one process starter).
 
-Each instance is a real subprocess (so it can be SIGKILLed), with its own port, instance id and
-public URL; the Kannel stand-in runs in the caller's event loop and tells, from a request's dlr-url,
-which instance sent it.
+Each instance has its own port, instance id and public URL; the Kannel stand-in runs in the caller's
+event loop and tells, from a request's dlr-url, which instance sent it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,83 +20,37 @@ from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
 from switchboard.settings import StoreSettings
+from tests.instances import REPO, free_port
+from tests.instances import Instance as _Instance
 
-REPO = Path(__file__).resolve().parents[1]
+__all__ = [
+    "REPO",
+    "TAG",
+    "EmailInstance",
+    "Instance",
+    "Outcome",
+    "blast_progress",
+    "create_blast",
+    "free_port",
+    "outcome",
+    "seed",
+    "sent_by",
+    "write_config",
+]
+
 TAG = "cluster"
 
 
-def free_port() -> int:
-    import socket
+class Instance(_Instance):
+    """One `switchboard serve` process sending SMS: ready once its channel's worker runs."""
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    wait_workers = ("sms:main",)
 
 
-@dataclass
-class Instance:
-    """One `switchboard serve` process."""
+class EmailInstance(_Instance):
+    """One `switchboard serve` process sending email: ready once its email worker runs."""
 
-    name: str
-    port: int
-    config: Path
-    proc: Any = None
-    stderr: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")} | {
-            "PYTHONPATH": str(REPO)
-        }
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "switchboard", "serve", "--config", str(self.config),
-            cwd=cwd, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        self._drain = asyncio.create_task(self._read_stderr())
-
-    async def _read_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        async for line in self.proc.stderr:
-            self.stderr.append(line.decode(errors="replace").rstrip())
-            del self.stderr[:-200]
-
-    async def ready(self, timeout: float = 60, worker: str = "sms:main") -> None:
-        """Wait until its /healthz answers with `worker` (the SMS channel's, by default) running."""
-        async with aiohttp.ClientSession() as http, asyncio.timeout(timeout):
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(
-                        f"{self.name} exited {self.proc.returncode}: " + "\n".join(self.stderr[-20:])
-                    )
-                try:
-                    async with http.get(f"{self.url}/healthz") as resp:
-                        body = await resp.json()
-                        if (body.get("instance") or {}).get("id") == self.name and body["workers"].get(
-                            worker, {}
-                        ).get("state") == "running":
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        await self._drain
+    wait_workers = ("email",)
 
 
 def write_config(

@@ -1,7 +1,9 @@
-"""Several `python -m switchboard serve` processes on loopback sharing one store (tests and bench/).
+"""Several `python -m switchboard serve` processes on loopback sharing one store: the one process
+starter of the tests and bench/ (tests/cluster.py's blast helpers use it too).
 
-Each instance gets its own port, a TOML file written here and a log file; they share the store URL,
-the PBX and anything else the caller puts in `extra` (TOML text appended to each instance's file).
+`Instance` is one real subprocess (so it can be SIGKILLed) with its own port, TOML file and log
+file. `Instances` starts them from one template: they share the store URL, the PBX and anything else
+the caller puts in `extra` (TOML text appended to each instance's file).
 """
 
 from __future__ import annotations
@@ -10,18 +12,17 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -35,22 +36,96 @@ def _toml_str(value: str) -> str:
 
 @dataclass
 class Instance:
+    """One `switchboard serve` process, run with `config` from `start(cwd)`; its output goes to `log`
+    (next to the config unless given)."""
+
     name: str
     port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+    config: Path
+    log: Path | None = None
+    proc: Any = None  # asyncio.subprocess.Process once started
+    # /healthz workers that must be running before `ready` returns
+    wait_workers: ClassVar[tuple[str, ...]] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def start(self, cwd: Path, env: dict[str, str] | None = None) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        if self.log is None:
+            self.log = self.config.with_suffix(".log")
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "switchboard", "serve", "--config", str(self.config),
+                cwd=cwd, env=base | {"PYTHONPATH": str(REPO)} | (env or {}),
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+
     def tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        text = self.log.read_text(errors="replace") if self.log is not None and self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
+
+    async def health(self, http: aiohttp.ClientSession) -> dict[str, Any] | None:
+        """Its /healthz, or None while it does not answer."""
+        try:
+            async with http.get(f"{self.url}/healthz") as resp:
+                body: dict[str, Any] = await resp.json()
+                return body
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def ready(self, timeout: float = 60, http: aiohttp.ClientSession | None = None) -> dict[str, Any]:
+        """Until /healthz answers (with this instance's id when the config names it so, and the
+        `wait_workers` running); that answer."""
+        own = http is None
+        session = http or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self.proc is None or self.exited:
+                        code = None if self.proc is None else self.proc.returncode
+                        raise AssertionError(f"{self.name} exited ({code}):\n{self.tail()}")
+                    body = await self.health(session)
+                    if body is not None and self._is_ready(body):
+                        return body
+                    await asyncio.sleep(0.1)
+        finally:
+            if own:
+                await session.close()
+
+    def _is_ready(self, body: dict[str, Any]) -> bool:
+        named = f'instance_id = "{self.name}"' in self.config.read_text()
+        if named and (body.get("instance") or {}).get("id") != self.name:
+            return False
+        workers = body.get("workers") or {}
+        return all((workers.get(w) or {}).get("state") == "running" for w in self.wait_workers)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, the database sessions end with the process."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self, timeout: float = 30) -> None:
+        """SIGTERM and wait (SIGKILL after `timeout`)."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
 
 
 class Instances:
-    """Start, watch and kill instances; `async with` stops whatever is left."""
+    """Start, watch and kill instances made from one template; `async with` stops whatever is left."""
 
     def __init__(
         self,
@@ -85,11 +160,12 @@ class Instances:
         assert self._session is not None, "use `async with Instances(...)`"
         return self._session
 
-    def _config(self, port: int) -> str:
+    def _config(self, name: str, port: int) -> str:
         lines = [
             "[server]",
             'host = "127.0.0.1"',
             f"port = {port}",
+            f"instance_id = {_toml_str(name)}",
             "[store]",
             f"url = {_toml_str(self.store_url)}",
         ]
@@ -109,50 +185,25 @@ class Instances:
             lines += [f"{_toml_str(k)} = {_toml_str(v)}" for k, v in self.interfaces.items()]
         return "\n".join(lines) + "\n" + self.extra
 
-    def start(self, name: str, *, port: int | None = None) -> Instance:
+    async def start(self, name: str, *, port: int | None = None) -> Instance:
         """Start one instance (not yet waited for: see `wait_ready`)."""
-        port = port or _free_port()
+        port = port or free_port()
         work = self.base / name
         work.mkdir(parents=True, exist_ok=True)
-        (work / "switchboard.toml").write_text(self._config(port))
-        log = work / "log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
-        env["PYTHONPATH"] = str(REPO)
-        env["SWITCHBOARD_RECORDINGS_STORAGE_DIR"] = str(work / "recordings")
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "switchboard", "serve", "--config", str(work / "switchboard.toml")],
-                cwd=work,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        inst = Instance(name, port, proc, log)
+        config = work / "switchboard.toml"
+        config.write_text(self._config(name, port))
+        inst = Instance(name, port, config, log=work / "log")
+        await inst.start(work, env={"SWITCHBOARD_RECORDINGS_STORAGE_DIR": str(work / "recordings")})
         self.running[name] = inst
         return inst
 
     async def health(self, name: str) -> dict[str, Any] | None:
         """The instance's /healthz, or None while it does not answer."""
-        inst = self.running[name]
-        try:
-            async with self.http.get(f"{inst.url}/healthz") as resp:
-                body: dict[str, Any] = await resp.json()
-                return body
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+        return await self.running[name].health(self.http)
 
     async def wait_ready(self, name: str, timeout: float = 60) -> dict[str, Any]:
         """Until the instance answers /healthz; its answer."""
-        inst = self.running[name]
-        async with asyncio.timeout(timeout):
-            while True:
-                if inst.proc.poll() is not None:
-                    raise AssertionError(f"{name} exited ({inst.proc.returncode}):\n{inst.tail()}")
-                body = await self.health(name)
-                if body is not None:
-                    return body
-                await asyncio.sleep(0.1)
+        return await self.running[name].ready(timeout, self.http)
 
     async def role(self, name: str) -> str | None:
         body = await self.health(name)
@@ -167,20 +218,13 @@ class Instances:
                         return n
                 await asyncio.sleep(0.05)
 
-    def kill(self, name: str) -> None:
-        """SIGKILL: no cleanup, the database sessions end with the process."""
+    async def kill(self, name: str) -> None:
+        """SIGKILL, and wait until the process is gone."""
         inst = self.running.pop(name)
-        inst.proc.send_signal(signal.SIGKILL)
-        inst.proc.wait(10)
+        inst.kill()
+        assert inst.proc is not None
+        await inst.proc.wait()
 
     async def stop_all(self) -> None:
-        for inst in self.running.values():
-            if inst.proc.poll() is None:
-                inst.proc.send_signal(signal.SIGTERM)
-        for inst in self.running.values():
-            try:
-                await asyncio.to_thread(inst.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                inst.proc.kill()
-                inst.proc.wait(10)
+        await asyncio.gather(*(inst.stop() for inst in self.running.values()))
         self.running.clear()

@@ -101,11 +101,11 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
             AmiTestServer(secret="crm-secret", speed=0.01) as pbx,
             Instances(tmp_path, store_url, pbx_port=pbx.port, interfaces={AGENT: "jsmith"}) as cluster,
         ):
-            cluster.start("a")
+            await cluster.start("a")
             await cluster.wait_ready("a")
             assert await cluster.wait_holder(["a"]) == "a"  # the first one up takes the PBX
-            cluster.start("b")
-            cluster.start("c")
+            await cluster.start("b")
+            await cluster.start("c")
             for name in ("b", "c"):
                 health = await cluster.wait_ready(name)
                 assert health["instance"]["role"] == "standby", health
@@ -155,7 +155,7 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
                 await _update(ws, placed["id"], "ended")  # its pop and updates reached the rep on c too
 
                 # the holder dies: another instance takes the PBX over within seconds, pops go on
-                cluster.kill("a")
+                await cluster.kill("a")
                 holder = await cluster.wait_holder(["b", "c"], timeout=20)
                 await _one_session(pbx)
                 assert pbx.logins == 2
@@ -197,7 +197,7 @@ async def test_a_gateway_webhook_lands_on_any_instance_and_a_message_made_on_one
             'username = "tester"\npassword = "secret"\nsecret = "chan-secret"\nfrom = "12345"\n'
         )
         async with Instances(tmp_path, store_url, extra=channel) as cluster:
-            a, b = cluster.start("a"), cluster.start("b")
+            a, b = await cluster.start("a"), await cluster.start("b")
             for name in ("a", "b"):
                 health = await cluster.wait_ready(name)
                 assert health["instance"]["role"] == "no_ami" and health["database"]["dialect"] == "postgres"

@@ -20,9 +20,11 @@ from crm_link.clock import ManualClock
 from crm_link.cluster import ClusterEvents, Listener, Notice, RoleLock
 from crm_link.errors import StoreUnavailable
 from crm_link.store import Store
+from cti.ami.server import AmiTestServer
 from switchboard.cluster import ClusterRelay
 from switchboard.hub import Hub
 from tests import pg_cluster
+from tests.instances import Instances
 
 needs_pg = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE") != "postgres",
@@ -171,3 +173,91 @@ def _json(value: Any) -> str:
     import json
 
     return json.dumps(value, separators=(",", ":"))
+
+
+@needs_pg
+async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session_ended(
+    store_url: str,
+) -> None:
+    """The former holder's session is cut (as a database restart does); it notices at its next check,
+    up to a second later, while the other instance can take the lock at once: the grace keeps the
+    two from working at the same time."""
+    import psycopg
+
+    clock = ManualClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    a = RoleLock(store_url, "ami:test", retry=5.0, check_every=1.0)  # a does not come back first
+    b = RoleLock(store_url, "ami:test", retry=0.1, check_every=1.0)
+    assert b.grace > b.check_every + b.check_timeout
+    events: list[str] = []
+
+    def work(name: str) -> Any:
+        async def held() -> None:
+            events.append(f"{name} starts")
+            try:
+                await asyncio.Event().wait()
+            finally:
+                events.append(f"{name} stops")
+
+        return held
+
+    ta = asyncio.create_task(a.run(work("a"), clock))
+    await a.wait_held(10)
+    tb = asyncio.create_task(b.run(work("b"), clock))
+    try:
+        await _until(lambda: events == ["a starts"])
+        async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+            )
+        await b.wait_held(20)
+        await _until(lambda: "b starts" in events)
+        assert events == ["a starts", "a stops", "b starts"], events
+        assert a.role == "standby" and b.acquired == 1
+    finally:
+        for t in (ta, tb):
+            t.cancel()
+        await asyncio.gather(ta, tb, return_exceptions=True)
+
+
+async def test_one_ami_connection_across_database_restarts(
+    own_cluster: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Two serve processes on a PostgreSQL server that restarts twice: whichever holds the PBX's lock
+    afterwards, the PBX never sees two logged-in sessions at once (sampled every 10 ms)."""
+    base, url = own_cluster
+    async with Store(url, pool_size=2):
+        pass  # migrated once, before the instances start
+    most = 0
+    async with (
+        AmiTestServer(secret="crm-secret", speed=0.01) as pbx,
+        Instances(tmp_path, url, pbx_port=pbx.port, standby_retry_seconds=0.1) as cluster,
+    ):
+
+        def sessions() -> int:
+            return len([s for s in pbx.sessions if s.logged_in])
+
+        async def sample() -> None:
+            nonlocal most
+            while True:
+                most = max(most, sessions())
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            for name in ("a", "b"):
+                await cluster.start(name)
+                await cluster.wait_ready(name)
+            await cluster.wait_holder(["a", "b"])
+            await _until(lambda: sessions() == 1)
+            for _ in range(2):
+                pg_cluster.stop(base, mode="immediate")
+                await asyncio.to_thread(pg_cluster.restart, base)
+                await cluster.wait_holder(["a", "b"], timeout=60)
+                await _until(lambda: sessions() == 1, 30)
+                await asyncio.sleep(3)  # a second holder, had there been one, would be connected by now
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        assert pbx.logins >= 2, "the restarts did not cost the holder its lock: nothing was tested"
+    assert most == 1, f"{most} AMI sessions at once"

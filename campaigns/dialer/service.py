@@ -91,7 +91,13 @@ class Dialer:
         owner: str | None = None,
         busy_agents: Callable[[], set[int]] | None = None,
         owner_wait: timedelta = timedelta(0),
+        may_dial: Callable[[], str | None] | None = None,
     ) -> None:
+        # progressive dialing here only while this says nothing; else it says why not (e.g. another
+        # instance holds the phone system's connection) and this dialer leaves the lists to that one
+        self.may_dial = may_dial
+        # told of each agent joining (list id) or leaving (None) a progressive list here
+        self.on_ready: Callable[[int, int | None], None] | None = None
         self.owner_wait = owner_wait  # progressive: an owned customer waits this long for its owner
         self.pop_builder = pop_builder
         self.busy_agents = busy_agents  # agents on (or rung for) another call, e.g. an inbound one
@@ -192,6 +198,10 @@ class Dialer:
             log.info("event=attempt_settled_after_lease attempt=%d state=%s", a.id, a.state)
         return settled
 
+    def idle_reason(self) -> str | None:
+        """Why this dialer places no progressive calls now (None: it does)."""
+        return None if self.may_dial is None else self.may_dial()
+
     async def tick(self) -> int:
         """One pass: renew our leases, expire others', dial for free agents. Returns calls started."""
         now = self.clock()
@@ -199,9 +209,12 @@ class Dialer:
         await self.store.call_lists.renew(self.owner, mine, now + self.lease)
         await self.sweep()
         started = 0
+        idle = self.idle_reason() is not None
         for cl in await self.store.call_lists.all(states=("running",)):
             if cl.mode != "progressive":
                 await self.store.call_lists.finish_if_empty(cl.id, now)
+                continue
+            if idle:
                 continue
             if not self.list_open(cl, now):
                 continue
@@ -279,7 +292,7 @@ class Dialer:
         except AgentUnavailable as exc:
             await self.store.call_lists.cancel_attempt(flight.attempt_id, str(exc), self.clock())
             self.in_flight.pop(flight.attempt_id, None)
-            if self.ready.pop(agent.id, None) is not None:
+            if self.unready(agent.id):
                 await self.hub.publish(
                     agent.id, {"type": "dialer", "state": "not_ready", "reason": f"{exc}; you are paused"}
                 )
@@ -376,7 +389,7 @@ class Dialer:
     async def set_ready(self, user: User, list_id: int | None) -> dict[str, Any]:
         """Join a progressive list as a free agent (list_id), or stop taking calls (None)."""
         if list_id is None:
-            self.ready.pop(user.id, None)
+            self.unready(user.id)
             return {"ready": False, "list_id": None}
         cl = await self.store.call_lists.get(list_id)
         if cl.mode != "progressive":
@@ -385,10 +398,27 @@ class Dialer:
             raise Conflict("list_id", "you are not an agent of this list")
         if not user.extension and not user.interfaces and self.backend and self.backend.source == "asterisk":
             raise ValidationError("list_id", "you have no extension to ring")
-        self.ready[user.id] = list_id
-        self.wrap_until.pop(user.id, None)
-        self.wake()
+        self.apply_ready(user.id, list_id)
+        if self.on_ready is not None:
+            self.on_ready(user.id, list_id)
         return {"ready": True, "list_id": list_id}
+
+    def unready(self, agent_id: int) -> bool:
+        """The agent takes no more progressive calls (those in flight finish); False if they did not."""
+        if self.ready.pop(agent_id, None) is None:
+            return False
+        if self.on_ready is not None:
+            self.on_ready(agent_id, None)
+        return True
+
+    def apply_ready(self, agent_id: int, list_id: int | None) -> None:
+        """Set an agent's progressive list (None: not ready) as decided already, here or elsewhere."""
+        if list_id is None:
+            self.ready.pop(agent_id, None)
+            return
+        self.ready[agent_id] = list_id
+        self.wrap_until.pop(agent_id, None)
+        self.wake()
 
     async def next_call(self, user: User, list_id: int | None = None) -> dict[str, Any] | None:
         """Preview: the entry this agent holds, else the next due one of a running preview list they

@@ -283,7 +283,7 @@ async def control_list(request: web.Request) -> web.Response:
     if target != "running":
         for uid, lid in list(dialer.ready.items()):
             if lid == list_id:
-                dialer.ready.pop(uid)  # calls in flight finish; nothing new is dialed
+                dialer.unready(uid)  # calls in flight finish; nothing new is dialed
     dialer.wake()
     await store.audit.write(
         f"call_list.{action}", user_id=user.id, object_type="call_list", object_id=list_id

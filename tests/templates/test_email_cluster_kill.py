@@ -21,7 +21,7 @@ import pytest
 from crm_link.contacts import ContactFields
 from crm_link.store import Store
 from switchboard.settings import StoreSettings
-from tests.cluster import Instance, free_port
+from tests.cluster import EmailInstance, free_port
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE", "sqlite") != "postgres",
@@ -77,12 +77,12 @@ async def test_an_instance_killed_mid_job_leaves_its_emails_to_the_other_after_i
         _config(
             config, name=name, port=port, store_url=store_url, smtp_port=inbox.port, lease=lease, rate=100
         )
-        instances.append(Instance(name, port, config))
+        instances.append(EmailInstance(name, port, config))
     survivor, victim = instances
     try:
         for inst in instances:
             await inst.start(tmp_path)
-        await asyncio.gather(*(inst.ready(worker="email") for inst in instances))
+        await asyncio.gather(*(inst.ready() for inst in instances))
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
             async with http.post(
                 f"{survivor.url}/api/v1/email/send", json={"template_id": template_id, "tag": TAG}
