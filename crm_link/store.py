@@ -13,6 +13,7 @@ from crm_link.db import Database, to_db_time
 from crm_link.email import EmailStore
 from crm_link.errors import Conflict, NotFound
 from crm_link.followups import FollowupStore
+from crm_link.logins import LoginAttempts
 from crm_link.models import Contact, FollowUp, Touch
 from crm_link.recordings import Recordings
 from crm_link.reports import ReportStore
@@ -46,6 +47,7 @@ class Store:
         self.touches = Touches(self.db, time_zone)
         self.followups = FollowupStore(self.db)
         self.audit = Audit(self.db)
+        self.logins = LoginAttempts(self.db)
         self.sms = SmsStore(self.db, self.touches)
         self.email = EmailStore(self.db, self.touches)
         self.sms_templates = SmsTemplates(self.db)

@@ -23,6 +23,7 @@ from switchboard.keys import (
     INSTANCE_ID,
     LIMITER,
     MY_DAY_EXTRAS,
+    PROXY_TRUST,
     SETTINGS,
     SMS,
     STORE,
@@ -31,6 +32,7 @@ from switchboard.keys import (
 from switchboard.settings import Settings, default_instance_id
 from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter, make_auth_middleware
+from switchboard.web.client_address import ProxyTrust
 from switchboard.web.errors import error_middleware, path_id_middleware
 from switchboard.web.render import setup_pages
 
@@ -109,7 +111,8 @@ def create_app(
     app[HEALTH_DETAILS] = {}
     app[MY_DAY_EXTRAS] = []
     app[SUPERVISOR] = Supervisor()
-    app[LIMITER] = LoginLimiter(settings.server.login_attempts_per_minute)
+    app[LIMITER] = LoginLimiter(lambda: app[STORE].logins, settings.server.login_attempts_per_minute)
+    app[PROXY_TRUST] = ProxyTrust(settings.server.trusted_proxies)
     from switchboard import dialer_ctx, followups_ctx, messaging, recording_ctx, telephony
     from switchboard.web import reports
     from switchboard.webhooks.ctx import crm_ctx

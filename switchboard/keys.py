@@ -18,6 +18,7 @@ from switchboard.hub import Hub
 from switchboard.settings import Settings
 from switchboard.supervisor import Supervisor
 from switchboard.web.auth import LoginLimiter
+from switchboard.web.client_address import ProxyTrust
 
 if TYPE_CHECKING:
     from twilio.rest import Client as TwilioClient
@@ -43,6 +44,8 @@ STORE = web.AppKey("store", Store)
 INSTANCE_ID = web.AppKey("instance_id", str)
 HUB = web.AppKey("hub", Hub)
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
+# `[server] trusted_proxies`: the balancers whose X-Forwarded-For names the client's address
+PROXY_TRUST = web.AppKey("proxy_trust", ProxyTrust)
 # the owner of every long-lived background worker (restarts, state for /healthz)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 # connector name -> a function returning its state ("up", "down", "connecting", "disabled")

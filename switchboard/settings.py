@@ -17,6 +17,7 @@ import phonenumbers
 
 from campaigns.dialer import DISPOSITIONS
 from cti.interfaces import dial_template_fields
+from switchboard.web.client_address import parse_network
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
@@ -84,6 +85,9 @@ class ServerSettings:
     session_secret: Secret = field(default_factory=lambda: Secret(""))
     cookie_secure: bool | None = None  # None: secure when public_url is https
     login_attempts_per_minute: int = 10  # failed logins a minute from one client address
+    # the load balancers in front (addresses or CIDR networks): a request from one of them is judged
+    # by the client address it puts in X-Forwarded-For; anyone else's X-Forwarded-For is ignored
+    trusted_proxies: list[str] = field(default_factory=list)
     time_zone: str = "UTC"  # the dealership's zone, shown to staff
     # this instance among those sharing one PostgreSQL store: the owner of the outbox rows it claims.
     # Empty: HOST-PID-RANDOM, new at each start. A fixed id lets a restarted instance take back at
@@ -393,6 +397,16 @@ def _validate(s: Settings) -> None:
             "server.instance_id",
             "1-64 characters: letters, digits, '.', '_', ':' or '-' (first a letter or digit)",
         )
+    if s.server.login_attempts_per_minute < 1:
+        raise SettingsError(
+            "server.login_attempts_per_minute",
+            f"must be at least 1, got {s.server.login_attempts_per_minute}",
+        )
+    for i, entry in enumerate(s.server.trusted_proxies):
+        try:
+            parse_network(entry)
+        except ValueError as exc:
+            raise SettingsError(f"server.trusted_proxies[{i}]", str(exc)) from None
     if not (2 <= s.server.lease_seconds <= 86400):
         raise SettingsError("server.lease_seconds", f"must be 2-86400, got {s.server.lease_seconds}")
     for key, zone in (("server.time_zone", s.server.time_zone),):

@@ -3,13 +3,17 @@
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
+from crm_link.clock import ManualClock
 from switchboard.app import create_app
-from switchboard.keys import LIMITER
+from switchboard.keys import LIMITER, STORE
+from switchboard.settings import Settings
+from switchboard.web.client_address import ProxyTrust
 from tests.conftest import PASSWORD, make_api
 
 
@@ -20,12 +24,16 @@ def _found(pattern: str, html: str) -> str:
     return m.group(1)
 
 
-async def _login(client: Any, username: str, password: str = PASSWORD) -> Any:
-    page = await (await client.get("/login")).text()
+async def _login(
+    client: Any, username: str, password: str = PASSWORD, *, forwarded_for: str | None = None
+) -> Any:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for is not None else {}
+    page = await (await client.get("/login", headers=headers)).text()
     token = _found(r'name="login_token" value="([^"]+)"', page)
     return await client.post(
         "/login",
         data={"username": username, "password": password, "login_token": token},
+        headers=headers,
         allow_redirects=False,
     )
 
@@ -203,12 +211,15 @@ async def test_agent_socket_origin_is_the_public_url_when_set(aiohttp_client: An
     assert await _ws_status(client, origin=f"http://{client.host}:{client.port}") == 101
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(datetime(2031, 3, 4, 15, 0, tzinfo=UTC))
 
-    def __call__(self) -> float:
-        return self.now
+
+@pytest.fixture
+async def timed(aiohttp_client: Any, settings: Settings, clock: ManualClock) -> Any:
+    """The app on a clock that moves only when a test moves it."""
+    return await aiohttp_client(create_app(settings, clock=clock))
 
 
 @contextlib.asynccontextmanager
@@ -228,9 +239,8 @@ async def test_successful_logins_never_count(client: Any) -> None:
     assert statuses == [303] * 30
 
 
-async def test_a_user_cannot_be_locked_out_by_someone_elses_guesses(client: Any) -> None:
-    clock = FakeClock()
-    client.server.app[LIMITER].clock = clock
+async def test_a_user_cannot_be_locked_out_by_someone_elses_guesses(timed: Any) -> None:
+    client = timed
     await make_api(client, "jsmith", "rep")
     assert (await _login(client, "jsmith")).status == 303  # jsmith's own desk, 127.0.0.1
     async with _browser_at(client, "127.0.0.2") as attacker:
@@ -244,10 +254,11 @@ async def test_a_user_cannot_be_locked_out_by_someone_elses_guesses(client: Any)
         assert (await _login(laptop, "jsmith")).status == 303
 
 
-async def test_account_failures_slow_down_exponentially_then_the_right_password_works(client: Any) -> None:
-    clock = FakeClock()
+async def test_account_failures_slow_down_exponentially_then_the_right_password_works(
+    timed: Any, clock: ManualClock
+) -> None:
+    client = timed
     limiter = client.server.app[LIMITER]
-    limiter.clock = clock
     await make_api(client, "jsmith", "rep")
     waits = []
     async with _browser_at(client, "127.0.0.2") as guesser:
@@ -258,7 +269,7 @@ async def test_account_failures_slow_down_exponentially_then_the_right_password_
             refused = await _login(guesser, "jsmith", "another")
             assert refused.status == 429
             waits.append(int(refused.headers["Retry-After"]))
-            clock.now += waits[-1]
+            clock.advance(seconds=waits[-1])
         assert waits == [1, 2, 4, 8]
         assert (await _login(guesser, "jsmith", "guess-9")).status == 401
     async with _browser_at(client, "127.0.0.3") as owner:
@@ -266,20 +277,104 @@ async def test_account_failures_slow_down_exponentially_then_the_right_password_
         refused = await _login(owner, "jsmith")
         assert refused.status == 429 and refused.headers["Retry-After"] == "16"
         assert "Try again in 16 seconds" in await refused.text()
-        clock.now += 16
+        clock.advance(seconds=16)
         assert (await _login(owner, "jsmith")).status == 303
         # and the success starts the account afresh
-        assert limiter.account_delay(0) == 0 and limiter.retry_after("127.0.0.9", "jsmith") == 0
+        assert limiter.account_delay(0) == 0 and await limiter.retry_after("127.0.0.9", "jsmith") == 0
 
 
-async def test_failures_from_one_address_are_capped_per_minute(client: Any) -> None:
-    clock = FakeClock()
-    client.server.app[LIMITER].clock = clock
+async def test_failures_from_one_address_are_capped_per_minute(timed: Any, clock: ManualClock) -> None:
+    client = timed
     await make_api(client, "jsmith", "rep")
     async with _browser_at(client, "127.0.0.2") as sprayer:
         statuses = [(await _login(sprayer, f"user{n}", "guess")).status for n in range(12)]
         assert statuses == [401] * 10 + [429] * 2
-        clock.now += 61
+        clock.advance(seconds=61)
         assert (await _login(sprayer, "user99", "guess")).status == 401
     # other addresses are not affected
     assert (await _login(client, "jsmith")).status == 303
+
+
+async def test_a_forged_x_forwarded_for_cannot_dodge_the_address_limit(
+    aiohttp_client: Any, settings: Settings, clock: ManualClock
+) -> None:
+    # a balancer is trusted, but not the machine the guesses come from
+    settings.server.trusted_proxies = ["10.0.0.0/8"]
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    async with _browser_at(client, "127.0.0.2") as sprayer:
+        statuses = [
+            (await _login(sprayer, f"user{n}", "guess", forwarded_for=f"203.0.113.{n}, 10.0.0.{n}")).status
+            for n in range(12)
+        ]
+    assert statuses == [401] * 10 + [429] * 2
+    rows = await client.server.app[STORE].audit.recent(action="login.failed")
+    assert len(rows) == 10 and {r["detail"]["remote"] for r in rows} == {"127.0.0.2"}
+    assert all("proxy" not in r["detail"] for r in rows)
+
+
+async def test_behind_a_trusted_proxy_each_client_address_is_limited_on_its_own(
+    aiohttp_client: Any, settings: Settings, clock: ManualClock
+) -> None:
+    settings.server.trusted_proxies = ["127.0.0.1"]  # the balancer: every request comes through it
+    client = await aiohttp_client(create_app(settings, clock=clock))
+    await make_api(client, "jsmith", "rep")
+    # the client's own X-Forwarded-For (left) is passed on; the balancer appends the address it saw
+    guesses = [
+        (await _login(client, f"user{n}", "guess", forwarded_for=f"198.51.100.{n}, 203.0.113.9")).status
+        for n in range(11)
+    ]
+    assert guesses == [401] * 10 + [429]
+    # another browser behind the same balancer is not held up by that one
+    assert (await _login(client, "jsmith", forwarded_for="203.0.113.20")).status == 303
+    store = client.server.app[STORE]
+    (login,) = await store.audit.recent(action="login")
+    assert login["detail"] == {"remote": "203.0.113.20", "proxy": "127.0.0.1"}
+    failed = await store.audit.recent(action="login.failed")
+    assert len(failed) == 10
+    # a request straight from the balancer's host without the header is that host's
+    assert (await _login(client, "user99", "guess")).status == 401
+
+
+async def test_two_instances_on_one_store_refuse_a_guesser_together(
+    aiohttp_client: Any, settings: Settings, clock: ManualClock
+) -> None:
+    one = await aiohttp_client(create_app(settings, clock=clock))
+    two = await aiohttp_client(create_app(settings, clock=clock))
+    await make_api(one, "jsmith", "rep")
+    assert (await _login(two, "jsmith")).status == 303  # the owner's desk, 127.0.0.1
+    # one address spraying names, half through each instance: the limit is for both together
+    async with _browser_at(one, "127.0.0.2") as a, _browser_at(two, "127.0.0.2") as b:
+        statuses = [(await _login((a, b)[n % 2], f"user{n}", "guess")).status for n in range(10)]
+        assert statuses == [401] * 10
+        assert (await _login(a, "user10", "guess")).status == 429
+        assert (await _login(b, "user11", "guess")).status == 429
+        clock.advance(seconds=61)
+    # one account guessed from several addresses, through both instances: its delay is shared
+    for n in range(6):
+        async with _browser_at((one, two)[n % 2], f"127.0.1.{n}") as guesser:
+            assert (await _login(guesser, "jsmith", f"guess-{n}")).status == 401
+    async with _browser_at(one, "127.0.2.1") as newcomer:
+        refused = await _login(newcomer, "jsmith")
+        assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+    # the owner, known on the other instance, signs in there and the account starts afresh everywhere
+    assert (await _login(one, "jsmith")).status == 303
+    async with _browser_at(two, "127.0.2.1") as newcomer:
+        assert (await _login(newcomer, "jsmith")).status == 303
+
+
+def test_the_client_address_is_the_rightmost_one_no_trusted_proxy_wrote() -> None:
+    trust = ProxyTrust(["10.0.0.0/8", "2001:db8::/32"])
+    assert trust.client("10.0.0.1", ["198.51.100.7"]) == "198.51.100.7"
+    # several proxies, several header lines: the right-most untrusted entry
+    assert trust.client("10.0.0.1", ["1.1.1.1, 198.51.100.7", "10.0.0.9"]) == "198.51.100.7"
+    assert trust.client("2001:db8::1", ["[2001:db8::5]:443, 198.51.100.7:5000, 10.1.1.1"]) == "198.51.100.7"
+    # an untrusted peer is the client whatever it says
+    assert trust.client("192.0.2.1", ["10.0.0.1"]) == "192.0.2.1"
+    assert trust.client("::ffff:192.0.2.1", ["10.0.0.1"]) == "192.0.2.1"
+    # mapped IPv4 of a trusted proxy is trusted; no header: the proxy itself
+    assert trust.client("::ffff:10.0.0.1", []) == "10.0.0.1"
+    # only proxies in the chain: the furthest one; garbage: the last proxy that can be named
+    assert trust.client("10.0.0.1", ["10.0.0.3, 10.0.0.2"]) == "10.0.0.3"
+    assert trust.client("10.0.0.1", ["198.51.100.7, unknown, 10.0.0.2"]) == "10.0.0.2"
+    assert trust.client(None, ["198.51.100.7"]) == "?"
+    assert ProxyTrust([]).client("10.0.0.1", ["198.51.100.7"]) == "10.0.0.1"

@@ -11,6 +11,7 @@ to the shipped file X) against a throwaway PostgreSQL cluster.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import yaml
 from switchboard.cli import build_parser
 from switchboard.settings import _SECTIONS, Settings, _toml_name, load_settings
 from switchboard.web.access import RULES
+from switchboard.web.client_address import ProxyTrust
 from tests import pg_cluster
 from tests.conftest import REPO, free_port
 
@@ -74,6 +76,16 @@ def _haproxy_check_path(cfg: str) -> str:
     m = re.search(r"^\s*option httpchk GET (\S+)", cfg, re.M)
     assert m, "the balancer checks the instances' health"
     return m.group(1)
+
+
+def _forwards_the_client(cfg: str, balancer: str, settings: Settings, where: str) -> None:
+    """The balancer adds X-Forwarded-For and the instance believes it from the balancer's address."""
+    assert re.search(r"^\s*option forwardfor\b", cfg, re.M), f"{where}: the balancer adds no X-Forwarded-For"
+    trust = ProxyTrust(settings.server.trusted_proxies)
+    address = ipaddress.ip_address(balancer)
+    assert trust.trusts(address), f"{where}: [server] trusted_proxies does not name the balancer, {balancer}"
+    # the browser's address is the one the balancer appended; what the browser sent is not believed
+    assert trust.client(balancer, ["10.9.9.9, 198.51.100.7"]) == "198.51.100.7"
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -145,6 +157,16 @@ def test_the_compose_file_names_real_commands_settings_and_routes() -> None:
     cfg = (DEPLOY / mount.split(":")[0]).read_text()
     assert sorted(_haproxy_servers(cfg)) == [("switchboard-a", port), ("switchboard-b", port)]
     assert ("GET", _haproxy_check_path(cfg)) in RULES
+    balancer = proxy["networks"]["default"]["ipv4_address"]
+    (subnet,) = (c["subnet"] for c in compose["networks"]["default"]["ipam"]["config"])
+    assert ipaddress.ip_address(balancer) in ipaddress.ip_network(subnet)
+    for name in ("switchboard-a", "switchboard-b"):
+        svc = services[name]
+        assert "networks" not in svc  # on the default network, with the balancer
+        mounts = dict(v.split(":")[:2][::-1] for v in svc["volumes"])
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        settings = load_settings(DEPLOY / mounts[ETC + "switchboard.toml"], env=env)
+        _forwards_the_client(cfg, balancer, settings, f"compose {name}")
     assert re.search(r"^\s*timeout tunnel \S+", cfg, re.M), "WebSockets need a tunnel timeout"
 
 
@@ -155,6 +177,7 @@ def test_the_systemd_units_name_real_commands_settings_and_routes() -> None:
     (start,) = service["ExecStart"]
     (pre,) = service["ExecStartPre"]
     ports = {}
+    loaded: dict[str, Settings] = {}
     for instance in ("a", "b"):
         env: dict[str, str] = {}
         for name in service["EnvironmentFile"]:
@@ -170,10 +193,14 @@ def test_the_systemd_units_name_real_commands_settings_and_routes() -> None:
             assert settings.store.url.startswith("postgresql://")
             assert ":" not in settings.store.url.split("@")[0].removeprefix("postgresql://")
         ports[instance] = settings.server.port
+        loaded[instance] = settings
     assert ports["a"] != ports["b"], "two instances on one host need their own ports"
     cfg = (SYSTEMD / "haproxy.cfg").read_text()
     assert sorted(_haproxy_servers(cfg)) == [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
     assert ("GET", _haproxy_check_path(cfg)) in RULES
+    for instance, settings in loaded.items():
+        # HAProxy on the same host reaches the instances from loopback
+        _forwards_the_client(cfg, "127.0.0.1", settings, f"switchboard@{instance}")
 
 
 def _by_hand(line: str, instance: str) -> list[str]:

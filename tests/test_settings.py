@@ -45,6 +45,11 @@ def test_toml_file_and_env_precedence(tmp_path: Path) -> None:
         ("", {"SWITCHBOARD_SERVER_INSTANCE_ID": "-x"}, "server.instance_id"),
         ("[server]\ninstance_id = '" + "x" * 65 + "'\n", {}, "server.instance_id"),
         ("[server]\nlease_seconds = 1\n", {}, "server.lease_seconds"),
+        ("[server]\ntrusted_proxies = ['10.0.0.1', 'haproxy']\n", {}, "server.trusted_proxies[1]"),
+        ("[server]\ntrusted_proxies = ['10.0.0.1/24']\n", {}, "server.trusted_proxies[0]"),
+        ("", {"SWITCHBOARD_SERVER_TRUSTED_PROXIES": "::1, 300.1.1.1"}, "server.trusted_proxies[1]"),
+        ("[server]\ntrusted_proxies = ['::1', 8]\n", {}, "server.trusted_proxies[1]"),
+        ("[server]\nlogin_attempts_per_minute = 0\n", {}, "server.login_attempts_per_minute"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
@@ -54,6 +59,15 @@ def test_bad_settings_name_the_key(tmp_path: Path, toml: str, env: dict[str, str
         load_settings(cfg, env=env)
     assert exc.value.key == key
     assert key in str(exc.value)
+
+
+def test_trusted_proxies_are_addresses_and_networks(tmp_path: Path) -> None:
+    assert load_settings(env={}).server.trusted_proxies == []
+    cfg = tmp_path / "sb.toml"
+    cfg.write_text("[server]\ntrusted_proxies = ['10.0.0.5', '172.30.0.0/24', '::1']\n")
+    assert load_settings(cfg, env={}).server.trusted_proxies == ["10.0.0.5", "172.30.0.0/24", "::1"]
+    env = {"SWITCHBOARD_SERVER_TRUSTED_PROXIES": "127.0.0.1, fd00::/8"}
+    assert load_settings(cfg, env=env).server.trusted_proxies == ["127.0.0.1", "fd00::/8"]
 
 
 def test_missing_and_broken_file(tmp_path: Path) -> None:

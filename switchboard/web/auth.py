@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from aiohttp.web_urldispatcher import SystemRoute
 
+from crm_link.logins import ADDRESS_WINDOW, LoginAttempts
 from crm_link.models import User
 from crm_link.store import Store
 from switchboard.web.access import ROLES, rule_for
@@ -34,44 +33,35 @@ class Auth:
     session_id: str | None = None
 
 
-@dataclass(slots=True)
-class _AccountFailures:
-    count: int = 0  # failed attempts since the last success
-    last: float = 0.0  # when the last one happened (limiter clock)
-
-
 class LoginLimiter:
     """Limits guessing, never the people who know their password.
 
-    Only failed attempts count; a success clears its account's count.
+    Only failed attempts count; a success clears its account's count. The counts live in the store
+    (crm_link.logins), so every instance sharing it refuses a guesser alike.
     - Per client address: at most `ip_failures_per_minute` failures in any minute; beyond that the
-      address is refused (429) until the oldest failure is a minute old.
+      address is refused (429) until the oldest of those failures is a minute old.
     - Per account: the first `account_free_failures` failures cost nothing; after that each attempt
       must wait `base_delay * 2**(extra failures - 1)` seconds (at most `max_delay`) after the last
       failure, so guessing one password slows to a crawl while its owner waits minutes at worst
       and is never locked out for good. An address this account signed in from before is spared
       the account delay (someone else's guessing cannot keep the owner out of their own desk).
+      An account's failures count for a day (the store's account window).
     """
 
     def __init__(
         self,
+        attempts: Callable[[], LoginAttempts],
         ip_failures_per_minute: int,
-        clock: Callable[[], float] = time.monotonic,
         *,
         account_free_failures: int = 5,
         base_delay: float = 1.0,
         max_delay: float = 300.0,
-        max_entries: int = 10_000,
     ) -> None:
+        self._attempts = attempts
         self.ip_failures_per_minute = ip_failures_per_minute
-        self.clock = clock
         self.account_free_failures = account_free_failures
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self.max_entries = max_entries
-        self._ip: dict[str, deque[float]] = {}
-        self._account: dict[str, _AccountFailures] = {}
-        self._known: dict[str, deque[str]] = {}  # account -> addresses it signed in from lately
 
     def account_delay(self, failures: int) -> float:
         """Seconds an account with this many failures waits after the last one."""
@@ -80,47 +70,27 @@ class LoginLimiter:
             return 0.0
         return float(min(self.max_delay, self.base_delay * 2 ** min(extra - 1, 62)))
 
-    def retry_after(self, ip: str, account: str) -> float:
+    async def retry_after(self, ip: str, account: str) -> float:
         """0 when this attempt may be checked now, else the seconds to wait."""
-        now = self.clock()
+        limit = self.ip_failures_per_minute
+        standing = await self._attempts().standing(ip, account, address_limit=limit)
+        now = standing.now
         wait = 0.0
-        hits = self._ip.get(ip)
-        if hits is not None:
-            while hits and hits[0] <= now - 60:
-                hits.popleft()
-            if len(hits) >= self.ip_failures_per_minute:
-                wait = hits[0] + 60 - now
-        failures = self._account.get(account)
-        if failures is not None and ip not in self._known.get(account, ()):
-            wait = max(wait, failures.last + self.account_delay(failures.count) - now)
+        if len(standing.address_failures) >= limit:
+            # free again once the limit-th newest failure is a minute old
+            wait = (standing.address_failures[limit - 1] + ADDRESS_WINDOW - now).total_seconds()
+        if standing.account_last is not None and not standing.known_address:
+            since = (now - standing.account_last).total_seconds()
+            wait = max(wait, self.account_delay(standing.account_failures) - since)
         return max(wait, 0.0)
 
-    def failed(self, ip: str, account: str) -> None:
+    async def failed(self, ip: str, account: str) -> None:
         """Count a wrong password (or unknown account) from this address."""
-        now = self.clock()
-        self._ip.setdefault(ip, deque()).append(now)
-        failures = self._account.setdefault(account, _AccountFailures())
-        failures.count += 1
-        failures.last = now
-        self._prune(now)
+        await self._attempts().failed(ip, account)
 
-    def succeeded(self, ip: str, account: str) -> None:
+    async def succeeded(self, ip: str, account: str) -> None:
         """A right password: the account starts afresh and this address is known for it."""
-        self._account.pop(account, None)
-        known = self._known.setdefault(account, deque(maxlen=5))
-        if ip not in known:
-            known.append(ip)
-        self._prune(self.clock())
-
-    def _prune(self, now: float) -> None:
-        if len(self._ip) > self.max_entries:
-            self._ip = {k: v for k, v in self._ip.items() if v and v[-1] > now - 60}
-        if len(self._account) > self.max_entries:
-            self._account = {
-                k: v for k, v in self._account.items() if v.last + self.account_delay(v.count) > now
-            }
-        if len(self._known) > self.max_entries:
-            self._known.clear()
+        await self._attempts().succeeded(ip, account)
 
 
 AUTH = web.RequestKey("auth", Auth)

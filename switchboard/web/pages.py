@@ -16,9 +16,10 @@ from crm_link.contacts import validate_contact
 from crm_link.errors import Conflict, NotFound, ValidationError
 from crm_link.models import Contact, User
 from crm_link.touches import NextFollowup, TouchInput
-from switchboard.keys import CLOCK, LIMITER, SETTINGS, SMS, STORE, SURVEYS
+from switchboard.keys import CLOCK, LIMITER, PROXY_TRUST, SETTINGS, SMS, STORE, SURVEYS
 from switchboard.web.api import prospect_for_call, visible_contact
 from switchboard.web.auth import COOKIE, SESSION_LIFETIME, auth_of, require
+from switchboard.web.client_address import UNKNOWN, parse_address
 from switchboard.web.errors import ApiError, path_int
 from switchboard.web.render import render
 
@@ -67,6 +68,13 @@ async def login_form(request: web.Request, error: str | None = None, status: int
     return resp
 
 
+def _addresses(request: web.Request, client: str) -> dict[str, str]:
+    """What the audit log records of where a request came from: the client's address, and the
+    proxy's when a trusted one passed it on."""
+    peer = str(parse_address(request.remote or "") or UNKNOWN)
+    return {"remote": client} if client == peer else {"remote": client, "proxy": peer}
+
+
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     username = str(form.get("username", "")).strip().lower()
@@ -74,9 +82,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     sent = str(form.get("login_token", ""))
     if not sent or not hmac.compare_digest(sent, request.cookies.get(PRELOGIN, "")):
         return await login_form(request, "Your login form expired; please try again.", 403)
-    peer = request.remote or "?"
+    peer = request.app[PROXY_TRUST].client_of(request)
     limiter = request.app[LIMITER]
-    wait = limiter.retry_after(peer, username)
+    wait = await limiter.retry_after(peer, username)
     if wait > 0:
         seconds = math.ceil(wait)
         resp = await login_form(
@@ -87,12 +95,12 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     user = await store.users.authenticate(username, password) if username and password else None
     if user is None:
-        limiter.failed(peer, username)
-        await store.audit.write("login.failed", user_id=None, username=username, remote=peer)
+        await limiter.failed(peer, username)
+        await store.audit.write("login.failed", user_id=None, username=username, **_addresses(request, peer))
         return await login_form(request, "Wrong username or password.", 401)
-    limiter.succeeded(peer, username)
+    await limiter.succeeded(peer, username)
     sid, _csrf = await store.users.create_session(user.id, SESSION_LIFETIME)
-    await store.audit.write("login", user_id=user.id, remote=peer)
+    await store.audit.write("login", user_id=user.id, **_addresses(request, peer))
     resp = web.HTTPSeeOther(_safe_next(str(form.get("next", "/"))))
     resp.set_cookie(
         COOKIE,
