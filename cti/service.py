@@ -144,6 +144,10 @@ class CallService:
         self.unknown_caller = unknown_caller
         self.calls: dict[str, LiveCall] = {}
         self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
+        # pops started ahead of their ring's turn (pop_now), by id of the CallRinging
+        self._early_pops: dict[
+            int, tuple[CallRinging, asyncio.Task[tuple[LiveCall, list[Contact]] | None]]
+        ] = {}
         self.pops_sent = 0
         self.touches_written = 0
 
@@ -250,23 +254,25 @@ class CallService:
             "started_at": iso(call.started_at),
         }
 
+    def pop_now(self, ev: CallRinging) -> None:
+        """Start this ring's pop at once, beside the call's earlier work still in progress (its
+        recording's row or an earlier ring's touch being written); `handle(ev)` then waits for the
+        pop and writes the ringing touch. For a caller that applies a call's events in order but
+        knows that nothing still pending before this ring changes what its pop shows (no answer, no
+        end of this call)."""
+        if id(ev) not in self._early_pops:
+            task = asyncio.create_task(self._pop(ev), name=f"pop-{ev.call_id}")
+            self._early_pops[id(ev)] = (ev, task)
+
     async def _ringing(self, ev: CallRinging) -> None:
-        call = self._call(ev)
-        user = await self.directory.user_for(ev.interface)
-        if user is None:
-            log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
+        early = self._early_pops.pop(id(ev), None)
+        if early is not None and early[0] is ev:
+            rung = await early[1]
+        else:
+            rung = await self._pop(ev)
+        if rung is None:
             return
-        await self._observe(ev, user)
-        if call.direction == "internal":
-            return  # a colleague calling: no customer to pop
-        call.placed_by(user)
-        matches = await call.lookup
-        if user.id not in call.popped:
-            # the pop goes out first; writing the ringing touch must not delay it
-            call.popped[user.id] = user
-            pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
-            self.hub.set_live(user.id, call.call_id, pop)
-            self.pops_sent += await self.hub.publish(user.id, pop)
+        call, matches = rung
         if call.touch_id is None:
             call.touch_id = -1  # claimed: concurrent ringing of other agents does not write it again
             touch = await self.store.touches.record(
@@ -283,6 +289,27 @@ class CallService:
                 )
             )
             call.touch_id = touch.id
+
+    async def _pop(self, ev: CallRinging) -> tuple[LiveCall, list[Contact]] | None:
+        """The rung agent's screen-pop (once per agent and call); the call and its caller's matches,
+        or None when there is no customer call to record (an unmapped interface, an internal call)."""
+        call = self._call(ev)
+        user = await self.directory.user_for(ev.interface)
+        if user is None:
+            log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
+            return None
+        await self._observe(ev, user)
+        if call.direction == "internal":
+            return None  # a colleague calling: no customer to pop
+        call.placed_by(user)
+        matches = await call.lookup
+        if user.id not in call.popped:
+            # the pop goes out first; writing the ringing touch must not delay it
+            call.popped[user.id] = user
+            pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
+            self.hub.set_live(user.id, call.call_id, pop)
+            self.pops_sent += await self.hub.publish(user.id, pop)
+        return call, matches
 
     async def _answered(self, ev: CallAnswered) -> None:
         call = self.calls.get(ev.call_id)
@@ -515,9 +542,11 @@ class CallService:
 
     async def close(self) -> None:
         """Cancel pending lookups (calls in flight are resynced on the next start)."""
-        tasks = [c.lookup for c in self.calls.values()] + [t for _, t in self._prefetched.values()]
+        tasks: list[asyncio.Task[Any]] = [c.lookup for c in self.calls.values()]
+        tasks += [t for _, t in self._prefetched.values()] + [t for _, t in self._early_pops.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.calls.clear()
         self._prefetched.clear()
+        self._early_pops.clear()
