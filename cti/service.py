@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from crm_link.contacts import CallerFile
 from crm_link.models import Contact, Touch, User, iso
 from crm_link.reports import CallFigures
 from crm_link.store import Store
@@ -87,7 +88,7 @@ class LiveCall:
     to_number: str | None
     started_at: datetime
     queue: str | None
-    lookup: asyncio.Task[list[Contact]]
+    lookup: asyncio.Task[CallerFile]  # the caller's contacts, and what the pop shows of each
     popped: dict[int, User] = field(default_factory=dict)
     answered_by: User | None = None
     touch_id: int | None = None
@@ -143,7 +144,7 @@ class CallService:
         # prospect and puts the call back on the unowned pool's day)
         self.unknown_caller = unknown_caller
         self.calls: dict[str, LiveCall] = {}
-        self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
+        self._prefetched: dict[str, tuple[str, asyncio.Task[CallerFile]]] = {}
         # pops started ahead of their ring's turn (pop_now), by id of the CallRinging
         self._early_pops: dict[
             int, tuple[CallRinging, asyncio.Task[tuple[LiveCall, list[Contact]] | None]]
@@ -186,7 +187,7 @@ class CallService:
                 continue
             if call.lookup.cancelled() or call.lookup.exception() is not None:
                 continue
-            if any(c.id == contact_id for c in call.lookup.result()):
+            if any(c.id == contact_id for c in call.lookup.result().contacts):
                 return call.call_id
         return None
 
@@ -294,6 +295,9 @@ class CallService:
         """The rung agent's screen-pop (once per agent and call); the call and its caller's matches,
         or None when there is no customer call to record (an unmapped interface, an internal call)."""
         call = self._call(ev)
+        # a lookup still running when the phone rings reads the caller's history as of now; one
+        # that finished before (the caller waited in a queue, another agent rang first) is old
+        fresh = not call.lookup.done()
         user = await self.directory.user_for(ev.interface)
         if user is None:
             log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
@@ -302,11 +306,15 @@ class CallService:
         if call.direction == "internal":
             return None  # a colleague calling: no customer to pop
         call.placed_by(user)
-        matches = await call.lookup
+        found = await call.lookup
+        matches = found.contacts
         if user.id not in call.popped:
             # the pop goes out first; writing the ringing touch must not delay it
             call.popped[user.id] = user
-            pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
+            history = found.history.get(matches[0].id) if fresh and len(matches) == 1 else None
+            pop = await build_pop(
+                self.store, self._call_json(call, "ringing", user), matches, user, history=history
+            )
             self.hub.set_live(user.id, call.call_id, pop)
             self.pops_sent += await self.hub.publish(user.id, pop)
         return call, matches
@@ -374,7 +382,7 @@ class CallService:
         if ev.direction == "inbound" and ev.to_number:
             call.to_number = ev.to_number  # the DID may be known only after the first ring
         try:
-            matches = await call.lookup
+            matches = (await call.lookup).contacts
             user = (
                 call.answered_by
                 or await self.directory.user_for(ev.answered_by)
