@@ -501,7 +501,7 @@ class Contacts:
         e164 = try_e164(raw, self.region)
         if e164 is None:
             return CallerFile([], {})
-        rows = await self._db.fetchall(
+        rows = await self._db.fetchall_for_pop(
             _POP_SELECT
             + " WHERE c.id IN (SELECT contact_id FROM contact_phones WHERE e164 = ?) ORDER BY c.id",
             (recent, e164),
@@ -513,7 +513,7 @@ class Contacts:
         if not ids:
             return CallerFile([], {})
         marks = ",".join("?" * len(ids))
-        rows = await self._db.fetchall(
+        rows = await self._db.fetchall_for_pop(
             _POP_SELECT + f" WHERE c.id IN ({marks}) ORDER BY c.id", (recent, *ids)
         )
         return CallerFile(await self._hydrate(rows), {r["id"]: _pop_history(r) for r in rows})

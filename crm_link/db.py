@@ -176,7 +176,8 @@ def untranslatable_migrations() -> list[str]:
 
 
 class Database:
-    """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on.
+    """The SQLite file: one writer (serialized by a lock) and a reader (plus one kept for screen-pops),
+    WAL, foreign keys on.
 
     Given a postgresql:// URL instead of a path: a pool of `pool_size` PostgreSQL connections, writes
     still serialized by the lock within this process (as on SQLite).
@@ -188,6 +189,8 @@ class Database:
         self.dialect = "postgres" if is_postgres_url(self.path) else "sqlite"
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # a second reader kept for screen-pops (caller ID): no long read stands in front of a ring
+        self._pop_reader: aiosqlite.Connection | None = None
         self.write_lock = WriteLock()
         self._opened = False  # open() has begun (close() then waits for the work in flight)
         self._pg: PgPool | None = None
@@ -242,6 +245,7 @@ class Database:
             await self._writer.execute("PRAGMA journal_mode=WAL")
             self.applied = await self.migrate()
             self._reader = await self._connect() if self.path != ":memory:" else self._writer
+            self._pop_reader = await self._connect() if self.path != ":memory:" else self._writer
         except BaseException:
             await self.close()  # a store that cannot open leaves no connection (and no thread) behind
             raise
@@ -288,10 +292,11 @@ class Database:
         if self._pg is not None:
             await self._pg.close()
             return
-        reader, writer = self._reader, self._writer
-        self._reader = self._writer = None
-        if reader is not None and reader is not writer:
-            await reader.close()
+        reader, pop_reader, writer = self._reader, self._pop_reader, self._writer
+        self._reader = self._pop_reader = self._writer = None
+        for conn in (reader, pop_reader):
+            if conn is not None and conn is not writer:
+                await conn.close()
         if writer is not None:
             await writer.close()
 
@@ -449,6 +454,17 @@ class Database:
             async with self._pg.connection() as c:
                 return cast(list[aiosqlite.Row], await c.execute_fetchall(sql, params))
         return list(await self._r.execute_fetchall(sql, params))
+
+    async def fetchall_for_pop(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """Rows of a read for a screen-pop, on a reader connection of its own (SQLite): a long read
+        on the shared reader (a report, an export, a backlog count) never stands in front of it.
+        On PostgreSQL, as fetchall (a pooled connection)."""
+        with self._busy():
+            if self._pg is not None:
+                return await self._fetchall(sql, params)
+            if self._pop_reader is None:
+                raise StoreError("the store is not open")
+            return list(await self._pop_reader.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         """The first row of a read query, or None (the store's one-row queries are by key, an

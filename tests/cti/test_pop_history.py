@@ -3,8 +3,12 @@ caller-ID lookup, as the store has them when the phone rings."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from crm_link.contacts import validate_contact
 from crm_link.touches import TouchInput
@@ -125,3 +129,22 @@ async def test_caller_file_of_a_shared_number_has_each_contacts_history(client: 
     assert found.history[jane.id].touches == []
     assert [t["summary"] for t in found.history[john.id].touches] == ["touch 3"]
     assert (await store.contacts.caller_file("not a number", recent=5)).contacts == []
+
+
+async def test_caller_lookup_does_not_wait_behind_a_long_read(client: Any, admin: Api) -> None:
+    store = client.server.app[STORE]
+    if store.db.dialect != "sqlite":
+        pytest.skip("SQLite's reader connections; PostgreSQL reads from a pool")
+    jane = await _jane(store, "admin")
+    started, gate = threading.Event(), threading.Event()
+
+    def long_read() -> None:  # a report or an export holding the shared reader's thread
+        started.set()
+        gate.wait(10)
+
+    held = asyncio.ensure_future(store.db._r._execute(long_read))
+    assert await asyncio.to_thread(started.wait, 5)
+    found = await asyncio.wait_for(store.contacts.caller_file("+15551234567", recent=5), 5)
+    assert [c.id for c in found.contacts] == [jane.id] and not held.done()
+    gate.set()
+    await held
