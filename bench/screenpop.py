@@ -9,7 +9,8 @@ The clock starts when the PBX writes the AgentCalled event that rings the agent.
 
 With `--out-of-process` the app runs in a child process of its own and the agents' WebSocket
 clients in another; the PBX stays in this one. Times are `time.perf_counter()` (CLOCK_MONOTONIC,
-the same clock in every process); the app's RSS is its VmHWM/VmRSS from /proc.
+the same clock in every process); the app's RSS is its VmHWM/VmRSS from /proc. It also prints where
+each pop's time went, step by step inside the app (bench/_popspans.py).
 """
 
 from __future__ import annotations
