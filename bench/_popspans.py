@@ -22,6 +22,7 @@ to the event loop. The parent joins these with the PBX's write time and the clie
 from __future__ import annotations
 
 import contextvars
+import gc
 import itertools
 import json
 import time
@@ -42,6 +43,14 @@ class PopSpans:
         self.reads: dict[str, list[tuple[str, float, float, float, float]]] = defaultdict(list)
         self.lookups: dict[str, tuple[float, float]] = {}
         self.reader_busy: list[tuple[str, float, float]] = []  # every reader statement (label, start, end)
+        self.gc_pauses: list[tuple[int, float, float]] = []  # the cyclic GC's runs (generation, start, end)
+        self._gc_started = 0.0
+
+    def _gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.append((info["generation"], self._gc_started, time.perf_counter()))
 
     def mark(self, name: str, call_id: str | None = None) -> None:
         cid = call_id or RING.get()
@@ -57,6 +66,7 @@ class PopSpans:
         from switchboard.keys import ASTERISK, HUB, STORE
 
         asterisk, store, hub = app[ASTERISK], app[STORE], app[HUB]
+        gc.callbacks.append(self._gc)
         service = asterisk.service
         queue = asterisk.client.events
         put = queue.put_nowait
@@ -218,6 +228,7 @@ class PopSpans:
                 "reads": self.reads,
                 "lookups": self.lookups,
                 "reader_busy": self.reader_busy,
+                "gc_pauses": self.gc_pauses,
             }
         )
 
@@ -234,6 +245,7 @@ def analyse(
     reads: dict[str, list[list[Any]]] = spans["reads"]
     lookups: dict[str, list[float]] = spans["lookups"]
     busy: list[list[Any]] = spans["reader_busy"]
+    pauses: list[list[Any]] = spans.get("gc_pauses", [])
     rows = []
     for call, t_arrived in arrivals.items():
         st = stamps.get(call)
@@ -275,6 +287,13 @@ def analyse(
             f"  step {key:<20} n={len(s):4d} p50 {_ms(pct(s, 50))} ms  p99 {_ms(pct(s, 99))} ms"
             f"  max {_ms(max(s))} ms"
         )
+    for gen in (0, 1, 2):
+        ds = [e - b for g, b, e in pauses if g == gen]
+        if ds:
+            out.append(
+                f"  gc generation {gen}: {len(ds)} runs, p50 {_ms(pct(ds, 50))} ms, max {_ms(max(ds))} ms,"
+                f" {_ms(sum(ds))} ms in all"
+            )
     # reads made for pops
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cid, rs in reads.items():
@@ -310,5 +329,7 @@ def analyse(
         oth = f" other reader work {len(others)}: " + ", ".join(
             f"{b[0][:40]}({_ms(b[2] - b[1])})" for b in others[:3]
         )
-        out.append(f"   {_ms(t1 - t0)} ms: {steps_txt}{lk_txt}{rd}{oth}")
+        gcs = [f"gen{g} {_ms(e - b)}" for g, b, e in pauses if e > t0 and b < t1]
+        gc_txt = f" gc during it: {', '.join(gcs)}" if gcs else ""
+        out.append(f"   {_ms(t1 - t0)} ms: {steps_txt}{lk_txt}{rd}{oth}{gc_txt}")
     return out
