@@ -48,7 +48,7 @@ PRESENCE_LOST = 3  # an instance not heard from for this many periods has no tab
 class Instance:
     """This process among the instances: its id, and whether it holds the AMI connection."""
 
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    id: str  # `[server] instance_id`, or HOST-PID-RANDOM made at start
     host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     ami: str = "off"  # off (no [asterisk]) | holder | standby
     ami_since: datetime | None = None
