@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,22 +27,6 @@ needs_pg = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE") != "postgres",
     reason="LISTEN/NOTIFY and advisory locks are PostgreSQL's (SWITCHBOARD_TEST_STORE=postgres)",
 )
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[tuple[Path, str]]:
-    """A cluster of this test's own, to stop and start."""
-    try:
-        pg_cluster.bin_dir()
-    except pg_cluster.ClusterError as e:
-        pytest.skip(f"needs a PostgreSQL server to stop and start: {e}")
-    base = Path(tempfile.mkdtemp(prefix="switchboard-pg-listen-"))
-    try:
-        admin_url = pg_cluster.start(base)
-        yield base, admin_url
-    finally:
-        pg_cluster.stop(base, mode="immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def _until(ok: Any, seconds: float = 20.0) -> None:
@@ -72,8 +53,8 @@ def test_a_notice_names_its_origin_and_id_range_and_refuses_other_payloads() -> 
         assert Notice.parse(bad) is None, bad
 
 
-async def test_the_listener_reconnects_when_postgresql_comes_back(own_cluster: tuple[Path, str]) -> None:
-    base, url = own_cluster
+async def test_the_listener_reconnects_when_postgresql_comes_back(own_pg_cluster: tuple[Path, str]) -> None:
+    base, url = own_pg_cluster
     async with Store(url, pool_size=2) as store:  # migrates: the cluster_events table
         events = ClusterEvents(store.db)
         got: asyncio.Queue[str] = asyncio.Queue()
@@ -221,11 +202,11 @@ async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session
 
 
 async def test_one_ami_connection_across_database_restarts(
-    own_cluster: tuple[Path, str], tmp_path: Path
+    own_pg_cluster: tuple[Path, str], tmp_path: Path
 ) -> None:
     """Two serve processes on a PostgreSQL server that restarts twice: whichever holds the PBX's lock
     afterwards, the PBX never sees two logged-in sessions at once (sampled every 10 ms)."""
-    base, url = own_cluster
+    base, url = own_pg_cluster
     async with Store(url, pool_size=2):
         pass  # migrated once, before the instances start
     most = 0
