@@ -13,8 +13,7 @@ from crm_link.errors import ValidationError
 from crm_link.store import Store
 from switchboard.app import open_store
 from switchboard.settings import Settings
-from tests.sms.helpers import T0, VirtualClock
-from tests.sms.test_blasts import _analyze, _render
+from tests.sms.helpers import T0, VirtualClock, blast_service
 
 PAGE = 5
 
@@ -29,17 +28,7 @@ async def _audience(store: Store, people: list[dict[str, Any]]) -> list[int]:
 
 
 def _service(store: Store, clock: VirtualClock) -> BlastService:
-    return BlastService(
-        store,
-        channels=lambda: ["main"],
-        render=_render,
-        analyze=_analyze,
-        quiet_start="21:00",
-        quiet_end="08:00",
-        clock=clock.now,
-        claim_lease=timedelta(minutes=5),
-        page_size=PAGE,
-    )
+    return blast_service(store, clock, claim_lease=timedelta(minutes=5), page_size=PAGE)
 
 
 def _people(n: int) -> list[dict[str, Any]]:
