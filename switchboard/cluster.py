@@ -328,13 +328,24 @@ class DialerSync:
     """Agents ready for a progressive list, known to every instance: an agent joins on whichever
     instance their browser reaches, and the instance holding the AMI connection dials for them (a
     standby's dialer idles). Each change is relayed; an instance that starts asks the others for
-    theirs, so whichever instance takes the AMI connection over goes on with the same agents."""
+    theirs, so whichever instance takes the AMI connection over goes on with the same agents. A
+    disposition made anywhere ends the agent's wrap-up on every instance."""
 
     def __init__(self, dialer: Dialer, relay: ClusterRelay, instance: str) -> None:
         self.dialer, self.relay, self.instance = dialer, relay, instance
         dialer.on_ready = self.changed
+        dialer.on_wrapped_up = self.wrapped_up
         relay.handlers["dialer_ready"] = self.on_ready
         relay.handlers["dialer_hello"] = self.on_hello
+        relay.handlers["dialer_wrapped_up"] = self.on_wrapped_up
+
+    def wrapped_up(self, agent_id: int) -> None:
+        self.relay.send({"k": "dialer_wrapped_up", "i": self.instance, "a": agent_id})
+
+    async def on_wrapped_up(self, item: dict[str, Any]) -> None:
+        """A disposition made on another instance: the agent is free here too (the dialing one)."""
+        self.dialer.wrap_until.pop(int(item["a"]), None)
+        self.dialer.wake()
 
     def changed(self, agent_id: int, list_id: int | None) -> None:
         self.relay.send({"k": "dialer_ready", "i": self.instance, "m": {str(agent_id): list_id}})

@@ -336,3 +336,66 @@ async def test_with_twilio_alone_the_lock_holder_dials_for_an_agent_who_joined_e
                     f"{a.url}/api/v1/agent/dialer", headers={"Authorization": f"Bearer {rep_token}"}
                 ) as r:
                     assert (await r.json()) == {"ready_list_id": list_id, "calls": []}
+
+
+async def test_a_disposition_on_a_standby_ends_the_wrap_up_on_the_dialing_holder(
+    tmp_path: Path, store_url: str
+) -> None:
+    async with Store(store_url) as store:
+        rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
+        as_rep = {"Authorization": f"Bearer {await store.users.create_token(rep.id, 'test')}"}
+        maria = await store.users.add("maria", role="manager", password=PASSWORD)
+        as_maria = {"Authorization": f"Bearer {await store.users.create_token(maria.id, 'test')}"}
+        ids = []
+        for i, number in enumerate(NUMBERS[:2]):
+            contact = validate_contact({"first_name": f"C{i}", "phones": [number]}, region="US")
+            ids.append((await store.contacts.create(contact)).id)
+        extra = EXTRA.replace("wrap_up_seconds = 0", "wrap_up_seconds = 600")
+
+        async with (
+            AmiTestServer(secret="crm-secret", speed=0.01) as pbx,
+            Instances(tmp_path, store_url, pbx_port=pbx.port, extra=extra) as cluster,
+        ):
+            await cluster.start("a")
+            await cluster.wait_ready("a")
+            assert await cluster.wait_holder(["a"]) == "a"
+            b = await cluster.start("b")
+            await cluster.wait_ready("b")
+            async with cluster.http.post(
+                f"{b.url}/api/v1/call-lists",
+                json={
+                    "name": "Two",
+                    "mode": "progressive",
+                    "contact_ids": ids,
+                    "max_attempts": 1,
+                    "agents": ["jsmith"],
+                    "start": True,
+                },
+                headers=as_maria,
+            ) as r:
+                assert r.status == 201, await r.text()
+                list_id = (await r.json())["id"]
+            async with cluster.http.post(
+                f"{b.url}/api/v1/agent/ready", json={"list_id": list_id}, headers=as_rep
+            ) as r:
+                assert r.status == 200, await r.text()
+
+            async def first_done() -> bool:
+                rows = await store.call_lists.attempts_of(list_id=list_id)
+                return len(rows) == 1 and rows[0].state == "answered"
+
+            await _until(first_done)
+            (first,) = await store.call_lists.attempts_of(list_id=list_id)
+            await asyncio.sleep(1.0)  # ten ticks of the holder's dialer: the wrap-up holds the agent
+            assert len(_originated(pbx)) == 1
+            async with cluster.http.post(
+                f"{b.url}/api/v1/call-attempts/{first.id}/disposition",
+                json={"disposition": "sold"},
+                headers=as_rep,
+            ) as r:
+                assert r.status == 200, await r.text()
+
+            async def second() -> bool:
+                return len(_originated(pbx)) == 2
+
+            await _until(second, timeout=15)

@@ -100,6 +100,8 @@ class Dialer:
         # a preview dial placed by another instance (the one holding the phone system's connection):
         # the attempt's dict with its call id, or None when this instance places it itself
         self.hand_off: Callable[[User, int], Awaitable[dict[str, Any] | None]] | None = None
+        # told of each agent whose wrap-up a disposition made here ended
+        self.on_wrapped_up: Callable[[int], None] | None = None
         # told of each agent joining (list id) or leaving (None) a progressive list here
         self.on_ready: Callable[[int, int | None], None] | None = None
         self.owner_wait = owner_wait  # progressive: an owned customer waits this long for its owner
@@ -615,9 +617,16 @@ class Dialer:
             attempt_id, disposition, note=note, callback_at=callback_at, agent_id=user.id, now=now
         )
         await self._disposition_effects(updated, user, callback_at)
-        self.wrap_until.pop(user.id, None)
-        self.wake()
+        self.wrapped_up(user.id)
         return updated
+
+    def wrapped_up(self, agent_id: int) -> None:
+        """The agent's disposition ends their wrap-up: free for the next call (also on the instance
+        that dials, told through `on_wrapped_up`)."""
+        self.wrap_until.pop(agent_id, None)
+        if self.on_wrapped_up is not None:
+            self.on_wrapped_up(agent_id)
+        self.wake()
 
     async def _note_on_touch(self, attempt: Attempt) -> None:
         """The disposition and note on the call's touch (once the call has one)."""
@@ -663,5 +672,5 @@ class Dialer:
                 attempt.id, disposition, note=note, callback_at=callback_at, now=self.clock()
             )
             if attempt.agent_id is not None:
-                self.wrap_until.pop(attempt.agent_id, None)
+                self.wrapped_up(attempt.agent_id)
             self.wake()
