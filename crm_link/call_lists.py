@@ -651,8 +651,15 @@ class CallLists:
         )
         return _attempt(row) if row else None
 
-    async def open_attempts(self) -> list[Attempt]:
-        rows = await self.db.fetchall("SELECT * FROM call_attempts WHERE state = 'dialing' ORDER BY id")
+    async def open_attempts(self, *, agent_id: int | None = None) -> list[Attempt]:
+        """Attempts still dialing (or talking), whichever instance placed them; one agent's if given."""
+        if agent_id is None:
+            rows = await self.db.fetchall("SELECT * FROM call_attempts WHERE state = 'dialing' ORDER BY id")
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM call_attempts WHERE state = 'dialing' AND agent_id = ? ORDER BY id",
+                (agent_id,),
+            )
         return [_attempt(r) for r in rows]
 
     async def set_call_id(self, attempt_id: int, call_id: str) -> None:

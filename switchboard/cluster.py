@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from campaigns.dialer.backends import DialFailed
 from crm_link.clock import Clock
 from crm_link.cluster import ClusterEvents, Listener, Notice
-from crm_link.errors import NotFound, StoreUnavailable
+from crm_link.errors import Conflict, NotFound, StoreUnavailable, ValidationError
 from crm_link.models import User, iso
 from crm_link.store import Store
 from cti.ami.client import AmiError
@@ -327,13 +328,24 @@ class DialerSync:
     """Agents ready for a progressive list, known to every instance: an agent joins on whichever
     instance their browser reaches, and the instance holding the AMI connection dials for them (a
     standby's dialer idles). Each change is relayed; an instance that starts asks the others for
-    theirs, so whichever instance takes the AMI connection over goes on with the same agents."""
+    theirs, so whichever instance takes the AMI connection over goes on with the same agents. A
+    disposition made anywhere ends the agent's wrap-up on every instance."""
 
     def __init__(self, dialer: Dialer, relay: ClusterRelay, instance: str) -> None:
         self.dialer, self.relay, self.instance = dialer, relay, instance
         dialer.on_ready = self.changed
+        dialer.on_wrapped_up = self.wrapped_up
         relay.handlers["dialer_ready"] = self.on_ready
         relay.handlers["dialer_hello"] = self.on_hello
+        relay.handlers["dialer_wrapped_up"] = self.on_wrapped_up
+
+    def wrapped_up(self, agent_id: int) -> None:
+        self.relay.send({"k": "dialer_wrapped_up", "i": self.instance, "a": agent_id})
+
+    async def on_wrapped_up(self, item: dict[str, Any]) -> None:
+        """A disposition made on another instance: the agent is free here too (the dialing one)."""
+        self.dialer.wrap_until.pop(int(item["a"]), None)
+        self.dialer.wake()
 
     def changed(self, agent_id: int, list_id: int | None) -> None:
         self._send({agent_id: list_id})
@@ -354,3 +366,77 @@ class DialerSync:
     async def on_hello(self, item: dict[str, Any]) -> None:
         if self.dialer.ready:  # what this instance knows, for the one that just started
             self._send(self.dialer.ready)
+
+
+class PreviewForwarding:
+    """A preview dial from any instance: a standby hands it to the AMI holder through the relay,
+    which writes the attempt, pops the agent and originates, as for a dial made on it; the standby
+    answers with the holder's attempt (its call id included). DialFailed when nobody takes it in
+    FORWARD_WAIT seconds; the holder's refusals come back as the same errors."""
+
+    def __init__(
+        self, dialer: Dialer, source: AsteriskSource, relay: ClusterRelay, instance: Instance
+    ) -> None:
+        self.dialer, self.source, self.relay, self.instance = dialer, source, relay, instance
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        relay.handlers["preview_dial"] = self.on_request
+        relay.handlers["preview_dial_ack"] = self.on_ack
+        dialer.hand_off = self.forward
+
+    def _dials_here(self) -> bool:
+        return self.instance.ami == "holder" and self.source.client.state == "up"
+
+    async def forward(self, user: User, entry_id: int) -> dict[str, Any] | None:
+        if self.instance.ami == "holder":
+            return None  # dialed here (a holder between sessions fails it here, saying why)
+        request = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request] = fut
+        self.relay.send(
+            {"k": "preview_dial", "r": request, "from": self.instance.id, "u": user.id, "e": entry_id}
+        )
+        try:
+            return await asyncio.wait_for(fut, FORWARD_WAIT)
+        except TimeoutError:
+            raise DialFailed(
+                f"the PBX is not connected here and no instance holding it answered in {FORWARD_WAIT:g} s"
+            ) from None
+        finally:
+            self._waiting.pop(request, None)
+
+    async def on_request(self, item: dict[str, Any]) -> None:
+        if not self._dials_here():
+            return  # the holder answers; a standby (or a holder between sessions) stays quiet
+        answer: dict[str, Any] = {"k": "preview_dial_ack", "r": item["r"], "to": item["from"]}
+        try:
+            user = await self.dialer.store.users.get(int(item["u"]))
+            answer["attempt"] = await self.dialer.preview_dial(user, int(item["e"]))
+        except ValidationError as e:
+            answer["error"] = {"kind": "invalid", "field": e.field, "reason": e.reason, "code": e.code}
+        except Conflict as e:
+            answer["error"] = {"kind": "conflict", "field": e.field, "reason": e.reason}
+        except NotFound as e:
+            answer["error"] = {"kind": "not_found", "what": e.what, "ident": str(e.ident)}
+        except (DialFailed, StoreUnavailable) as e:
+            answer["error"] = {"kind": "failed", "reason": str(e)}
+        self.relay.send(answer)
+
+    async def on_ack(self, item: dict[str, Any]) -> None:
+        fut = self._waiting.get(str(item.get("r")))
+        if item.get("to") != self.instance.id or fut is None or fut.done():
+            return
+        error = item.get("error")
+        if not isinstance(error, dict):
+            fut.set_result(dict(item["attempt"]))
+            return
+        kind = error.get("kind")
+        exc: Exception
+        if kind == "invalid":
+            exc = ValidationError(str(error["field"]), str(error["reason"]), code=str(error.get("code")))
+        elif kind == "conflict":
+            exc = Conflict(str(error["field"]), str(error["reason"]))
+        elif kind == "not_found":
+            exc = NotFound(str(error["what"]), error["ident"])
+        else:
+            exc = DialFailed(str(error.get("reason")))
+        fut.set_exception(exc)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -13,8 +15,9 @@ from aiohttp import web
 from campaigns.dialer.backends import DialBackend
 from campaigns.dialer.hours import CallingHours
 from campaigns.dialer.service import Dialer
+from crm_link.cluster import RoleLock
 from cti.screenpop import build_pop
-from switchboard.cluster import DialerSync
+from switchboard.cluster import DialerSync, PreviewForwarding
 from switchboard.dialing import AmiDialBackend, TwilioDialBackend
 from switchboard.keys import (
     ASTERISK,
@@ -45,10 +48,20 @@ def backend_of(app: web.Application) -> DialBackend | None:
     return None
 
 
-def _holder_dials(app: web.Application) -> Callable[[], str | None] | None:
+def _holder_dials(app: web.Application, twilio_lock: RoleLock | None) -> Callable[[], str | None] | None:
     """Instances sharing the store with one AMI connection: only its holder dials progressive lists
-    (a call's events reach that instance alone); the others' dialers idle, saying why."""
+    (a call's events reach that instance alone); the others' dialers idle, saying why. With Twilio
+    alone, only the holder of the dialer's own lock dials."""
     source, instance = app.get(ASTERISK), app[INSTANCE]
+    if twilio_lock is not None:
+        lock = twilio_lock
+
+        def twilio_reason() -> str | None:
+            if lock.role != "holder":
+                return "standby: the instance holding the Twilio dialer's lock dials progressive lists"
+            return None
+
+        return twilio_reason
     if source is None or app[STORE].db.pg is None or instance.relay is None:
         return None
 
@@ -66,10 +79,15 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     d = settings.dialer
     instance = app[INSTANCE]
+    backend = backend_of(app)
+    twilio_lock = None
+    if backend is not None and backend.source == "twilio" and store.db.pg is not None and instance.relay:
+        # instances sharing the store: one dials progressive lists (readiness is relayed to it)
+        twilio_lock = RoleLock(store.db.path, "dialer:twilio", retry=settings.asterisk.standby_retry_seconds)
     dialer = Dialer(
         store,
         app[HUB],
-        backend_of(app),
+        backend,
         hours=CallingHours.of(
             settings.calling_hours.start, settings.calling_hours.end, settings.calling_hours.holidays
         ),
@@ -86,11 +104,15 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
         owner_wait=timedelta(minutes=d.owner_wait_minutes),
         pop_builder=build_pop,
         owner=f"dialer-{instance.id}-{secrets.token_hex(3)}",
-        may_dial=_holder_dials(app),
+        may_dial=_holder_dials(app, twilio_lock),
     )
     if dialer.may_dial is not None and instance.relay is not None:
         sync = DialerSync(dialer, instance.relay, instance.id)
         sync.hello()
+        if (source := app.get(ASTERISK)) is not None:
+            PreviewForwarding(dialer, source, instance.relay, instance)
+    if twilio_lock is not None:
+        app[SUPERVISOR].start("dialer-holder", partial(twilio_lock.run, _hold_until_cancelled))
     app[HEALTH_DETAILS]["dialer"] = lambda: _health(dialer)
     for key in CALL_SERVICES.values():
         service = app.get(key)
@@ -106,8 +128,12 @@ async def dialer_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app[SUPERVISOR].stop("dialer")
+        await app[SUPERVISOR].stop("dialer", "dialer-holder")
         await dialer.close()
+
+
+async def _hold_until_cancelled() -> None:
+    await asyncio.Event().wait()  # the lock is held while this waits; the dialer reads its role
 
 
 def _health(dialer: Dialer) -> dict[str, Any]:

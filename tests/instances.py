@@ -198,15 +198,19 @@ class Instances:
             lines += [f"{_toml_str(k)} = {_toml_str(v)}" for k, v in self.interfaces.items()]
         return "\n".join(lines) + "\n" + self.extra
 
-    async def start(self, name: str, *, port: int | None = None) -> Instance:
-        """Start one instance (not yet waited for: see `wait_ready`)."""
+    async def start(
+        self, name: str, *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> Instance:
+        """Start one instance (not yet waited for: see `wait_ready`); `env` adds settings overrides."""
         port = port or free_port()
         work = self.base / name
         work.mkdir(parents=True, exist_ok=True)
         config = work / "switchboard.toml"
         config.write_text(self._config(name, port))
         inst = Instance(name, port, config, log=work / "log")
-        await inst.start(work, env={"SWITCHBOARD_RECORDINGS_STORAGE_DIR": str(work / "recordings")})
+        await inst.start(
+            work, env={"SWITCHBOARD_RECORDINGS_STORAGE_DIR": str(work / "recordings")} | (env or {})
+        )
         self.running[name] = inst
         return inst
 

@@ -56,6 +56,7 @@ class _InFlight:
     list_id: int
     task: asyncio.Task[None] | None = None
     call_id: str | None = None
+    named: str | None = None  # the id asked of the phone system before dialing, when it takes one
 
 
 class OutsideCallingHours(ValidationError):
@@ -96,6 +97,11 @@ class Dialer:
         # progressive dialing here only while this says nothing; else it says why not (e.g. another
         # instance holds the phone system's connection) and this dialer leaves the lists to that one
         self.may_dial = may_dial
+        # a preview dial placed by another instance (the one holding the phone system's connection):
+        # the attempt's dict with its call id, or None when this instance places it itself
+        self.hand_off: Callable[[User, int], Awaitable[dict[str, Any] | None]] | None = None
+        # told of each agent whose wrap-up a disposition made here ended
+        self.on_wrapped_up: Callable[[int], None] | None = None
         # told of each agent joining (list id) or leaving (None) a progressive list here
         self.on_ready: Callable[[int, int | None], None] | None = None
         self.owner_wait = owner_wait  # progressive: an owned customer waits this long for its owner
@@ -198,6 +204,20 @@ class Dialer:
             log.info("event=attempt_settled_after_lease attempt=%d state=%s", a.id, a.state)
         return settled
 
+    async def _forget_closed_elsewhere(self) -> None:
+        """Calls of ours that the store says are over though their end never came here (a Twilio
+        webhook the balancer sent to another instance, which closed the attempt): they stop
+        counting, their agent free after the wrap-up."""
+        still = {a.id for a in await self.store.call_lists.open_attempts()}
+        for attempt_id, flight in list(self.in_flight.items()):
+            if flight.call_id is None or attempt_id in still:
+                continue
+            self.in_flight.pop(attempt_id, None)
+            attempt = await self.store.call_lists.attempt(attempt_id)
+            if attempt.state == "answered" and attempt.ended_at is not None and attempt.disposition is None:
+                self.wrap_until[flight.agent_id] = attempt.ended_at + self.wrap_up
+            log.info("event=attempt_closed_elsewhere attempt=%d state=%s", attempt_id, attempt.state)
+
     def idle_reason(self) -> str | None:
         """Why this dialer places no progressive calls now (None: it does)."""
         return None if self.may_dial is None else self.may_dial()
@@ -205,6 +225,8 @@ class Dialer:
     async def tick(self) -> int:
         """One pass: renew our leases, expire others', dial for free agents. Returns calls started."""
         now = self.clock()
+        if any(f.call_id is not None for f in self.in_flight.values()):
+            await self._forget_closed_elsewhere()
         mine = [f.entry_id for f in self.in_flight.values()]
         await self.store.call_lists.renew(self.owner, mine, now + self.lease)
         await self.sweep()
@@ -265,9 +287,13 @@ class Dialer:
         if attempt is None:
             log.info("event=dial_skipped_do_not_call entry=%d", entry.id)
             return None
-        flight = _InFlight(attempt.id, entry.id, agent.id, entry.list_id)
-        self.in_flight[attempt.id] = flight
         call_id = self.backend.name_call(attempt.id)
+        if call_id is not None:
+            # known to every instance before the phone rings (the agent's calls are listed from the
+            # store), and a crash before the dial returns still finds the call's touch by it
+            await self.store.call_lists.set_call_id(attempt.id, call_id)
+        flight = _InFlight(attempt.id, entry.id, agent.id, entry.list_id, named=call_id)
+        self.in_flight[attempt.id] = flight
         await self._pop(agent, entry, attempt, call_id)
         flight.task = asyncio.create_task(
             self._place(flight, entry, agent, call_id), name=f"dial-{attempt.id}"
@@ -496,8 +522,30 @@ class Dialer:
             )
         await self.store.call_lists.release(entry.id, owner, now, next_at=entry.next_at)
 
+    async def preview_dial(self, user: User, entry_id: int) -> dict[str, Any]:
+        """Preview: the agent dials the entry they hold, here or on the instance `hand_off` gives it
+        to; the attempt as a dict, with the call's id when it is known before the phone rings."""
+        if self.hand_off is not None:
+            await self._preview_entry(user, entry_id)  # refused here, not after a round trip
+            out = await self.hand_off(user, entry_id)
+            if out is not None:
+                return out
+        attempt = await self.dial_entry(user, entry_id)
+        flight = self.in_flight.get(attempt.id)
+        return attempt.to_dict() | {"call_id": attempt.call_id or (flight.named if flight else None)}
+
     async def dial_entry(self, user: User, entry_id: int) -> Attempt:
         """Preview: the agent dials the entry they hold (calling hours are checked again now)."""
+        entry = await self._preview_entry(user, entry_id)
+        if self.backend is None:
+            raise DialFailed("no phone system is enabled ([asterisk] or [twilio])")
+        attempt = await self._dial(entry, user, f"agent:{user.id}")
+        if attempt is None:
+            raise Conflict("entry_id", "this customer is now on the do-not-call list; the entry was skipped")
+        return attempt
+
+    async def _preview_entry(self, user: User, entry_id: int) -> Entry:
+        """The entry the agent may dial now: theirs, its list running, the customer's hours open."""
         entry = await self.store.call_lists.entry(entry_id)
         owner = f"agent:{user.id}"
         if entry.state != "in_progress" or entry.lease_owner != owner:
@@ -512,12 +560,7 @@ class Dialer:
             raise OutsideCallingHours(
                 now.astimezone(tz), hours.next_open(entry.time_zone, now).astimezone(tz), entry.time_zone
             )
-        if self.backend is None:
-            raise DialFailed("no phone system is enabled ([asterisk] or [twilio])")
-        attempt = await self._dial(entry, user, owner)
-        if attempt is None:
-            raise Conflict("entry_id", "this customer is now on the do-not-call list; the entry was skipped")
-        return attempt
+        return entry
 
     async def skip_entry(self, user: User, entry_id: int, reason: str, *, later: bool = False) -> Entry:
         """Preview: pass on an entry: for good (skipped with the reason) or `later` (back in the queue
@@ -574,9 +617,16 @@ class Dialer:
             attempt_id, disposition, note=note, callback_at=callback_at, agent_id=user.id, now=now
         )
         await self._disposition_effects(updated, user, callback_at)
-        self.wrap_until.pop(user.id, None)
-        self.wake()
+        self.wrapped_up(user.id)
         return updated
+
+    def wrapped_up(self, agent_id: int) -> None:
+        """The agent's disposition ends their wrap-up: free for the next call (also on the instance
+        that dials, told through `on_wrapped_up`)."""
+        self.wrap_until.pop(agent_id, None)
+        if self.on_wrapped_up is not None:
+            self.on_wrapped_up(agent_id)
+        self.wake()
 
     async def _note_on_touch(self, attempt: Attempt) -> None:
         """The disposition and note on the call's touch (once the call has one)."""
@@ -622,5 +672,5 @@ class Dialer:
                 attempt.id, disposition, note=note, callback_at=callback_at, now=self.clock()
             )
             if attempt.agent_id is not None:
-                self.wrap_until.pop(attempt.agent_id, None)
+                self.wrapped_up(attempt.agent_id)
             self.wake()

@@ -342,10 +342,10 @@ async def next_call(request: web.Request) -> web.Response:
 async def dial_entry(request: web.Request) -> web.Response:
     user = require(request, "rep", "manager")
     try:
-        attempt = await dialer_of(request).dial_entry(user, path_int(request))
+        attempt = await dialer_of(request).preview_dial(user, path_int(request))
     except DialFailed as exc:
         raise ApiError(503, "no_phone_system", str(exc)) from None
-    return web.json_response(attempt.to_dict(), status=202)
+    return web.json_response(attempt, status=202)
 
 
 async def skip_entry(request: web.Request) -> web.Response:
@@ -369,11 +369,12 @@ async def set_ready(request: web.Request) -> web.Response:
 async def agent_state(request: web.Request) -> web.Response:
     user = require(request, "rep", "manager")
     dialer = dialer_of(request)
-    flights = [
-        {"attempt_id": f.attempt_id, "entry_id": f.entry_id, "list_id": f.list_id, "call_id": f.call_id}
-        for f in dialer.in_flight.values()
-        if f.agent_id == user.id
-    ]
+    # from the store: a call placed by another instance (the one holding the PBX) is listed too
+    flights = []
+    for a in await request.app[STORE].call_lists.open_attempts(agent_id=user.id):
+        here = dialer.in_flight.get(a.id)
+        call_id = a.call_id or (here.call_id or here.named if here is not None else None)
+        flights.append({"attempt_id": a.id, "entry_id": a.entry_id, "list_id": a.list_id, "call_id": call_id})
     return web.json_response({"ready_list_id": dialer.ready.get(user.id), "calls": flights})
 
 

@@ -342,3 +342,34 @@ async def test_a_customer_put_on_do_not_call_after_the_list_was_built_is_not_dia
     originated = [a.headers["Exten"] for a in pbx.actions if a.name == "Originate"]
     assert sorted(originated) == sorted([NEW_YORK[0], NEW_YORK[2]])
     assert (await store.call_lists.stats(cl.id))["skipped"] == {"do not call": 1}
+
+
+async def test_a_call_closed_in_the_store_by_another_instance_stops_counting_here(
+    office: Office, dial_app: Any, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    """A call whose end reached another instance (a webhook sent there) is closed in the store: the
+    dialer that placed it forgets it at its next tick instead of holding the agent for ever."""
+    store = office.store
+    dialer: Dialer = dial_app.app[DIALER]
+    pbx.talk_seconds = 3000.0  # about 30 s: the call is still up here when the store closes it
+    ids = await add_customers(store, NEW_YORK[:1])
+    clock.advance(hours=2)  # 09:30 in New York
+    resp = await office.manager.post(
+        "/api/v1/call-lists",
+        {"name": "x", "mode": "progressive", "contact_ids": ids, "agents": ["jsmith"], "start": True},
+    )
+    list_id = (await resp.json())["id"]
+    assert (await office.jsmith.post("/api/v1/agent/ready", {"list_id": list_id})).status == 200
+
+    async def placed() -> bool:
+        return any(f.call_id is not None for f in dialer.in_flight.values())
+
+    await until(placed)
+    (attempt_id,) = list(dialer.in_flight)
+    await store.call_lists.finish_attempt(attempt_id, "answered", now=clock())
+
+    async def forgotten() -> bool:
+        return attempt_id not in dialer.in_flight
+
+    await until(forgotten, timeout=5)
+    assert (await store.call_lists.attempt(attempt_id)).state == "answered"
