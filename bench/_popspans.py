@@ -188,8 +188,9 @@ class PopSpans:
 
             setattr(hub, attr, make_pub(inner, attr))
 
-        # the reader connection(s): queue wait, SQL, hop back, per read made for a pop
-        for conn_attr in ("_reader", "_pop_reader"):
+        # the reader connection(s): queue wait, SQL, hop back, per read made for a pop; the
+        # background reader's statements (the CRM outbox's counts and probes) for their durations
+        for conn_attr in ("_reader", "_pop_reader", "_bg_reader"):
             conn = getattr(store.db, conn_attr, None)
             if conn is None:
                 continue
@@ -294,6 +295,16 @@ def analyse(
                 f"  gc generation {gen}: {len(ds)} runs, p50 {_ms(pct(ds, 50))} ms, max {_ms(max(ds))} ms,"
                 f" {_ms(sum(ds))} ms in all"
             )
+    # the background reader's statements (opened by the CRM worker's first turn), by statement
+    bg: dict[str, list[float]] = defaultdict(list)
+    for label, b, e in busy:
+        if label.startswith("_bg_reader "):
+            bg[label.removeprefix("_bg_reader ")].append(e - b)
+    for what, ds in sorted(bg.items(), key=lambda kv: -sum(kv[1])):
+        out.append(
+            f"  background read {what:<60} n={len(ds):4d} p50 {_ms(pct(ds, 50))} ms"
+            f"  max {_ms(max(ds))} ms  {_ms(sum(ds))} ms in all"
+        )
     # reads made for pops
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cid, rs in reads.items():
