@@ -125,27 +125,26 @@ async def test_a_pop_read_never_waits_behind_the_outbox_backlog_reads(tmp_path: 
         assert (await counts)["unfanned"] == 1  # the contact's event
 
 
-async def test_the_health_figures_stop_counting_at_their_cap(tmp_path: Path) -> None:
+async def test_the_health_figures_stop_counting_at_their_cap(store: Store) -> None:
     """/healthz's outbox figures walk at most `cap` rows each: a figure at the cap means that many
     or more, one below it is exact, and they agree with the exact counts while under it."""
-    async with Store(str(tmp_path / "store.db")) as store:
-        for i in range(5):
-            await store.contacts.create(
-                validate_contact({"first_name": f"C{i}", "phones": [f"+1555123456{i}"]}, region="US")
-            )
-        events = store.crm_events
-        assert (await events.waiting(cap=3))["unfanned"] == 3
-        assert (await events.waiting(cap=10))["unfanned"] == 5 == (await events.counts())["unfanned"]
-        await events.fan_out([("dms", lambda _t: True)])
-        (first, *_rest) = await events.claim("dms", 2, owner="A", lease=timedelta(seconds=30))
-        await events.settle([Outcome(first.id, ok=False, status=400, error="refused")], owner="A")
-        exact = await events.counts()
-        assert (exact["unfanned"], exact["backlog"], exact["dead"]) == (0, 4, 1)
-        assert await events.waiting(cap=3) == {
-            "unfanned": 0,
-            "backlog": 3,
-            "dead": 1,
-            "oldest_waiting_at": exact["oldest_waiting_at"],
-        }
-        assert (await events.waiting(cap=5))["backlog"] == 4
-        assert exact["oldest_waiting_at"] is not None
+    for i in range(5):
+        await store.contacts.create(
+            validate_contact({"first_name": f"C{i}", "phones": [f"+1555123456{i}"]}, region="US")
+        )
+    events = store.crm_events
+    assert (await events.waiting(cap=3))["unfanned"] == 3
+    assert (await events.waiting(cap=10))["unfanned"] == 5 == (await events.counts())["unfanned"]
+    await events.fan_out([("dms", lambda _t: True)])
+    (first, *_rest) = await events.claim("dms", 2, owner="A", lease=timedelta(seconds=30))
+    await events.settle([Outcome(first.id, ok=False, status=400, error="refused")], owner="A")
+    exact = await events.counts()
+    assert (exact["unfanned"], exact["backlog"], exact["dead"]) == (0, 4, 1)
+    assert await events.waiting(cap=3) == {
+        "unfanned": 0,
+        "backlog": 3,
+        "dead": 1,
+        "oldest_waiting_at": exact["oldest_waiting_at"],
+    }
+    assert (await events.waiting(cap=5))["backlog"] == 4
+    assert exact["oldest_waiting_at"] is not None
