@@ -43,14 +43,20 @@ class PopSpans:
         self.reads: dict[str, list[tuple[str, float, float, float, float]]] = defaultdict(list)
         self.lookups: dict[str, tuple[float, float]] = {}
         self.reader_busy: list[tuple[str, float, float]] = []  # every reader statement (label, start, end)
-        self.gc_pauses: list[tuple[int, float, float]] = []  # the cyclic GC's runs (generation, start, end)
-        self._gc_started = 0.0
+        # the cyclic GC's runs: generation, start, end, the thread's CPU time in it, objects it walked
+        self.gc_pauses: list[tuple[int, float, float, float, int]] = []
+        self._gc_started = self._gc_cpu = 0.0
 
     def _gc(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started, self._gc_cpu = time.perf_counter(), time.thread_time()
         else:
-            self.gc_pauses.append((info["generation"], self._gc_started, time.perf_counter()))
+            end, cpu = time.perf_counter(), time.thread_time() - self._gc_cpu
+            gen = info["generation"]
+            # after a full collection every object it walked and kept is in generation 2 (counted
+            # after the end stamp; the frozen ones are in no generation)
+            kept = len(gc.get_objects(2)) if gen == 2 else 0
+            self.gc_pauses.append((gen, self._gc_started, end, cpu, kept))
 
     def mark(self, name: str, call_id: str | None = None) -> None:
         cid = call_id or RING.get()
@@ -188,8 +194,9 @@ class PopSpans:
 
             setattr(hub, attr, make_pub(inner, attr))
 
-        # the reader connection(s): queue wait, SQL, hop back, per read made for a pop
-        for conn_attr in ("_reader", "_pop_reader"):
+        # the reader connection(s): queue wait, SQL, hop back, per read made for a pop; the
+        # background reader's statements (the CRM outbox's counts and probes) for their durations
+        for conn_attr in ("_reader", "_pop_reader", "_bg_reader"):
             conn = getattr(store.db, conn_attr, None)
             if conn is None:
                 continue
@@ -288,12 +295,25 @@ def analyse(
             f"  max {_ms(max(s))} ms"
         )
     for gen in (0, 1, 2):
-        ds = [e - b for g, b, e in pauses if g == gen]
-        if ds:
+        runs = [p for p in pauses if p[0] == gen]
+        if runs:
+            ds = [p[2] - p[1] for p in runs]
+            cpu = [p[3] for p in runs]
+            kept = f", objects walked {'/'.join(str(p[4]) for p in runs)}" if gen == 2 else ""
             out.append(
                 f"  gc generation {gen}: {len(ds)} runs, p50 {_ms(pct(ds, 50))} ms, max {_ms(max(ds))} ms,"
-                f" {_ms(sum(ds))} ms in all"
+                f" {_ms(sum(ds))} ms in all (on a core: max {_ms(max(cpu))} ms){kept}"
             )
+    # the background reader's statements (opened by the CRM worker's first turn), by statement
+    bg: dict[str, list[float]] = defaultdict(list)
+    for label, b, e in busy:
+        if label.startswith("_bg_reader "):
+            bg[label.removeprefix("_bg_reader ")].append(e - b)
+    for what, ds in sorted(bg.items(), key=lambda kv: -sum(kv[1])):
+        out.append(
+            f"  background read {what:<60} n={len(ds):4d} p50 {_ms(pct(ds, 50))} ms"
+            f"  max {_ms(max(ds))} ms  {_ms(sum(ds))} ms in all"
+        )
     # reads made for pops
     parts: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cid, rs in reads.items():
@@ -329,7 +349,7 @@ def analyse(
         oth = f" other reader work {len(others)}: " + ", ".join(
             f"{b[0][:40]}({_ms(b[2] - b[1])})" for b in others[:3]
         )
-        gcs = [f"gen{g} {_ms(e - b)}" for g, b, e in pauses if e > t0 and b < t1]
+        gcs = [f"gen{p[0]} {_ms(p[2] - p[1])}" for p in pauses if p[2] > t0 and p[1] < t1]
         gc_txt = f" gc during it: {', '.join(gcs)}" if gcs else ""
         out.append(f"   {_ms(t1 - t0)} ms: {steps_txt}{lk_txt}{rd}{oth}{gc_txt}")
     return out

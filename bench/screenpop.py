@@ -37,6 +37,7 @@ from crm_link.store import Store
 from cti.ami.server import AmiTestServer
 from switchboard.app import create_app
 from switchboard.keys import ASTERISK, HUB, STORE
+from switchboard.service import freeze_startup_heap
 from switchboard.settings import load_settings
 
 
@@ -75,6 +76,9 @@ async def serve_app(db: str, pbx_port: int) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     await app[ASTERISK].client.wait_connected(10)
     await app[ASTERISK].directory.reload()
+    # as `switchboard serve` does once every context has started
+    frozen = freeze_startup_heap()
+    print(f"gc: {frozen} objects frozen after start-up", file=sys.stderr, flush=True)
     # where the AMI consumer's time goes: how long each event waited in the client's queue, and
     # how long the call service took over each kind of domain event
     asterisk = app[ASTERISK]

@@ -361,33 +361,62 @@ class CrmEvents:
         items = [_delivery(r) for r in rows[:limit]]
         return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
-    async def counts(self, *, delivered: bool = True, background: bool = False) -> dict[str, Any]:
+    async def counts(self, *, delivered: bool = True) -> dict[str, Any]:
         """Deliveries by subscriber and state, events not yet fanned out, the oldest waiting
-        (`delivered=False`: without counting the delivered ones, which only grow). `background`
-        (the delivery worker's refresh): read on the store's background reader, as counting a
-        100k backlog takes 20-40 ms that a screen-pop's read must not wait behind."""
-        bg = background
+        (`delivered=False`: without counting the delivered ones, which only grow). Exact: each count
+        walks its rows (a 1M-event outbox takes 13-110 ms), so the delivery worker's periodic
+        figures come from `waiting` instead."""
         # unfanned first: an event fanned out meanwhile then shows up in the deliveries read next, so
         # an outbox that is not empty is never read as drained
-        unfanned = await self._db.fetchone("SELECT count(*) FROM crm_events WHERE fanned = 0", background=bg)
+        unfanned = await self._db.fetchone("SELECT count(*) FROM crm_events WHERE fanned = 0")
         by_sub: dict[str, dict[str, int]] = {}
         for r in await self._db.fetchall(
             "SELECT subscriber, state, count(*) FROM crm_deliveries WHERE state != 'delivered'"
-            " GROUP BY subscriber, state",
-            background=bg,
+            " GROUP BY subscriber, state"
         ):
             by_sub.setdefault(r[0], dict.fromkeys(DELIVERY_STATES, 0))[r[1]] = r[2]
         for r in (
             await self._db.fetchall(
-                "SELECT subscriber, count(*) FROM crm_deliveries WHERE state = 'delivered' GROUP BY subscriber",
-                background=bg,
+                "SELECT subscriber, count(*) FROM crm_deliveries WHERE state = 'delivered' GROUP BY subscriber"
             )
             if delivered
             else []
         ):
             by_sub.setdefault(r[0], dict.fromkeys(DELIVERY_STATES, 0))["delivered"] = r[1]
-        # the oldest waiting: the event of the first queued or sending delivery (each an index seek;
-        # a min() over the join walked the whole backlog)
+        backlog = sum(c["queued"] + c["sending"] for c in by_sub.values())
+        return {
+            "backlog": backlog,
+            "unfanned": int(unfanned[0]) if unfanned else 0,
+            "dead": sum(c["dead"] for c in by_sub.values()),
+            "oldest_waiting_at": await self._oldest_waiting(background=False),
+            "subscribers": by_sub,
+        }
+
+    async def waiting(self, cap: int) -> dict[str, Any]:
+        """The outbox's figures for /healthz, each count stopping at `cap` (a figure equal to `cap`
+        means `cap` or more): deliveries waiting (queued or sending), dead ones, events not yet
+        fanned out, the oldest waiting. Each count walks at most `cap` index entries, so the cost
+        stays the same however large the outbox grows; read on the store's background reader, never
+        in front of a screen-pop's read."""
+        # unfanned first, as in `counts`: an outbox that is not empty is never read as drained
+        figures: dict[str, Any] = {}
+        for key, where, params in (
+            ("unfanned", "crm_events WHERE fanned = 0", ()),
+            ("backlog", "crm_deliveries WHERE state IN ('queued', 'sending')", ()),
+            ("dead", "crm_deliveries WHERE state = ?", ("dead",)),
+        ):
+            row = await self._db.fetchone(
+                f"SELECT count(*) FROM (SELECT 1 FROM {where} LIMIT ?) AS capped",
+                (*params, cap),
+                background=True,
+            )
+            figures[key] = int(row[0]) if row else 0
+        figures["oldest_waiting_at"] = await self._oldest_waiting(background=True)
+        return figures
+
+    async def _oldest_waiting(self, *, background: bool) -> str | None:
+        """The event of the first queued or sending delivery (each an index seek; a min() over the
+        join walked the whole backlog)."""
         waiting = [
             row[0]
             for state in ("queued", "sending")
@@ -396,19 +425,11 @@ class CrmEvents:
                     "SELECT e.at FROM crm_deliveries d JOIN crm_events e ON e.id = d.event_id"
                     " WHERE d.state = ? ORDER BY d.id LIMIT 1",
                     (state,),
-                    background=bg,
+                    background=background,
                 )
             )
         ]
-        oldest = [min(waiting)] if waiting else None
-        backlog = sum(c["queued"] + c["sending"] for c in by_sub.values())
-        return {
-            "backlog": backlog,
-            "unfanned": int(unfanned[0]) if unfanned else 0,
-            "dead": sum(c["dead"] for c in by_sub.values()),
-            "oldest_waiting_at": oldest[0] if oldest else None,
-            "subscribers": by_sub,
-        }
+        return min(waiting) if waiting else None
 
     async def prune(self, older_than: datetime) -> int:
         """Forget fanned-out events older than a time whose deliveries all arrived (or that had none)."""

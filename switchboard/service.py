@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,20 @@ def build_app(
     if setup is not None:
         setup(app)
     return app
+
+
+def freeze_startup_heap() -> int:
+    """Once every context has started, what exists (modules, code, settings, the store's objects)
+    lives as long as the process: move it out of the cyclic GC's reach and return how many objects
+    that was. Otherwise each full (generation 2) collection walks all of it, stopping the event
+    loop for 38-44 ms three times a minute under 1,000 agents' screen-pops; frozen objects are
+    never walked nor collected again (start-up's garbage is collected first, so none of it is
+    kept). Objects made later (calls, sockets) stay collectable as before."""
+    gc.collect()
+    gc.freeze()
+    count = gc.get_freeze_count()
+    log.info("event=gc_frozen objects=%d", count)
+    return count
 
 
 def run_service(
@@ -76,6 +91,7 @@ async def _serve(app: web.Application, settings: Settings, ready: Callable[[], N
     try:
         # a start-up that fails part-way leaves the started contexts to runner.cleanup() below
         await runner.setup()
+        freeze_startup_heap()
         site = web.TCPSite(runner, host, port)
         try:
             await site.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -66,6 +67,10 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "event=store_closed" in err  # cleanup ran, in order, before exit
     assert err.index("event=store_open") < err.index("event=store_closed")
+    # the heap that exists once everything has started is frozen out of the cyclic GC's walks
+    frozen = re.search(r"event=gc_frozen objects=(\d+)", err)
+    assert frozen is not None and int(frozen[1]) > 0, err
+    assert err.index("event=store_open") < frozen.start() < err.index("event=serve ")
 
 
 def test_demo_twice_reuses_its_data(tmp_path: Path) -> None:

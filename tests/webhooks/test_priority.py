@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from crm_link.contacts import ContactFields, validate_contact
+from crm_link.crm_events import Outcome
 from crm_link.db import WriteLock
 from crm_link.store import Store
 from switchboard.app import create_app
@@ -112,7 +114,7 @@ async def test_a_pop_read_never_waits_behind_the_outbox_backlog_reads(tmp_path: 
         await bg.create_function("hold", 0, hold)
         slow = asyncio.create_task(store.db.fetchone("SELECT hold()", background=True))
         await asyncio.to_thread(entered.wait, 10)
-        counts = asyncio.create_task(store.crm_events.counts(background=True))
+        counts = asyncio.create_task(store.crm_events.waiting(cap=10))
         try:
             async with asyncio.timeout(5):
                 assert [c.first_name for c in await store.contacts.find_by_phone("+15551234567")] == ["Jane"]
@@ -121,3 +123,28 @@ async def test_a_pop_read_never_waits_behind_the_outbox_backlog_reads(tmp_path: 
             release.set()
         await slow
         assert (await counts)["unfanned"] == 1  # the contact's event
+
+
+async def test_the_health_figures_stop_counting_at_their_cap(store: Store) -> None:
+    """/healthz's outbox figures walk at most `cap` rows each: a figure at the cap means that many
+    or more, one below it is exact, and they agree with the exact counts while under it."""
+    for i in range(5):
+        await store.contacts.create(
+            validate_contact({"first_name": f"C{i}", "phones": [f"+1555123456{i}"]}, region="US")
+        )
+    events = store.crm_events
+    assert (await events.waiting(cap=3))["unfanned"] == 3
+    assert (await events.waiting(cap=10))["unfanned"] == 5 == (await events.counts())["unfanned"]
+    await events.fan_out([("dms", lambda _t: True)])
+    (first, *_rest) = await events.claim("dms", 2, owner="A", lease=timedelta(seconds=30))
+    await events.settle([Outcome(first.id, ok=False, status=400, error="refused")], owner="A")
+    exact = await events.counts()
+    assert (exact["unfanned"], exact["backlog"], exact["dead"]) == (0, 4, 1)
+    assert await events.waiting(cap=3) == {
+        "unfanned": 0,
+        "backlog": 3,
+        "dead": 1,
+        "oldest_waiting_at": exact["oldest_waiting_at"],
+    }
+    assert (await events.waiting(cap=5))["backlog"] == 4
+    assert exact["oldest_waiting_at"] is not None
