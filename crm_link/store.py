@@ -83,17 +83,19 @@ class Store:
             await self.recordings.attach_contact_in(tx, call_key, contact_id)
         return await self.contacts.get(contact_id)
 
-    async def record_call_with_prospect(
+    async def record_touch_with_prospect(
         self, item: TouchInput, fields: ContactFields, *, followup_kind: str, followup_note: str
     ) -> tuple[Touch, FollowUp | None]:
-        """A call from a number no contact has, recorded together with a new contact for it.
+        """A touch from a number no contact has (a missed call, an inbound text), recorded together
+        with a new contact for it.
 
-        One transaction: the contact (its phones and tags), the call's touch and recordings made
+        One transaction: the contact (its phones and tags), the touch (and a call's recordings) made
         theirs, a follow-up on the unowned pool and the audit line commit together or not at all.
-        So no reader, no crash and no CRM subscriber ever sees the call without its contact, and the
-        outbox holds exactly one contact event and then one call event, both in the contact's order.
-        When the call already has a contact (one made from its pop while it rang), the touch is
-        recorded for that contact and nothing is made: (touch, None)."""
+        So no reader, no crash and no CRM subscriber ever sees the touch without its contact, and the
+        outbox holds exactly one contact event, then the touch's event, then the follow-up's, all in
+        the contact's order. When the touch already has a contact (a call's contact made from its
+        pop while it rang, a redelivered text's prospect), the touch is recorded for that contact
+        and nothing is made: (touch, None)."""
         item.check()
         async with self.db.transaction() as tx:
             async with tx.execute(
