@@ -208,3 +208,43 @@ async def test_a_new_numbers_text_and_its_prospect_commit_together_or_not_at_all
     assert (again.id, again.contact_id, again.created, none) == (touch.id, prospect.id, False, None)
     assert len(await store.contacts.find_by_phone(NEW)) == 1
     assert len(await store.crm_events.events_since(0)) == len(before) + 3
+
+
+async def test_texts_from_a_new_number_at_two_instances_at_once_make_one_prospect(
+    store: Any, settings: Any
+) -> None:
+    """A gateway's retry reaching a second instance while the first still writes, and a second text
+    from the same number at the same moment: one prospect, each text theirs once, one follow-up each."""
+    from switchboard.app import open_store
+
+    at = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
+    fields = validate_contact(
+        {"first_name": "Unknown", "last_name": NEW, "phones": [NEW], "tags": [UNKNOWN_NUMBER_TAG]},
+        region="US",
+    )
+
+    def text(key: str) -> TouchInput:
+        return TouchInput(
+            key, "sms", "inbound", at, channel="main", status="received", number=NEW, summary=key
+        )
+
+    async with open_store(settings) as other:
+        for n in range(5):
+            a, b, c = f"a{n}", f"b{n}", f"c{n}"
+            made = await asyncio.gather(
+                *(
+                    s.record_touch_with_prospect(text(k), fields, followup_kind="sms_reply", followup_note=k)
+                    for s, k in [(store, a), (other, a), (other, b), (store, b), (store, c)]
+                )
+            )
+            assert sorted(t.source_key for t, _ in made) == [a, a, b, b, c]
+            # each text made its follow-up once (the other of a pair found the touch theirs)
+            assert sorted(f.note for _, f in made if f is not None) == [a, b, c]
+    (prospect,) = await store.contacts.find_by_phone(NEW)
+    followups = await store.touches.open_followups(prospect.id)
+    touches = (await store.touches.history(prospect.id, limit=100)).items
+    assert len(touches) == 15 and {t.contact_id for t in touches} == {prospect.id}
+    assert sorted(f.created_by_touch_id for f in followups) == sorted(t.id for t in touches)
+    events = await store.crm_events.events_since(0, limit=10_000)
+    assert [e.type for e in events].count("contact.created") == 1
+    assert [e.type for e in events if e.contact_id is None] == []
