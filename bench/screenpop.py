@@ -9,7 +9,8 @@ The clock starts when the PBX writes the AgentCalled event that rings the agent.
 
 With `--out-of-process` the app runs in a child process of its own and the agents' WebSocket
 clients in another; the PBX stays in this one. Times are `time.perf_counter()` (CLOCK_MONOTONIC,
-the same clock in every process); the app's RSS is its VmHWM/VmRSS from /proc.
+the same clock in every process); the app's RSS is its VmHWM/VmRSS from /proc. It also prints where
+each pop's time went, step by step inside the app (bench/_popspans.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 import aiohttp
 from _common import CACHE, ROOT, describe_us, report
+from _popspans import PopSpans, analyse
 from aiohttp import web
 
 from crm_link.store import Store
@@ -42,12 +44,14 @@ class TimedPbx(AmiTestServer):
     """Remembers when it wrote the event that rings each call's agent."""
 
     sent: dict[str, float]
+    numbers: dict[str, str]
     events_written = 0
 
     async def event(self, name: str, channel: Any = None, **headers: Any) -> None:
         self.events_written += 1
         if name == "AgentCalled" and channel is not None:
             self.sent.setdefault(channel.linkedid, time.perf_counter())
+            self.numbers.setdefault(channel.linkedid, channel.caller)
         await super().event(name, channel, **headers)
 
 
@@ -101,6 +105,8 @@ async def serve_app(db: str, pbx_port: int) -> None:
     queue.put_nowait = stamped_put  # type: ignore[method-assign,assignment]
     queue.get = stamped_get  # type: ignore[method-assign]
     asterisk.service.handle = timed_handle  # type: ignore[method-assign]
+    spans = PopSpans()
+    spans.install(app)
     print(f"port {port}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for label, series in (("queue_wait", waits), ("handle", handling)):
@@ -108,6 +114,7 @@ async def serve_app(db: str, pbx_port: int) -> None:
             if name in ("AgentCalled", "Newchannel") or label == "handle":
                 print(describe_us(f"app_{label}_{name}", samples), file=sys.stderr, flush=True)
     print(f"connected {app[HUB].connections}", flush=True)
+    print(spans.dump(), flush=True)
     await runner.cleanup()
 
 
@@ -171,14 +178,14 @@ async def out_of_process(args: argparse.Namespace, db: Any) -> None:
     token_file = CACHE / "screenpop-tokens.json"
     token_file.write_text(json.dumps(tokens))
     pbx = TimedPbx(secret="bench", speed=0.25)
-    pbx.sent = {}
+    pbx.sent, pbx.numbers = {}, {}
     await pbx.start()
     me = str(ROOT / "bench" / "screenpop.py")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     nice = ["nice", "-n", str(args.app_nice)] if args.app_nice else []
     app_proc = await asyncio.create_subprocess_exec(
         *nice, sys.executable, me, "--serve-app", str(db), str(pbx.port),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, limit=2**28,
     )  # fmt: skip
     assert app_proc.stdout and app_proc.stdin
     line = (await app_proc.stdout.readline()).decode()
@@ -223,9 +230,13 @@ async def out_of_process(args: argparse.Namespace, db: Any) -> None:
     await clients.wait()
     app_proc.stdin.close()
     connected = (await app_proc.stdout.readline()).decode().split()[-1]
+    spans = json.loads(await app_proc.stdout.readline())
     await app_proc.wait()
     await pbx.close()
     latencies = [got - pbx.sent[call] for call, got in arrivals if call in pbx.sent]
+    print("where the time goes (PBX write → … → clients' receive):")
+    for line in analyse(spans, pbx.sent, dict(arrivals), pbx.numbers):
+        print(line)
     report(
         [
             describe_us(
@@ -276,7 +287,7 @@ async def main() -> None:
         return
 
     pbx = TimedPbx(secret="bench", speed=0.25)
-    pbx.sent = {}
+    pbx.sent, pbx.numbers = {}, {}
     await pbx.start()
     app = create_app(bench_settings(db, pbx.port))
     runner = web.AppRunner(app, access_log=None)

@@ -238,16 +238,13 @@ class RoleLock:
         self.grace = check_every + self.check_timeout + self.MARGIN if grace is None else grace
         self.role = "standby"  # standby | taking (the lock is held, the grace runs) | holder
         self.acquired = 0  # how many times this instance took the role
-        self.since: datetime | None = None
         self.error: str | None = None
         self._held = asyncio.Event()
 
     async def wait_held(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._held.wait(), timeout)
 
-    async def run(
-        self, while_held: Callable[[], Coroutine[Any, Any, None]], clock: Callable[[], datetime]
-    ) -> None:
+    async def run(self, while_held: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Take the role whenever it is free and hold it while `while_held` runs (until cancelled)."""
         import psycopg
 
@@ -261,7 +258,7 @@ class RoleLock:
             try:
                 if await self._try(conn):
                     self.role, self.error = "taking", None
-                    await self._hold(conn, while_held, clock)
+                    await self._hold(conn, while_held)
                 else:
                     self.error = None
             except (psycopg.Error, OSError, TimeoutError) as e:
@@ -287,7 +284,6 @@ class RoleLock:
         self,
         conn: psycopg.AsyncConnection[Any],
         while_held: Callable[[], Coroutine[Any, Any, None]],
-        clock: Callable[[], datetime],
     ) -> None:
         watch = asyncio.create_task(self._watch(conn), name=f"role-watch-{self.name}")
         tasks = [watch]
@@ -295,7 +291,7 @@ class RoleLock:
             # the former holder, if its session ended only now, has stopped by the end of the grace
             await asyncio.wait({watch}, timeout=self.grace)
             if not watch.done():
-                self.role, self.since = "holder", clock()
+                self.role = "holder"
                 self.acquired += 1
                 self._held.set()
                 log.info("event=role_taken role=%s", self.name)

@@ -20,6 +20,7 @@ from crm_link.models import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    iso,
 )
 from crm_link.phones import Phone, normalize_phone, try_e164, zone_for_number
 
@@ -226,7 +227,7 @@ def guess_time_zone(phones: Sequence[Phone], fallback: str | None) -> str | None
 
 
 # one round trip per page of contacts: phones and tags come along as JSON arrays
-_CONTACT_SELECT = """
+_CONTACT_COLUMNS = """
 SELECT c.*, u.username AS owner_username,
        COALESCE(NULLIF(u.display_name, ''), u.username) AS owner_name,
        (SELECT username FROM users cu WHERE cu.id = c.sms_consent_by) AS sms_consent_by_username,
@@ -234,9 +235,63 @@ SELECT c.*, u.username AS owner_username,
           (SELECT raw, e164, valid, kind, extension FROM contact_phones p WHERE p.contact_id = c.id ORDER BY position, id))
          AS phones_json,
        (SELECT json_group_array(tag) FROM
-          (SELECT tag FROM contact_tags t WHERE t.contact_id = c.id ORDER BY tag)) AS tags_json
+          (SELECT tag FROM contact_tags t WHERE t.contact_id = c.id ORDER BY tag)) AS tags_json"""
+_CONTACT_FROM = """
 FROM contacts c LEFT JOIN users u ON u.id = c.owner_id
 """
+_CONTACT_SELECT = _CONTACT_COLUMNS + _CONTACT_FROM
+
+# a screen-pop's reads in one statement: the contact, its latest touches (the LIMIT is the first
+# parameter) and its open follow-ups, each with the survey its cadence step carries
+_POP_SELECT = (
+    _CONTACT_COLUMNS
+    + """,
+       (SELECT json_group_array(json_array(kind, direction, started_at, summary, status)) FROM
+          (SELECT kind, direction, started_at, summary, status FROM touches t WHERE t.contact_id = c.id
+           ORDER BY t.started_at DESC, t.id DESC LIMIT ?)) AS recent_json,
+       (SELECT json_group_array(json_array(due_at, note, kind, survey_id)) FROM
+          (SELECT f.due_at, f.note, f.kind, json_extract(k.steps, '$[' || f.step || '].survey_id') AS survey_id
+           FROM followups f LEFT JOIN cadences k ON k.id = f.cadence_id
+           WHERE f.contact_id = c.id AND f.status = 'open' ORDER BY f.due_at, f.id)) AS followups_json"""
+    + _CONTACT_FROM
+)
+
+
+@dataclass(slots=True)
+class PopHistory:
+    """What a screen-pop shows of a contact besides its card, read in the same statement."""
+
+    touches: list[dict[str, Any]]  # the latest, newest first: kind, direction, at, summary, status
+    followups: list[dict[str, Any]]  # the open ones, soonest first: due_at, note, kind
+    cadence_surveys: list[tuple[datetime, int]]  # (due, survey id) of open cadence steps with a survey
+
+    def followup_survey(self, until: datetime) -> int | None:
+        """The survey of the soonest open cadence follow-up due before `until` whose step has one."""
+        return next((survey for due, survey in self.cadence_surveys if due < until), None)
+
+
+@dataclass(slots=True)
+class CallerFile:
+    """A caller-ID lookup with what the pop shows: every contact with the number, and the history of
+    each (`history[contact id]`), all from one statement."""
+
+    contacts: list[Contact]
+    history: dict[int, PopHistory]
+
+
+def _pop_history(row: Any) -> PopHistory:
+    touches = [
+        {"kind": k, "direction": d, "at": iso(from_db_time(at)), "summary": summary, "status": status}
+        for k, d, at, summary, status in json.loads(row["recent_json"])
+    ]
+    followups: list[dict[str, Any]] = []
+    surveys: list[tuple[datetime, int]] = []
+    for due, note, kind, survey in json.loads(row["followups_json"]):
+        when = from_db_time(due)
+        followups.append({"due_at": iso(when), "note": note, "kind": kind})
+        if survey is not None and when is not None:
+            surveys.append((when, int(survey)))
+    return PopHistory(touches, followups, surveys)
 
 
 class Contacts:
@@ -439,6 +494,29 @@ class Contacts:
             (e164,),
         )
         return await self._hydrate(rows)
+
+    async def caller_file(self, raw: str, *, recent: int) -> CallerFile:
+        """Caller-ID lookup for a screen-pop: the contacts with this number (as find_by_phone), each
+        with its `recent` latest touches and its open follow-ups, in one read."""
+        e164 = try_e164(raw, self.region)
+        if e164 is None:
+            return CallerFile([], {})
+        rows = await self._db.fetchall_for_pop(
+            _POP_SELECT
+            + " WHERE c.id IN (SELECT contact_id FROM contact_phones WHERE e164 = ?) ORDER BY c.id",
+            (recent, e164),
+        )
+        return CallerFile(await self._hydrate(rows), {r["id"]: _pop_history(r) for r in rows})
+
+    async def pop_file(self, ids: Sequence[int], *, recent: int) -> CallerFile:
+        """The same for contacts by id (their history as it is now), in one read."""
+        if not ids:
+            return CallerFile([], {})
+        marks = ",".join("?" * len(ids))
+        rows = await self._db.fetchall_for_pop(
+            _POP_SELECT + f" WHERE c.id IN ({marks}) ORDER BY c.id", (recent, *ids)
+        )
+        return CallerFile(await self._hydrate(rows), {r["id"]: _pop_history(r) for r in rows})
 
     async def ids_with_tag(self, tag: str, *, after: int = 0, limit: int | None = None) -> list[int]:
         """Ids of every contact carrying a tag (case-insensitive), ascending; with `limit`, one page

@@ -189,7 +189,8 @@ def untranslatable_migrations() -> list[str]:
 
 
 class Database:
-    """The SQLite file: one writer (serialized by a lock) and one reader, WAL, foreign keys on.
+    """The SQLite file: one writer (serialized by a lock) and a reader (plus one kept for screen-pops),
+    WAL, foreign keys on.
 
     Given a postgresql:// URL instead of a path: a pool of `pool_size` PostgreSQL connections, writes
     still serialized by the lock within this process (as on SQLite).
@@ -205,6 +206,8 @@ class Database:
         # opened on first use: a 20-40 ms count never holds up a screen-pop's read on the first one
         self._bg_reader: aiosqlite.Connection | None = None
         self._bg_opening = asyncio.Lock()
+        # a second reader kept for screen-pops (caller ID): no long read stands in front of a ring
+        self._pop_reader: aiosqlite.Connection | None = None
         self.write_lock = WriteLock()
         self._opened = False  # open() has begun (close() then waits for the work in flight)
         self._pg: PgPool | None = None
@@ -281,6 +284,7 @@ class Database:
             await self._writer.execute("PRAGMA journal_mode=WAL")
             self.applied = await self.migrate()
             self._reader = await self._connect() if self.path != ":memory:" else self._writer
+            self._pop_reader = await self._connect() if self.path != ":memory:" else self._writer
         except BaseException:
             await self.close()  # a store that cannot open leaves no connection (and no thread) behind
             raise
@@ -327,12 +331,11 @@ class Database:
         if self._pg is not None:
             await self._pg.close()
             return
-        reader, writer, bg = self._reader, self._writer, self._bg_reader
-        self._reader = self._writer = self._bg_reader = None
-        if bg is not None and bg is not writer:
-            await bg.close()
-        if reader is not None and reader is not writer:
-            await reader.close()
+        reader, pop_reader, writer, bg = self._reader, self._pop_reader, self._writer, self._bg_reader
+        self._reader = self._pop_reader = self._writer = self._bg_reader = None
+        for conn in (bg, reader, pop_reader):
+            if conn is not None and conn is not writer:
+                await conn.close()
         if writer is not None:
             await writer.close()
 
@@ -508,6 +511,17 @@ class Database:
                         raise StoreError("the store is not open")
                     self._bg_reader = conn
         return self._bg_reader
+
+    async def fetchall_for_pop(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        """Rows of a read for a screen-pop, on a reader connection of its own (SQLite): a long read
+        on the shared reader (a report, an export, a backlog count) never stands in front of it.
+        On PostgreSQL, as fetchall (a pooled connection)."""
+        with self._busy():
+            if self._pg is not None:
+                return await self._fetchall(sql, params, False)
+            if self._pop_reader is None:
+                raise StoreError("the store is not open")
+            return list(await self._pop_reader.execute_fetchall(sql, params))
 
     async def fetchone(
         self, sql: str, params: Sequence[Any] = (), *, background: bool = False

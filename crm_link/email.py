@@ -10,10 +10,9 @@ from typing import Any
 
 from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import Conflict, NotFound
+from crm_link.leases import DEFAULT_LEASE, in_doubt, renew, split_lapsed
 from crm_link.touches import Touches, TouchInput
 
-# how long a claim holds when the claimer does not say (a live sender renews it while it sends)
-DEFAULT_LEASE = timedelta(minutes=1)
 EMAIL_STATES = ("queued", "sending", "sent", "failed", "skipped", "unknown")
 
 
@@ -280,19 +279,13 @@ class EmailStore:
         Taken: rows whose lease ran out; at start-up also those `owner` (this instance) held before
         it restarted, and on a store one process owns (SQLite) every `sending` row. A live instance
         (`starting=False`) never takes its own rows."""
-        now = to_db_time(self._db.now())
-        params: tuple[str | None, ...] = ()
-        if starting and not self._db.shared:
-            which = ""
-        elif starting:
-            which, params = " AND (lease_until IS NULL OR lease_until < ? OR owner = ?)", (now, owner)
-        else:
-            which, params = " AND (lease_until IS NULL OR lease_until < ?) AND owner IS NOT ?", (now, owner)
+        now = self._db.now()
+        which, params = in_doubt(self._db, owner, now, starting=starting)
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE email_outbox SET state = 'unknown', reason = 'process stopped while sending', updated_at = ?"
                 f" WHERE state = 'sending'{which}",
-                (now, *params),
+                (to_db_time(now), *params),
             ) as cur:
                 return cur.rowcount
 
@@ -335,12 +328,7 @@ class EmailStore:
 
     async def renew(self, owner: str, until: datetime) -> int:
         """Extend to `until` the lease of the emails `owner` is sending; how many."""
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "UPDATE email_outbox SET lease_until = ? WHERE state = 'sending' AND owner = ?",
-                (to_db_time(until), owner),
-            ) as cur:
-                return max(cur.rowcount, 0)
+        return await renew(self._db, "email_outbox", owner, until)
 
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed rows that were never attempted go back to the queue (a clean stop)."""
@@ -389,20 +377,9 @@ class EmailStore:
         now = self._db.now()
         ts = to_db_time(now)
         async with self._db.transaction() as tx:
-            if owner is not None and outcomes:
-                held: set[int] = set()
-                ids = [email.id for email, *_ in outcomes]
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    async with tx.execute(
-                        f"SELECT id FROM email_outbox WHERE id IN ({','.join('?' * len(chunk))})"
-                        " AND state = 'sending' AND owner = ?",
-                        (*chunk, owner),
-                    ) as cur:
-                        held.update(r[0] for r in await cur.fetchall())
-                if lapsed is not None:
-                    lapsed.extend(i for i in ids if i not in held)
-                outcomes = [o for o in outcomes if o[0].id in held]
+            outcomes, lost = await split_lapsed(tx, "email_outbox", outcomes, owner)
+            if lapsed is not None:
+                lapsed.extend(lost)
             await tx.executemany(
                 "UPDATE email_outbox SET state = ?, reason = ?, code = ?, updated_at = ?,"
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state = 'sending'"

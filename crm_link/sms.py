@@ -10,11 +10,10 @@ from typing import Any
 
 from crm_link.db import Database, from_db_time, one_row, to_db_time
 from crm_link.errors import NotFound, ValidationError
+from crm_link.leases import DEFAULT_LEASE, in_doubt, renew, split_lapsed
 from crm_link.touches import Touches, TouchInput
 
 OUTBOX_STATES = ("queued", "sending", "sent", "delivered", "failed", "skipped", "unknown")
-# how long a claim holds when the claimer does not say (a live sender renews it while it sends)
-DEFAULT_LEASE = timedelta(minutes=1)
 BLAST_STATES = ("scheduled", "running", "paused", "cancelled", "done")
 # a delivery report may only move a message forward along these
 _FORWARD = {
@@ -478,17 +477,7 @@ class SmsStore:
         Each gets a touch with status unknown, so the customer's history shows the message may have gone.
         """
         now = self._db.now()
-        params: tuple[str | None, ...] = ()
-        if starting and not self._db.shared:
-            which = ""
-        elif starting:
-            which, params = (
-                " AND (lease_until IS NULL OR lease_until < ? OR owner = ?)",
-                (to_db_time(now), owner),
-            )
-        else:
-            which = " AND (lease_until IS NULL OR lease_until < ?) AND owner IS NOT ?"
-            params = (to_db_time(now), owner)
+        which, params = in_doubt(self._db, owner, now, starting=starting)
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "UPDATE sms_outbox SET state = 'unknown', reason = 'process stopped while sending',"
@@ -529,12 +518,7 @@ class SmsStore:
 
     async def renew(self, channel: str, owner: str, until: datetime) -> int:
         """Extend to `until` the lease of the channel's rows `owner` is sending; how many."""
-        async with self._db.transaction() as tx:
-            async with tx.execute(
-                "UPDATE sms_outbox SET lease_until = ? WHERE channel = ? AND state = 'sending' AND owner = ?",
-                (to_db_time(until), channel, owner),
-            ) as cur:
-                return max(cur.rowcount, 0)
+        return await renew(self._db, "sms_outbox", owner, until, channel=channel)
 
     async def hold(self, message_id: int, until: datetime, reason: str) -> None:
         """Put a claimed message back in the queue until `until` (quiet hours, retry later)."""
@@ -558,21 +542,11 @@ class SmsStore:
         recorded, neither on the row nor as a touch; their ids are returned."""
         now = self._db.now()
         ts = to_db_time(now)
-        lapsed: list[int] = []
         async with self._db.transaction() as tx:
-            if owner is not None and outcomes:
-                held: set[int] = set()
-                ids = [msg.id for msg, *_ in outcomes]
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    async with tx.execute(
-                        f"SELECT id FROM sms_outbox WHERE id IN ({','.join('?' * len(chunk))}) AND"
-                        " ((state = 'sending' AND owner = ?) OR state IN ('sent', 'delivered', 'failed'))",
-                        (*chunk, owner),
-                    ) as cur:
-                        held.update(r[0] for r in await cur.fetchall())
-                lapsed = [i for i in ids if i not in held]
-                outcomes = [o for o in outcomes if o[0].id in held]
+            # a row settled already (a delivery report beat this settle) is still this owner's
+            outcomes, lapsed = await split_lapsed(
+                tx, "sms_outbox", outcomes, owner, settled=("sent", "delivered", "failed")
+            )
             # one statement for the window's rows, one batch for their touches
             await tx.executemany(
                 "UPDATE sms_outbox SET state = ?, provider_id = COALESCE(?, provider_id), reason = ?,"

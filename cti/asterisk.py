@@ -13,12 +13,15 @@ from crm_link.clock import Clock, system_clock
 from cti.ami.client import RESYNC, AmiClient, AmiError
 from cti.ami.protocol import Event
 from cti.directory import InterfaceDirectory
-from cti.events import CallEvent
+from cti.events import CallEvent, CallRinging
 from cti.lanes import CallLanes
 from cti.service import CallService
 from cti.tracker import CallTracker
 
 log = logging.getLogger("cti.asterisk")
+
+# a call's queued work that a ring's pop may start beside (it changes nothing the pop shows)
+POP_MAY_OVERTAKE = frozenset({"RecordingReady", "CallRinging"})
 
 
 class AsteriskSource:
@@ -90,8 +93,15 @@ class AsteriskSource:
                 log.exception("event=asterisk_event_failed name=%s", ev.name)
 
     def _dispatch(self, event: CallEvent) -> None:
-        """Apply a domain event in its call's lane, after that call's earlier events."""
-        self.lanes.submit(event.call_id, lambda: self.service.handle(event))
+        """Apply a domain event in its call's lane, after that call's earlier events.
+
+        A ring's pop does not wait for the call's earlier writes that do not change what it shows
+        (the recording's row, an earlier ring's touch): it starts at once, and the ring's own write
+        keeps its place in the lane. Behind an answer or an end of the call, it waits its turn.
+        """
+        if isinstance(event, CallRinging) and self.lanes.pending(event.call_id) <= POP_MAY_OVERTAKE:
+            self.service.pop_now(event)
+        self.lanes.submit(event.call_id, lambda: self.service.handle(event), kind=type(event).__name__)
 
     def _prefetch(self, ev: Event) -> None:
         if ev.name == "NewCallerid" and ev.get("Uniqueid") == ev.get("Linkedid"):

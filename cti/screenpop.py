@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from crm_link.contacts import CallerFile, PopHistory
 from crm_link.followups import end_of_day
 from crm_link.models import Contact, User
 from crm_link.store import Store
@@ -35,21 +35,28 @@ def _may_see_history(viewer: User, contact: Contact) -> bool:
     return viewer.role != "rep" or contact.owner_id in (None, viewer.id)
 
 
-async def lookup_caller(store: Store, number: str | None) -> list[Contact]:
-    """Every contact with this number (empty for an unknown or withheld number)."""
+async def lookup_caller(store: Store, number: str | None) -> CallerFile:
+    """Every contact with this number (none for an unknown or withheld number), with what a pop
+    shows of each, in one read."""
     if not number:
-        return []
-    return await store.contacts.find_by_phone(number)
+        return CallerFile([], {})
+    return await store.contacts.caller_file(number, recent=RECENT_TOUCHES)
 
 
 async def build_pop(
-    store: Store, call: dict[str, Any], matches: list[Contact], viewer: User
+    store: Store,
+    call: dict[str, Any],
+    matches: list[Contact],
+    viewer: User,
+    *,
+    history: PopHistory | None = None,
 ) -> dict[str, Any]:
     """The screen_pop message of CONTRACT.md for one viewer, from already looked-up matches.
 
     One match → its card, last touches and open follow-ups (a rep answering another rep's customer
     gets the card without the history); several → `contact: null` with `candidates` to choose from;
-    none → `contact: null`, and the page offers "new prospect".
+    none → `contact: null`, and the page offers "new prospect". `history`: the one match's, read
+    with the lookup; without it, it is read now (one statement).
     """
     pop: dict[str, Any] = {
         "type": "screen_pop",
@@ -62,30 +69,16 @@ async def build_pop(
     if len(matches) == 1:
         contact = matches[0]
         pop["contact"] = contact_card(contact)
-        if _may_see_history(viewer, contact):
-            # independent reads, asked together: they queue on the reader's thread at once instead
-            # of one loop-to-thread round trip after the other
-            history, followups, pop["survey"] = await asyncio.gather(
-                store.touches.history(contact.id, limit=RECENT_TOUCHES),
-                store.touches.open_followups(contact.id),
-                survey_for(store, call, contact),
+        if history is None:
+            history = (await store.contacts.pop_file([contact.id], recent=RECENT_TOUCHES)).history.get(
+                contact.id, PopHistory([], [], [])
             )
-            pop["recent_touches"] = [
-                {
-                    "kind": t.kind,
-                    "direction": t.direction,
-                    "at": t.to_dict()["at"],
-                    "summary": t.summary,
-                    "status": t.status,
-                }
-                for t in history.items
-            ]
-            pop["open_followups"] = [
-                {"due_at": f.to_dict()["due_at"], "note": f.note, "kind": f.kind} for f in followups
-            ]
+        if _may_see_history(viewer, contact):
+            pop["recent_touches"] = history.touches
+            pop["open_followups"] = history.followups
         else:
             pop["contact"]["restricted"] = True
-            pop["survey"] = await survey_for(store, call, contact)
+        pop["survey"] = await survey_for(store, call, contact, history)
     elif matches:
         pop["candidates"] = [
             {"id": c.id, "name": c.name, "owner": c.owner_username, "url": f"/contacts/{c.id}"}
@@ -94,13 +87,14 @@ async def build_pop(
     return pop
 
 
-async def survey_for(store: Store, call: dict[str, Any], contact: Contact) -> dict[str, Any] | None:
+async def survey_for(
+    store: Store, call: dict[str, Any], contact: Contact, history: PopHistory
+) -> dict[str, Any] | None:
     """The survey this call asks: its call list's, else that of the customer's cadence follow-up due
     today whose step carries one; the current version, with its script and questions."""
     survey_id = await store.surveys.for_list(call["list_id"]) if call.get("list_id") else None
     if survey_id is None:
-        until = end_of_day(store.clock(), contact.time_zone or store.time_zone)
-        survey_id = await store.surveys.for_contact_followup(contact.id, until)
+        survey_id = history.followup_survey(end_of_day(store.clock(), contact.time_zone or store.time_zone))
     if survey_id is None:
         return None
     row = await store.surveys.get(survey_id)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from crm_link.contacts import CallerFile
 from crm_link.models import Contact, Touch, User, iso
 from crm_link.reports import CallFigures
 from crm_link.store import Store
@@ -87,7 +88,7 @@ class LiveCall:
     to_number: str | None
     started_at: datetime
     queue: str | None
-    lookup: asyncio.Task[list[Contact]]
+    lookup: asyncio.Task[CallerFile]  # the caller's contacts, and what the pop shows of each
     popped: dict[int, User] = field(default_factory=dict)
     answered_by: User | None = None
     touch_id: int | None = None
@@ -144,7 +145,11 @@ class CallService:
         # transaction and puts the call on the unowned pool's day)
         self.unknown_caller = unknown_caller
         self.calls: dict[str, LiveCall] = {}
-        self._prefetched: dict[str, tuple[str, asyncio.Task[list[Contact]]]] = {}
+        self._prefetched: dict[str, tuple[str, asyncio.Task[CallerFile]]] = {}
+        # pops started ahead of their ring's turn (pop_now), by id of the CallRinging
+        self._early_pops: dict[
+            int, tuple[CallRinging, asyncio.Task[tuple[LiveCall, list[Contact]] | None]]
+        ] = {}
         self.pops_sent = 0
         self.touches_written = 0
 
@@ -183,7 +188,7 @@ class CallService:
                 continue
             if call.lookup.cancelled() or call.lookup.exception() is not None:
                 continue
-            if any(c.id == contact_id for c in call.lookup.result()):
+            if any(c.id == contact_id for c in call.lookup.result().contacts):
                 return call.call_id
         return None
 
@@ -251,23 +256,25 @@ class CallService:
             "started_at": iso(call.started_at),
         }
 
+    def pop_now(self, ev: CallRinging) -> None:
+        """Start this ring's pop at once, beside the call's earlier work still in progress (its
+        recording's row or an earlier ring's touch being written); `handle(ev)` then waits for the
+        pop and writes the ringing touch. For a caller that applies a call's events in order but
+        knows that nothing still pending before this ring changes what its pop shows (no answer, no
+        end of this call)."""
+        if id(ev) not in self._early_pops:
+            task = asyncio.create_task(self._pop(ev), name=f"pop-{ev.call_id}")
+            self._early_pops[id(ev)] = (ev, task)
+
     async def _ringing(self, ev: CallRinging) -> None:
-        call = self._call(ev)
-        user = await self.directory.user_for(ev.interface)
-        if user is None:
-            log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
+        early = self._early_pops.pop(id(ev), None)
+        if early is not None and early[0] is ev:
+            rung = await early[1]
+        else:
+            rung = await self._pop(ev)
+        if rung is None:
             return
-        await self._observe(ev, user)
-        if call.direction == "internal":
-            return  # a colleague calling: no customer to pop
-        call.placed_by(user)
-        matches = await call.lookup
-        if user.id not in call.popped:
-            # the pop goes out first; writing the ringing touch must not delay it
-            call.popped[user.id] = user
-            pop = await build_pop(self.store, self._call_json(call, "ringing", user), matches, user)
-            self.hub.set_live(user.id, call.call_id, pop)
-            self.pops_sent += await self.hub.publish(user.id, pop)
+        call, matches = rung
         if call.touch_id is None:
             call.touch_id = -1  # claimed: concurrent ringing of other agents does not write it again
             touch = await self.store.touches.record(
@@ -284,6 +291,34 @@ class CallService:
                 )
             )
             call.touch_id = touch.id
+
+    async def _pop(self, ev: CallRinging) -> tuple[LiveCall, list[Contact]] | None:
+        """The rung agent's screen-pop (once per agent and call); the call and its caller's matches,
+        or None when there is no customer call to record (an unmapped interface, an internal call)."""
+        call = self._call(ev)
+        # a lookup still running when the phone rings reads the caller's history as of now; one
+        # that finished before (the caller waited in a queue, another agent rang first) is old
+        fresh = not call.lookup.done()
+        user = await self.directory.user_for(ev.interface)
+        if user is None:
+            log.info("event=ringing_unmapped call=%s interface=%s", ev.call_id, ev.interface)
+            return None
+        await self._observe(ev, user)
+        if call.direction == "internal":
+            return None  # a colleague calling: no customer to pop
+        call.placed_by(user)
+        found = await call.lookup
+        matches = found.contacts
+        if user.id not in call.popped:
+            # the pop goes out first; writing the ringing touch must not delay it
+            call.popped[user.id] = user
+            history = found.history.get(matches[0].id) if fresh and len(matches) == 1 else None
+            pop = await build_pop(
+                self.store, self._call_json(call, "ringing", user), matches, user, history=history
+            )
+            self.hub.set_live(user.id, call.call_id, pop)
+            self.pops_sent += await self.hub.publish(user.id, pop)
+        return call, matches
 
     async def _answered(self, ev: CallAnswered) -> None:
         call = self.calls.get(ev.call_id)
@@ -348,7 +383,7 @@ class CallService:
         if ev.direction == "inbound" and ev.to_number:
             call.to_number = ev.to_number  # the DID may be known only after the first ring
         try:
-            matches = await call.lookup
+            matches = (await call.lookup).contacts
             user = (
                 call.answered_by
                 or await self.directory.user_for(ev.answered_by)
@@ -514,9 +549,11 @@ class CallService:
 
     async def close(self) -> None:
         """Cancel pending lookups (calls in flight are resynced on the next start)."""
-        tasks = [c.lookup for c in self.calls.values()] + [t for _, t in self._prefetched.values()]
+        tasks: list[asyncio.Task[Any]] = [c.lookup for c in self.calls.values()]
+        tasks += [t for _, t in self._prefetched.values()] + [t for _, t in self._early_pops.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.calls.clear()
         self._prefetched.clear()
+        self._early_pops.clear()

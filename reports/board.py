@@ -32,10 +32,14 @@ class Agent:
     call_id: str | None = None
     queue: str | None = None
     paused: bool = False
-    online: bool = False
     where: set[str] = field(default_factory=set)  # the instances it has a tab open on ("" = this one)
     wrap_until: datetime | None = None
     counts: dict[str, float] = field(default_factory=lambda: {"answered": 0, "outbound": 0, "talk_s": 0})
+
+    @property
+    def online(self) -> bool:
+        """A tab of theirs is open on some instance."""
+        return bool(self.where)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -121,7 +125,6 @@ class AgentBoard:
         if a is None:
             return
         (a.where.add if online else a.where.discard)(where)
-        a.online = bool(a.where)
         await self._settle(a)
 
     async def present_at(self, where: str, user_ids: Collection[int], users: Iterable[User] = ()) -> int:
@@ -135,7 +138,6 @@ class AgentBoard:
             if there == (where in a.where):
                 continue
             (a.where.add if there else a.where.discard)(where)
-            a.online = bool(a.where)
             changed += await self._settle(a)
         return changed
 

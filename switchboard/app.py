@@ -20,7 +20,6 @@ from switchboard.keys import (
     HEALTH_DETAILS,
     HUB,
     INSTANCE,
-    INSTANCE_ID,
     LIMITER,
     MY_DAY_EXTRAS,
     PROXY_TRUST,
@@ -104,9 +103,8 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[CLOCK] = clock
-    app[INSTANCE_ID] = settings.server.instance_id or default_instance_id()
     app[HUB] = Hub()
-    app[INSTANCE] = Instance(id=app[INSTANCE_ID])
+    app[INSTANCE] = Instance(id=settings.server.instance_id or default_instance_id())
     app[HEALTH] = {}
     app[HEALTH_DETAILS] = {}
     app[MY_DAY_EXTRAS] = []

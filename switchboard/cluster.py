@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,7 +48,7 @@ PRESENCE_LOST = 3  # an instance not heard from for this many periods has no tab
 class Instance:
     """This process among the instances: its id, and whether it holds the AMI connection."""
 
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    id: str  # `[server] instance_id`, or HOST-PID-RANDOM made at start
     host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     ami: str = "off"  # off (no [asterisk]) | holder | standby
     ami_since: datetime | None = None
@@ -336,7 +336,13 @@ class DialerSync:
         relay.handlers["dialer_hello"] = self.on_hello
 
     def changed(self, agent_id: int, list_id: int | None) -> None:
-        self.relay.send({"k": "dialer_ready", "i": self.instance, "m": {str(agent_id): list_id}})
+        self._send({agent_id: list_id})
+
+    def _send(self, ready: Mapping[int, int | None]) -> None:
+        """Tell the other instances these agents' lists (None: no longer ready)."""
+        self.relay.send(
+            {"k": "dialer_ready", "i": self.instance, "m": {str(a): lid for a, lid in ready.items()}}
+        )
 
     def hello(self) -> None:
         self.relay.send({"k": "dialer_hello", "i": self.instance})
@@ -347,10 +353,4 @@ class DialerSync:
 
     async def on_hello(self, item: dict[str, Any]) -> None:
         if self.dialer.ready:  # what this instance knows, for the one that just started
-            self.relay.send(
-                {
-                    "k": "dialer_ready",
-                    "i": self.instance,
-                    "m": {str(a): lid for a, lid in self.dialer.ready.items()},
-                }
-            )
+            self._send(self.dialer.ready)

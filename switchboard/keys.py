@@ -40,8 +40,6 @@ INSTANCE: web.AppKey[Instance] = web.AppKey("instance")
 # the one clock every handler, worker and the store read "now" from (tests pass their own)
 CLOCK = web.AppKey[Clock]("clock")
 STORE = web.AppKey("store", Store)
-# this instance's id among those sharing the store (`[server] instance_id`, or generated at start)
-INSTANCE_ID = web.AppKey("instance_id", str)
 HUB = web.AppKey("hub", Hub)
 LIMITER = web.AppKey("login_limiter", LoginLimiter)
 # `[server] trusted_proxies`: the balancers whose X-Forwarded-For names the client's address

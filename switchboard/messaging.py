@@ -26,7 +26,7 @@ from switchboard.keys import (
     EMAIL,
     FOLLOWUPS,
     HEALTH,
-    INSTANCE_ID,
+    INSTANCE,
     SETTINGS,
     SMS,
     SMS_CHANNELS,
@@ -69,7 +69,7 @@ async def email_ctx(app: web.Application) -> AsyncIterator[None]:
         public_url=settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}",
         dealer={"name": d.name, "phone": d.phone, "address": d.address, "website": d.website},
         clock=app[CLOCK],
-        owner=app[INSTANCE_ID],
+        owner=app[INSTANCE].id,
         lease=timedelta(seconds=settings.server.lease_seconds),
     )
     app[EMAIL] = service
@@ -255,7 +255,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
                 quiet_end=settings.sms.quiet_end,
                 unknown_policy=str(settings.sms.channels[name].options.get("unknown_policy", "hold")),
                 clock=app[CLOCK],
-                owner=app[INSTANCE_ID],
+                owner=app[INSTANCE].id,
                 lease=timedelta(seconds=settings.server.lease_seconds),
             )
         blasts = BlastService(

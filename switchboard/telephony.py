@@ -139,7 +139,7 @@ async def _hold_ami(holder: RoleLock, source: AsteriskSource, instance: Instance
             instance.ami, instance.ami_since = "standby", clock()
             log.warning("event=ami_standby instance=%s", instance.id)
 
-    await holder.run(held, clock)
+    await holder.run(held)
 
 
 async def telephony_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -67,7 +67,6 @@ class EmailService:
         self._stopped = asyncio.Event()
         self.domain = parseaddr(sender)[1].partition("@")[2] or "switchboard.local"
         self._wake = asyncio.Event()
-        self._stopping = False
         # told the follow-ups whose email failed for good and are calls to make now (the root hands
         # in the follow-up loop's, which tells the assignee's open My Day)
         self.on_followups_to_call: Callable[[list[int]], Awaitable[None]] | None = None
@@ -297,7 +296,7 @@ class EmailService:
                 return
 
             def go() -> bool:  # a connection is free: hand this one over unless we are stopping
-                if self._stopping:
+                if self._stopped.is_set():
                     return False
                 handed.add(email.id)
                 return True
@@ -368,7 +367,7 @@ class EmailService:
         )
 
     async def _lane(self, idle_poll: float) -> None:
-        while not self._stopping:
+        while not self._stopped.is_set():
             try:
                 busy = await self.step()
             except asyncio.CancelledError:
@@ -402,6 +401,5 @@ class EmailService:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
         self._stopped.set()
+        self._wake.set()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,40 @@ def pg_databases() -> Iterator[Any]:
 
     with PgDatabases.for_tests() as dbs:
         yield dbs
+
+
+def _need_pg_server() -> None:
+    """Skip the test where no PostgreSQL server is installed to start a cluster with."""
+    from tests import pg_cluster
+
+    try:
+        pg_cluster.bin_dir()
+    except pg_cluster.ClusterError as e:
+        pytest.skip(f"needs a PostgreSQL server: {e}")
+
+
+@pytest.fixture
+def pg_server(request: pytest.FixtureRequest) -> Any:
+    """The session's throwaway cluster (`pg_databases`); skipped where no PostgreSQL server is installed."""
+    _need_pg_server()
+    return request.getfixturevalue("pg_databases")
+
+
+@pytest.fixture
+def own_pg_cluster() -> Iterator[tuple[Path, str]]:
+    """A cluster of this test's own, to stop and start (tests/pg_cluster.py): its directory and the
+    URL of its superuser database; skipped where no PostgreSQL server is installed."""
+    from tests import pg_cluster
+
+    _need_pg_server()
+    # not under pytest's temp dir: that one is private to root, and the server runs as postgres
+    base = Path(tempfile.mkdtemp(prefix="switchboard-pg-own-"))
+    try:
+        admin_url = pg_cluster.start(base)
+        yield base, admin_url
+    finally:
+        pg_cluster.stop(base, mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

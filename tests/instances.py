@@ -15,9 +15,12 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from crm_link.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +31,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def rep_and_manager(store: Store) -> tuple[str, str]:
+    """The cluster tests' two users: API tokens of jsmith (a rep at extension 1001) and of maria
+    (a manager)."""
+    from tests.conftest import PASSWORD
+
+    rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
+    maria = await store.users.add("maria", role="manager", password=PASSWORD)
+    return await store.users.create_token(rep.id, "test"), await store.users.create_token(maria.id, "test")
 
 
 def _toml_str(value: str) -> str:

@@ -15,8 +15,7 @@ import pytest
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
 from cti.ami.server import AmiTestServer
-from tests.conftest import PASSWORD
-from tests.instances import Instances
+from tests.instances import Instances, rep_and_manager
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE") != "postgres",
@@ -50,10 +49,7 @@ async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_
     tmp_path: Path, store_url: str
 ) -> None:
     async with Store(store_url) as store:
-        rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
-        rep_token = await store.users.create_token(rep.id, "test")
-        maria = await store.users.add("maria", role="manager", password=PASSWORD)
-        maria_token = await store.users.create_token(maria.id, "test")
+        rep_token, maria_token = await rep_and_manager(store)
         ids = []
         for i, number in enumerate(NUMBERS):
             contact = validate_contact({"first_name": f"C{i}", "phones": [number]}, region="US")

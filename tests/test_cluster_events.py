@@ -17,8 +17,7 @@ from campaigns.sms.kannel_standin import KannelStandIn
 from crm_link.contacts import validate_contact
 from crm_link.store import Store
 from cti.ami.server import AmiTestServer
-from tests.conftest import PASSWORD
-from tests.instances import Instances
+from tests.instances import Instances, rep_and_manager
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE") != "postgres",
@@ -87,10 +86,7 @@ async def test_a_pop_on_the_ami_holder_reaches_an_agent_on_another_instance_and_
     tmp_path: Path, store_url: str
 ) -> None:
     async with Store(store_url) as store:
-        rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
-        token = await store.users.create_token(rep.id, "test")
-        maria = await store.users.add("maria", role="manager", password=PASSWORD)
-        maria_token = await store.users.create_token(maria.id, "test")
+        token, maria_token = await rep_and_manager(store)
         jane = await store.contacts.create(
             validate_contact(
                 {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},
@@ -180,10 +176,7 @@ async def test_a_gateway_webhook_lands_on_any_instance_and_a_message_made_on_one
     tmp_path: Path, store_url: str
 ) -> None:
     async with KannelStandIn() as kannel, Store(store_url) as store:  # kannel: the channel's sendsms
-        rep = await store.users.add("jsmith", role="rep", password=PASSWORD, extension="1001")
-        maria = await store.users.add("maria", role="manager", password=PASSWORD)
-        rep_token = await store.users.create_token(rep.id, "test")
-        maria_token = await store.users.create_token(maria.id, "test")
+        rep_token, maria_token = await rep_and_manager(store)
         jane = await store.contacts.create(
             validate_contact(
                 {"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"], "owner": "jsmith"},

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,22 +27,6 @@ needs_pg = pytest.mark.skipif(
     os.environ.get("SWITCHBOARD_TEST_STORE") != "postgres",
     reason="LISTEN/NOTIFY and advisory locks are PostgreSQL's (SWITCHBOARD_TEST_STORE=postgres)",
 )
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[tuple[Path, str]]:
-    """A cluster of this test's own, to stop and start."""
-    try:
-        pg_cluster.bin_dir()
-    except pg_cluster.ClusterError as e:
-        pytest.skip(f"needs a PostgreSQL server to stop and start: {e}")
-    base = Path(tempfile.mkdtemp(prefix="switchboard-pg-listen-"))
-    try:
-        admin_url = pg_cluster.start(base)
-        yield base, admin_url
-    finally:
-        pg_cluster.stop(base, mode="immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def _until(ok: Any, seconds: float = 20.0) -> None:
@@ -72,8 +53,8 @@ def test_a_notice_names_its_origin_and_id_range_and_refuses_other_payloads() -> 
         assert Notice.parse(bad) is None, bad
 
 
-async def test_the_listener_reconnects_when_postgresql_comes_back(own_cluster: tuple[Path, str]) -> None:
-    base, url = own_cluster
+async def test_the_listener_reconnects_when_postgresql_comes_back(own_pg_cluster: tuple[Path, str]) -> None:
+    base, url = own_pg_cluster
     async with Store(url, pool_size=2) as store:  # migrates: the cluster_events table
         events = ClusterEvents(store.db)
         got: asyncio.Queue[str] = asyncio.Queue()
@@ -137,7 +118,6 @@ async def test_a_relay_catches_up_what_was_sent_while_its_listener_was_away(stor
 
 @needs_pg
 async def test_one_holder_of_a_role_and_the_other_takes_over_when_its_session_ends(store_url: str) -> None:
-    clock = ManualClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
     a = RoleLock(store_url, "ami:test", retry=0.1, check_every=0.1)
     b = RoleLock(store_url, "ami:test", retry=0.1, check_every=0.1)
     holding: list[str] = []
@@ -152,9 +132,9 @@ async def test_one_holder_of_a_role_and_the_other_takes_over_when_its_session_en
 
         return held
 
-    ta = asyncio.create_task(a.run(work("a"), clock))
+    ta = asyncio.create_task(a.run(work("a")))
     await a.wait_held(10)
-    tb = asyncio.create_task(b.run(work("b"), clock))
+    tb = asyncio.create_task(b.run(work("b")))
     try:
         await asyncio.sleep(0.5)  # b retries a few times meanwhile, and is refused each time
         assert holding == ["a"] and b.role == "standby" and b.acquired == 0
@@ -184,7 +164,6 @@ async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session
     two from working at the same time."""
     import psycopg
 
-    clock = ManualClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
     a = RoleLock(store_url, "ami:test", retry=5.0, check_every=1.0)  # a does not come back first
     b = RoleLock(store_url, "ami:test", retry=0.1, check_every=1.0)
     assert b.grace > b.check_every + b.check_timeout
@@ -200,9 +179,9 @@ async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session
 
         return held
 
-    ta = asyncio.create_task(a.run(work("a"), clock))
+    ta = asyncio.create_task(a.run(work("a")))
     await a.wait_held(10)
-    tb = asyncio.create_task(b.run(work("b"), clock))
+    tb = asyncio.create_task(b.run(work("b")))
     try:
         await _until(lambda: events == ["a starts"])
         async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
@@ -221,11 +200,11 @@ async def test_a_new_holder_starts_only_after_the_former_one_noticed_its_session
 
 
 async def test_one_ami_connection_across_database_restarts(
-    own_cluster: tuple[Path, str], tmp_path: Path
+    own_pg_cluster: tuple[Path, str], tmp_path: Path
 ) -> None:
     """Two serve processes on a PostgreSQL server that restarts twice: whichever holds the PBX's lock
     afterwards, the PBX never sees two logged-in sessions at once (sampled every 10 ms)."""
-    base, url = own_cluster
+    base, url = own_pg_cluster
     async with Store(url, pool_size=2):
         pass  # migrated once, before the instances start
     most = 0

@@ -25,14 +25,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from switchboard.cli import build_parser
 from switchboard.settings import _SECTIONS, Settings, _toml_name, load_settings
 from switchboard.web.access import RULES
 from switchboard.web.client_address import ProxyTrust
-from tests import pg_cluster
 from tests.conftest import REPO, free_port
 
 DEPLOY = REPO / "docs" / "deploy"
@@ -212,18 +210,8 @@ def _by_hand(line: str, instance: str) -> list[str]:
     ]
 
 
-@pytest.fixture
-def pg(request: pytest.FixtureRequest) -> Any:
-    """The session's throwaway cluster; skipped where no PostgreSQL server is installed."""
-    try:
-        pg_cluster.bin_dir()
-    except pg_cluster.ClusterError as e:
-        pytest.skip(f"needs a PostgreSQL server: {e}")
-    return request.getfixturevalue("pg_databases")
-
-
-def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg: Any, tmp_path: Path) -> None:
-    url = pg.create(empty=True)  # a database nothing has migrated yet
+def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg_server: Any, tmp_path: Path) -> None:
+    url = pg_server.create(empty=True)  # a database nothing has migrated yet
     unit = _unit(SYSTEMD / "switchboard@.service")["Service"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env["PYTHONPATH"] = str(REPO)
@@ -278,4 +266,4 @@ def test_the_units_command_lines_migrate_then_serve_on_postgresql(pg: Any, tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        pg.drop(url)
+        pg_server.drop(url)

@@ -10,33 +10,13 @@ installs.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from switchboard.app import create_app
 from switchboard.settings import Settings
 from tests import pg_cluster
 from tests.conftest import make_api
-
-
-@pytest.fixture
-def cluster() -> Iterator[tuple[Path, str]]:
-    try:
-        pg_cluster.bin_dir()
-    except pg_cluster.ClusterError as e:
-        pytest.skip(f"needs a PostgreSQL server to stop and start: {e}")
-    base = Path(tempfile.mkdtemp(prefix="switchboard-pg-outage-"))
-    try:
-        admin_url = pg_cluster.start(base)
-        yield base, admin_url
-    finally:
-        pg_cluster.stop(base, mode="immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _create_database(admin_url: str) -> str:
@@ -61,9 +41,9 @@ async def _until(what: str, ok: Any, seconds: float = 30.0) -> None:
 
 
 async def test_a_lost_database_answers_503_and_the_instance_recovers_losing_nothing_acknowledged(
-    aiohttp_client: Any, settings: Settings, cluster: tuple[Path, str]
+    aiohttp_client: Any, settings: Settings, own_pg_cluster: tuple[Path, str]
 ) -> None:
-    base, admin_url = cluster
+    base, admin_url = own_pg_cluster
     url = await asyncio.to_thread(_create_database, admin_url)
     settings.store.url = url
     client = await aiohttp_client(create_app(settings))

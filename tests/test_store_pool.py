@@ -10,17 +10,6 @@ import pytest
 
 from switchboard.app import open_store
 from switchboard.settings import load_settings
-from tests import pg_cluster
-
-
-@pytest.fixture
-def pg(request: pytest.FixtureRequest) -> Any:
-    """The session's throwaway cluster; skipped where no PostgreSQL server is installed."""
-    try:
-        pg_cluster.bin_dir()
-    except pg_cluster.ClusterError as e:
-        pytest.skip(f"needs a PostgreSQL server: {e}")
-    return request.getfixturevalue("pg_databases")
 
 
 async def _backends(admin_url: str, db: str) -> int:
@@ -33,8 +22,10 @@ async def _backends(admin_url: str, db: str) -> int:
 
 
 @pytest.mark.parametrize("size", [1, 3])
-async def test_an_instance_holds_at_most_pool_size_connections_and_uses_them_all(pg: Any, size: int) -> None:
-    url = pg.create()
+async def test_an_instance_holds_at_most_pool_size_connections_and_uses_them_all(
+    pg_server: Any, size: int
+) -> None:
+    url = pg_server.create()
     db = url.rsplit("/", 1)[1]
     settings = load_settings(
         None, env={"SWITCHBOARD_STORE_URL": url, "SWITCHBOARD_STORE_POOL_SIZE": str(size)}
@@ -49,7 +40,7 @@ async def test_an_instance_holds_at_most_pool_size_connections_and_uses_them_all
         async def watch() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, await _backends(pg.admin_url, db))
+                peak = max(peak, await _backends(pg_server.admin_url, db))
                 await asyncio.sleep(0.02)
 
         watcher = asyncio.create_task(watch())
@@ -66,4 +57,4 @@ async def test_an_instance_holds_at_most_pool_size_connections_and_uses_them_all
         assert health["pool"]["size"] <= size
     finally:
         await store.close()
-        pg.drop(url)
+        pg_server.drop(url)

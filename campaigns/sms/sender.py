@@ -82,7 +82,6 @@ class ChannelWorker:
         self._errors: dict[int | None, int] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._stopping = False
         # the instance claiming: the rows it claims are its own until their lease ends
         self.owner = owner or f"sms-{name}"
         self.lease = lease
@@ -173,7 +172,7 @@ class ChannelWorker:
         await run_lanes(self.lanes, self._lane, name=f"sms-{self.name}", beside={"leases": self._keeper})
 
     async def _lane(self) -> None:
-        while not self._stopping:
+        while not self._stopped.is_set():
             try:
                 busy = await self.step()
             except asyncio.CancelledError:
@@ -189,9 +188,8 @@ class ChannelWorker:
                     pass
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
         self._stopped.set()
+        self._wake.set()
 
     async def step(self) -> bool:
         """Claim and send one window of due messages; False when there was nothing to do."""

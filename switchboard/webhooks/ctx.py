@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from switchboard.keys import CLOCK, HEALTH_DETAILS, INSTANCE_ID, SETTINGS, STORE, SUPERVISOR
+from switchboard.keys import CLOCK, HEALTH_DETAILS, INSTANCE, SETTINGS, STORE, SUPERVISOR
 from switchboard.settings import SettingsError
 from switchboard.webhooks.mapping import MappingError
 from switchboard.webhooks.worker import DeliveryWorker
@@ -22,7 +22,7 @@ async def crm_ctx(app: web.Application) -> AsyncIterator[None]:
             app[STORE],
             settings.crm,
             clock=app[CLOCK],
-            instance=app[INSTANCE_ID],
+            instance=app[INSTANCE].id,
             public_url=settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}",
         )
     except MappingError as exc:

@@ -98,3 +98,71 @@ async def test_lanes_keep_one_calls_order_and_survive_an_error() -> None:
     gate.set()
     await lanes.drain()
     assert done == ["b1", "a1", "a3"] and len(lanes) == 0
+
+
+async def test_pop_is_not_held_up_by_its_own_calls_recording_row(
+    aiohttp_server: Any, aiohttp_client: Any, settings: Any, pbx: AmiTestServer
+) -> None:
+    server = await start_pbx_app(aiohttp_server, settings, pbx, {A: "jsmith"})
+    client = await aiohttp_client(server)
+    jsmith = await make_api(client, "jsmith", "rep", extension="1001")
+    store, source = server.app[STORE], server.app[ASTERISK]
+    await store.contacts.create(
+        validate_contact({"first_name": "Jane", "last_name": "Doe", "phones": ["+15551234567"]}, region="US")
+    )
+    await source.directory.reload()
+
+    # the call's recording is announced before its agent rings; that write waits for the test
+    recordings = source.service.recordings
+    assert recordings is not None
+    announce = recordings.announce
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def held_announce(call_id: str, pbx_path: str, *, source: str = "asterisk") -> None:
+        held.set()
+        await release.wait()
+        await announce(call_id, pbx_path, source=source)
+
+    recordings.announce = held_announce
+    ws = await client.ws_connect(f"/ws/agent?token={jsmith.token}")
+    await ws.receive(timeout=5)
+    call = asyncio.create_task(
+        pbx.inbound_call("+15551234567", agents=[A], answer=A, ring_seconds=1, talk_seconds=1)
+    )
+    async with asyncio.timeout(10):
+        await held.wait()
+    pop = json.loads((await ws.receive(timeout=10)).data)
+    assert pop["type"] == "screen_pop" and pop["contact"]["name"] == "Jane Doe"
+    assert not release.is_set()
+    assert "CallRinging" in source.lanes.pending(pop["call"]["id"])  # its touch waits its turn
+
+    release.set()
+    call_id = await call
+    touch = await _ended_touch(store, f"asterisk:{call_id}")
+    assert (touch.status, touch.username) == ("answered", "jsmith")
+    answered = json.loads((await ws.receive(timeout=10)).data)
+    assert (answered["type"], answered["call"]["state"]) == ("call_update", "answered")
+    await source.lanes.drain()
+    rows = await store.db.fetchall(
+        "SELECT count(*) FROM recordings WHERE call_key = ?", (f"asterisk:{call_id}",)
+    )
+    assert rows[0][0] == 1  # the held row was written after all
+    assert source.lanes.pending(call_id) == set()
+    await ws.close()
+
+
+async def test_lanes_tell_what_kinds_of_work_a_call_has_pending() -> None:
+    lanes = CallLanes("test")
+    gate = asyncio.Event()
+
+    async def wait() -> None:
+        await gate.wait()
+
+    lanes.submit("a", wait, kind="RecordingReady")
+    lanes.submit("a", wait, kind="CallRinging")
+    lanes.submit("b", wait, kind="CallAnswered")
+    assert lanes.pending("a") == {"RecordingReady", "CallRinging"}
+    assert lanes.pending("b") == {"CallAnswered"} and lanes.pending("c") == set()
+    gate.set()
+    await lanes.drain()
+    assert lanes.pending("a") == lanes.pending("b") == set()

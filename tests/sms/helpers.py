@@ -12,7 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from campaigns.sms.blasts import BlastService
 from campaigns.sms.channel import ChannelError, ChannelSink, OutboundSms, SendResult
+from campaigns.sms.sender import ChannelWorker
+from crm_link.store import Store
 
 
 class VirtualClock:
@@ -64,6 +67,52 @@ class RecordingChannel:
 
 
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # 09:00 in Chicago, 07:00 in Los Angeles
+
+
+def render(text: str, contact: Any) -> str:
+    """A blast's renderer that knows one merge code, `{{ contact.first_name }}` (ValueError when the
+    customer has no first name, as the real one says of a missing value)."""
+    if "{{ contact.first_name }}" in text and not contact.first_name:
+        raise ValueError("merge code contact.first_name has no value for this customer")
+    return text.replace("{{ contact.first_name }}", contact.first_name)
+
+
+def analyze(text: str) -> dict[str, Any]:
+    """A blast's text analysis: GSM-7, 160 characters a segment, 153 each when concatenated."""
+    if len(text) > 1530:
+        raise ValueError("too long")
+    return {"encoding": "gsm7", "segments": 1 if len(text) <= 160 else -(-len(text) // 153), "warnings": []}
+
+
+def blast_service(store: Store, clock: VirtualClock, **options: Any) -> BlastService:
+    """The blast engine on channel `main` with `render` and `analyze`, quiet hours 21:00-08:00, on
+    the virtual clock; `options` add to or replace these."""
+    args: dict[str, Any] = {
+        "channels": lambda: ["main"],
+        "render": render,
+        "analyze": analyze,
+        "quiet_start": "21:00",
+        "quiet_end": "08:00",
+        "clock": clock.now,
+    }
+    return BlastService(store, **(args | options))
+
+
+def channel_worker(
+    store: Store, channel: RecordingChannel, clock: VirtualClock, **options: Any
+) -> ChannelWorker:
+    """The sender of channel `main` at 50 segments a second, quiet hours 21:00-08:00, on the virtual
+    clock (its sleeps move it); `options` add to or replace these."""
+    args: dict[str, Any] = {
+        "name": "main",
+        "rate_per_second": 50.0,
+        "quiet_start": "21:00",
+        "quiet_end": "08:00",
+        "clock": clock.now,
+        "monotonic": clock.monotonic,
+        "sleep": clock.sleep,
+    }
+    return ChannelWorker(store, channel, **(args | options))
 
 
 async def blast_when(

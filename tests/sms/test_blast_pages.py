@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -13,8 +15,7 @@ from crm_link.errors import ValidationError
 from crm_link.store import Store
 from switchboard.app import open_store
 from switchboard.settings import Settings
-from tests.sms.helpers import T0, VirtualClock
-from tests.sms.test_blasts import _analyze, _render
+from tests.sms.helpers import T0, VirtualClock, blast_service
 
 PAGE = 5
 
@@ -29,17 +30,7 @@ async def _audience(store: Store, people: list[dict[str, Any]]) -> list[int]:
 
 
 def _service(store: Store, clock: VirtualClock) -> BlastService:
-    return BlastService(
-        store,
-        channels=lambda: ["main"],
-        render=_render,
-        analyze=_analyze,
-        quiet_start="21:00",
-        quiet_end="08:00",
-        clock=clock.now,
-        claim_lease=timedelta(minutes=5),
-        page_size=PAGE,
-    )
+    return blast_service(store, clock, claim_lease=timedelta(minutes=5), page_size=PAGE)
 
 
 def _people(n: int) -> list[dict[str, Any]]:
@@ -50,6 +41,27 @@ def _people(n: int) -> list[dict[str, Any]]:
     people[21]["phones"] = ["+12125550013"]  # page 5: the number P13 would have had, now free
     people[22]["phones"] = ["+12125550013"]  # page 5: P21's number, in the same page
     return people
+
+
+@contextlib.contextmanager
+def _before_third_page(store: Store, act: Callable[[int], Awaitable[None]]) -> Iterator[None]:
+    """While inside: `act(blast_id)` runs before the third page of a run is written (it may raise,
+    as a process dying there)."""
+    write_page = store.sms.materialize_page
+    pages = 0
+
+    async def write(blast_id: int, *args: Any, **kwargs: Any) -> bool:
+        nonlocal pages
+        pages += 1
+        if pages == 3:
+            await act(blast_id)
+        return await write_page(blast_id, *args, **kwargs)
+
+    store.sms.materialize_page = write  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store.sms.materialize_page = write_page  # type: ignore[method-assign]
 
 
 async def _outbox(store: Store, blast_id: int) -> list[Any]:
@@ -121,25 +133,17 @@ async def test_a_creator_that_dies_between_pages_leaves_nothing_due_and_another_
     async with open_store(settings, clock.now) as store:
         await _audience(store, _people(23))
         service = _service(store, clock)
-        write_page = store.sms.materialize_page
-        pages = 0
 
-        async def dies_after_two(*args: Any, **kwargs: Any) -> bool:
-            nonlocal pages
-            pages += 1
-            if pages > 2:
-                raise RuntimeError("the process died here")
-            return await write_page(*args, **kwargs)
+        async def dies(blast_id: int) -> None:
+            raise RuntimeError("the process died here")
 
-        store.sms.materialize_page = dies_after_two  # type: ignore[method-assign]
-        with pytest.raises(RuntimeError):
+        with _before_third_page(store, dies), pytest.raises(RuntimeError):
             await service.create(
                 BlastSpec(
                     name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
                 ),
                 created_by=None,
             )
-        store.sms.materialize_page = write_page  # type: ignore[method-assign]
         (blast,) = await store.sms.blasts()
         assert len(await _outbox(store, blast["id"])) == 10  # two pages written ...
         assert await store.sms.claim("main", clock.now(), 100) == []  # ... and none of them due
@@ -159,20 +163,14 @@ async def test_a_blast_cancelled_while_its_pages_are_written_writes_no_more(sett
     async with open_store(settings, clock.now) as store:
         await _audience(store, _people(23))
         service = _service(store, clock)
-        write_page = store.sms.materialize_page
-        pages = 0
 
-        async def cancel_after_two(blast_id: int, *args: Any, **kwargs: Any) -> bool:
-            nonlocal pages
-            pages += 1
-            if pages == 3:
-                await store.sms.set_blast_state(blast_id, "cancelled")
-            return await write_page(blast_id, *args, **kwargs)
+        async def cancel(blast_id: int) -> None:
+            await store.sms.set_blast_state(blast_id, "cancelled")
 
-        store.sms.materialize_page = cancel_after_two  # type: ignore[method-assign]
-        made = await service.create(
-            BlastSpec(name="b", text="Hi", channel="main", audience={"tag": "service"}), created_by=None
-        )
+        with _before_third_page(store, cancel):
+            made = await service.create(
+                BlastSpec(name="b", text="Hi", channel="main", audience={"tag": "service"}), created_by=None
+            )
         rows = await _outbox(store, made["id"])
         assert len(rows) == 10 and all(r["state"] == "skipped" for r in rows)
         assert (made["state"], made["materialized_runs"]) == ("cancelled", 1)

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from campaigns.sms.blasts import BlastService
-from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
 from switchboard.keys import SMS, STORE
@@ -24,8 +22,7 @@ from switchboard.web.sms import SmsRuntime
 from templates.context import unknown_codes
 from templates.render import Renderer
 from tests.conftest import REPO, make_api
-from tests.sms.helpers import RecordingChannel, VirtualClock, blast_when
-from tests.sms.test_blasts import _analyze
+from tests.sms.helpers import RecordingChannel, VirtualClock, blast_service, blast_when, channel_worker
 
 NOW = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)  # 10:00 in Chicago, 06:00 in Honolulu
 
@@ -39,13 +36,9 @@ async def sms_client(aiohttp_client: Any, settings: Any, tmp_path: Path) -> Any:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
-        worker = ChannelWorker(
-            store, channel, name="main", rate_per_second=100, quiet_start="21:00", quiet_end="08:00",
-            clock=clock.now, monotonic=clock.monotonic, sleep=clock.sleep, idle_poll=0.05,
-        )  # fmt: skip
-        blasts = BlastService(
-            store, channels=lambda: ["main"], render=sms_render(renderer, {"name": "Lakeside"}, clock.now),
-            analyze=_analyze, quiet_start="21:00", quiet_end="08:00", clock=clock.now,
+        worker = channel_worker(store, channel, clock, rate_per_second=100, idle_poll=0.05)
+        blasts = blast_service(
+            store, clock, render=sms_render(renderer, {"name": "Lakeside"}, clock.now),
             segment_ids=_segment_ids(store), check_codes=merge_code_check(renderer),
         )  # fmt: skip
         app[SMS] = SmsRuntime(blasts, {"main": worker})

@@ -19,8 +19,7 @@ from switchboard.app import create_app
 from switchboard.keys import SMS, STORE
 from switchboard.settings import SmsChannelSettings
 from tests.conftest import free_port, make_api
-from tests.sms.helpers import VirtualClock
-from tests.sms.test_blasts import _analyze, _render
+from tests.sms.helpers import VirtualClock, blast_service
 
 
 async def _tagged(store: Store, n: int, tag: str = "service") -> None:
@@ -100,8 +99,7 @@ async def test_a_blast_sent_now_reaches_each_recipient_once_while_the_scheduler_
 async def _two_instances(path: Path, clock: VirtualClock) -> tuple[list[Store], list[BlastService]]:
     stores = [await Store(str(path), clock=clock.now).open() for _ in range(2)]
     services = [
-        BlastService(s, channels=lambda: ["main"], render=_render, analyze=_analyze, quiet_start="00:00",
-                     quiet_end="00:00", clock=clock.now, claim_lease=timedelta(minutes=5))
+        blast_service(s, clock, quiet_start="00:00", quiet_end="00:00", claim_lease=timedelta(minutes=5))
         for s in stores
     ]  # fmt: skip
     return stores, services

@@ -17,19 +17,7 @@ from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from crm_link.errors import ValidationError
 from crm_link.store import Store
-from tests.sms.helpers import T0, RecordingChannel, VirtualClock
-
-
-def _render(text: str, contact: Any) -> str:
-    if "{{ contact.first_name }}" in text and not contact.first_name:
-        raise ValueError("merge code contact.first_name has no value for this customer")
-    return text.replace("{{ contact.first_name }}", contact.first_name)
-
-
-def _analyze(text: str) -> dict[str, Any]:
-    if len(text) > 1530:
-        raise ValueError("too long")
-    return {"encoding": "gsm7", "segments": 1 if len(text) <= 160 else -(-len(text) // 153), "warnings": []}
+from tests.sms.helpers import T0, RecordingChannel, VirtualClock, blast_service, channel_worker
 
 
 async def _people(store: Store, n: int, **overrides: Any) -> list[int]:
@@ -47,34 +35,6 @@ async def _people(store: Store, n: int, **overrides: Any) -> list[int]:
                 data["sms_opt_out"] = True
             ids.append(await store.contacts.insert_in(tx, validate_contact(data, region="US")))
     return ids
-
-
-def _service(store: Store, clock: VirtualClock) -> BlastService:
-    return BlastService(
-        store,
-        channels=lambda: ["main"],
-        render=_render,
-        analyze=_analyze,
-        quiet_start="21:00",
-        quiet_end="08:00",
-        clock=clock.now,
-    )
-
-
-def _worker(
-    store: Store, channel: RecordingChannel, clock: VirtualClock, rate: float = 50.0
-) -> ChannelWorker:
-    return ChannelWorker(
-        store,
-        channel,
-        name="main",
-        rate_per_second=rate,
-        quiet_start="21:00",
-        quiet_end="08:00",
-        clock=clock.now,
-        monotonic=clock.monotonic,
-        sleep=clock.sleep,
-    )
 
 
 async def _drain(worker: ChannelWorker, service: BlastService, clock: VirtualClock, until: timedelta) -> None:
@@ -111,9 +71,9 @@ def test_keywords(text: str, word: str | None) -> None:
 async def test_scheduled_blast_of_2000(store: Store) -> None:
     clock = VirtualClock(T0)
     ids = await _people(store, 2000)
-    service = _service(store, clock)
+    service = blast_service(store, clock)
     channel = RecordingChannel("main", clock)
-    worker = _worker(store, channel, clock, rate=50)
+    worker = channel_worker(store, channel, clock, rate_per_second=50)
     blast = await service.create(
         BlastSpec(
             name="Saturday special",
@@ -160,10 +120,10 @@ async def test_scheduled_blast_of_2000(store: Store) -> None:
 async def test_crash_mid_blast_no_double_send_no_loss(store: Store) -> None:
     clock = VirtualClock(T0)
     await _people(store, 300, time_zone="America/Chicago")
-    service = _service(store, clock)
+    service = blast_service(store, clock)
     channel = RecordingChannel("main", clock)
     channel.hang_after = 100
-    worker = _worker(store, channel, clock, rate=1000)
+    worker = channel_worker(store, channel, clock, rate_per_second=1000)
     blast = await service.create(
         BlastSpec(name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}),
         created_by=None,
@@ -176,7 +136,7 @@ async def test_crash_mid_blast_no_double_send_no_loss(store: Store) -> None:
     in_doubt = (await store.sms.progress(blast["id"]))["counts"]["sending"]
     assert in_doubt > 0
     channel.hang_after = None
-    restarted = _worker(store, channel, clock, rate=1000)
+    restarted = channel_worker(store, channel, clock, rate_per_second=1000)
     await restarted.recover()
     while await restarted.step():
         pass
@@ -196,7 +156,7 @@ async def test_bad_blast_input_names_the_field(store: Store) -> None:
             {"last_name": "Nofirst", "phones": ["+12125559999"], "tags": ["service"]}, region="US"
         )
     )
-    service = _service(store, clock)
+    service = blast_service(store, clock)
     cases = [
         (BlastSpec(name="x", text="  ", channel="main", audience={"tag": "service"}), "text"),
         (
@@ -239,10 +199,10 @@ async def test_reports_stop_and_replies(store: Store) -> None:
     clock = VirtualClock(T0)
     await store.users.add("jsmith", role="rep", password="password-1")
     (cid,) = await _people(store, 1, owner="jsmith")
-    service = _service(store, clock)
+    service = blast_service(store, clock)
     channel = RecordingChannel("main", clock)
     events = SmsEvents(store, help_text="Switchboard Motors: reply STOP to opt out.", clock=clock.now)
-    worker = _worker(store, channel, clock)
+    worker = channel_worker(store, channel, clock)
     blast = await service.create(
         BlastSpec(name="b", text="hello", channel="main", audience={"contact_ids": [cid]}), created_by=None
     )
@@ -274,11 +234,11 @@ async def test_reports_stop_and_replies(store: Store) -> None:
 async def test_permanent_errors_fail_and_auto_pause(store: Store) -> None:
     clock = VirtualClock(T0)
     await _people(store, 40, time_zone="America/Chicago")
-    service = _service(store, clock)
+    service = blast_service(store, clock)
     channel = RecordingChannel("main", clock)
     for i in range(40):
         channel.fail_numbers[f"+1212555{i:04d}"] = ChannelError("403 Authorization failed", retryable=False)
-    worker = _worker(store, channel, clock)
+    worker = channel_worker(store, channel, clock)
     worker.auto_pause_after = 10
     blast = await service.create(
         BlastSpec(name="b", text="x", channel="main", audience={"tag": "service"}), created_by=None

@@ -17,7 +17,7 @@ import pytest
 
 from campaigns.sms.kannel_standin import KannelStandIn
 from switchboard.app import create_app
-from switchboard.keys import INSTANCE_ID, SMS, STORE
+from switchboard.keys import INSTANCE, SMS, STORE
 from switchboard.settings import Settings, SmsChannelSettings
 from tests.cluster import (
     Instance,
@@ -64,7 +64,7 @@ async def test_three_instances_send_one_blast_each_recipient_once(
             port = free_port()
             app = create_app(_instance_settings(settings, name, port, kannel.sendsms_url))
             servers.append(await aiohttp_server(app, port=port))
-        assert [s.app[INSTANCE_ID] for s in servers] == ["a", "b", "c"]
+        assert [s.app[INSTANCE].id for s in servers] == ["a", "b", "c"]
         await seed_in(servers[0].app[STORE], n)
         mkt = await make_api(await aiohttp_client(servers[0]), "kim", "marketing")
         resp = await mkt.post(

@@ -9,16 +9,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from campaigns.sms.blasts import BlastService
-from campaigns.sms.sender import ChannelWorker
 from crm_link.contacts import validate_contact
 from switchboard.app import create_app
 from switchboard.keys import SMS, STORE
 from switchboard.messaging import _segment_ids
 from switchboard.web.sms import SmsRuntime
 from tests.conftest import make_api
-from tests.sms.helpers import RecordingChannel, VirtualClock, blast_when
-from tests.sms.test_blasts import _analyze, _render
+from tests.sms.helpers import RecordingChannel, VirtualClock, blast_service, blast_when, channel_worker
 
 
 @pytest.fixture
@@ -30,28 +27,8 @@ async def sms_client(aiohttp_client: Any, settings: Any) -> Any:
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = app[STORE]
-        worker = ChannelWorker(
-            store,
-            channel,
-            name="main",
-            rate_per_second=100,
-            quiet_start="21:00",
-            quiet_end="08:00",
-            clock=clock.now,
-            monotonic=clock.monotonic,
-            sleep=clock.sleep,
-            idle_poll=0.05,
-        )
-        blasts = BlastService(
-            store,
-            channels=lambda: ["main"],
-            render=_render,
-            analyze=_analyze,
-            quiet_start="21:00",
-            quiet_end="08:00",
-            clock=clock.now,
-            segment_ids=_segment_ids(store),
-        )
+        worker = channel_worker(store, channel, clock, rate_per_second=100, idle_poll=0.05)
+        blasts = blast_service(store, clock, segment_ids=_segment_ids(store))
         app[SMS] = SmsRuntime(blasts, {"main": worker})
         task = asyncio.create_task(worker.run())
         yield

@@ -19,7 +19,7 @@ from switchboard.messaging import sms_render
 from switchboard.web.sms import SmsRuntime
 from templates.render import Renderer
 from tests.conftest import make_api
-from tests.sms.test_blasts import _analyze
+from tests.sms.helpers import analyze
 
 NESTED_LOOPS = "{% for a in 'x'*100000 %}{% for b in 'x'*100000 %}{% endfor %}{% endfor %}"
 
@@ -60,7 +60,7 @@ async def app_client(aiohttp_client: Any, settings: Any, inbox: Any) -> Any:
             app[STORE],
             channels=lambda: ["main"],
             render=render,
-            analyze=_analyze,
+            analyze=analyze,
             quiet_start="21:00",
             quiet_end="08:00",
         )
