@@ -225,6 +225,13 @@ class Database:
         process's, so at start-up everything it finds in flight was left by its own last run."""
         return self._pg is not None
 
+    async def serialize_in(self, tx: Any, key: str) -> None:
+        """Inside an open write transaction: wait for any other instance's transaction that took
+        the same key to end, and hold the key until this one ends. SQLite's write transactions
+        (BEGIN IMMEDIATE) already run one at a time, so there it costs nothing."""
+        if self._pg is not None:
+            await tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"switchboard.{key}",))
+
     def skip_locked(self, of: str | None = None) -> str:
         """The clause a claim's candidate SELECT ends with (see crm_link.dialect.skip_locked)."""
         return skip_locked(self.dialect, of)

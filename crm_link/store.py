@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from crm_link.call_lists import CallLists
 from crm_link.clock import Clock, system_clock
@@ -83,36 +84,47 @@ class Store:
             await self.recordings.attach_contact_in(tx, call_key, contact_id)
         return await self.contacts.get(contact_id)
 
-    async def record_call_with_prospect(
+    async def record_touch_with_prospect(
         self, item: TouchInput, fields: ContactFields, *, followup_kind: str, followup_note: str
     ) -> tuple[Touch, FollowUp | None]:
-        """A call from a number no contact has, recorded together with a new contact for it.
+        """A touch from a number no contact has (a missed call, an inbound text), recorded together
+        with a new contact for it.
 
-        One transaction: the contact (its phones and tags), the call's touch and recordings made
+        One transaction: the contact (its phones and tags), the touch (and a call's recordings) made
         theirs, a follow-up on the unowned pool and the audit line commit together or not at all.
-        So no reader, no crash and no CRM subscriber ever sees the call without its contact, and the
-        outbox holds exactly one contact event and then one call event, both in the contact's order.
-        When the call already has a contact (one made from its pop while it rang), the touch is
-        recorded for that contact and nothing is made: (touch, None)."""
+        So no reader, no crash and no CRM subscriber ever sees the touch without its contact, and the
+        outbox holds exactly one contact event, then the touch's event, then the follow-up's, all in
+        the contact's order. When the touch already has a contact (a call's contact made from its
+        pop while it rang, a redelivered text's prospect), the touch is recorded for that contact
+        and nothing is made: (touch, None). When the number has found a contact since the caller
+        looked (another text or call from it, on this or another instance), the touch is that
+        contact's, with the follow-up, and no second contact is made. Such transactions for one
+        number run one at a time (`Database.serialize_in`)."""
         item.check()
         async with self.db.transaction() as tx:
+            for e164 in sorted({p.e164 for p in fields.phones}):
+                await self.db.serialize_in(tx, f"prospect:{e164}")
             async with tx.execute(
                 "SELECT contact_id FROM touches WHERE source_key = ?", (item.source_key,)
             ) as cur:
                 row = await cur.fetchone()
             if item.contact_id is not None or (row is not None and row[0] is not None):
                 return await self.touches.record_in(tx, item), None
-            contact_id = await self.contacts.insert_in(tx, fields)
+            contact_id = await self._has_number_in(tx, fields)
+            made = contact_id is None
+            if contact_id is None:
+                contact_id = await self.contacts.insert_in(tx, fields)
             touch = await self.touches.record_in(tx, dataclasses.replace(item, contact_id=contact_id))
             await self.recordings.attach_contact_in(tx, item.source_key, contact_id)
-            await self.audit.write_in(
-                tx,
-                f"contact.prospect_from_{followup_kind}",
-                user_id=None,
-                object_type="contact",
-                object_id=contact_id,
-                touch=touch.id,
-            )
+            if made:
+                await self.audit.write_in(
+                    tx,
+                    f"contact.prospect_from_{followup_kind}",
+                    user_id=None,
+                    object_type="contact",
+                    object_id=contact_id,
+                    touch=touch.id,
+                )
             followup_id = await self.touches.add_followup_in(
                 tx,
                 contact_id,
@@ -122,6 +134,19 @@ class Store:
                 created_by_touch_id=touch.id,
             )
         return touch, await self.touches.followup_made(followup_id)
+
+    @staticmethod
+    async def _has_number_in(tx: Any, fields: ContactFields) -> int | None:
+        """The first contact (lowest id) with one of these numbers, inside an open transaction."""
+        if not fields.phones:
+            return None
+        async with tx.execute(
+            "SELECT MIN(contact_id) FROM contact_phones WHERE e164 IN"
+            f" ({', '.join('?' for _ in fields.phones)})",
+            [p.e164 for p in fields.phones],
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     async def open(self) -> Store:
         """Open the database and apply pending migrations."""

@@ -545,9 +545,9 @@ class FollowupService:
 
     async def inbound_text(self, contact: Contact | None, touch: Touch, text: str) -> bool:
         """The follow-up side of a customer's text (the SMS reply handler): True when it answered a
-        follow-up or made a prospect's; False leaves a reply follow-up for the owner."""
+        follow-up, or when nobody has the number (its prospect, if the number is a usable one, came
+        with the touch: `unknown_sender`); False leaves a reply follow-up for the owner."""
         if contact is None:
-            await self.unknown_sender(touch, kind="sms_reply", note=f"SMS from a new number: {text[:200]}")
             return True
         return await self.sms_reply(contact, touch, text) is not None
 
@@ -558,7 +558,7 @@ class FollowupService:
         fields = self._prospect_fields(item.number)
         if fields is None:
             return await self.store.touches.record(item)
-        touch, _ = await self.store.record_call_with_prospect(
+        touch, _ = await self.store.record_touch_with_prospect(
             item, fields, followup_kind="missed_call", followup_note=f"Missed call from {item.number}"
         )
         return touch
@@ -581,28 +581,21 @@ class FollowupService:
             log.info("event=unknown_number_unusable number=%r reason=%r", number, str(exc))
             return None
 
-    async def unknown_sender(self, touch: Touch, *, kind: str, note: str) -> FollowUp | None:
-        """A text from a number no contact has: a prospect is made for the number (the touch
-        becomes theirs) and the follow-up goes to the unowned pool, so it is on the day of everyone
-        in it. None when there is no usable number or the touch already has a contact."""
-        fields = self._prospect_fields(touch.number)
+    async def unknown_sender(self, item: TouchInput) -> Touch:
+        """A text from a number no contact has (the inbound SMS hook): its touch is recorded together
+        with a prospect for the number (the touch theirs) and a follow-up on the unowned pool, so it
+        is on the day of everyone in it, in one transaction. Without a usable number the touch is
+        recorded alone."""
+        fields = self._prospect_fields(item.number)
         if fields is None:
-            return None
-        try:
-            contact = await self.store.create_contact_for_call(fields, touch.source_key, kind=touch.kind)
-        except (ValidationError, Conflict, NotFound) as exc:
-            log.info("event=unknown_sender_skipped touch=%d reason=%r", touch.id, str(exc))
-            return None
-        await self.store.audit.write(
-            "contact.prospect_from_" + kind,
-            user_id=None,
-            object_type="contact",
-            object_id=contact.id,
-            touch=touch.id,
+            return await self.store.touches.record(item)
+        touch, _ = await self.store.record_touch_with_prospect(
+            item,
+            fields,
+            followup_kind="sms_reply",
+            followup_note=f"SMS from a new number: {item.summary[:200]}",
         )
-        return await self.store.touches.add_followup(
-            contact.id, touch.ended_at or touch.started_at, kind=kind, note=note, created_by_touch_id=touch.id
-        )
+        return touch
 
     async def my_day(self, user: User, *, limit: int = 500) -> list[FollowUp]:
         """Open follow-ups due by the end of the user's day: theirs and their pools' unclaimed ones."""

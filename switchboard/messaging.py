@@ -224,6 +224,7 @@ async def sms_ctx(app: web.Application) -> AsyncIterator[None]:
             help_text=settings.sms.help_text,
             on_queued=lambda ch: workers[ch].wake(),
             on_reply=on_reply,
+            unknown_sender=followups.unknown_sender,
             clock=app[CLOCK],
         )
 

@@ -24,8 +24,11 @@ HELP_WORDS = frozenset({"HELP", "INFO"})
 
 # told of each reply that is not a keyword, per contact with the number (None: nobody has it) and
 # its touch; True when it handled the reply (it answered the follow-up a text served, a survey
-# took the answer, a prospect was made), False to put it on the owner's day as a reply follow-up
+# took the answer), False to put it on the owner's day as a reply follow-up
 ReplyHandler = Callable[[Contact | None, Touch, InboundSms], Awaitable[bool]]
+# records the touch of a text from a number no contact has, together with a prospect for the number
+# and its follow-up on the unowned pool, in one transaction; returns the touch
+UnknownSender = Callable[[TouchInput], Awaitable[Touch]]
 
 
 def keyword(text: str) -> str | None:
@@ -60,6 +63,7 @@ class SmsEvents:
         clock: Callable[[], datetime] = system_clock,
         on_queued: Callable[[str], None] | None = None,
         on_reply: ReplyHandler | None = None,
+        unknown_sender: UnknownSender | None = None,
     ) -> None:
         self.store = store
         self.help_text = help_text
@@ -68,6 +72,7 @@ class SmsEvents:
         self.clock = clock
         self.on_queued = on_queued
         self.on_reply = on_reply
+        self.unknown_sender = unknown_sender
         self.reports = 0
         self.unmatched_reports = 0
         self.max_batch = 500
@@ -158,23 +163,27 @@ class SmsEvents:
         at = msg.at or self.clock()
         # one touch per contact with this number, or one without a contact when none has it
         targets: list[Contact | None] = [*contacts] if contacts else [None]
-        touches = [
-            await self.store.touches.record(
-                TouchInput(
-                    source_key=key if contact is None or contact is contacts[0] else f"{key}:{contact.id}",
-                    kind="sms",
-                    direction="inbound",
-                    started_at=at,
-                    contact_id=contact.id if contact else None,
-                    channel=msg.channel,
-                    status="received",
-                    number=msg.from_number,
-                    summary=msg.text[:1000],
-                    payload={"provider_id": msg.provider_id, "keyword": word},
-                )
+        items = [
+            TouchInput(
+                source_key=key if contact is None or contact is contacts[0] else f"{key}:{contact.id}",
+                kind="sms",
+                direction="inbound",
+                started_at=at,
+                contact_id=contact.id if contact else None,
+                channel=msg.channel,
+                status="received",
+                number=msg.from_number,
+                summary=msg.text[:1000],
+                payload={"provider_id": msg.provider_id, "keyword": word},
             )
             for contact in targets
         ]
+        if not contacts and word is None and self.unknown_sender is not None:
+            # a text from a new number (not a keyword): its prospect comes with its touch, so
+            # nothing sees the text without its contact; a redelivery finds the touch theirs
+            touches = [await self.unknown_sender(items[0])]
+        else:
+            touches = [await self.store.touches.record(item) for item in items]
         touch = touches[-1]
         if not touch.created:
             return  # a redelivered webhook: already handled
@@ -197,6 +206,8 @@ class SmsEvents:
     async def reply(self, contact: Contact | None, touch: Touch, msg: InboundSms) -> None:
         """A customer's text that is not a keyword: the reply handler's, else a reply follow-up
         on the owner's day (the unowned pool's when nobody owns them)."""
+        if contact is None and touch.contact_id is not None:
+            return  # a new number's text: its prospect's follow-up came with its touch
         if self.on_reply is not None and await self.on_reply(contact, touch, msg):
             return
         if contact is not None:

@@ -277,10 +277,13 @@ class FakeTwilioApi:
             }
         )
 
-    async def send_inbound(self, url: str, sender: str, to: str, body: str) -> int:
-        """A customer's message, posted to an incoming-message webhook the way Twilio does; the status."""
+    async def send_inbound(
+        self, url: str, sender: str, to: str, body: str, *, message_sid: str | None = None
+    ) -> int:
+        """A customer's message, posted to an incoming-message webhook the way Twilio does; the status.
+        `message_sid`: the sid of a message posted before (Twilio retrying its webhook)."""
         params = {
-            "MessageSid": _sid("SM"),
+            "MessageSid": message_sid or _sid("SM"),
             "AccountSid": self.account_sid,
             "From": sender,
             "To": to,

@@ -197,7 +197,7 @@ async def test_a_missed_call_and_its_prospect_commit_together_or_not_at_all(
 
     monkeypatch.setattr(store.recordings, "attach_contact_in", broken)
     try:
-        await store.record_call_with_prospect(ended, fields, followup_kind="missed_call", followup_note="n")
+        await store.record_touch_with_prospect(ended, fields, followup_kind="missed_call", followup_note="n")
     except OSError:
         pass
     else:
@@ -207,7 +207,7 @@ async def test_a_missed_call_and_its_prospect_commit_together_or_not_at_all(
     assert await store.contacts.find_by_phone("+13125550188") == []
     assert await store.crm_events.events_since(0) == before
     monkeypatch.undo()
-    touch, made = await store.record_call_with_prospect(
+    touch, made = await store.record_touch_with_prospect(
         ended, fields, followup_kind="missed_call", followup_note="n"
     )
     (prospect,) = await store.contacts.find_by_phone("+13125550188")
@@ -220,7 +220,7 @@ async def test_a_missed_call_and_its_prospect_commit_together_or_not_at_all(
         ("followup.created", f"c:{prospect.id}"),
     ]
     # recorded again (a replayed end): the same touch, no second prospect, no second follow-up
-    again, none = await store.record_call_with_prospect(
+    again, none = await store.record_touch_with_prospect(
         ended, fields, followup_kind="missed_call", followup_note="n"
     )
     assert (again.id, again.contact_id, none) == (touch.id, prospect.id, None)
