@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from crm_link.contacts import validate_contact
@@ -48,6 +49,27 @@ async def _until(cond: Any, timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _progressive_list(
+    http: aiohttp.ClientSession, url: str, name: str, ids: list[int], manager_token: str, rep_token: str
+) -> int:
+    """A manager starts a progressive list for jsmith through `url`; jsmith says ready there."""
+    async with http.post(
+        f"{url}/api/v1/call-lists",
+        json={"name": name, "mode": "progressive", "contact_ids": ids, "max_attempts": 1,
+              "agents": ["jsmith"], "start": True},
+        headers={"Authorization": f"Bearer {manager_token}"},
+    ) as r:  # fmt: skip
+        assert r.status == 201, await r.text()
+        list_id = int((await r.json())["id"])
+    async with http.post(
+        f"{url}/api/v1/agent/ready",
+        json={"list_id": list_id},
+        headers={"Authorization": f"Bearer {rep_token}"},
+    ) as r:
+        assert r.status == 200, await r.text()
+    return list_id
+
+
 async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_after_it_dies(
     tmp_path: Path, store_url: str
 ) -> None:
@@ -77,26 +99,9 @@ async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_
             holder_health = await cluster.health("a")
             assert holder_health is not None and holder_health["dialer"]["progressive"] == "dialing"
 
-            async with cluster.http.post(
-                f"{b.url}/api/v1/call-lists",
-                json={
-                    "name": "Service reminder",
-                    "mode": "progressive",
-                    "contact_ids": ids,
-                    "max_attempts": 1,
-                    "agents": ["jsmith"],
-                    "start": True,
-                },
-                headers={"Authorization": f"Bearer {maria_token}"},
-            ) as r:
-                assert r.status == 201, await r.text()
-                list_id = (await r.json())["id"]
-            async with cluster.http.post(
-                f"{b.url}/api/v1/agent/ready",
-                json={"list_id": list_id},
-                headers={"Authorization": f"Bearer {rep_token}"},
-            ) as r:
-                assert r.status == 200, await r.text()
+            list_id = await _progressive_list(
+                cluster.http, b.url, "Service reminder", ids, maria_token, rep_token
+            )
 
             async def dialed(n: int) -> bool:
                 return len(_originated(pbx)) >= n
@@ -294,26 +299,7 @@ async def test_with_twilio_alone_the_lock_holder_dials_for_an_agent_who_joined_e
                 assert health is not None and health["dialer"]["progressive"] == "idle", health
                 assert "Twilio dialer" in health["dialer"]["reason"]
 
-                async with cluster.http.post(
-                    f"{a.url}/api/v1/call-lists",
-                    json={
-                        "name": "tw",
-                        "mode": "progressive",
-                        "contact_ids": ids,
-                        "max_attempts": 1,
-                        "agents": ["jsmith"],
-                        "start": True,
-                    },
-                    headers={"Authorization": f"Bearer {maria_token}"},
-                ) as r:
-                    assert r.status == 201, await r.text()
-                    list_id = (await r.json())["id"]
-                async with cluster.http.post(
-                    f"{a.url}/api/v1/agent/ready",
-                    json={"list_id": list_id},
-                    headers={"Authorization": f"Bearer {rep_token}"},
-                ) as r:
-                    assert r.status == 200, await r.text()
+                list_id = await _progressive_list(cluster.http, a.url, "tw", ids, maria_token, rep_token)
 
                 async def list_done() -> bool:
                     return (await store.call_lists.get(list_id)).state == "done"
