@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -67,10 +68,12 @@ async def test_rep_works_a_preview_list_in_the_browser(
     originate = next(a for a in pbx.actions if a.name == "Originate")
     assert originate.get("Channel") == "PJSIP/1001" and originate.get("Exten") == "+12127365001"
     await page.select_option("#disposition select[name=disposition]", "call back")
-    callback_local = await page.evaluate(
-        """() => { const d = new Date(Date.now() + 3 * 60 * 1000);
-                   const p = (n) => String(n).padStart(2, "0");
-                   return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" + p(d.getMinutes()); }"""
+    # the rep types wall time in the dealership's zone (what the page reads it as), whatever the
+    # zone of the machine the browser runs on
+    callback_local = (
+        (dialer.clock() + timedelta(minutes=3))
+        .astimezone(ZoneInfo(settings.server.time_zone))
+        .strftime("%Y-%m-%dT%H:%M")
     )
     await page.fill("#disposition input[name=callback_at]", callback_local)
     await page.fill("#disposition textarea[name=note]", "wants to talk about the trade-in")
