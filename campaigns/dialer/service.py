@@ -255,7 +255,9 @@ class Dialer:
                     others_due_by=others_due_by(now, self.owner_wait),
                 )
                 if entry is None:
-                    break
+                    # nothing for this agent now (the rest may be other reps' customers, waiting
+                    # for their owners): the next free agent may still have customers of their own
+                    continue
                 wait = self.bucket.take()
                 if wait > 0:  # calls per second of the trunk
                     await asyncio.sleep(wait)

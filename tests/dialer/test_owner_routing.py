@@ -110,3 +110,27 @@ async def test_progressive_gives_another_rep_an_owned_customer_only_after_the_wa
 
     await until(dialed)
     assert _originates(pbx) == [("PJSIP/1002", "+12127365002")]
+
+
+async def test_a_free_rep_with_nothing_of_their_own_does_not_hold_up_the_owner(
+    office: Office, pbx: AmiTestServer, clock: FixedClock
+) -> None:
+    """jsmith is ready first but every customer left belongs to agarcia (and is not yet due for
+    others): agarcia, ready after him, is still rung for her customer in the same pass."""
+    store, manager = office.store, office.manager
+    clock.advance(hours=3)
+    (g,) = await add_customers(store, ["+12127365001"], owner="agarcia")
+    resp = await manager.post(
+        "/api/v1/call-lists", {"name": "Hers", "mode": "progressive", "contact_ids": [g], "start": True}
+    )
+    assert resp.status == 201, await resp.text()
+    list_id = (await resp.json())["id"]
+    for rep in (office.jsmith, office.agarcia):  # jsmith first: the dialer tries him first
+        resp = await rep.post("/api/v1/agent/ready", {"list_id": list_id})
+        assert resp.status == 200, await resp.text()
+
+    async def dialed() -> bool:
+        return bool(_originates(pbx))
+
+    await until(dialed)
+    assert _originates(pbx) == [("PJSIP/1002", "+12127365001")]
