@@ -10,7 +10,7 @@ from switchboard.app import create_app
 from switchboard.keys import DIALER, STORE
 from switchboard.sim.twilio_api import FakeTwilioApi
 from tests.conftest import free_port, make_api
-from tests.dialer.conftest import FixedClock, add_customers, settle
+from tests.dialer.conftest import FixedClock, add_customers, settle, until
 
 NUMBERS = [f"+1212736{5000 + i}" for i in range(6)]
 
@@ -41,6 +41,11 @@ async def test_progressive_list_over_twilio(
         reps = [await make_api(client, name, "rep") for name in ("jsmith", "agarcia")]
         ids = await add_customers(store, NUMBERS)
         clock.advance(hours=2)  # 09:30 in New York
+
+        async def dialing_here() -> bool:  # on PostgreSQL once this instance holds the Twilio dialer's lock
+            return app[DIALER].idle_reason() is None
+
+        await until(dialing_here)
         resp = await manager.post(
             "/api/v1/call-lists",
             {
