@@ -49,6 +49,17 @@ async def _until(cond: Any, timeout: float = 30) -> None:
             await asyncio.sleep(0.05)
 
 
+async def _a_holds_b_and_c_stand_by(cluster: Instances) -> None:
+    """Start a, wait until it holds the PBX, then start b and c as standbys."""
+    await cluster.start("a")
+    await cluster.wait_ready("a")
+    assert await cluster.wait_holder(["a"]) == "a"
+    await cluster.start("b")
+    await cluster.start("c")
+    for name in ("b", "c"):
+        await cluster.wait_ready(name)
+
+
 async def _progressive_list(
     http: aiohttp.ClientSession, url: str, name: str, ids: list[int], manager_token: str, rep_token: str
 ) -> int:
@@ -85,13 +96,7 @@ async def test_a_list_run_through_a_standby_is_dialed_by_the_holder_and_goes_on_
             Instances(tmp_path, store_url, pbx_port=pbx.port, extra=EXTRA) as cluster,
         ):
             pbx.talk_seconds = 100.0  # a call lasts about a second: the kill comes mid-list
-            await cluster.start("a")
-            await cluster.wait_ready("a")
-            assert await cluster.wait_holder(["a"]) == "a"
-            await cluster.start("b")
-            await cluster.start("c")
-            for name in ("b", "c"):
-                await cluster.wait_ready(name)
+            await _a_holds_b_and_c_stand_by(cluster)
             b = cluster.running["b"]
             health = await cluster.health("b")
             assert health is not None and health["instance"]["role"] == "standby"
@@ -160,13 +165,7 @@ async def test_a_preview_dial_on_a_standby_is_placed_by_the_holder_and_closed_th
             Instances(tmp_path, store_url, pbx_port=pbx.port, extra=EXTRA) as cluster,
         ):
             pbx.talk_seconds = 300.0  # about 3 s: long enough to be listed while it lasts
-            await cluster.start("a")
-            await cluster.wait_ready("a")
-            assert await cluster.wait_holder(["a"]) == "a"
-            await cluster.start("b")
-            await cluster.start("c")
-            for name in ("b", "c"):
-                await cluster.wait_ready(name)
+            await _a_holds_b_and_c_stand_by(cluster)
             b, c = cluster.running["b"], cluster.running["c"]
             assert await cluster.role("b") == "standby"
 
