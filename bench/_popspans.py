@@ -6,7 +6,8 @@ CLOCK_MONOTONIC every process on the machine shares — at each step of one ring
 
     recv      AgentCalled parsed and queued by the AMI client
     dispatch  the AMI reader turned it into CallRinging and handed it to the call's lane
-    start     the ring's pop began (at once, or when its turn came in the call's lane)
+    start     the ring's pop was started (at once, or when its turn came in the call's lane)
+    entered   the pop's task began to run (the loop's turn)
     user      the rung interface resolved to a user (directory)
     observed  the agent board folded the ring in
     matched   the caller lookup (started when the call appeared) awaited
@@ -14,9 +15,10 @@ CLOCK_MONOTONIC every process on the machine shares — at each step of one ring
     encoded   its JSON encoded
     sent      written to the agent's sockets (Hub.publish returned)
 
-Each read the store makes for the pop on the reader's connection is also timed in three parts: the
-wait for the reader's thread (queued behind other reads), the SQL on that thread, and the hop back
-to the event loop. The parent joins these with the PBX's write time and the clients' receive time.
+Each read the store makes for the pop on a reader thread's connection is also timed in three parts:
+the wait for the reader's thread (queued behind other reads), the SQL on that thread, and the hop
+back to the event loop (on SQLite a pop's reads run on the loop's thread and are not listed, unless
+one ran past its budget and was moved to the thread). The parent joins these with the PBX's write time and the clients' receive time.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from _common import pct
 
 RING: contextvars.ContextVar[str | None] = contextvars.ContextVar("bench_ring", default=None)
 
-STAGES = ["recv", "dispatch", "start", "user", "observed", "matched", "built", "encoded", "sent"]
+STAGES = ["recv", "dispatch", "start", "entered", "user", "observed", "matched", "built", "encoded", "sent"]
 
 
 class PopSpans:
@@ -86,10 +88,10 @@ class PopSpans:
 
         dispatch = asterisk._dispatch
 
-        def stamped_dispatch(event: Any) -> None:
+        def stamped_dispatch(event: Any) -> Any:
             if isinstance(event, CallRinging):
                 self.mark("dispatch", event.call_id)
-            dispatch(event)
+            return dispatch(event)
 
         asterisk._dispatch = stamped_dispatch
 
@@ -120,6 +122,13 @@ class PopSpans:
 
             service.pop_now = stamped_pop_now
 
+        inner_pop = service._pop
+
+        async def stamped_pop(ev: Any) -> Any:
+            self.mark("entered", ev.call_id)
+            return await inner_pop(ev)
+
+        service._pop = stamped_pop
         user_for = service.directory.user_for
 
         async def stamped_user_for(interface: Any) -> Any:

@@ -182,6 +182,7 @@ async def out_of_process(args: argparse.Namespace, db: Any) -> None:
     token_file = CACHE / "screenpop-tokens.json"
     token_file.write_text(json.dumps(tokens))
     pbx = TimedPbx(secret="bench", speed=0.25)
+    pbx.dialplan_seconds = args.dialplan_ms / 1000 / pbx.speed  # in real time, whatever the speed
     pbx.sent, pbx.numbers = {}, {}
     await pbx.start()
     me = str(ROOT / "bench" / "screenpop.py")
@@ -249,6 +250,7 @@ async def out_of_process(args: argparse.Namespace, db: Any) -> None:
                 agents_connected=connected,
                 contacts=args.contacts,
                 ami_events_per_s=f"{events / elapsed:.0f}",
+                dialplan_ms=args.dialplan_ms,
                 calls=len(pbx.sent),
                 app_vmhwm_mb=f"{memory['VmHWM']:.0f}",
                 app_rss_mb=f"{memory['VmRSS']:.0f}",
@@ -268,6 +270,13 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--contacts", type=int, default=1_000_000)
     ap.add_argument("--calls-per-second", type=float, default=3.0)  # ~33 AMI events per call
+    ap.add_argument(
+        "--dialplan-ms",
+        type=float,
+        default=5.0,
+        help="the PBX's pause between a call's caller ID and its queue ringing an agent "
+        "(4-5 ms in the Asterisk 22 recordings; 0: all in one burst)",
+    )
     ap.add_argument("--out-of-process", action="store_true", help="app, PBX and clients in 3 processes")
     ap.add_argument("--app-nice", type=int, default=0, help="--out-of-process: run the app under nice -n N")
     ap.add_argument("--serve-app", nargs=2, metavar=("DB", "PBX_PORT"), help=argparse.SUPPRESS)
@@ -291,6 +300,7 @@ async def main() -> None:
         return
 
     pbx = TimedPbx(secret="bench", speed=0.25)
+    pbx.dialplan_seconds = args.dialplan_ms / 1000 / pbx.speed  # in real time, whatever the speed
     pbx.sent, pbx.numbers = {}, {}
     await pbx.start()
     app = create_app(bench_settings(db, pbx.port))
@@ -366,6 +376,7 @@ async def main() -> None:
                 agents_connected=connected,
                 contacts=args.contacts,
                 ami_events_per_s=f"{events / elapsed:.0f}",
+                dialplan_ms=args.dialplan_ms,
                 calls=len(pbx.sent),
                 max_rss_mb=f"{rss_mb:.0f}",
             ),

@@ -85,23 +85,32 @@ class AsteriskSource:
                     continue
                 await self.directory.ensure_fresh()
                 self._prefetch(ev)
+                popped = False
                 for domain_event in self.tracker.feed(ev):
-                    self._dispatch(domain_event)
+                    popped = self._dispatch(domain_event) or popped
+                if popped:
+                    # let the pop just started run before the events queued behind its ring (the
+                    # rest of the PBX's burst: dial states, the other legs): one turn of the loop
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("event=asterisk_event_failed name=%s", ev.name)
 
-    def _dispatch(self, event: CallEvent) -> None:
+    def _dispatch(self, event: CallEvent) -> bool:
         """Apply a domain event in its call's lane, after that call's earlier events.
 
         A ring's pop does not wait for the call's earlier writes that do not change what it shows
         (the recording's row, an earlier ring's touch): it starts at once, and the ring's own write
         keeps its place in the lane. Behind an answer or an end of the call, it waits its turn.
+        True when a pop was started here.
         """
+        popped = False
         if isinstance(event, CallRinging) and self.lanes.pending(event.call_id) <= POP_MAY_OVERTAKE:
             self.service.pop_now(event)
+            popped = True
         self.lanes.submit(event.call_id, lambda: self.service.handle(event), kind=type(event).__name__)
+        return popped
 
     def _prefetch(self, ev: Event) -> None:
         if ev.name == "NewCallerid" and ev.get("Uniqueid") == ev.get("Linkedid"):

@@ -180,6 +180,18 @@ async def _ws_status(client: Any, path: str = "/ws/agent", origin: str | None = 
     return 101
 
 
+async def test_agent_socket_is_not_compressed_even_when_the_client_offers(client: Any) -> None:
+    """A browser offers permessage-deflate; the server declines it (no zlib state per tab)."""
+    api = await make_api(client, "jsmith", "rep")
+    ws = await client.ws_connect(f"/ws/agent?token={api.token}", compress=15)
+    try:
+        assert "Sec-WebSocket-Extensions" not in ws._response.headers
+        assert ws.compress == 0
+        assert (await ws.receive_json(timeout=5))["type"] == "hello"
+    finally:
+        await ws.close()
+
+
 async def test_agent_socket_with_the_cookie_needs_our_origin(client: Any) -> None:
     api = await make_api(client, "jsmith", "rep")
     await _login(client, "jsmith")

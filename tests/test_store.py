@@ -333,3 +333,25 @@ async def test_a_missed_call_and_its_call_back_commit_together(store: Store) -> 
     )
     assert again.id == touch.id and none is None
     assert [f.kind for f in await store.touches.open_followups(c.id)] == ["missed_call"]
+
+
+async def test_a_screen_pop_read_sees_the_commit_before_it_and_a_long_one_still_answers(store: Store) -> None:
+    """A caller's file is read for a pop right after the contact is written (a new prospect, a call
+    back); a read too long for the event loop's thread still gives every row, from a reader thread."""
+    found = []
+    for n in range(50):
+        number = f"+1312555{n:04d}"
+        await store.contacts.create(
+            validate_contact({"first_name": f"C{n}", "phones": [number]}, region="US")
+        )
+        found.append(len((await store.contacts.caller_file(number, recent=5)).contacts))
+    assert found == [1] * 50
+    # a statement of ~10^6 of SQLite's steps: past the loop's budget, answered all the same
+    rows = await store.db.fetchall_for_pop(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000)"
+        " SELECT count(*), max(x) FROM c"
+    )
+    assert tuple(rows[0]) == (200000, 200000)
+    if store.db.dialect == "sqlite":
+        assert store.db.pop_reads_inline >= 50  # the callers' files: on the loop's thread
+        assert store.db.pop_reads_moved == 1  # the long one: handed to the pop reader's thread

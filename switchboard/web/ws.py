@@ -49,7 +49,9 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
     # a browser sends the cookie whatever page opens the socket: only our own pages may use it
     if auth_of(request).via == "session" and not origin_allowed(request):
         raise ApiError(403, "bad_origin", "this socket only opens from this site's pages", "Origin")
-    ws = web.WebSocketResponse(heartbeat=30)
+    # no permessage-deflate: pops and board updates are a few KB on a LAN, and a compressor per
+    # tab is ~256 KB of zlib state and a deflate on the loop before every message
+    ws = web.WebSocketResponse(heartbeat=30, compress=False)
     await ws.prepare(request)
     hub = request.app[HUB]
     board = request.app.get(BOARD)
