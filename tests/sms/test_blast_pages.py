@@ -287,3 +287,19 @@ async def test_creating_a_blast_reads_and_renders_each_recipient_once(settings: 
         rows = await _outbox(store, made["id"])
         assert len(rows) == 21 and {r["text"] for r in rows if r["state"] == "queued"} >= {"Hi P0", "Hi P21"}
         assert made["state"] == "running"
+
+
+async def test_a_written_run_is_never_dropped(settings: Settings) -> None:
+    """Undoing a refused run is conditional on the run being unfinished: once written (its rows may
+    be due) neither the creator's delete nor a takeover's cancel touches it."""
+    clock = VirtualClock(T0)
+    async with open_store(settings, clock.now) as store:
+        await _audience(store, _people(23))
+        made = await _service(store, clock).create(
+            BlastSpec(name="b", text="Hi", channel="main", audience={"tag": "service"}), created_by=None
+        )
+        assert not await store.sms.drop_run(made["id"], 1)
+        assert not await store.sms.drop_run(made["id"], 1, cancel_reason="text: too long")
+        stored = await store.sms.blast(made["id"])
+        assert (stored["state"], stored["pause_reason"]) == ("running", None)
+        assert len(await _outbox(store, made["id"])) == 21
