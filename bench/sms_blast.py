@@ -4,6 +4,7 @@ the durable outbox allows, rate accuracy at a configured 50/s, memory; PDU encod
 python bench/sms_blast.py [--recipients 100000] [--rate-seconds 10]
 python bench/sms_blast.py --kannel [--recipients 3000] [--in-flight 16] [--repeat 3]
 python bench/sms_blast.py --store postgres [--recipients 100000]   # the same on a throwaway PostgreSQL
+python bench/sms_blast.py --recipients 100000 --refuse-last   # a blast refused on its last recipient
 
 The gateway is the loopback stand-in of Kannel's sendsms interface, run in its own process (the
 other core), reached over HTTP by the real KannelChannel; every message is committed `sending`
@@ -45,6 +46,7 @@ from campaigns.sms.sender import ChannelWorker
 from crm_link.clock import system_clock
 from crm_link.contacts import ContactFields
 from crm_link.db import to_db_time
+from crm_link.errors import ValidationError
 from crm_link.models import Contact
 from crm_link.phones import Phone
 from crm_link.store import Store
@@ -79,7 +81,15 @@ class Sink:
 
 
 async def blast_run(
-    store: Store, url: str, n: int, rate: float | None, tag: str, lines: list[str], *, dispatch: bool = True
+    store: Store,
+    url: str,
+    n: int,
+    rate: float | None,
+    tag: str,
+    lines: list[str],
+    *,
+    dispatch: bool = True,
+    refuse_last: bool = False,
 ) -> float:
     renderer = Renderer()
 
@@ -99,17 +109,33 @@ async def blast_run(
         quiet_start="00:00",
         quiet_end="00:00",
     )
-    started = time.perf_counter()
-    blast = await blasts.create(
-        BlastSpec(
-            name=tag,
-            text="Service special this Saturday, {{ contact.first_name }}! Reply STOP to opt out.",
-            channel="main",
-            audience={"tag": tag},
-            rate_per_second=rate,
-        ),
-        created_by=None,
+    name = "{{ contact.first_name }}"
+    if refuse_last:  # a merge code with no value for the last recipient alone (contact id n)
+        name = f"{{{{ contact.first_name if contact.id != {n} else contact.attributes.vehicle }}}}"
+    spec = BlastSpec(
+        name=tag,
+        text=f"Service special this Saturday, {name}! Reply STOP to opt out.",
+        channel="main",
+        audience={"tag": tag},
+        rate_per_second=rate,
     )
+    started = time.perf_counter()
+    if refuse_last:
+        try:
+            await blasts.create(spec, created_by=None)
+        except ValidationError as exc:
+            refused_s = time.perf_counter() - started
+            left = await store.db.fetchone(
+                "SELECT (SELECT count(*) FROM sms_outbox), (SELECT count(*) FROM sms_blasts)"
+            )
+            assert left is not None
+            lines.append(
+                f"refused recipients={n} seconds={refused_s:.2f} field={exc.field} code={exc.code}"
+                f" outbox_rows_left={left[0]} blasts_left={left[1]}"
+            )
+            return 0.0
+        raise AssertionError("the blast was not refused")
+    blast = await blasts.create(spec, created_by=None)
     await blasts.run_due()
     materialize_s = time.perf_counter() - started
     if rate is None:
@@ -203,16 +229,22 @@ def pdu_throughput(lines: list[str]) -> None:
 
 
 async def main(
-    n: int, rate_seconds: int, materialize_only: bool = False, store_kind: str = "sqlite"
+    n: int,
+    rate_seconds: int,
+    materialize_only: bool = False,
+    store_kind: str = "sqlite",
+    refuse_last: bool = False,
 ) -> list[str]:
     with BenchStore(store_kind) as where:
         lines = [where.describe(), f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}"]
-        lines += await _main(where, n, rate_seconds, materialize_only)
+        lines += await _main(where, n, rate_seconds, materialize_only or refuse_last, refuse_last)
         lines.append(f"load_average={' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return lines
 
 
-async def _main(where: BenchStore, n: int, rate_seconds: int, materialize_only: bool) -> list[str]:
+async def _main(
+    where: BenchStore, n: int, rate_seconds: int, materialize_only: bool, refuse_last: bool = False
+) -> list[str]:
     lines: list[str] = []
     if not materialize_only:
         pdu_throughput(lines)
@@ -242,7 +274,9 @@ async def _main(where: BenchStore, n: int, rate_seconds: int, materialize_only: 
             lines.append(
                 f"peak_rss_mb_before_blast={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
             )
-            await blast_run(store, url, n, None, "all", lines, dispatch=not materialize_only)
+            await blast_run(
+                store, url, n, None, "all", lines, dispatch=not materialize_only, refuse_last=refuse_last
+            )
             if materialize_only:
                 return lines
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -466,8 +500,17 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3, help="--kannel: interleaved raw/blast pairs")
     ap.add_argument("--materialize-only", action="store_true", help="create the blast, do not send it")
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument(
+        "--refuse-last",
+        action="store_true",
+        help="a blast whose text has no value for its last recipient: time to the refusal, rows left",
+    )
     args = ap.parse_args()
     if args.kannel:
         report(asyncio.run(kannel_main(args.recipients, args.in_flight, args.repeat)))
     else:
-        report(asyncio.run(main(args.recipients, args.rate_seconds, args.materialize_only, args.store)))
+        report(
+            asyncio.run(
+                main(args.recipients, args.rate_seconds, args.materialize_only, args.store, args.refuse_last)
+            )
+        )

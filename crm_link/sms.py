@@ -303,15 +303,41 @@ class SmsStore:
         counts = {bool(r["skipped"]): int(r["n"]) for r in rows}
         return counts.get(False, 0), counts.get(True, 0)
 
+    async def drop_run(self, blast_id: int, run: int, *, cancel_reason: str | None = None) -> bool:
+        """Undo an unfinished run of a blast that failed validation, in one transaction: every row
+        written for the run is deleted, and the blast with it — or, with `cancel_reason`, the blast
+        is kept, cancelled with that reason, the run marked written (nothing to write, nothing
+        due). False, changing nothing, once the run is materialized (its rows may be due)."""
+        now = to_db_time(self._db.now())
+        async with self._db.transaction() as tx:
+            if cancel_reason is None:
+                sql = (
+                    "DELETE FROM sms_blasts WHERE id = ? AND materialized_runs < ? AND runs >= ? RETURNING id"
+                )
+                params: tuple[Any, ...] = (blast_id, run, run)
+            else:
+                sql = (
+                    "UPDATE sms_blasts SET state = 'cancelled', pause_reason = ?, finished_at = ?,"
+                    " materialized_runs = ?, claim_expires_at = NULL"
+                    " WHERE id = ? AND materialized_runs < ? AND runs >= ? RETURNING id"
+                )
+                params = (cancel_reason, now, run, blast_id, run, run)
+            async with tx.execute(sql, params) as cur:
+                if await cur.fetchone() is None:
+                    return False
+            await tx.execute("DELETE FROM sms_outbox WHERE blast_id = ? AND run = ?", (blast_id, run))
+        return True
+
     async def _run_open(self, tx: Any, blast_id: int, run: int) -> bool:
         """Whether run `run` is claimed and not yet materialized; a cancelled or finished blast's run
-        is marked materialized (nothing to write) and is not open."""
+        is marked materialized (nothing to write) and is not open, nor is a blast deleted because it
+        failed validation (see `drop_run`)."""
         async with tx.execute(
             "SELECT state, runs, materialized_runs FROM sms_blasts WHERE id = ?", (blast_id,)
         ) as cur:
             row = await cur.fetchone()
         if row is None:
-            raise NotFound("blast", blast_id)
+            return False
         if not row["materialized_runs"] < run <= row["runs"]:
             return False
         if row["state"] in ("cancelled", "done"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from array import array
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,11 +68,29 @@ def pick_number(contact: Contact) -> tuple[str | None, str | None]:
 PAGE = 5_000
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A blast's audience as validation found it: its contact ids, in order (8 bytes each)."""
+@dataclass(slots=True)
+class Problems:
+    """What rendering a blast's text for its recipients found wrong, and nothing else: each missing
+    merge code with its count and first three recipients (a text too long or a template too costly
+    stops at once, as a ValidationError)."""
 
-    ids: array[int]
+    missing: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+
+    def add(self, problem: str, contact: Contact) -> None:
+        count, names = self.missing.get(problem, (0, []))
+        self.missing[problem] = (
+            count + 1,
+            names if len(names) >= 3 else [*names, contact.name or str(contact.id)],
+        )
+
+    def error(self) -> ValidationError | None:
+        if not self.missing:
+            return None
+        detail = "; ".join(
+            f"{problem} (e.g. {', '.join(names)}; {count} recipients)"
+            for problem, (count, names) in list(self.missing.items())[:5]
+        )
+        return ValidationError("text", detail, code="missing_merge_code")
 
 
 class BlastService:
@@ -192,8 +209,8 @@ class BlastService:
             self.check_codes(text)
         return text
 
-    async def validate(self, spec: BlastSpec) -> Prepared:
-        """Everything that can be wrong before a blast starts; returns its contacts."""
+    def check_spec(self, spec: BlastSpec) -> None:
+        """What can be wrong with a blast before its audience is read."""
         self.check_text(spec.text)
         if not spec.name.strip():
             raise ValidationError("name", "is empty")
@@ -207,57 +224,80 @@ class BlastService:
             raise ValidationError("cron", f"{spec.cron!r} is not a cron expression (e.g. '0 9 * * *')")
         if spec.rate_per_second is not None and spec.rate_per_second <= 0:
             raise ValidationError("rate_per_second", "must be greater than 0")
-        ids: array[int] = array("q")
-        missing: dict[str, tuple[int, list[str]]] = {}  # problem -> (recipients, the first few names)
+
+    async def validate(self, spec: BlastSpec) -> int:
+        """Everything that can be wrong before a blast is stored to run later (at `send_at`, or
+        by `cron`): its audience read and its text rendered for each recipient a page at a time,
+        keeping nothing but the problems. The number of recipients."""
+        self.check_spec(spec)
+        problems = Problems()
+        count = 0
         async for page in self._audience_pages(spec.audience):
             contacts = await self.store.contacts.get_many(page)
             # the text is the sender's own template: render it off the event loop
-            await asyncio.to_thread(self._check_page, spec.text, contacts, missing)
-            ids.extend(c.id for c in contacts)
-        if not ids and spec.cron is None:
+            await asyncio.to_thread(self._check_page, spec.text, contacts, problems)
+            count += len(contacts)
+        if not count and spec.cron is None:
             raise ValidationError("audience", "has no contacts")
-        if missing:
-            detail = "; ".join(
-                f"{problem} (e.g. {', '.join(names)}; {count} recipients)"
-                for problem, (count, names) in list(missing.items())[:5]
-            )
-            raise ValidationError("text", detail, code="missing_merge_code")
-        return Prepared(ids)
+        if (error := problems.error()) is not None:
+            raise error
+        return count
 
-    def _check_page(
-        self, text: str, contacts: list[Contact], missing: dict[str, tuple[int, list[str]]]
-    ) -> None:
-        """Render the text for each contact and keep nothing but the problems: each missing merge
-        code with its count and first three recipients; a ValidationError (a template too costly to
-        render, a text too long) stops at once."""
+    def _check_page(self, text: str, contacts: list[Contact], problems: Problems) -> None:
         for c in contacts:
-            try:
-                out = self.render(text, c)
-            except ValidationError:
-                raise
-            except ValueError as exc:
-                count, names = missing.get(str(exc), (0, []))
-                missing[str(exc)] = (count + 1, names if len(names) >= 3 else [*names, c.name or str(c.id)])
-                continue
-            try:
-                self.analyze(out)
-            except ValueError as exc:
-                raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
+            self._render_checked(text, c, problems)
+
+    def _render_checked(self, text: str, c: Contact, problems: Problems) -> tuple[str, str, int] | None:
+        """The text rendered for `c`, its encoding and segments; None, recorded in `problems`, when a
+        merge code has no value for `c`. A ValidationError for a template too costly to render or a
+        text too long."""
+        try:
+            out = self.render(text, c)
+        except ValidationError:
+            raise
+        except ValueError as exc:
+            problems.add(str(exc), c)
+            return None
+        try:
+            info = self.analyze(out)
+        except ValueError as exc:
+            raise ValidationError("text", f"for {c.name or c.id}: {exc}") from None
+        return out, info["encoding"], info["segments"]
 
     def next_run(self, spec_cron: str, time_zone: str, after: datetime) -> datetime:
         local = after.astimezone(ZoneInfo(time_zone))
         return croniter(spec_cron, local).get_next(datetime).astimezone(UTC)
 
     async def create(self, spec: BlastSpec, *, created_by: int | None) -> dict[str, Any]:
-        """Validate and store a blast; one with no send_at and no cron is queued at once (to the
-        recipients validation found): it is stored with its one run already claimed, so no scheduler
-        can run it a second time, and its rows are written a page at a time, due to no channel
-        before the last page is written."""
-        prepared = await self.validate(spec)
-        now = self.clock()
-        send_now = spec.send_at is None and spec.cron is None
+        """Validate and store a blast. One to run later (`send_at`, `cron`) is validated, then
+        stored. One with neither is queued at once, reading and rendering each recipient once: it
+        is stored with its one run already claimed (no scheduler can run it a second time, nor take
+        it over while the claim's lease is renewed) and its pages are validated and written in one
+        pass, due to no channel before the last page is written; when a page fails validation the
+        blast and every row written for it are deleted in one transaction before the error is
+        raised, so a refused blast leaves nothing behind."""
+        if spec.send_at is not None or spec.cron is not None:
+            await self.validate(spec)
+            return await self._store_blast(spec, created_by, send_now=False)
+        self.check_spec(spec)
+        pages = self._audience_pages(spec.audience)
+        first = await anext(pages, None)  # the audience's own errors, before anything is stored
+        if first is None:
+            raise ValidationError("audience", "has no contacts")
+        blast = await self._store_blast(spec, created_by, send_now=True)
+        try:
+            await self._write_run(blast, 1, _prepend(first, pages), strict=True)
+        except ValidationError as exc:
+            await self.store.sms.drop_run(blast["id"], 1)
+            log.info("event=blast_refused blast=%d field=%s code=%s", blast["id"], exc.field, exc.code)
+            raise
+        return await self.store.sms.blast(blast["id"])
+
+    async def _store_blast(
+        self, spec: BlastSpec, created_by: int | None, *, send_now: bool
+    ) -> dict[str, Any]:
         if spec.cron:
-            first: datetime | None = spec.send_at or self.next_run(spec.cron, spec.time_zone, now)
+            first: datetime | None = spec.send_at or self.next_run(spec.cron, spec.time_zone, self.clock())
         else:
             first = None if send_now else spec.send_at
         blast_id = await self.store.sms.create_blast(
@@ -274,8 +314,6 @@ class BlastService:
             next_run_at=first,
             claim_lease=self.claim_lease if send_now else None,
         )
-        if send_now:
-            await self._materialize_run(blast_id, 1, prepared.ids)
         return await self.store.sms.blast(blast_id)
 
     def rows_for(
@@ -286,12 +324,23 @@ class BlastService:
         *,
         render_texts: bool = True,
         seen: set[str] | None = None,
+        problems: Problems | None = None,
     ) -> Materialized:
         """One outbox row per recipient of a page: rendered, deduplicated by number (within the page,
-        and against `seen` when given), skipped with a reason."""
+        and against `seen` when given), skipped with a reason.
+
+        With `problems` the page is validated as it is rendered, each recipient's text rendered
+        once: the text is rendered for every contact (also those skipped), a missing merge code is
+        recorded in `problems` rather than skipping the recipient, and once `problems` holds one no
+        rows are made; a text too long or a template too costly raises a ValidationError."""
         out = Materialized()
         seen = set() if seen is None else seen
-        for c in contacts:
+        checked: list[tuple[str, str, int] | None] = []
+        if problems is not None:
+            checked = [self._render_checked(blast["text"], c, problems) for c in contacts]
+            if problems.missing:
+                return out
+        for i, c in enumerate(contacts):
             number, why = pick_number(c)
             if number is not None and number in seen:
                 out.duplicates += 1
@@ -305,6 +354,10 @@ class BlastService:
                 state, reason = "skipped", "opted out of SMS"
             elif self.require_consent and not c.sms_consent:
                 state, reason = "skipped", NO_CONSENT
+            elif problems is not None:
+                rendered = checked[i]
+                assert rendered is not None  # a missing merge code made no rows above
+                text, encoding, segments = rendered
             elif render_texts:
                 try:
                     text, encoding, segments = self._render_one(blast["text"], c)
@@ -375,30 +428,53 @@ class BlastService:
         info = self.analyze(out)
         return out, info["encoding"], info["segments"]
 
-    async def _materialize_run(
-        self, blast_id: int, run: int, ids: Sequence[int] | None = None
-    ) -> tuple[int, int]:
-        """Write run `run` (claimed by the caller) of a blast, a page at a time: to its audience as
-        of now, or to the contact ids validation just found. Each page is read, rendered off the
-        event loop and written in its own transaction (renewing the claim); a number already in
-        the run (an earlier page, or an earlier claimant's pages) is a duplicate and not written
-        again. Returns (queued, skipped) of the run; (0, 0) when the run was not this caller's to
-        write any more (cancelled, or finished by a claimant that took it over)."""
+    async def _materialize_run(self, blast_id: int, run: int) -> tuple[int, int] | None:
+        """Write run `run` (claimed by the caller) of a blast to its audience as of now. The run of
+        a blast queued at once (no `send_at`, no `cron`) is one its creator claimed and stopped
+        writing before it was validated in full: it is validated as the creator would have (see
+        `create`), and one that fails is cancelled, with the reason, and its rows deleted: then
+        None."""
         blast = await self.store.sms.blast(blast_id)
+        strict = blast["send_at"] is None and blast["cron"] is None
+        try:
+            return await self._write_run(blast, run, self._audience_pages(blast["audience"]), strict=strict)
+        except ValidationError as exc:
+            if not strict:
+                raise
+            log.warning("event=blast_run_refused blast=%d run=%d reason=%s", blast_id, run, exc)
+            await self.store.sms.drop_run(blast_id, run, cancel_reason=str(exc))
+            return None
+
+    async def _write_run(
+        self, blast: dict[str, Any], run: int, pages: AsyncIterator[Sequence[int]], *, strict: bool
+    ) -> tuple[int, int]:
+        """Write claimed run `run` of a blast to the contact ids of `pages`, a page at a time: each
+        page read, rendered off the event loop and written in its own transaction (renewing the
+        claim); a number already in the run (an earlier page, or an earlier claimant's pages) is a
+        duplicate and not written again. `strict`: each page is validated as it is rendered (see
+        `rows_for`); once a merge code is missing nothing more is written, the rest is read to count
+        the recipients it misses, and a ValidationError is raised at the end, the run unfinished.
+        Returns (queued, skipped) of the run; (0, 0) when the run was not this caller's to write any
+        more (cancelled, refused, or finished by a claimant that took it over)."""
+        blast_id = blast["id"]
         now = self.clock()
-        if ids is None:
-            pages: AsyncIterator[Sequence[int]] = self._audience_pages(blast["audience"])
-        else:
-            pages = _chunks(ids, self.page_size)
+        problems = Problems() if strict else None
         considered = 0
         async for page in pages:
             contacts = await self.store.contacts.get_many(page)
-            made = await asyncio.to_thread(self.rows_for, blast, contacts, now)
+            made = await asyncio.to_thread(self.rows_for, blast, contacts, now, problems=problems)
             considered += len(contacts)
             del contacts
+            if problems is not None and problems.missing:
+                continue  # refused: read on only to count who misses what
             if not await self.store.sms.materialize_page(blast_id, run, made.rows, lease=self.claim_lease):
                 log.info("event=blast_run_stopped blast=%d run=%d reason=not_open", blast_id, run)
                 return 0, 0
+        if problems is not None:
+            if not considered:
+                raise ValidationError("audience", "has no contacts")
+            if (error := problems.error()) is not None:
+                raise error
         done = await self.store.sms.finish_run(blast_id, run)
         if done is None:
             return 0, 0
@@ -427,14 +503,15 @@ class BlastService:
             if run is None:
                 continue  # another scheduler claimed it
             try:
-                await self._materialize_run(blast["id"], run)
-                started.append(blast["id"])
+                if await self._materialize_run(blast["id"], run) is not None:
+                    started.append(blast["id"])
             except ValidationError as exc:
                 log.warning("event=blast_run_failed blast=%d reason=%s", blast["id"], exc)
                 await self.store.sms.set_blast_state(blast["id"], "paused", reason=str(exc))
         return started
 
 
-async def _chunks(ids: Sequence[int], size: int) -> AsyncIterator[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]
+async def _prepend(first: Sequence[int], rest: AsyncIterator[Sequence[int]]) -> AsyncIterator[Sequence[int]]:
+    yield first
+    async for page in rest:
+        yield page

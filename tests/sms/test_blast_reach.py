@@ -136,6 +136,34 @@ async def test_misspelt_merge_code_is_named_in_the_preview_and_on_submit(sms_cli
     assert resp.status == 200 and (await resp.json())["text"] == "Hi Ann about your car"
 
 
+async def test_a_blast_whose_last_page_misses_a_merge_code_is_refused_and_nothing_is_sent(
+    sms_client: Any,
+) -> None:
+    mkt = await make_api(sms_client, "kim", "marketing")
+    store = sms_client.server.app[STORE]
+    sms_client.server.app[SMS].blasts.page_size = 2  # four pages; the last one fails
+    for i, vehicle in enumerate(["Civic"] * 7 + [None]):
+        fields: dict[str, Any] = {"first_name": f"P{i}", "phones": [f"+1212736510{i}"], "tags": ["service"]}
+        if vehicle is not None:
+            fields["attributes"] = {"vehicle": vehicle}
+        else:
+            fields["last_name"] = "Novehicle"
+        await store.contacts.create(validate_contact(fields, region="US"))
+    resp = await mkt.post(
+        "/api/v1/sms/blasts",
+        json={"name": "n", "text": "Hi {{ contact.first_name }}, your {{ contact.attributes.vehicle }}",
+              "channel": "main", "audience": {"tag": "service"}},
+    )  # fmt: skip
+    assert resp.status == 400
+    err = (await resp.json())["error"]
+    assert err["field"] == "text" and err["code"] == "missing_merge_code"
+    assert "P7 Novehicle; 1 recipients" in err["message"], err["message"]
+    assert await store.sms.blasts() == []
+    assert await store.db.fetchall("SELECT id FROM sms_outbox") == []
+    await asyncio.sleep(0.3)  # the channel's worker polls every 0.05 s
+    assert sms_client.channel.sent == []
+
+
 def test_unknown_codes_suggest_the_closest() -> None:
     codes = [
         "contact.frist_name",
