@@ -7,7 +7,7 @@ import inspect
 import re
 import time
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache, update_wrapper
@@ -67,6 +67,32 @@ class _Strict(jinja2.StrictUndefined):
     __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error
 
 
+class _NoValue(_Strict):
+    """A merge code the customer has no value for (None or empty text): false in `{% if %}`, empty
+    in a loop, the fallback of `default`, and MissingMergeCode, naming it, when written out or
+    used further (never "None" or a blank in the customer's text; as `missing_codes` says)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __len__(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __eq__(self, other: object) -> bool:
+        return other is None or other == "" or isinstance(other, _NoValue)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(None)
+
+
 def _undefined_path(u: jinja2.Undefined) -> str:
     obj = u._undefined_obj
     name = u._undefined_name
@@ -90,6 +116,8 @@ def wrap(path: str, value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return MergeData(path, value)
+    if value is None or value == "":
+        return _NoValue(name=path)
     return value
 
 
