@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache, update_wrapper
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -67,18 +67,18 @@ class _Strict(jinja2.StrictUndefined):
     __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error
 
 
-class _NoValue(_Strict):
+class _NoValue(jinja2.Undefined):
     """A merge code the customer has no value for (None or empty text): false in `{% if %}`, empty
     in a loop, the fallback of `default`, and MissingMergeCode, naming it, when written out or
     used further (never "None" or a blank in the customer's text; as `missing_codes` says)."""
 
     __slots__ = ()
 
-    def __bool__(self) -> bool:
-        return False
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise MissingMergeCode(_undefined_path(self))
 
-    def __len__(self) -> int:
-        return 0
+    def __str__(self) -> str:
+        raise MissingMergeCode(_undefined_path(self))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(())
