@@ -5,7 +5,7 @@
 Builds a store with one 0-10 survey and N responses (5% unreachable, 20 agents, 4 call lists, spread
 over 12 months, reasons on the low scores), then times the report (JSON figures, as the API answers)
 by month, agent and list over the whole year and over one month: p50/p95 of `--runs` runs each.
-Goal (issue 14): p95 <= 300 ms over 100k responses. The rows are inserted with plain SQL, so the
+Goal: p95 <= 300 ms over 100k responses. The rows are inserted with plain SQL, so the
 rollup the report reads (migration 0072) is built by its triggers, as in production.
 """
 

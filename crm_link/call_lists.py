@@ -41,7 +41,7 @@ class ListSpec:
     window_start: str | None = None  # dates, YYYY-MM-DD, in the dealer's zone
     window_end: str | None = None
     source: dict[str, Any] = field(default_factory=dict)
-    survey_id: int | None = None  # the survey its calls ask (issue 14)
+    survey_id: int | None = None  # the survey its calls ask
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("PUT", "/api/v1/cadences/{id}"): staff("manager", "admin"),
     ("DELETE", "/api/v1/cadences/{id}"): staff("manager", "admin"),
     ("GET", "/followups/team"): staff("manager", "admin"),
-    # surveys (issue 14): managers build them; agents answer on a call; answers are locked
+    # surveys: managers build them; agents answer on a call; answers are locked
     ("GET", "/api/v1/surveys"): staff(),
     ("POST", "/api/v1/surveys"): staff("manager", "admin"),
     ("GET", "/api/v1/surveys/{id}"): staff(),
