@@ -76,7 +76,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/users"): staff("admin", "manager"),
     ("PATCH", "/api/v1/users/{id}"): staff("admin"),
     ("GET", "/admin"): staff("admin"),
-    # CRM write-back (issue 21): deliveries, re-drive, the CRM's contact upsert (an admin's token)
+    # CRM write-back: deliveries, re-drive, the CRM's contact upsert (an admin's token)
     ("GET", "/admin/crm"): staff("admin"),
     ("POST", "/admin/crm/redrive"): staff("admin"),
     ("GET", "/api/v1/crm/deliveries"): staff("admin"),

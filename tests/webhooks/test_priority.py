@@ -1,5 +1,5 @@
 """Delivery never holds up the rest of the service's writes: its transactions are background ones,
-which start only when no request, call or touch write is waiting for the writer (issue 21)."""
+which start only when no request, call or touch write is waiting for the writer."""
 
 from __future__ import annotations
 
