@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from crm_link.contacts import ContactFields
+from templates.email_message import Outgoing
 from templates.email_service import EmailService
 from templates.render import Renderer
 from templates.smtp import SmtpSender
@@ -173,9 +174,7 @@ async def test_pool_rates_hold_over_all_connections_and_on_each(
         clock=t.clock,
         sleep=t.sleep,
     )
-    msg = email.message.EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "s@motors.example", "p@example.com", "s"
-    msg.set_content("x")
+    msg = Outgoing("s@motors.example", "p@example.com", b"From: s@motors.example\r\nSubject: s\r\n\r\nx\r\n")
     starts: list[float] = []
 
     def go() -> bool:
