@@ -249,7 +249,9 @@ def _qp(body: str) -> bytes:
     lines of at most 76 characters, and "From " at a line's start written "=46rom " (mailbox files
     would otherwise turn it into ">From "). The email package's own encoder, as MIMEText uses it."""
     data = quoprimime.body_encode(body.encode().decode("latin-1"), eol="\r\n")
-    return _FROM_LINE.sub(_unmangle, data).encode("ascii")
+    if data.startswith("From ") or "\nFrom " in data:
+        data = _FROM_LINE.sub(_unmangle, data)
+    return data.encode("ascii")
 
 
 def wire_message(
