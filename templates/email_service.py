@@ -278,7 +278,19 @@ class EmailService:
         # read before claiming: a stop between the claim and the sends below would leave the
         # claimed rows `sending` (in doubt) although none was handed to the mail server
         secret = await self.store.email.secret("unsubscribe")
-        batch = await self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
+        claim = asyncio.ensure_future(
+            self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
+        )
+        try:
+            batch = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # stopped while claiming: the claim may commit all the same, and its rows, none handed
+            # to the mail server, would stay `sending` and become `unknown`; they go back instead
+            try:
+                await self.store.email.release([e.id for e in await claim])
+            except Exception:  # a claim that failed took nothing; a failed release leaves them in doubt
+                log.exception("event=email_release_error")
+            raise
         if not batch:
             await self.store.email.finish_jobs()
             return False
