@@ -2,10 +2,10 @@
 
     python bench/email_send.py [--recipients 5000] [--connections 1 4 16] [--repeat 2] [--lanes N] [--window N]
 
-The job's sending runs through the whole path (outbox claim, MIME building, the outbox state machine
-with a touch per email, a pool of reused SMTP connections); the raw figure is aiosmtplib sending
-prebuilt messages over the same number of connections to the same aiosmtpd, which runs in its own
-process. Raw and Switchboard runs alternate, so both see the same load on a shared machine.
+The job's sending runs through the whole path (outbox claim, writing each message's bytes, the outbox
+state machine with a touch per email, a pool of reused SMTP connections); the raw figure is aiosmtplib
+sending a prebuilt message (`send_message`, which flattens it each time) over the same number of
+connections to the same aiosmtpd, which runs in its own process. Raw and Switchboard runs alternate, so both see the same load on a shared machine.
 """
 
 from __future__ import annotations

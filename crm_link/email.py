@@ -389,7 +389,7 @@ class EmailStore:
                     for email, state, reason, code, _ in outcomes
                 ],
             )
-            await self._touches.record_many_in(
+            await self._touches.write_many_in(
                 tx,
                 [
                     TouchInput(

@@ -225,12 +225,28 @@ class Touches:
         same key fill in what they know (status, end, duration, summary, payload merged), never a
         second row.
         """
+        return await self._upsert_many_in(tx, items, read_back=True)
+
+    async def write_many_in(self, tx: Any, items: list[TouchInput]) -> None:
+        """`record_many_in` for a caller that does not need the touches back (a mail merge settling
+        a window): rows are read back only where a follow-up or a call's facts need them."""
+        await self._upsert_many_in(tx, items, read_back=False)
+
+    async def _upsert_many_in(self, tx: Any, items: list[TouchInput], *, read_back: bool) -> list[Touch]:
         if not items:
             return []
+
+        def makes_followups(i: TouchInput) -> bool:
+            return i.contact_id is not None and bool(i.close_followups or i.next_followup)
+
         keys = list(dict.fromkeys(i.source_key for i in items))
+        # whether a key is new matters to its follow-ups (made once) and to the touches returned
+        new_matters = (
+            keys if read_back else list(dict.fromkeys(i.source_key for i in items if makes_followups(i)))
+        )
         existing: set[str] = set()
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for start in range(0, len(new_matters), 500):
+            chunk = new_matters[start : start + 500]
             async with tx.execute(
                 f"SELECT source_key FROM touches WHERE source_key IN ({','.join('?' * len(chunk))})", chunk
             ) as cur:
@@ -259,9 +275,14 @@ class Touches:
                 for i in items
             ],
         )
+        wanted = (
+            keys
+            if read_back
+            else list(dict.fromkeys(i.source_key for i in items if makes_followups(i) or i.call is not None))
+        )
         rows: dict[str, Any] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
             async with tx.execute(
                 _TOUCH_SELECT + f" WHERE t.source_key IN ({','.join('?' * len(chunk))})", chunk
             ) as cur:
@@ -271,10 +292,10 @@ class Touches:
         for item in items:
             created = item.source_key not in existing and item.source_key not in seen
             seen.add(item.source_key)
-            row = rows[item.source_key]
-            if created and item.contact_id is not None and (item.close_followups or item.next_followup):
-                await self._followups_for(tx, row["id"], item)
-            out.append(_touch(row, created))
+            if created and makes_followups(item):
+                await self._followups_for(tx, rows[item.source_key]["id"], item)
+            if read_back:
+                out.append(_touch(rows[item.source_key], created))
         facts = [(rows[i.source_key], i.call) for i in items if i.call is not None]
         if facts:
             await write_call_facts(tx, facts, self.default_time_zone)

@@ -18,7 +18,7 @@ from crm_link.lanes import every, run_lanes
 from crm_link.models import Contact, User
 from crm_link.store import Store
 from templates.context import merge_context, unknown_codes, unknown_codes_message
-from templates.email_message import build_message, html_to_text, new_message_id, unsubscribe_token
+from templates.email_message import Outgoing, html_to_text, new_message_id, unsubscribe_token, wire_message
 from templates.render import MissingMergeCode, Renderer, TemplateError, TemplateTooCostly
 from templates.smtp import SmtpSender
 
@@ -246,13 +246,13 @@ class EmailService:
         self._wake.set()
         return job_id
 
-    def _message(self, email: OutboxEmail, secret: str) -> Any:
+    def _message(self, email: OutboxEmail, secret: str) -> Outgoing:
         unsubscribe = (
             f"{self.public_url}/email/unsubscribe/{unsubscribe_token(secret, email.contact_id)}"
             if email.contact_id is not None
             else None
         )
-        return build_message(
+        return wire_message(
             sender=self.sender,
             to_addr=email.to_addr,
             to_name=email.to_name,
@@ -278,7 +278,19 @@ class EmailService:
         # read before claiming: a stop between the claim and the sends below would leave the
         # claimed rows `sending` (in doubt) although none was handed to the mail server
         secret = await self.store.email.secret("unsubscribe")
-        batch = await self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
+        claim = asyncio.ensure_future(
+            self.store.email.claim(self.clock(), window, owner=self.owner, lease=self.lease)
+        )
+        try:
+            batch = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # stopped while claiming: the claim may commit all the same, and its rows, none handed
+            # to the mail server, would stay `sending` and become `unknown`; they go back instead
+            try:
+                await self.store.email.release([e.id for e in await claim])
+            except Exception:  # a claim that failed took nothing; a failed release leaves them in doubt
+                log.exception("event=email_release_error")
+            raise
         if not batch:
             await self.store.email.finish_jobs()
             return False

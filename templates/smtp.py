@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.message import Message
 
 import aiosmtplib
+
+from templates.email_message import Outgoing
 
 log = logging.getLogger("templates.smtp")
 
@@ -127,8 +128,8 @@ class SmtpSender:
         if slot > now:
             await self.sleep(slot - now)
 
-    async def send(self, message: Message, *, go: Callable[[], bool] | None = None) -> SendOutcome:
-        """Send one message: `sent`, `retry_later` (4xx, connection trouble) or `failed` (5xx).
+    async def send(self, message: Outgoing, *, go: Callable[[], bool] | None = None) -> SendOutcome:
+        """Send one message (its bytes as they are, with its envelope): `sent`, `retry_later` (4xx, connection trouble) or `failed` (5xx).
 
         `go`, when given, is asked once a connection is free and the rate allows: False means
         "not any more" and the message is not sent (`status` "not_sent")."""
@@ -144,13 +145,13 @@ class SmtpSender:
         finally:
             self._idle.put_nowait(conn)
 
-    async def _send_on(self, conn: _Connection, message: Message) -> SendOutcome:
+    async def _send_on(self, conn: _Connection, message: Outgoing) -> SendOutcome:
         for attempt in (1, 2):
             try:
                 if conn.smtp is None or not conn.smtp.is_connected or conn.sent >= self.reconnect_every:
                     await self._close(conn)
                     conn.smtp = await self._connect(conn)
-                await conn.smtp.send_message(message)
+                await conn.smtp.sendmail(message.sender, [message.recipient], message.data)
                 conn.sent += 1
                 return SendOutcome("sent")
             except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -18,6 +18,7 @@ class Inbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop  # the tests' loop (the server runs its own, in a thread)
         self.messages: list[email.message.EmailMessage] = []
+        self.received: list[tuple[str, list[str], bytes]] = []  # (MAIL FROM, RCPT TO, bytes) as received
         self.fail_with: list[str] = []  # responses to give to the next DATA commands
         self.connections: set[int] = set()
         self.block_after: int | None = None
@@ -41,6 +42,7 @@ class Inbox:
             self.loop.call_soon_threadsafe(self.blocked.set)  # wakes the tests' loop now
             while self.block_after is not None:  # held until the test sets block_after to None
                 await asyncio.sleep(0.01)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         self.messages.append(email.message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 

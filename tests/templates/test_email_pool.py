@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from crm_link.contacts import ContactFields
+from templates.email_message import Outgoing
 from templates.email_service import EmailService
 from templates.render import Renderer
 from templates.smtp import SmtpSender
@@ -143,6 +144,48 @@ async def test_a_cancelled_pool_leaves_only_the_messages_in_flight_in_doubt(stor
     assert counts["sent"] <= len(to) <= n
 
 
+async def test_a_stop_while_claiming_gives_the_claimed_rows_back(
+    store: Any, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 10
+    await store.contacts.bulk_insert(
+        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
+    )
+    tpl = await store.email.save_template(
+        template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
+    )
+    svc = EmailService(
+        store,
+        Renderer(),
+        SmtpSender("127.0.0.1", inbox.port, rate_per_second=0, connections=2),
+        sender="s@motors.example",
+        public_url="https://crm.example",
+        dealer={},
+    )
+    job_id = await svc.send(tpl["id"], await store.contacts.get_many(list(range(1, n + 1))), None)
+    committed, answer = asyncio.Event(), asyncio.Event()
+    claim = store.email.claim
+
+    async def slow_claim(*args: Any, **kwargs: Any) -> Any:
+        rows = await claim(*args, **kwargs)  # the claim is committed...
+        committed.set()
+        await answer.wait()  # ...and its answer still on its way when the stop comes
+        return rows
+
+    monkeypatch.setattr(store.email, "claim", slow_claim)
+    step = asyncio.create_task(svc.step())
+    await asyncio.wait_for(committed.wait(), 10)
+    assert (await store.email.job(job_id))["counts"]["sending"] == n
+    step.cancel()
+    await asyncio.sleep(0)
+    answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    await svc.smtp.close()
+    counts = (await store.email.job(job_id))["counts"]
+    assert counts["queued"] == n and counts["sending"] == 0 and inbox.messages == []
+
+
 class VirtualTime:
     def __init__(self) -> None:
         self.now = 0.0
@@ -173,9 +216,7 @@ async def test_pool_rates_hold_over_all_connections_and_on_each(
         clock=t.clock,
         sleep=t.sleep,
     )
-    msg = email.message.EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "s@motors.example", "p@example.com", "s"
-    msg.set_content("x")
+    msg = Outgoing("s@motors.example", "p@example.com", b"From: s@motors.example\r\nSubject: s\r\n\r\nx\r\n")
     starts: list[float] = []
 
     def go() -> bool:
