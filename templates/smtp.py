@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiosmtplib
 
@@ -17,6 +18,21 @@ log = logging.getLogger("templates.smtp")
 
 class EmailError(Exception):
     """Root of email sending errors."""
+
+
+class MaybeDelivered(EmailError):
+    """The connection broke (or timed out) once the message's data had begun: the server may have
+    it. Never sent again from here; the caller records the message as in doubt."""
+
+
+class _Smtp(aiosmtplib.SMTP):
+    """aiosmtplib's client, remembering whether the current message's DATA has begun."""
+
+    data_started = False
+
+    async def data(self, *args: Any, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.data_started = True
+        return await super().data(*args, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +48,7 @@ class _Connection:
     __slots__ = ("next_slot", "sent", "smtp")
 
     def __init__(self) -> None:
-        self.smtp: aiosmtplib.SMTP | None = None
+        self.smtp: _Smtp | None = None
         self.sent = 0
         self.next_slot = 0.0
 
@@ -77,6 +93,7 @@ class SmtpSender:
         self.connection_interval = 1.0 / rate_per_connection if rate_per_connection > 0 else 0.0
         self.size = connections
         self.reconnect_every = reconnect_every
+        self._epoch = 0  # bumped when the pool is closed or aborted under sends in flight
         self.clock, self.sleep = clock, sleep
         self._pool = [_Connection() for _ in range(connections)]
         self._idle: asyncio.Queue[_Connection] = asyncio.Queue()
@@ -85,9 +102,9 @@ class SmtpSender:
         self._next_slot = 0.0
         self.connections = 0  # connections opened so far
 
-    async def _connect(self, conn: _Connection) -> aiosmtplib.SMTP:
+    async def _connect(self, conn: _Connection) -> _Smtp:
         start_tls: bool | None = {"auto": None, "always": True, "never": False}[self.starttls]
-        smtp = aiosmtplib.SMTP(
+        smtp = _Smtp(
             hostname=self.host,
             port=self.port,
             use_tls=self.use_tls,
@@ -111,10 +128,12 @@ class SmtpSender:
 
     async def close(self) -> None:
         """Say QUIT on every open connection of the pool."""
+        self._epoch += 1  # a send broken by this is not tried again
         await asyncio.gather(*(self._close(conn) for conn in self._pool))
 
     def abort(self) -> None:
         """Drop every connection at once, without QUIT (as a killed process would)."""
+        self._epoch += 1
         for conn in self._pool:
             conn.abort()
 
@@ -146,11 +165,13 @@ class SmtpSender:
             self._idle.put_nowait(conn)
 
     async def _send_on(self, conn: _Connection, message: Outgoing) -> SendOutcome:
+        epoch = self._epoch
         for attempt in (1, 2):
             try:
                 if conn.smtp is None or not conn.smtp.is_connected or conn.sent >= self.reconnect_every:
                     await self._close(conn)
                     conn.smtp = await self._connect(conn)
+                conn.smtp.data_started = False
                 await conn.smtp.sendmail(message.sender, [message.recipient], message.data)
                 conn.sent += 1
                 return SendOutcome("sent")
@@ -164,7 +185,18 @@ class SmtpSender:
                         continue
                 return self._classify(exc.code, exc.message)
             except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError) as exc:
-                # mostly a pooled connection the server closed while it sat idle: reopen once
+                data_started = conn.smtp is not None and conn.smtp.data_started
+                if data_started and (isinstance(exc, TimeoutError) or epoch != self._epoch):
+                    # no answer to the message's data in time (a slow server that may well have
+                    # queued it), or our own pool closed under it: sending it again could deliver
+                    # it twice
+                    conn.abort()
+                    raise MaybeDelivered(f"no answer to the message's data: {exc!r}") from exc
+                if epoch != self._epoch:  # the pool was closed or aborted meanwhile: not again
+                    conn.abort()
+                    return SendOutcome("retry_later", None, f"the connection pool closed: {exc}")
+                # mostly a pooled connection the server closed while it sat idle (or a server
+                # hanging up mid-message, which did not take it): reopen once
                 await self._close(conn)
                 if attempt == 1:
                     continue

@@ -232,3 +232,45 @@ async def test_pool_rates_hold_over_all_connections_and_on_each(
     # the last at 0.2 s; 10/s in all and 2.5/s each: the second connection starts at 0.1 s (the
     # overall rate) and sends its third at 0.1 + 2 * 0.4 s
     assert max(starts) == pytest.approx(last_slot)
+
+
+class SlowInbox(DroppingInbox):
+    """Takes each message, then answers the first `slow` of them only after the client gave up."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, slow: int) -> None:
+        super().__init__(loop)
+        self.slow = slow
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.seen <= self.slow:
+            await asyncio.sleep(1.5)  # queued: the "250" comes after the client's 0.5 s timeout
+        return reply
+
+
+async def test_a_message_the_server_took_but_answered_too_late_is_in_doubt_not_sent_twice() -> None:
+    """A slow mail server that queued the message but answered after the timeout: sending it again
+    would deliver it twice. It is reported as maybe delivered (the outbox marks it in doubt); a
+    connection the server hung up on before the message's data is still reopened and used."""
+    from aiosmtpd.controller import Controller
+
+    from templates.smtp import MaybeDelivered
+    from tests.conftest import free_port
+
+    handler = SlowInbox(asyncio.get_running_loop(), slow=1)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    smtp = SmtpSender("127.0.0.1", port, rate_per_second=0, connections=1, timeout=0.5)
+    try:
+        first = Outgoing("s@motors.example", "a@example.com", b"Subject: a\r\n\r\nfirst\r\n")
+        with pytest.raises(MaybeDelivered):
+            await smtp.send(first)
+        await asyncio.sleep(1.2)  # the server's late answer has gone out
+        assert [str(m["Subject"]) for m in handler.messages] == ["a"]  # once, not again
+        second = Outgoing("s@motors.example", "b@example.com", b"Subject: b\r\n\r\nsecond\r\n")
+        assert (await smtp.send(second)).status == "sent"
+        assert [str(m["Subject"]) for m in handler.messages] == ["a", "b"]
+    finally:
+        await smtp.close()
+        controller.stop()
