@@ -67,6 +67,23 @@ def _before_third_page(store: Store, act: Callable[[int], Awaitable[None]]) -> I
         store.sms.materialize_page = write_page  # type: ignore[method-assign]
 
 
+async def _create_dying_before_third_page(store: Store, service: BlastService) -> dict[str, Any]:
+    """A blast sent at once whose creator dies before writing its third page; the blast as stored."""
+
+    async def dies(blast_id: int) -> None:
+        raise RuntimeError("the process died here")
+
+    with _before_third_page(store, dies), pytest.raises(RuntimeError):
+        await service.create(
+            BlastSpec(
+                name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
+            ),
+            created_by=None,
+        )
+    (blast,) = await store.sms.blasts()
+    return blast
+
+
 async def _outbox(store: Store, blast_id: int) -> list[Any]:
     return await store.db.fetchall(
         "SELECT contact_id, to_e164, state, reason, text FROM sms_outbox WHERE blast_id = ? ORDER BY id",
@@ -136,18 +153,7 @@ async def test_a_creator_that_dies_between_pages_leaves_nothing_due_and_another_
     async with open_store(settings, clock.now) as store:
         await _audience(store, _people(23))
         service = _service(store, clock)
-
-        async def dies(blast_id: int) -> None:
-            raise RuntimeError("the process died here")
-
-        with _before_third_page(store, dies), pytest.raises(RuntimeError):
-            await service.create(
-                BlastSpec(
-                    name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
-                ),
-                created_by=None,
-            )
-        (blast,) = await store.sms.blasts()
+        blast = await _create_dying_before_third_page(store, service)
         assert len(await _outbox(store, blast["id"])) == 10  # two pages written ...
         assert await store.sms.claim("main", clock.now(), 100) == []  # ... and none of them due
         assert await service.run_due() == []  # the claim holds until its lease ends
@@ -228,18 +234,7 @@ async def test_a_run_taken_over_from_a_creator_that_died_is_validated_as_the_cre
             people[i]["last_name"] = f"Nofirst{i}"
         await _audience(store, people)
         service = _service(store, clock)
-
-        async def dies(blast_id: int) -> None:
-            raise RuntimeError("the process died here")
-
-        with _before_third_page(store, dies), pytest.raises(RuntimeError):
-            await service.create(
-                BlastSpec(
-                    name="b", text="Hi {{ contact.first_name }}", channel="main", audience={"tag": "service"}
-                ),
-                created_by=None,
-            )
-        (blast,) = await store.sms.blasts()
+        blast = await _create_dying_before_third_page(store, service)
         assert len(await _outbox(store, blast["id"])) == 10
         clock.advance(5 * 60 + 1)
         assert await service.run_due() == []  # taken over, and refused

@@ -40,6 +40,18 @@ class DroppingInbox(Inbox):
         return "250 OK"
 
 
+async def _people_and_template(store: Any, n: int) -> dict[str, Any]:
+    """`n` customers with an email address (ids 1..n) and a one-line template for them."""
+    await store.contacts.bulk_insert(
+        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
+    )
+    return dict(
+        await store.email.save_template(
+            template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
+        )
+    )
+
+
 @pytest.fixture
 async def dropping_inbox() -> Any:
     from aiosmtpd.controller import Controller
@@ -58,12 +70,7 @@ async def test_a_job_over_the_pool_delivers_each_message_once_across_dropped_con
     store: Any, dropping_inbox: DroppingInbox
 ) -> None:
     n = 400
-    await store.contacts.bulk_insert(
-        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
-    )
-    tpl = await store.email.save_template(
-        template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
-    )
+    tpl = await _people_and_template(store, n)
     dropping_inbox.drop_before = {50, 51, 200}  # hung up on while sending: not accepted, sent again
     dropping_inbox.drop_after = {120, 121, 122, 300}  # hung up on after a 250: the next one reconnects
     svc = EmailService(
@@ -96,12 +103,7 @@ async def test_a_job_over_the_pool_delivers_each_message_once_across_dropped_con
 
 async def test_a_cancelled_pool_leaves_only_the_messages_in_flight_in_doubt(store: Any, inbox: Inbox) -> None:
     n = 100
-    await store.contacts.bulk_insert(
-        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
-    )
-    tpl = await store.email.save_template(
-        template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
-    )
+    tpl = await _people_and_template(store, n)
 
     def service() -> EmailService:
         return EmailService(
@@ -148,12 +150,7 @@ async def test_a_stop_while_claiming_gives_the_claimed_rows_back(
     store: Any, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 10
-    await store.contacts.bulk_insert(
-        [ContactFields(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(n)]
-    )
-    tpl = await store.email.save_template(
-        template_id=None, name="n", subject="s", html="<p>x</p>", text="", merge_codes=[], user_id=None
-    )
+    tpl = await _people_and_template(store, n)
     svc = EmailService(
         store,
         Renderer(),
