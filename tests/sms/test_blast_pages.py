@@ -84,6 +84,15 @@ async def _create_dying_before_third_page(store: Store, service: BlastService) -
     return blast
 
 
+def _people_two_without_first_names() -> list[dict[str, Any]]:
+    """23 customers; the 21st and the 23rd (on the last page) have no first name."""
+    people = _people(23)
+    for i in (20, 22):
+        people[i]["first_name"] = ""
+        people[i]["last_name"] = f"Nofirst{i}"
+    return people
+
+
 async def _outbox(store: Store, blast_id: int) -> list[Any]:
     return await store.db.fetchall(
         "SELECT contact_id, to_e164, state, reason, text FROM sms_outbox WHERE blast_id = ? ORDER BY id",
@@ -122,11 +131,7 @@ async def test_a_missing_merge_code_on_the_last_page_refuses_the_blast_with_noth
 ) -> None:
     clock = VirtualClock(T0)
     async with open_store(settings, clock.now) as store:
-        people = _people(23)
-        for i in (20, 22):
-            people[i]["first_name"] = ""
-            people[i]["last_name"] = f"Nofirst{i}"
-        await _audience(store, people)
+        await _audience(store, _people_two_without_first_names())
         with pytest.raises(ValidationError) as exc:
             await _service(store, clock).create(
                 BlastSpec(
@@ -228,11 +233,7 @@ async def test_a_run_taken_over_from_a_creator_that_died_is_validated_as_the_cre
     with the reason, every row written for it deleted, nothing ever due."""
     clock = VirtualClock(T0)
     async with open_store(settings, clock.now) as store:
-        people = _people(23)
-        for i in (20, 22):
-            people[i]["first_name"] = ""
-            people[i]["last_name"] = f"Nofirst{i}"
-        await _audience(store, people)
+        await _audience(store, _people_two_without_first_names())
         service = _service(store, clock)
         blast = await _create_dying_before_third_page(store, service)
         assert len(await _outbox(store, blast["id"])) == 10

@@ -52,6 +52,18 @@ async def _people_and_template(store: Any, n: int) -> dict[str, Any]:
     )
 
 
+def _pool_service(store: Any, port: int, *, connections: int) -> EmailService:
+    """The email service over a pool of `connections` to the inbox on `port`, no rate limit."""
+    return EmailService(
+        store,
+        Renderer(),
+        SmtpSender("127.0.0.1", port, rate_per_second=0, connections=connections),
+        sender="s@motors.example",
+        public_url="https://crm.example",
+        dealer={},
+    )
+
+
 @pytest.fixture
 async def dropping_inbox() -> Any:
     from aiosmtpd.controller import Controller
@@ -73,14 +85,7 @@ async def test_a_job_over_the_pool_delivers_each_message_once_across_dropped_con
     tpl = await _people_and_template(store, n)
     dropping_inbox.drop_before = {50, 51, 200}  # hung up on while sending: not accepted, sent again
     dropping_inbox.drop_after = {120, 121, 122, 300}  # hung up on after a 250: the next one reconnects
-    svc = EmailService(
-        store,
-        Renderer(),
-        SmtpSender("127.0.0.1", dropping_inbox.port, rate_per_second=0, connections=4),
-        sender="s@motors.example",
-        public_url="https://crm.example",
-        dealer={},
-    )
+    svc = _pool_service(store, dropping_inbox.port, connections=4)
     job_id = await svc.send(tpl["id"], await store.contacts.get_many(list(range(1, n + 1))), None)
     task = asyncio.create_task(svc.run(idle_poll=0.05))
     try:
@@ -106,14 +111,7 @@ async def test_a_cancelled_pool_leaves_only_the_messages_in_flight_in_doubt(stor
     tpl = await _people_and_template(store, n)
 
     def service() -> EmailService:
-        return EmailService(
-            store,
-            Renderer(),
-            SmtpSender("127.0.0.1", inbox.port, rate_per_second=0, connections=4),
-            sender="s@motors.example",
-            public_url="https://crm.example",
-            dealer={},
-        )
+        return _pool_service(store, inbox.port, connections=4)
 
     svc = service()
     job_id = await svc.send(tpl["id"], await store.contacts.get_many(list(range(1, n + 1))), None)
@@ -151,14 +149,7 @@ async def test_a_stop_while_claiming_gives_the_claimed_rows_back(
 ) -> None:
     n = 10
     tpl = await _people_and_template(store, n)
-    svc = EmailService(
-        store,
-        Renderer(),
-        SmtpSender("127.0.0.1", inbox.port, rate_per_second=0, connections=2),
-        sender="s@motors.example",
-        public_url="https://crm.example",
-        dealer={},
-    )
+    svc = _pool_service(store, inbox.port, connections=2)
     job_id = await svc.send(tpl["id"], await store.contacts.get_many(list(range(1, n + 1))), None)
     committed, answer = asyncio.Event(), asyncio.Event()
     claim = store.email.claim
